@@ -53,15 +53,54 @@ DEFAULT_CHECK_TIMEOUT_S = 10.0
 # Canonical field names of a service definition and a check definition. Consul's
 # decoder matches keys case-insensitively and also accepts snake_case aliases.
 SERVICE_FIELDS = (
-    "ID", "Name", "Tags", "Address", "Port", "Meta", "Check", "Checks", "EnableTagOverride",
-    "Weights", "TaggedAddresses", "Kind", "Proxy", "Connect", "SocketPath", "Locality",
+    "ID",
+    "Name",
+    "Tags",
+    "Address",
+    "Port",
+    "Meta",
+    "Check",
+    "Checks",
+    "EnableTagOverride",
+    "Weights",
+    "TaggedAddresses",
+    "Kind",
+    "Proxy",
+    "Connect",
+    "SocketPath",
+    "Locality",
 )
 CHECK_FIELDS = (
-    "CheckID", "Name", "Notes", "Status", "HTTP", "Method", "Header", "Body", "TCP", "TTL",
-    "Interval", "Timeout", "DeregisterCriticalServiceAfter", "TLSSkipVerify", "TLSServerName",
-    "ServiceID", "SuccessBeforePassing", "FailuresBeforeCritical", "FailuresBeforeWarning",
-    "Args", "ScriptArgs", "GRPC", "GRPCUseTLS", "H2PING", "UDP", "DockerContainerID", "Shell",
-    "OutputMaxSize", "AliasService", "AliasNode",
+    "CheckID",
+    "Name",
+    "Notes",
+    "Status",
+    "HTTP",
+    "Method",
+    "Header",
+    "Body",
+    "TCP",
+    "TTL",
+    "Interval",
+    "Timeout",
+    "DeregisterCriticalServiceAfter",
+    "TLSSkipVerify",
+    "TLSServerName",
+    "ServiceID",
+    "SuccessBeforePassing",
+    "FailuresBeforeCritical",
+    "FailuresBeforeWarning",
+    "Args",
+    "ScriptArgs",
+    "GRPC",
+    "GRPCUseTLS",
+    "H2PING",
+    "UDP",
+    "DockerContainerID",
+    "Shell",
+    "OutputMaxSize",
+    "AliasService",
+    "AliasNode",
 )
 CHECK_ALIASES = {"id": "CheckID", "script": "Args"}
 # Maps whose keys are user data and must keep their case.
@@ -191,12 +230,22 @@ class Check:
     def to_json(self, node: str) -> dict[str, Any]:
         d = self.definition
         return {
-            "Node": node, "CheckID": self.check_id, "Name": self.name, "Status": self.status,
-            "Notes": self.notes, "Output": self.output, "ServiceID": self.service_id,
-            "ServiceName": self.service_name, "ServiceTags": list(self.service_tags),
-            "Type": self.kind, "Interval": _dur_text(d.get("Interval")),
-            "Timeout": _dur_text(d.get("Timeout")), "ExposedPort": 0,
-            "Definition": {}, "CreateIndex": self.create_index, "ModifyIndex": self.modify_index,
+            "Node": node,
+            "CheckID": self.check_id,
+            "Name": self.name,
+            "Status": self.status,
+            "Notes": self.notes,
+            "Output": self.output,
+            "ServiceID": self.service_id,
+            "ServiceName": self.service_name,
+            "ServiceTags": list(self.service_tags),
+            "Type": self.kind,
+            "Interval": _dur_text(d.get("Interval")),
+            "Timeout": _dur_text(d.get("Timeout")),
+            "ExposedPort": 0,
+            "Definition": {},
+            "CreateIndex": self.create_index,
+            "ModifyIndex": self.modify_index,
         }
 
 
@@ -227,11 +276,15 @@ class Service:
     def agent_json(self, datacenter: str) -> dict[str, Any]:
         d = self.definition
         out: dict[str, Any] = {
-            "ID": self.sid, "Service": self.name, "Tags": self.tags,
-            "Meta": dict(d.get("Meta") or {}), "Port": int(d.get("Port") or 0),
+            "ID": self.sid,
+            "Service": self.name,
+            "Tags": self.tags,
+            "Meta": dict(d.get("Meta") or {}),
+            "Port": int(d.get("Port") or 0),
             "Address": d.get("Address") or "",
             "Weights": d.get("Weights") or {"Passing": 1, "Warning": 1},
-            "EnableTagOverride": bool(d.get("EnableTagOverride")), "Datacenter": datacenter,
+            "EnableTagOverride": bool(d.get("EnableTagOverride")),
+            "Datacenter": datacenter,
         }
         if d.get("TaggedAddresses"):
             out["TaggedAddresses"] = d["TaggedAddresses"]
@@ -257,8 +310,12 @@ class KVEntry:
     def to_json(self, key: str) -> dict[str, Any]:
         value = base64.b64encode(self.value).decode() if self.value else None
         return {
-            "LockIndex": self.lock_index, "Key": key, "Flags": self.flags, "Value": value,
-            "CreateIndex": self.create_index, "ModifyIndex": self.modify_index,
+            "LockIndex": self.lock_index,
+            "Key": key,
+            "Flags": self.flags,
+            "Value": value,
+            "CreateIndex": self.create_index,
+            "ModifyIndex": self.modify_index,
         }
 
 
@@ -326,13 +383,18 @@ class Agent:
         kv = {
             k: {
                 "value": base64.b64encode(e.value).decode() if e.value is not None else None,
-                "flags": e.flags, "create_index": e.create_index,
-                "modify_index": e.modify_index, "lock_index": e.lock_index,
+                "flags": e.flags,
+                "create_index": e.create_index,
+                "modify_index": e.modify_index,
+                "lock_index": e.lock_index,
             }
             for k, e in self.kv.items()
         }
-        data = {"index": self.index, "kv": kv,
-                "services": [s.definition for s in self.services.values()]}
+        data = {
+            "index": self.index,
+            "kv": kv,
+            "services": [s.definition for s in self.services.values()],
+        }
         tmp = f"{path}.tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(data, fh)
@@ -357,8 +419,9 @@ class Agent:
         with self.cond:
             old = self.services.get(svc_def["ID"])
             index = self.bump()
-            svc = Service(svc_def, create_index=old.create_index if old else index,
-                          modify_index=index)
+            svc = Service(
+                svc_def, create_index=old.create_index if old else index, modify_index=index
+            )
             self.services[svc.sid] = svc
             new_ids = self._register_service_checks(svc, index)
             if replace_checks or old is not None:
@@ -374,12 +437,20 @@ class Agent:
             check_id = str(check_def.get("CheckID") or default_id)
             name = str(check_def.get("Name") or f"Service '{svc.name}' check")
             ids.add(check_id)
-            self._put_check(Check(
-                check_id=check_id, name=name, definition=check_def, service_id=svc.sid,
-                service_name=svc.name, service_tags=svc.tags, notes=check_def.get("Notes") or "",
-                status=check_def.get("Status") or CRITICAL,
-                create_index=index, modify_index=index,
-            ))
+            self._put_check(
+                Check(
+                    check_id=check_id,
+                    name=name,
+                    definition=check_def,
+                    service_id=svc.sid,
+                    service_name=svc.name,
+                    service_tags=svc.tags,
+                    notes=check_def.get("Notes") or "",
+                    status=check_def.get("Status") or CRITICAL,
+                    create_index=index,
+                    modify_index=index,
+                )
+            )
         return ids
 
     def _put_check(self, check: Check) -> None:
@@ -392,8 +463,9 @@ class Agent:
                 check.create_index = old.create_index
         self.checks[check.check_id] = check
         if check.kind in ("http", "tcp"):
-            threading.Thread(target=self._probe_loop, args=(check,), daemon=True,
-                             name=f"check-{check.check_id}").start()
+            threading.Thread(
+                target=self._probe_loop, args=(check,), daemon=True, name=f"check-{check.check_id}"
+            ).start()
 
     def _drop_stale_checks(self, service_id: str, keep: set[str]) -> None:
         for cid, check in list(self.checks.items()):
@@ -418,8 +490,11 @@ class Agent:
         with self.cond:
             check = self.checks.get(check_id)
             if check is None:
-                raise ApiError(404, f'Unknown check ID "{check_id}". Ensure that the check ID is '
-                                    "passed, not the check name.")
+                raise ApiError(
+                    404,
+                    f'Unknown check ID "{check_id}". Ensure that the check ID is '
+                    "passed, not the check name.",
+                )
             self._update_status(check, status, output)
 
     def _update_status(self, check: Check, status: str, output: str) -> None:
@@ -460,7 +535,9 @@ def probe_http(definition: dict[str, Any], timeout: float) -> tuple[str, str]:
     url = str(definition["HTTP"])
     method = str(definition.get("Method") or "GET")
     parts = urlsplit(url)
-    conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn_cls = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
@@ -631,12 +708,14 @@ class Handler(BaseHTTPRequestHandler):
             wait = parse_duration(self.param("wait")) if self.param("wait") else DEFAULT_WAIT_S
             self.agent.wait_for_change(min_index, wait * (1 + random.random() / 16))
         with self.agent.cond:
-            self.extra_headers.update({
-                "X-Consul-Index": str(self.agent.index),
-                "X-Consul-Knownleader": "true",
-                "X-Consul-Lastcontact": "0",
-                "X-Consul-Effective-Consistency": "leader",
-            })
+            self.extra_headers.update(
+                {
+                    "X-Consul-Index": str(self.agent.index),
+                    "X-Consul-Knownleader": "true",
+                    "X-Consul-Lastcontact": "0",
+                    "X-Consul-Effective-Consistency": "leader",
+                }
+            )
 
     # --- status
 
@@ -651,11 +730,18 @@ class Handler(BaseHTTPRequestHandler):
     def agent_self(self) -> None:
         self.acl("agent:read", self.agent.config.node)
         cfg = self.agent.config
-        self.send_json({
-            "Config": {"Datacenter": cfg.datacenter, "NodeName": cfg.node,
-                       "NodeID": self.agent.node_id, "Server": True, "Version": VERSION},
-            "Member": {"Name": cfg.node, "Addr": cfg.node_address, "Port": 8301, "Status": 1},
-        })
+        self.send_json(
+            {
+                "Config": {
+                    "Datacenter": cfg.datacenter,
+                    "NodeName": cfg.node,
+                    "NodeID": self.agent.node_id,
+                    "Server": True,
+                    "Version": VERSION,
+                },
+                "Member": {"Name": cfg.node, "Addr": cfg.node_address, "Port": 8301, "Status": 1},
+            }
+        )
 
     def agent_services(self) -> None:
         allowed = self.acl("service:read", "", filtered=True)
@@ -671,7 +757,9 @@ class Handler(BaseHTTPRequestHandler):
                 out = svc.agent_json(self.agent.config.datacenter)
         if svc is None:
             raise ApiError(404, f"unknown service ID: {service_id}")
-        out["ContentHash"] = format(hash(json.dumps(out, sort_keys=True)) & 0xFFFFFFFFFFFFFFFF, "016x")
+        out["ContentHash"] = format(
+            hash(json.dumps(out, sort_keys=True)) & 0xFFFFFFFFFFFFFFFF, "016x"
+        )
         self.extra_headers["X-Consul-ContentHash"] = out["ContentHash"]
         self.send_json(out)
 
@@ -714,39 +802,66 @@ class Handler(BaseHTTPRequestHandler):
         self.blocking_read()
         passing_only, tags = self.flag("passing"), self.query.get("tag", [])
         with self.agent.cond:
-            entries = [self._health_entry(s) for s in self._instances(name, tags)] if allowed else []
+            entries = (
+                [self._health_entry(s) for s in self._instances(name, tags)] if allowed else []
+            )
         if passing_only:
             entries = [e for e in entries if all(c["Status"] == PASSING for c in e["Checks"])]
         self.send_json(entries)
 
     def _instances(self, name: str, tags: list[str]) -> list[Service]:
-        return [s for s in self.agent.services.values()
-                if s.name == name and all(t in s.tags for t in tags)]
+        return [
+            s
+            for s in self.agent.services.values()
+            if s.name == name and all(t in s.tags for t in tags)
+        ]
 
     def _node_json(self) -> dict[str, Any]:
         cfg = self.agent.config
         return {
-            "ID": self.agent.node_id, "Node": cfg.node, "Address": cfg.node_address,
+            "ID": self.agent.node_id,
+            "Node": cfg.node,
+            "Address": cfg.node_address,
             "Datacenter": cfg.datacenter,
-            "TaggedAddresses": {"lan": cfg.node_address, "lan_ipv4": cfg.node_address,
-                                "wan": cfg.node_address, "wan_ipv4": cfg.node_address},
+            "TaggedAddresses": {
+                "lan": cfg.node_address,
+                "lan_ipv4": cfg.node_address,
+                "wan": cfg.node_address,
+                "wan_ipv4": cfg.node_address,
+            },
             "Meta": {"consul-network-segment": ""},
-            "CreateIndex": 1, "ModifyIndex": self.agent.serf_index,
+            "CreateIndex": 1,
+            "ModifyIndex": self.agent.serf_index,
         }
 
     def _serf_check(self) -> dict[str, Any]:
         return {
-            "Node": self.agent.config.node, "CheckID": "serfHealth", "Name": "Serf Health Status",
-            "Status": PASSING, "Notes": "", "Output": "Agent alive and reachable",
-            "ServiceID": "", "ServiceName": "", "ServiceTags": [], "Type": "", "Interval": "",
-            "Timeout": "", "ExposedPort": 0, "Definition": {}, "CreateIndex": 1, "ModifyIndex": 1,
+            "Node": self.agent.config.node,
+            "CheckID": "serfHealth",
+            "Name": "Serf Health Status",
+            "Status": PASSING,
+            "Notes": "",
+            "Output": "Agent alive and reachable",
+            "ServiceID": "",
+            "ServiceName": "",
+            "ServiceTags": [],
+            "Type": "",
+            "Interval": "",
+            "Timeout": "",
+            "ExposedPort": 0,
+            "Definition": {},
+            "CreateIndex": 1,
+            "ModifyIndex": 1,
         }
 
     def _health_entry(self, svc: Service) -> dict[str, Any]:
         node = self.agent.config.node
         checks = [c.to_json(node) for c in self.agent.checks.values() if c.service_id == svc.sid]
-        return {"Node": self._node_json(), "Service": svc.health_json(),
-                "Checks": [self._serf_check(), *checks]}
+        return {
+            "Node": self._node_json(),
+            "Service": svc.health_json(),
+            "Checks": [self._serf_check(), *checks],
+        }
 
     def catalog_services(self) -> None:
         allowed = self.acl("service:read", "", filtered=True)
@@ -769,13 +884,25 @@ class Handler(BaseHTTPRequestHandler):
         node = self._node_json()
         h = svc.health_json()
         return {
-            "ID": node["ID"], "Node": node["Node"], "Address": node["Address"],
-            "Datacenter": node["Datacenter"], "TaggedAddresses": node["TaggedAddresses"],
-            "NodeMeta": node["Meta"], "ServiceKind": h.get("Kind", ""), "ServiceID": h["ID"],
-            "ServiceName": h["Service"], "ServiceTags": h["Tags"], "ServiceAddress": h["Address"],
-            "ServiceWeights": h["Weights"], "ServiceMeta": h["Meta"], "ServicePort": h["Port"],
-            "ServiceEnableTagOverride": h["EnableTagOverride"], "ServiceProxy": {},
-            "ServiceConnect": {}, "CreateIndex": h["CreateIndex"], "ModifyIndex": h["ModifyIndex"],
+            "ID": node["ID"],
+            "Node": node["Node"],
+            "Address": node["Address"],
+            "Datacenter": node["Datacenter"],
+            "TaggedAddresses": node["TaggedAddresses"],
+            "NodeMeta": node["Meta"],
+            "ServiceKind": h.get("Kind", ""),
+            "ServiceID": h["ID"],
+            "ServiceName": h["Service"],
+            "ServiceTags": h["Tags"],
+            "ServiceAddress": h["Address"],
+            "ServiceWeights": h["Weights"],
+            "ServiceMeta": h["Meta"],
+            "ServicePort": h["Port"],
+            "ServiceEnableTagOverride": h["EnableTagOverride"],
+            "ServiceProxy": {},
+            "ServiceConnect": {},
+            "CreateIndex": h["CreateIndex"],
+            "ModifyIndex": h["ModifyIndex"],
         }
 
     # --- KV
@@ -907,8 +1034,9 @@ class StandinServer(ThreadingHTTPServer):
         return f"http://{host}:{self.port}"
 
     def start(self) -> StandinServer:
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True,
-                                        name="consul-standin")
+        self._thread = threading.Thread(
+            target=self.serve_forever, daemon=True, name="consul-standin"
+        )
         self._thread.start()
         return self
 
@@ -918,12 +1046,22 @@ class StandinServer(ThreadingHTTPServer):
         self.server_close()
 
 
-def serve(host: str = "127.0.0.1", port: int = 0, *, acl_token: str | None = None,
-          data_file: str | None = None, node: str | None = None,
-          mode: str | None = None, verbose: bool = False) -> StandinServer:
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    acl_token: str | None = None,
+    data_file: str | None = None,
+    node: str | None = None,
+    mode: str | None = None,
+    verbose: bool = False,
+) -> StandinServer:
     """Start the stand-in in a background thread; `.shutdown()` stops it."""
-    config = Config(acl_token=acl_token, data_file=data_file,
-                    mode=mode or os.environ.get("SWARM_STANDIN_MODE", "healthy"))
+    config = Config(
+        acl_token=acl_token,
+        data_file=data_file,
+        mode=mode or os.environ.get("SWARM_STANDIN_MODE", "healthy"),
+    )
     if node:
         config.node = node
     server = StandinServer((host, port), Agent(config), verbose=verbose).start()
@@ -950,8 +1088,18 @@ def _arm_die_after(server: StandinServer, mode: str, in_process: bool) -> None:
 
 # --------------------------------------------------------------------------- command line
 
-BOOL_FLAGS = {"dev", "ui", "server", "bootstrap", "disable-host-node-id", "rejoin", "syslog",
-              "disable-keyring-file", "verbose", "sealed"}
+BOOL_FLAGS = {
+    "dev",
+    "ui",
+    "server",
+    "bootstrap",
+    "disable-host-node-id",
+    "rejoin",
+    "syslog",
+    "disable-keyring-file",
+    "verbose",
+    "sealed",
+}
 
 
 def parse_go_flags(argv: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -988,12 +1136,21 @@ def config_from_args(argv: list[str]) -> tuple[str, int, Config, bool]:
     local = _local_config()
     acl = local.get("acl", {}).get("tokens", {}) if isinstance(local.get("acl"), dict) else {}
     host = flags.get("host") or flags.get("client") or "0.0.0.0"
-    port = int(flags.get("port") or flags.get("http-port")
-               or (local.get("ports") or {}).get("http") or 8500)
+    port = int(
+        flags.get("port")
+        or flags.get("http-port")
+        or (local.get("ports") or {}).get("http")
+        or 8500
+    )
     config = Config(
         datacenter=flags.get("datacenter") or local.get("datacenter") or "dc1",
-        acl_token=(flags.get("acl-token") or os.environ.get("SWARM_CONSUL_ACL_TOKEN")
-                   or acl.get("initial_management") or acl.get("master") or None),
+        acl_token=(
+            flags.get("acl-token")
+            or os.environ.get("SWARM_CONSUL_ACL_TOKEN")
+            or acl.get("initial_management")
+            or acl.get("master")
+            or None
+        ),
         data_file=flags.get("data") or None,
         mode=os.environ.get("SWARM_STANDIN_MODE", "healthy"),
     )
@@ -1027,8 +1184,11 @@ def main(argv: list[str] | None = None) -> int:
     server = StandinServer((host, port), Agent(config), verbose=verbose)
     _arm_die_after(server, mode, in_process=False)
     acl = "on" if config.acl_token else "off"
-    print(f"consul-standin: Consul agent running! node={config.node} dc={config.datacenter} "
-          f"http={host}:{server.port} acl={acl} mode={mode}", flush=True)
+    print(
+        f"consul-standin: Consul agent running! node={config.node} dc={config.datacenter} "
+        f"http={host}:{server.port} acl={acl} mode={mode}",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
