@@ -1,0 +1,434 @@
+"""SSH transport on asyncssh: one connection per host, reused for every command.
+
+`SshTransport` opens its connection lazily (or via `connect()`) and runs every
+command, upload and download over it, each command with its own timeout. Host keys are
+always verified against the inventory's known_hosts file; an unknown or changed key is
+refused with a hint, and `trust()` is the one explicit way to record a key.
+Connection failures become one-line `TransportError`s that say what to do.
+
+`Fleet` opens and drives many hosts in parallel with bounded concurrency (`forks`) and
+returns a per-host `GroupResult` (host -> result or exception), so one bad host never
+cancels the work on the healthy ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import asyncssh
+
+from orchestrator.commands import Runnable, as_command, cat_file, write_file
+from orchestrator.errors import TransportError
+from orchestrator.transport.base import (
+    Result,
+    Transport,
+    TransportStats,
+    check_result,
+    decode,
+    make_result,
+)
+
+T = TypeVar("T")
+
+DEFAULT_FORKS = 64
+# OpenSSH's MaxSessions defaults to 10 channels per connection; stay under it.
+MAX_CHANNELS = 8
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where and how to reach one node (the inventory's ssh block, resolved)."""
+
+    name: str
+    address: str
+    port: int = 22
+    user: str = "root"
+    key: Path | None = None
+    known_hosts: Path | None = None
+    connect_timeout: float = 10.0
+    command_timeout: float | None = 120.0
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+class SshTransport:
+    """One asyncssh connection to one host, opened once and reused."""
+
+    def __init__(self, target: SshTarget) -> None:
+        self.target = target
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._lock = asyncio.Lock()
+        self._channels = asyncio.Semaphore(MAX_CHANNELS)
+        self._stats = TransportStats()
+
+    @property
+    def host(self) -> str:
+        return self.target.name
+
+    @property
+    def stats(self) -> TransportStats:
+        return self._stats
+
+    async def __aenter__(self) -> SshTransport:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Open the connection unless it is open already (safe to call concurrently)."""
+        async with self._lock:
+            if self._conn is None:
+                self._conn = await open_connection(self.target)
+                self._stats.connections += 1
+
+    async def run(
+        self,
+        command: Runnable,
+        *,
+        timeout: float | None = None,
+        check: bool = True,
+        input: bytes | None = None,
+    ) -> Result:
+        shell = as_command(command).shell
+        status, out, err = await self._exec(shell, input, timeout)
+        result = make_result(command, status, out, err)
+        return check_result(self.host, result) if check else result
+
+    async def put(self, data: bytes, remote_path: str, mode: int = 0o644) -> None:
+        """Upload bytes atomically over this connection (temp file, chmod, rename)."""
+        await self.run(write_file(remote_path, mode), input=data)
+        self._stats.puts += 1
+
+    async def get(self, remote_path: str) -> bytes:
+        command = cat_file(remote_path)
+        status, out, err = await self._exec(command.shell, None, None)
+        check_result(self.host, make_result(command, status, out, err))
+        self._stats.gets += 1
+        return out
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            await conn.wait_closed()
+
+    async def _exec(
+        self, shell: str, input: bytes | None, timeout: float | None
+    ) -> tuple[int, bytes, bytes]:
+        await self.connect()
+        assert self._conn is not None
+        limit = timeout if timeout is not None else self.target.command_timeout
+        try:
+            async with self._channels:
+                proc = await self._conn.run(
+                    shell, check=False, timeout=limit, input=input, encoding=None
+                )
+        except asyncssh.TimeoutError as exc:
+            raise self._timeout_error(shell, limit, exc) from None
+        except (asyncssh.Error, OSError) as exc:
+            await self._forget_connection()
+            raise TransportError(
+                self.host,
+                f"connection to {self.target.endpoint} lost while running {shell}: {_reason(exc)}",
+            ) from None
+        out, err = _as_bytes(proc.stdout), _as_bytes(proc.stderr)
+        self._stats.count_command(shell, len(shell) + len(input or b""), len(out) + len(err))
+        return _exit_status(proc), out, err
+
+    def _timeout_error(
+        self, shell: str, limit: float | None, exc: asyncssh.TimeoutError
+    ) -> TransportError:
+        tail = decode(_as_bytes(exc.stderr)).strip().splitlines()[-1:] or [""]
+        msg = f"command timed out after {limit}s: {shell}"
+        if tail[0]:
+            msg += f" (last stderr: {tail[0]})"
+        return TransportError(self.host, msg, hint="raise ssh.command_timeout for slow steps")
+
+    async def _forget_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.abort()
+
+
+def _as_bytes(data: object) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode()
+    return b""
+
+
+def _exit_status(proc: asyncssh.SSHCompletedProcess) -> int:
+    if proc.returncode is not None:
+        return proc.returncode
+    return -1
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncssh.DisconnectError):
+        return exc.reason
+    return str(exc) or type(exc).__name__
+
+
+# --------------------------------------------------------------------------- connect
+
+
+async def open_connection(target: SshTarget) -> asyncssh.SSHClientConnection:
+    """Connect and authenticate, or raise a one-line `TransportError` with a hint."""
+    _check_files(target)
+    try:
+        return await asyncio.wait_for(_connect(target), target.connect_timeout)
+    except TimeoutError:
+        raise _unreachable(target, f"timed out after {target.connect_timeout:g}s") from None
+    except asyncssh.HostKeyNotVerifiable:
+        raise _host_key_error(target) from None
+    except asyncssh.PermissionDenied:
+        raise _auth_error(target) from None
+    except asyncssh.KeyImportError as exc:
+        raise TransportError(
+            target.name,
+            f"cannot load SSH key {target.key}: {exc}",
+            hint="use an unencrypted key or one in a running ssh-agent",
+        ) from None
+    except ConnectionRefusedError:
+        raise _unreachable(target, "connection refused") from None
+    except (OSError, socket.gaierror) as exc:
+        raise _unreachable(target, exc.strerror or str(exc)) from None
+    except asyncssh.Error as exc:
+        raise TransportError(
+            target.name,
+            f"SSH to {target.endpoint} failed: {_reason(exc)}",
+            hint="check that an SSH server listens there",
+        ) from None
+
+
+def _connect(target: SshTarget) -> Awaitable[asyncssh.SSHClientConnection]:
+    keys = [str(target.key)] if target.key else ()
+    return asyncssh.connect(
+        target.address,
+        target.port,
+        username=target.user,
+        client_keys=keys,
+        known_hosts=str(target.known_hosts) if target.known_hosts else (),
+        agent_path=None if target.key else (),
+        config=[],
+        preferred_auth=("publickey",),
+        connect_timeout=target.connect_timeout,
+        login_timeout=target.connect_timeout,
+        keepalive_interval=30,
+    )
+
+
+def _check_files(target: SshTarget) -> None:
+    if target.key is not None and not target.key.is_file():
+        raise TransportError(
+            target.name,
+            f"SSH key file {target.key} not found",
+            hint="set ssh.key in the inventory to an existing private key",
+        )
+    if target.known_hosts is not None and not target.known_hosts.is_file():
+        raise TransportError(
+            target.name,
+            f"known_hosts file {target.known_hosts} not found",
+            hint=f"run `swarm trust {target.name}` to record the host key after checking "
+            "its fingerprint",
+        )
+
+
+def _unreachable(target: SshTarget, why: str) -> TransportError:
+    return TransportError(
+        target.name,
+        f"cannot reach {target.endpoint} ({why})",
+        hint="is it up, is the address right?",
+    )
+
+
+def _auth_error(target: SshTarget) -> TransportError:
+    key = target.key or "(default keys)"
+    return TransportError(
+        target.name,
+        f"key {key} rejected for user {target.user} at {target.endpoint}",
+        hint=f"add the public key to ~{target.user}/.ssh/authorized_keys "
+        "on the node, or fix ssh.user / ssh.key",
+    )
+
+
+def _host_key_error(target: SshTarget) -> TransportError:
+    path = target.known_hosts or "~/.ssh/known_hosts"
+    if target.known_hosts and known_keys(target.known_hosts, target.address, target.port):
+        return TransportError(
+            target.name,
+            f"host key of {target.endpoint} changed! possible MITM attack",
+            hint=f"if the change is expected, remove the old entry for {target.address} "
+            f"from {path} and run `swarm trust {target.name}`",
+        )
+    return TransportError(
+        target.name,
+        f"host key of {target.endpoint} is not in known_hosts {path}",
+        hint=f"run `swarm trust {target.name}` to record it after checking its fingerprint",
+    )
+
+
+# --------------------------------------------------------------------------- host keys
+
+
+@dataclass(frozen=True)
+class HostKey:
+    """A server's host key as seen on the wire: what `swarm trust` shows and records."""
+
+    address: str
+    port: int
+    key: asyncssh.SSHKey
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.key.get_fingerprint("sha256"))
+
+    @property
+    def algorithm(self) -> str:
+        return self.key.get_algorithm()
+
+    @property
+    def known_hosts_line(self) -> str:
+        public = self.key.export_public_key("openssh").decode().split()
+        return f"{known_hosts_pattern(self.address, self.port)} {public[0]} {public[1]}\n"
+
+
+def known_hosts_pattern(address: str, port: int) -> str:
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+def known_keys(path: Path, address: str, port: int) -> list[asyncssh.SSHKey]:
+    """Host keys recorded for address:port in a known_hosts file (empty if none)."""
+    if not path.is_file():
+        return []
+    matched = asyncssh.read_known_hosts(str(path)).match(address, address, port)
+    unique = {key.public_data: key for key in matched[0]}  # host and addr may both match
+    return list(unique.values())
+
+
+async def fetch_host_key(address: str, port: int = 22, *, timeout: float = 10.0) -> HostKey:
+    """Ask the server for its host key (no authentication, nothing recorded)."""
+    target = SshTarget(name=address, address=address, port=port, connect_timeout=timeout)
+    try:
+        key = await asyncio.wait_for(
+            asyncssh.get_server_host_key(address, port, config=[]), timeout
+        )
+    except TimeoutError:
+        raise _unreachable(target, f"timed out after {timeout:g}s") from None
+    except (OSError, asyncssh.Error) as exc:
+        raise _unreachable(target, _reason(exc)) from None
+    if key is None:
+        raise TransportError(address, f"{target.endpoint} presented no host key")
+    return HostKey(address, port, key)
+
+
+def record_host_key(host_key: HostKey, known_hosts: Path) -> bool:
+    """Append the key unless already recorded; refuse if a different one is recorded."""
+    recorded = known_keys(known_hosts, host_key.address, host_key.port)
+    if any(k.public_data == host_key.key.public_data for k in recorded):
+        return False
+    if recorded:
+        raise TransportError(
+            host_key.address,
+            f"{known_hosts} already holds a different key for {host_key.address}:{host_key.port}",
+            hint="remove the old entry first if the change is expected",
+        )
+    known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    _append_line(known_hosts, host_key.known_hosts_line)
+    return True
+
+
+def _append_line(path: Path, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    with os.fdopen(fd, "a") as fh:
+        fh.write(line)
+
+
+async def trust(address: str, port: int, known_hosts: Path) -> HostKey:
+    """Fetch a host key and record it: call only after the user confirmed."""
+    host_key = await fetch_host_key(address, port)
+    record_host_key(host_key, known_hosts)
+    return host_key
+
+
+# --------------------------------------------------------------------------- fleet
+
+
+class GroupResult(dict[str, "T | BaseException"], Generic[T]):
+    """host -> result or the exception that host raised (fabric's GroupResult)."""
+
+    @property
+    def succeeded(self) -> dict[str, T]:
+        return {h: r for h, r in self.items() if not isinstance(r, BaseException)}
+
+    @property
+    def failed(self) -> dict[str, BaseException]:
+        return {h: r for h, r in self.items() if isinstance(r, BaseException)}
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+class Fleet:
+    """Many transports driven in parallel, at most `forks` hosts at a time."""
+
+    def __init__(self, transports: Iterable[Transport], *, forks: int = DEFAULT_FORKS) -> None:
+        if forks < 1:
+            raise ValueError("forks must be at least 1")
+        self.transports: dict[str, Transport] = {t.host: t for t in transports}
+        self._forks = asyncio.Semaphore(forks)
+
+    @classmethod
+    def over_ssh(cls, targets: Iterable[SshTarget], *, forks: int = DEFAULT_FORKS) -> Fleet:
+        return cls([SshTransport(t) for t in targets], forks=forks)
+
+    def __getitem__(self, host: str) -> Transport:
+        return self.transports[host]
+
+    async def map(self, work: Callable[[Transport], Awaitable[T]]) -> GroupResult[T]:
+        """Run `work` once per host; every host gets its own result or exception."""
+        hosts = list(self.transports)
+        outcomes = await asyncio.gather(
+            *(self._bounded(work, self.transports[h]) for h in hosts), return_exceptions=True
+        )
+        return GroupResult(zip(hosts, outcomes, strict=True))
+
+    async def connect(self) -> GroupResult[None]:
+        return await self.map(_connect_transport)
+
+    async def run(self, command: Runnable, **kwargs: object) -> GroupResult[Result]:
+        async def one(transport: Transport) -> Result:
+            return await transport.run(command, **kwargs)  # type: ignore[arg-type]
+
+        return await self.map(one)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(t.close() for t in self.transports.values()), return_exceptions=True)
+
+    def stats(self) -> Mapping[str, TransportStats]:
+        return {h: t.stats for h, t in self.transports.items()}
+
+    async def _bounded(self, work: Callable[[Transport], Awaitable[T]], t: Transport) -> T:
+        async with self._forks:
+            return await work(t)
+
+
+async def _connect_transport(transport: Transport) -> None:
+    connect = getattr(transport, "connect", None)
+    if connect is not None:
+        await connect()
+
+
+ConnectionPool = Fleet

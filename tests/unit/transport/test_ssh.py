@@ -1,0 +1,354 @@
+"""SshTransport against a real OpenSSH server on 127.0.0.1 (see conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from orchestrator import commands as c
+from orchestrator.errors import CommandFailed, TransportError
+from orchestrator.transport.base import Transport
+from orchestrator.transport.ssh import (
+    Fleet,
+    SshTransport,
+    fetch_host_key,
+    known_keys,
+    record_host_key,
+    trust,
+)
+
+from .conftest import SshServer, free_port, keygen, requires_sshd
+
+pytestmark = [requires_sshd, pytest.mark.timeout(120)]
+
+T = TypeVar("T")
+
+
+def run(coro: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await coro
+
+    return asyncio.run(main())
+
+
+async def with_transport(server: SshServer, work: Callable[[SshTransport], Awaitable[T]]) -> T:
+    async with SshTransport(server.target()) as transport:
+        return await work(transport)
+
+
+def connect_error(server: SshServer, **overrides: object) -> TransportError:
+    async def attempt() -> None:
+        await SshTransport(server.target(**overrides)).connect()
+
+    with pytest.raises(TransportError) as info:
+        run(attempt())
+    return info.value
+
+
+# --------------------------------------------------------------------------- reuse
+
+
+def test_one_connection_reused_for_many_commands(sshd: SshServer) -> None:
+    n = 20
+
+    async def work(t: SshTransport) -> list[str]:
+        outs = [(await t.run(c.read_only("echo", str(i)))).stdout for i in range(n)]
+        assert t.stats.connections == 1 and t.stats.commands == n
+        return outs
+
+    before = sshd.accepted()
+    outs = run(with_transport(sshd, work))
+    assert outs == [f"{i}\n" for i in range(n)]
+    assert sshd.accepted() - before == 1
+
+
+def test_concurrent_runs_share_the_connection(sshd: SshServer) -> None:
+    async def work(t: SshTransport) -> list[str]:
+        results = await asyncio.gather(*(t.run(c.read_only("echo", str(i))) for i in range(20)))
+        assert t.stats.connections == 1
+        return [r.stdout for r in results]
+
+    assert run(with_transport(sshd, work)) == [f"{i}\n" for i in range(20)]
+    assert sshd.accepted() == 1
+
+
+def test_script_is_one_command_and_names_failing_step(sshd: SshServer) -> None:
+    script = c.Script.of(
+        c.read_only("echo", "first"),
+        c.read_only("sh", "-c", "echo 'disk full' >&2; exit 4"),
+        c.read_only("echo", "never"),
+    )
+
+    async def work(t: SshTransport) -> None:
+        with pytest.raises(CommandFailed) as info:
+            await t.run(script)
+        assert t.stats.commands == 1
+        err = info.value
+        assert err.exit_status == 4 and "disk full" in err.stderr
+        assert "exit 4" in err.command and "first" not in err.command
+        result = await t.run(script, check=False)
+        assert [s.exit_status for s in result.steps] == [0, 4, None]
+        assert result.stdout == "first\n"
+
+    run(with_transport(sshd, work))
+
+
+# --------------------------------------------------------------------------- data
+
+
+BODY = b"KEY=v\xc3\xa9rit\xc3\xa9 \xf0\x9f\x94\x91\r\n\x00\xff binary\nno trailing newline"
+
+
+def test_put_0600_exact_bytes_and_get(sshd: SshServer, tmp_path: Path) -> None:
+    path = tmp_path / "release dir; $(x)" / "env" / "vllm.env"
+
+    async def work(t: SshTransport) -> bytes:
+        await t.put(BODY, str(path), mode=0o600)
+        remote_mode = (await t.run(c.read_only("stat", "-c", "%a", str(path)))).stdout
+        assert remote_mode == "600\n"
+        return await t.get(str(path))
+
+    assert run(with_transport(sshd, work)) == BODY
+    assert path.read_bytes() == BODY
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert os.listdir(path.parent) == ["vllm.env"]
+
+
+def test_put_large_binary(sshd: SshServer, tmp_path: Path) -> None:
+    body = os.urandom(3 * 1024 * 1024)
+    path = tmp_path / "big.bin"
+
+    async def work(t: SshTransport) -> bytes:
+        await t.put(body, str(path), mode=0o644)
+        return await t.get(str(path))
+
+    got = run(with_transport(sshd, work))
+    assert hashlib.sha256(got).digest() == hashlib.sha256(body).digest()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_run_with_input_bytes(sshd: SshServer) -> None:
+    async def work(t: SshTransport) -> str:
+        return (await t.run(c.read_only("sha256sum"), input=BODY)).stdout
+
+    assert run(with_transport(sshd, work)).split()[0] == hashlib.sha256(BODY).hexdigest()
+
+
+def test_hostile_argv_arrives_intact_over_ssh(sshd: SshServer) -> None:
+    from tests.unit.test_commands import HOSTILE
+
+    async def work(t: SshTransport) -> str:
+        return (await t.run(c.read_only("printf", "%s\\0", *HOSTILE))).stdout
+
+    assert run(with_transport(sshd, work)).split("\0")[:-1] == HOSTILE
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_command_failure_carries_exit_status_and_stderr_tail(sshd: SshServer) -> None:
+    noisy = "for i in 1 2 3 4 5 6 7 8; do echo line$i >&2; done; exit 3"
+
+    async def work(t: SshTransport) -> CommandFailed:
+        with pytest.raises(CommandFailed) as info:
+            await t.run(c.read_only("sh", "-c", noisy))
+        result = await t.run(c.read_only("sh", "-c", noisy), check=False)
+        assert result.exit_status == 3 and "line8" in result.stderr
+        return info.value
+
+    err = run(with_transport(sshd, work))
+    assert err.exit_status == 3 and err.host == "node"
+    assert "line8" in str(err) and "line1\n" not in str(err)  # the tail, not the whole
+    assert "exit 3" in err.command
+
+
+def test_get_missing_file_fails_clearly(sshd: SshServer, tmp_path: Path) -> None:
+    async def work(t: SshTransport) -> bytes:
+        return await t.get(str(tmp_path / "nope"))
+
+    with pytest.raises(CommandFailed) as info:
+        run(with_transport(sshd, work))
+    assert "No such file" in str(info.value)
+
+
+def test_command_timeout_is_clear_and_connection_survives(sshd: SshServer) -> None:
+    async def work(t: SshTransport) -> str:
+        started = time.monotonic()
+        with pytest.raises(TransportError) as info:
+            await t.run(c.read_only("sleep", "30"), timeout=0.5)
+        assert time.monotonic() - started < 10
+        assert "timed out after 0.5s" in str(info.value)
+        return (await t.run(c.read_only("echo", "still here"))).stdout
+
+    assert run(with_transport(sshd, work)) == "still here\n"
+
+
+def test_unknown_host_key_refused_with_trust_hint(sshd: SshServer, tmp_path: Path) -> None:
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    err = connect_error(sshd, known_hosts=empty)
+    assert "not in known_hosts" in str(err) and "swarm trust node" in str(err)
+    assert sshd.accepted() == 0
+
+
+def test_changed_host_key_refused(sshd: SshServer, tmp_path: Path) -> None:
+    other = keygen(tmp_path / "other_host_key")
+    public = Path(f"{other}.pub").read_text().split()
+    stale = tmp_path / "stale_known_hosts"
+    stale.write_text(f"[127.0.0.1]:{sshd.port} {public[0]} {public[1]}\n")
+    err = connect_error(sshd, known_hosts=stale)
+    assert "changed" in str(err) and "MITM" in str(err) and "remove the old entry" in str(err)
+    assert sshd.accepted() == 0
+
+
+def test_wrong_key_is_an_auth_error(sshd: SshServer, tmp_path: Path) -> None:
+    wrong = keygen(tmp_path / "wrong_key")
+    err = connect_error(sshd, key=wrong)
+    assert f"key {wrong} rejected for user" in str(err)
+
+
+def test_missing_key_file(sshd: SshServer, tmp_path: Path) -> None:
+    err = connect_error(sshd, key=tmp_path / "no_such_key")
+    assert "no_such_key not found" in str(err)
+
+
+def test_refused_port_is_unreachable(sshd: SshServer) -> None:
+    port = free_port()
+    err = connect_error(sshd, port=port)
+    assert f"cannot reach 127.0.0.1:{port}" in str(err) and "is it up" in str(err)
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[int]:
+    """A port that accepts TCP but never speaks SSH: the handshake hangs."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        yield s.getsockname()[1]
+
+
+def test_connect_timeout_is_unreachable(sshd: SshServer, silent_listener: int) -> None:
+    started = time.monotonic()
+    err = connect_error(sshd, port=silent_listener, connect_timeout=0.5)
+    assert time.monotonic() - started < 5
+    assert f"cannot reach 127.0.0.1:{silent_listener} (timed out after 0.5s)" in str(err)
+
+
+# --------------------------------------------------------------------------- trust
+
+
+def ssh_keygen_fingerprint(pub: Path) -> str:
+    out = subprocess.run(
+        ["ssh-keygen", "-lf", str(pub)], capture_output=True, text=True, check=True, timeout=10
+    )
+    return out.stdout.split()[1]
+
+
+def test_trust_records_fingerprint_then_connect_works(sshd: SshServer, tmp_path: Path) -> None:
+    known = tmp_path / "fresh" / "known_hosts"
+    fetched = run(fetch_host_key("127.0.0.1", sshd.port))
+    assert fetched.fingerprint == ssh_keygen_fingerprint(Path(f"{sshd.host_key}.pub"))
+    assert not known.exists()  # fetching alone records nothing
+    recorded = run(trust("127.0.0.1", sshd.port, known))
+    assert recorded.fingerprint == fetched.fingerprint
+    assert known.read_text().startswith(f"[127.0.0.1]:{sshd.port} ssh-ed25519 ")
+    assert record_host_key(fetched, known) is False  # already there: no duplicate
+    assert len(known_keys(known, "127.0.0.1", sshd.port)) == 1
+    assert len(known.read_text().splitlines()) == 1
+
+    async def work(t: SshTransport) -> str:
+        return (await t.run(c.uname_m())).stdout
+
+    assert run(SshTransport(sshd.target(known_hosts=known)).run(c.uname_m())).stdout
+    assert run(with_transport(sshd, work))
+
+
+def test_trust_refuses_to_add_a_second_key(sshd_factory: Callable[..., SshServer]) -> None:
+    first = sshd_factory("a")
+    second = sshd_factory("b")  # different host key
+    key = run(fetch_host_key("127.0.0.1", second.port))
+    lying = type(key)("127.0.0.1", first.port, key.key)
+    with pytest.raises(TransportError, match="already holds a different key"):
+        record_host_key(lying, first.known_hosts)
+
+
+def test_changed_server_key_after_restart(sshd_factory: Callable[..., SshServer]) -> None:
+    server = sshd_factory("a")
+    saved_known = server.known_hosts.read_text()
+    server.stop()
+    replacement = sshd_factory("b")  # fresh host key
+    server.known_hosts.write_text(saved_known.replace(str(server.port), str(replacement.port)))
+    err = connect_error(replacement, known_hosts=server.known_hosts)
+    assert "changed! possible MITM" in str(err)
+
+
+# --------------------------------------------------------------------------- fleet
+
+
+def test_thirty_hosts_with_eight_forks(sshd: SshServer) -> None:
+    fleet = Fleet.over_ssh([sshd.target(f"n{i:02d}") for i in range(30)], forks=8)
+
+    async def work() -> None:
+        connected = await fleet.connect()
+        assert connected.ok, connected.failed
+        results = await fleet.run(c.read_only("echo", "hello"))
+        assert results.ok and len(results) == 30
+        assert {r.stdout for r in results.succeeded.values()} == {"hello\n"}
+        assert all(s.connections == 1 and s.commands == 1 for s in fleet.stats().values())
+        await fleet.close()
+
+    run(work())
+    assert sshd.accepted() == 30
+
+
+def test_fleet_reports_per_host_errors(sshd: SshServer) -> None:
+    dead = sshd.target("dead", port=free_port())
+    fleet = Fleet.over_ssh([sshd.target("ok1"), dead, sshd.target("ok2")], forks=2)
+
+    async def work() -> None:
+        results = await fleet.run(c.read_only("echo", "x"))
+        await fleet.close()
+        assert set(results.succeeded) == {"ok1", "ok2"}
+        assert isinstance(results.failed["dead"], TransportError)
+        assert "cannot reach" in str(results["dead"])
+
+    run(work())
+
+
+class _Probe:
+    """A fake transport that records how many hosts run at the same time."""
+
+    active = 0
+    peak = 0
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+
+    async def slow(self) -> str:
+        _Probe.active += 1
+        _Probe.peak = max(_Probe.peak, _Probe.active)
+        await asyncio.sleep(0.01)
+        _Probe.active -= 1
+        return self.host
+
+
+def test_fleet_bounds_concurrency_to_forks() -> None:
+    probes = [_Probe(f"h{i}") for i in range(30)]
+    fleet = Fleet(probes, forks=8)  # type: ignore[arg-type]
+
+    async def one(t: Transport) -> str:
+        return await t.slow()  # type: ignore[attr-defined, no-any-return]
+
+    results = run(fleet.map(one))
+    assert _Probe.peak == 8
+    assert results.succeeded == {p.host: p.host for p in probes}
