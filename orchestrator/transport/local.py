@@ -7,6 +7,8 @@ exercised end to end without a server.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
 from orchestrator.commands import Runnable, as_command, cat_file, write_file
 from orchestrator.errors import TransportError
@@ -68,11 +70,12 @@ class LocalTransport:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # so a timeout can kill the whole process group
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(input or b""), timeout)
         except TimeoutError:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
             raise TransportError(
                 self._host,

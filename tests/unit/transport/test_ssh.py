@@ -33,6 +33,8 @@ pytestmark = [requires_sshd, pytest.mark.timeout(120)]
 
 T = TypeVar("T")
 
+HOSTILE = ["x; rm -rf /", "a b", "it's", '"q"', "$(id)", "`id`", "ünï ✓", "l1\nl2", "", "*"]
+
 
 def run(coro: Awaitable[T]) -> T:
     async def main() -> T:
@@ -145,8 +147,6 @@ def test_run_with_input_bytes(sshd: SshServer) -> None:
 
 
 def test_hostile_argv_arrives_intact_over_ssh(sshd: SshServer) -> None:
-    from tests.unit.test_commands import HOSTILE
-
     async def work(t: SshTransport) -> str:
         return (await t.run(c.read_only("printf", "%s\\0", *HOSTILE))).stdout
 

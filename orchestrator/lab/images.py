@@ -1,0 +1,226 @@
+"""The lab image catalog and its builder: layer sets -> cached blobs -> OCI images.
+
+Every image the roles use (docs/contracts.md) is built from local files — nothing is
+pulled from outside — and pushed to the lab registry under its mirror path with an OCI
+index listing the platforms the real image offers. Layers are cached under
+`<lab>/cache` keyed by their content, so a second `lab up` only checks the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator import images as image_refs
+from orchestrator.lab import oci, rootfs
+from orchestrator.lab.layout import REGISTRY
+from orchestrator.lab.oci import Blob, Entry, Layer, RuntimeConfig
+
+log = logging.getLogger(__name__)
+
+BOTH = ("amd64", "arm64")
+AMD64 = ("amd64",)
+ENV_BASE = (f"PATH={rootfs.IMAGE_PATH}",)
+ENV_PY = (*ENV_BASE, "SWARM_STANDIN_SELF=1", "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One lab image: reference, platforms, layer sets and runtime config."""
+
+    ref: str
+    platforms: tuple[str, ...]
+    layers: tuple[str, ...]
+    runtime: RuntimeConfig
+    needs_standin: str | None = None
+    extra: tuple[Entry, ...] = field(default=(), compare=False)
+
+    @property
+    def repo_path(self) -> str:
+        """`postgres:15-alpine` -> `library/postgres:15-alpine` (the mirror path)."""
+        return image_refs.mirrored(self.ref, REGISTRY).split("/", 1)[1]
+
+    @property
+    def repository(self) -> str:
+        return self.repo_path.rsplit(":", 1)[0]
+
+    @property
+    def tag(self) -> str:
+        return self.repo_path.rsplit(":", 1)[1]
+
+
+def _python_image(ref: str, platforms: tuple[str, ...], entrypoint: tuple[str, ...],
+                  cmd: tuple[str, ...] = (), env: tuple[str, ...] = (),
+                  extra: tuple[Entry, ...] = (), ports: tuple[str, ...] = (),
+                  workdir: str = "/", needs: str | None = None) -> ImageSpec:
+    runtime = RuntimeConfig(entrypoint, cmd, (*ENV_PY, *env), workdir, ports,
+                            {"org.swarm.lab": "stand-in"})
+    return ImageSpec(ref, platforms, ("base", "python", "standins"), runtime, needs, extra)
+
+
+def _generic(ref: str, platforms: tuple[str, ...], name: str, port: int,
+             health: str = "/health", version: str = "0.0.0") -> ImageSpec:
+    env = (f"SWARM_STANDIN_NAME={name}", f"SWARM_STANDIN_PORT={port}",
+           f"SWARM_STANDIN_HEALTH_PATHS={health}", f"SWARM_STANDIN_VERSION={version}")
+    extra = (rootfs.python_wrapper("generic-standin", "generic.py"),)
+    return _python_image(ref, platforms, ("swarm-entrypoint", "generic-standin"), (), env,
+                         extra, (f"{port}/tcp",))
+
+
+def _vllm(ref: str, env: tuple[str, ...] = ()) -> ImageSpec:
+    return _python_image(ref, AMD64, ("python3", "-m", "vllm.entrypoints.openai.api_server"),
+                         env=env, extra=tuple(rootfs.vllm_entries()), ports=("8000/tcp",))
+
+
+def catalog() -> list[ImageSpec]:
+    """Every lab image, as the contract table lists them."""
+    real = {"org.swarm.lab": "debian-binary"}
+    return [
+        _python_image("postgres:15-alpine", BOTH, ("docker-entrypoint.sh",), ("postgres",),
+                      ("PGDATA=/var/lib/postgresql/data",),
+                      (rootfs.python_wrapper("postgres", "postgres.py"),
+                       rootfs.python_wrapper("pg_isready", "postgres.py", "pg_isready"),
+                       rootfs.entrypoint_script("postgres")), ("5432/tcp",)),
+        ImageSpec("redis:7-alpine", BOTH, ("base", "redis"),
+                  RuntimeConfig(("docker-entrypoint.sh",), ("redis-server",), ENV_BASE, "/data",
+                                ("6379/tcp",), real),
+                  extra=(oci.script_entry("/usr/local/bin/docker-entrypoint.sh",
+                                          rootfs.REDIS_ENTRYPOINT),)),
+        ImageSpec("haproxy:2.8-alpine", BOTH, ("base", "haproxy"),
+                  RuntimeConfig(("docker-entrypoint.sh",),
+                                ("haproxy", "-f", "/usr/local/etc/haproxy/haproxy.cfg"),
+                                ENV_BASE, "/", (), real),
+                  extra=(oci.script_entry("/usr/local/bin/docker-entrypoint.sh",
+                                          rootfs.HAPROXY_ENTRYPOINT),)),
+        _python_image("hashicorp/consul:1.17", BOTH, ("docker-entrypoint.sh",),
+                      ("agent", "-dev", "-client", "0.0.0.0"), (),
+                      (rootfs.python_wrapper("consul", "consul.py"),
+                       rootfs.entrypoint_script("consul")), ("8500/tcp",), needs="consul"),
+        _python_image("hashicorp/vault:1.15", BOTH, ("docker-entrypoint.sh",), ("server", "-dev"),
+                      (), (rootfs.python_wrapper("vault", "vault.py"),
+                           rootfs.entrypoint_script("vault")), ("8200/tcp",), needs="vault"),
+        _python_image("ghcr.io/berriai/litellm:main-v1.55.8", BOTH,
+                      ("swarm-entrypoint", "litellm"), ("--port", "4000"), (),
+                      (rootfs.python_wrapper("litellm", "litellm.py"),), ("4000/tcp",), "/app"),
+        _generic("ghcr.io/open-webui/open-webui:v0.3.35", BOTH, "open-webui", 8080,
+                 "/health,/api/health", "0.3.35"),
+        _generic("grafana/grafana:10.4.2", BOTH, "grafana", 3000, "/api/health", "10.4.2"),
+        _generic("prom/prometheus:v2.51.2", BOTH, "prometheus", 9090, "/-/ready,/-/healthy",
+                 "2.51.2"),
+        _vllm("vllm/vllm-openai:v0.6.3"),
+        _vllm("vllm/vllm-openai:v0.6.3-broken", ("SWARM_STANDIN_MODE=never-healthy",)),
+        _python_image("qdrant/qdrant:v1.9.2", BOTH, ("swarm-entrypoint", "qdrant"), (), (),
+                      (rootfs.python_wrapper("qdrant", "qdrant.py"),),
+                      ("6333/tcp", "6334/tcp"), "/qdrant"),
+        _python_image("utkuozdemir/nvidia_gpu_exporter:1.2.0", AMD64,
+                      ("swarm-entrypoint", "nvidia_gpu_exporter"), (), (),
+                      (rootfs.python_wrapper("nvidia_gpu_exporter", "gpu_exporter.py"),),
+                      ("9835/tcp",)),
+        _generic("ghcr.io/sillytavern/sillytavern:1.12.6", BOTH, "sillytavern", 8000),
+        _generic("ghcr.io/sillytavern/sillytavern-extras:latest", AMD64, "sillytavern-extras",
+                 5100),
+        _generic("gptresearcher/gpt-researcher:0.9.1", BOTH, "gpt-researcher", 8000),
+        _generic("ghcr.io/ai-swarm/doc-processor:1.0", BOTH, "doc-processor", 8080),
+        _generic("ghcr.io/ai-swarm/rag-pipeline:1.0", BOTH, "rag-pipeline", 8080),
+        _generic("metabase/metabase:v0.50.4", AMD64, "metabase", 3000, "/api/health",
+                 "0.50.4"),
+    ]
+
+
+LAYER_SETS: dict[str, Callable[[], list[Entry]]] = {
+    "base": rootfs.base_entries,
+    "python": rootfs.python_entries,
+    "standins": rootfs.standin_entries,
+    "redis": rootfs.redis_entries,
+    "haproxy": rootfs.haproxy_entries,
+}
+
+
+class LayerCache:
+    """Compressed layer blobs under `<cache>/blobs`, indexed by content key."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs"
+        self.index = root / "layers"
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.index.mkdir(parents=True, exist_ok=True)
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / digest.replace(":", "-")
+
+    def layer(self, entries: list[Entry]) -> Layer:
+        key = oci.layer_key(entries)
+        meta = self.index / f"{key}.json"
+        cached = self._load(meta)
+        if cached is not None:
+            return cached
+        layer, data = oci.compress_layer(oci.layer_tar(entries))
+        self.put(layer.blob.digest, data)
+        meta.write_text(json.dumps({"digest": layer.blob.digest, "size": layer.blob.size,
+                                    "diff_id": layer.diff_id}))
+        return layer
+
+    def put(self, digest: str, data: bytes) -> None:
+        path = self.blob_path(digest)
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+
+    def _load(self, meta: Path) -> Layer | None:
+        try:
+            info = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            return None
+        if not self.blob_path(info["digest"]).exists():
+            return None
+        return Layer(Blob(info["digest"], info["size"], oci.MEDIA_LAYER), info["diff_id"])
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """An image ready to push: its layers, and per platform a config and a manifest."""
+
+    spec: ImageSpec
+    layers: tuple[Layer, ...]
+    configs: dict[str, bytes]
+    manifests: dict[str, bytes]
+    index: bytes
+
+
+class Builder:
+    """Builds catalog images, reusing layer sets across images and runs."""
+
+    def __init__(self, cache: LayerCache) -> None:
+        self.cache = cache
+        self._sets: dict[str, Layer] = {}
+
+    def layer_set(self, name: str) -> Layer:
+        if name not in self._sets:
+            self._sets[name] = self.cache.layer(LAYER_SETS[name]())
+        return self._sets[name]
+
+    def build(self, spec: ImageSpec) -> BuiltImage:
+        layers = [self.layer_set(name) for name in spec.layers]
+        if spec.extra:
+            layers.append(self.cache.layer(list(spec.extra)))
+        configs, manifests, index_entries = {}, {}, []
+        for arch in spec.platforms:
+            config = oci.image_config(arch, spec.runtime, layers)
+            blob = Blob(oci.sha256_digest(config), len(config), oci.MEDIA_CONFIG)
+            manifest = oci.manifest(blob, layers)
+            configs[arch], manifests[arch] = config, manifest
+            index_entries.append((arch, Blob(oci.sha256_digest(manifest), len(manifest),
+                                             oci.MEDIA_MANIFEST)))
+        return BuiltImage(spec, tuple(layers), configs, manifests, oci.index(index_entries))
+
+
+def buildable(specs: list[ImageSpec]) -> tuple[list[ImageSpec], list[ImageSpec]]:
+    """Split specs into those whose stand-in exists and those to skip for now."""
+    ready = [s for s in specs if s.needs_standin is None or rootfs.has_standin(s.needs_standin)]
+    skipped = [s for s in specs if s not in ready]
+    return ready, skipped

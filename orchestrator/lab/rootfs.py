@@ -1,0 +1,278 @@
+"""The contents of lab image layers, gathered from this machine's Debian files.
+
+Layer sets, stacked per image (see images.py):
+
+- `base`: static busybox with its applets, a `curl` shim over busybox `wget`, `/etc/passwd`,
+  and the two entry helpers every image uses (`swarm-entrypoint`, `swarm-faults`).
+- `python`: Debian's python3.11 interpreter, its `ldd` libraries and a trimmed stdlib
+  (with the host's `.pyc` files, whose source mtimes the layer keeps).
+- `standins`: `orchestrator/lab/standins/*.py` under /opt/swarm-standin.
+- `redis`, `haproxy`: the real Debian binaries plus their `ldd` libraries.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from orchestrator.errors import RuntimeFailure
+from orchestrator.lab import oci
+from orchestrator.lab.oci import Entry
+
+STANDIN_DIR = Path(__file__).parent / "standins"
+STANDIN_ROOT = "/opt/swarm-standin"
+PYTHON = Path("/usr/bin/python3.11")
+PYTHON_LIB = Path("/usr/lib/python3.11")
+BUSYBOX = Path("/bin/busybox")
+IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+_STDLIB_SKIP = frozenset({
+    "test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "distutils",
+    "pydoc_data", "site-packages", "dist-packages", "venv", "config-3.11-x86_64-linux-gnu",
+})
+_DYNLOAD_SKIP = re.compile(r"^(_test|_xx|xx|_curses|readline|nis|ossaudiodev|_dbm|_tkinter)")
+_LDD_LINE = re.compile(r"(?:=>\s*)?(/\S+)\s+\(0x")
+
+PASSWD = """root:x:0:0:root:/root:/bin/sh
+daemon:x:1:1:daemon:/usr/sbin:/bin/false
+postgres:x:70:70:postgres:/var/lib/postgresql:/bin/sh
+haproxy:x:99:99:haproxy:/var/lib/haproxy:/bin/false
+redis:x:999:1000:redis:/data:/bin/false
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+"""
+GROUP = """root:x:0:
+daemon:x:1:
+postgres:x:70:
+haproxy:x:99:
+redis:x:1000:
+nogroup:x:65534:
+"""
+
+CURL_SHIM = r"""#!/bin/sh
+# curl shim of the swarm lab: the subset compose healthchecks use, on busybox wget.
+# -f -s -S -L -k (accepted), -o FILE, -H HEADER, -d DATA, -m SECONDS, -X (ignored).
+out=-; data=; timeout=; url=; hdrs=
+nl='
+'
+set -f
+while [ $# -gt 0 ]; do
+  arg=$1; shift
+  case "$arg" in
+    --output) out=$1; shift;;
+    --header) hdrs="$hdrs$1$nl"; shift;;
+    --data|--data-raw|--data-binary) data=$1; shift;;
+    --max-time|--connect-timeout) timeout=$1; shift;;
+    --request|--user|--user-agent|--referer) shift;;
+    --*) ;;
+    -?*) flags=${arg#-}
+      while [ -n "$flags" ]; do
+        c=${flags%"${flags#?}"}; flags=${flags#?}
+        case "$c" in
+          o|H|X|d|m|u|A|e)
+            if [ -n "$flags" ]; then val=$flags; flags=; else val=$1; shift; fi
+            case "$c" in
+              o) out=$val;; H) hdrs="$hdrs$val$nl";; d) data=$val;; m) timeout=$val;;
+            esac;;
+        esac
+      done;;
+    *) url=$arg;;
+  esac
+done
+[ -n "$url" ] || { echo "curl: no URL specified" >&2; exit 2; }
+set -- -q -O "$out"
+[ -n "$timeout" ] && set -- "$@" -T "${timeout%.*}"
+[ -n "$data" ] && set -- "$@" --post-data "$data"
+IFS=$nl
+for h in $hdrs; do set -- "$@" --header "$h"; done
+unset IFS
+exec wget "$@" "$url"
+"""
+
+ENTRYPOINT = """#!/bin/sh
+# swarm-entrypoint DEFAULT [ARGS...]: run ARGS when it names a program, else DEFAULT ARGS
+# (the convention of official images' docker-entrypoint.sh).
+default=$1; shift
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ] && command -v "$1" >/dev/null 2>&1; then
+  exec swarm-faults "$@"
+fi
+exec swarm-faults "$default" "$@"
+"""
+
+FAULTS = """#!/bin/sh
+# swarm-faults PROGRAM [ARGS...]: apply SWARM_STANDIN_MODE to a real binary.
+# Python stand-ins apply the mode themselves; this wrapper serves redis and haproxy.
+mode=${SWARM_STANDIN_MODE:-healthy}
+case "$mode" in
+  never-healthy)
+    if [ -z "${SWARM_STANDIN_SELF:-}" ]; then
+      echo "swarm-faults: never-healthy, not starting $1" >&2
+      trap 'exit 0' TERM INT
+      while :; do sleep 3600 & wait $!; done
+    fi;;
+  slow-start:*) [ -z "${SWARM_STANDIN_SELF:-}" ] && sleep "${mode#slow-start:}";;
+  die-after:*)
+    if [ -z "${SWARM_STANDIN_SELF:-}" ]; then
+      "$@" & child=$!
+      trap 'kill $child 2>/dev/null; exit 0' TERM INT
+      sleep "${mode#die-after:}" & wait $!
+      kill $child 2>/dev/null
+      echo "swarm-faults: die-after reached, exiting 1" >&2
+      exit 1
+    fi;;
+esac
+exec "$@"
+"""
+
+
+def base_entries() -> list[Entry]:
+    """busybox + applets, curl shim, users, entry helpers, standard directories."""
+    applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    entries = [oci.host_file("/bin/busybox", BUSYBOX, 0o755)]
+    entries += [oci.symlink_entry(f"/bin/{name}", "busybox") for name in applets
+                if name not in ("busybox", "[[", "linuxrc")]
+    entries += [
+        oci.script_entry("/usr/bin/curl", CURL_SHIM),
+        oci.script_entry("/usr/local/bin/swarm-entrypoint", ENTRYPOINT),
+        oci.script_entry("/usr/local/bin/swarm-faults", FAULTS),
+        oci.file_entry("/etc/passwd", PASSWD),
+        oci.file_entry("/etc/group", GROUP),
+        oci.dir_entry("/tmp", 0o1777), oci.dir_entry("/var/tmp", 0o1777),
+        oci.dir_entry("/root", 0o700), oci.dir_entry("/run"), oci.dir_entry("/data"),
+        oci.dir_entry("/usr/sbin"), oci.dir_entry("/sbin"), oci.dir_entry("/usr/local/sbin"),
+        oci.symlink_entry("/var/run", "/run"),
+    ]
+    return entries
+
+
+def ldd_paths(binary: Path) -> list[Path]:
+    """Shared libraries (and the loader) `binary` needs, as ldd names them."""
+    result = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        return []  # static binaries: "not a dynamic executable"
+    return [Path(m.group(1)) for m in map(_LDD_LINE.search, result.stdout.splitlines()) if m]
+
+
+def binary_entries(binaries: list[Path]) -> list[Entry]:
+    """Binaries at their own paths plus every library ldd lists, at ldd's path."""
+    entries: dict[str, Entry] = {}
+    for binary in binaries:
+        if not binary.exists():
+            raise RuntimeFailure(f"lab image: {binary} is missing",
+                                 hint="run `swarm lab up` as root so it installs packages")
+        entries[str(binary)] = oci.host_file(str(binary), binary)
+        for lib in ldd_paths(binary):
+            entries.setdefault(str(lib), oci.host_file(str(lib), lib, 0o755))
+    return list(entries.values())
+
+
+def _stdlib_files() -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(PYTHON_LIB):
+        current = Path(dirpath)
+        if current == PYTHON_LIB:
+            dirnames[:] = [d for d in dirnames if d not in _STDLIB_SKIP]
+        dirnames[:] = [d for d in dirnames if d != "tests"]
+        for name in filenames:
+            if _keep_stdlib_file(current, name):
+                yield current / name
+
+
+def _keep_stdlib_file(folder: Path, name: str) -> bool:
+    if folder.name == "lib-dynload":
+        return name.endswith(".so") and not _DYNLOAD_SKIP.match(name)
+    if folder.name == "__pycache__":
+        return name.endswith(".cpython-311.pyc")
+    return name.endswith(".py")
+
+
+def python_entries() -> list[Entry]:
+    """Debian's python3.11 with its libraries and a trimmed stdlib."""
+    files = [p for p in _stdlib_files() if p.exists()]  # skips dangling symlinks
+    dynload = [p for p in files if p.suffix == ".so"]
+    entries = {e.path: e for e in binary_entries([PYTHON, *dynload])}
+    for path in files:
+        entries.setdefault(str(path), oci.host_file(str(path), path))
+    entries["/usr/bin/python3"] = oci.symlink_entry("/usr/bin/python3", "python3.11")
+    entries["/usr/bin/python"] = oci.symlink_entry("/usr/bin/python", "python3.11")
+    return list(entries.values())
+
+
+def standin_entries() -> list[Entry]:
+    """The stand-in scripts, consul.py and vault.py included when present."""
+    return [oci.host_file(f"{STANDIN_ROOT}/{p.name}", p, 0o644)
+            for p in sorted(STANDIN_DIR.glob("*.py")) if p.name != "__init__.py"]
+
+
+def has_standin(name: str) -> bool:
+    return (STANDIN_DIR / f"{name}.py").is_file()
+
+
+def redis_entries() -> list[Entry]:
+    entries = binary_entries([Path("/usr/bin/redis-server"), Path("/usr/bin/redis-cli")])
+    return entries + [oci.dir_entry("/data", 0o755, 999, 1000)]
+
+
+def haproxy_entries() -> list[Entry]:
+    entries = binary_entries([Path("/usr/sbin/haproxy")])
+    return entries + [oci.dir_entry("/usr/local/etc/haproxy"),
+                      oci.dir_entry("/var/lib/haproxy", 0o755, 99, 99)]
+
+
+def python_wrapper(program: str, script: str, *prefix: str) -> Entry:
+    """`/usr/local/bin/<program>` running a stand-in with the packed Python."""
+    args = " ".join(prefix)
+    text = f'#!/bin/sh\nexec python3 {STANDIN_ROOT}/{script} {args} "$@"\n'.replace("  ", " ")
+    return oci.script_entry(f"/usr/local/bin/{program}", text)
+
+
+def entrypoint_script(default: str) -> Entry:
+    """`docker-entrypoint.sh` as official images name it, deferring to swarm-entrypoint."""
+    text = f'#!/bin/sh\nexec swarm-entrypoint {default} "$@"\n'
+    return oci.script_entry("/usr/local/bin/docker-entrypoint.sh", text)
+
+
+REDIS_ENTRYPOINT = """#!/bin/sh
+# redis image entrypoint: flags alone mean redis-server; no config file -> protected-mode off
+set -e
+if [ $# -eq 0 ] || [ "${1#-}" != "$1" ]; then set -- redis-server "$@"; fi
+if [ "$1" = redis-server ]; then
+  case " $* " in *" --protected-mode "*) ;; *)
+    if [ -z "${2:-}" ] || [ "${2#-}" != "$2" ]; then set -- "$@" --protected-mode no; fi;;
+  esac
+fi
+exec swarm-faults "$@"
+"""
+
+HAPROXY_ENTRYPOINT = """#!/bin/sh
+# haproxy image entrypoint: flags alone mean haproxy; run it master-worker in foreground
+set -e
+if [ $# -eq 0 ] || [ "${1#-}" != "$1" ]; then set -- haproxy "$@"; fi
+if [ "$1" = haproxy ]; then shift; set -- haproxy -W -db "$@"; fi
+exec swarm-faults "$@"
+"""
+
+VLLM_API_SERVER = f"""import runpy, sys
+sys.path.insert(0, "{STANDIN_ROOT}")
+sys.argv[0] = "vllm.entrypoints.openai.api_server"
+runpy.run_path("{STANDIN_ROOT}/vllm.py", run_name="__main__")
+"""
+
+VLLM_CLI = """#!/bin/sh
+# `vllm serve MODEL [ARGS]` as the real CLI
+[ "$1" = serve ] && shift
+exec python3 -m vllm.entrypoints.openai.api_server "$@"
+"""
+
+
+def vllm_entries() -> list[Entry]:
+    pkg = "/usr/local/lib/python3.11/dist-packages/vllm"
+    return [
+        oci.file_entry(f"{pkg}/__init__.py", "__version__ = '0.6.3'\n"),
+        oci.file_entry(f"{pkg}/entrypoints/__init__.py", ""),
+        oci.file_entry(f"{pkg}/entrypoints/openai/__init__.py", ""),
+        oci.file_entry(f"{pkg}/entrypoints/openai/api_server.py", VLLM_API_SERVER),
+        oci.script_entry("/usr/local/bin/vllm", VLLM_CLI),
+    ]
