@@ -39,6 +39,7 @@ _NO_DEVICES = "No devices were found"
 # Words that brand a card rather than name it; inventories often leave them out.
 _BRAND_WORDS = frozenset({"nvidia", "geforce", "tesla", "quadro", "gpu", "graphics"})
 _TOKEN_RE = re.compile(r"[a-z]+|\d+")
+_NUMBER_RE = re.compile(r"^-?\d{1,9}(?:\.\d+)?$")
 
 Status = Literal["pass", "warn", "fail"]
 
@@ -114,10 +115,9 @@ def _is_missing(value: str) -> bool:
 def _number(value: str, line: str) -> int | None:
     if _is_missing(value):
         return None
-    try:
-        return round(float(value))
-    except ValueError:
-        raise GpuOutputError(f"nvidia-smi: {value!r} is not a number in {line[:200]!r}") from None
+    if not _NUMBER_RE.match(value):
+        raise GpuOutputError(f"nvidia-smi: {value!r} is not a number in {line[:200]!r}")
+    return round(float(value))
 
 
 # --- predicates ---------------------------------------------------------------------
