@@ -130,9 +130,7 @@ class SshTransport:
         limit = timeout if timeout is not None else self.target.command_timeout
         try:
             async with self._channels:
-                proc = await self._conn.run(
-                    shell, check=False, timeout=limit, input=input, encoding=None
-                )
+                proc = await self._wait(self._conn, shell, input, limit)
         except asyncssh.TimeoutError as exc:
             raise self._timeout_error(shell, limit, exc) from None
         except (asyncssh.Error, OSError) as exc:
@@ -144,6 +142,19 @@ class SshTransport:
         out, err = _as_bytes(proc.stdout), _as_bytes(proc.stderr)
         self._stats.count_command(shell, len(shell) + len(input or b""), len(out) + len(err))
         return _exit_status(proc), out, err
+
+    @staticmethod
+    async def _wait(
+        conn: asyncssh.SSHClientConnection, shell: str, input: bytes | None, limit: float | None
+    ) -> asyncssh.SSHCompletedProcess:
+        """Run one command; on timeout kill it remotely and free the channel."""
+        process = await conn.create_process(shell, input=input, encoding=None)
+        try:
+            return await process.wait(check=False, timeout=limit)
+        except asyncssh.TimeoutError:
+            process.send_signal("KILL")  # sshd delivers it to the command's process group
+            process.close()
+            raise
 
     def _timeout_error(
         self, shell: str, limit: float | None, exc: asyncssh.TimeoutError

@@ -35,8 +35,10 @@ def snapshot(root: Path) -> dict[str, bytes | str]:
         for name in dirnames + filenames:
             path = Path(dirpath) / name
             rel = str(path.relative_to(root))
-            tree[rel] = os.readlink(path) if path.is_symlink() else (
-                path.read_bytes() if path.is_file() else "dir"
+            tree[rel] = (
+                os.readlink(path)
+                if path.is_symlink()
+                else (path.read_bytes() if path.is_file() else "dir")
             )
     return tree
 
@@ -58,7 +60,9 @@ def test_check_changes_nothing_and_records_everything(node: Path) -> None:
         current = (await t.run(c.read_link(str(node / "current")))).stdout.strip()
         await t.run(c.lock_acquire(str(node / ".lock")), input=b'{"who": "me"}')
         await t.put(b"SECRET=1\n", str(new / "env" / "vllm.env"), mode=0o600)
-        await t.run(c.Script.of(c.mkdir_p(str(new)), c.switch_symlink(str(new), str(node / "current"))))
+        await t.run(
+            c.Script.of(c.mkdir_p(str(new)), c.switch_symlink(str(new), str(node / "current")))
+        )
         await t.run(("rm", "-rf", str(node)))  # a bare argv tuple counts as mutating
         hashed = await t.run(c.sha256_tree(str(node / "releases")))
         assert c.parse_sha256sum(hashed.stdout)  # read-only: really ran
