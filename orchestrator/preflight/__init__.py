@@ -1,0 +1,1 @@
+"""Preflight: prove a phase can succeed before it starts (issue 5)."""
