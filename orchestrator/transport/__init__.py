@@ -4,3 +4,37 @@
 transport, host-key trust and the parallel `Fleet`; `recording` the `--check` wrapper;
 `local` a subprocess transport for tests.
 """
+
+from orchestrator.transport.base import Result, Transport, TransportStats
+from orchestrator.transport.local import LocalTransport
+from orchestrator.transport.recording import RecordedPut, RecordedRun, RecordingTransport
+from orchestrator.transport.ssh import (
+    DEFAULT_FORKS,
+    Fleet,
+    GroupResult,
+    HostKey,
+    SshTarget,
+    SshTransport,
+    fetch_host_key,
+    record_host_key,
+    trust,
+)
+
+__all__ = [
+    "DEFAULT_FORKS",
+    "Fleet",
+    "GroupResult",
+    "HostKey",
+    "LocalTransport",
+    "RecordedPut",
+    "RecordedRun",
+    "RecordingTransport",
+    "Result",
+    "SshTarget",
+    "SshTransport",
+    "Transport",
+    "TransportStats",
+    "fetch_host_key",
+    "record_host_key",
+    "trust",
+]

@@ -92,12 +92,15 @@ def make_result(item: Runnable, exit_status: int, stdout: bytes, stderr: bytes) 
     steps = item.split(out, err)
     joined_out = "".join(s.stdout for s in steps)
     joined_err = "".join(s.stderr for s in steps)
-    return Result(exit_status, joined_out, joined_err, _display(item), steps)
+    return Result(exit_status, joined_out, joined_err, describe(item), steps)
 
 
-def _display(script: Script) -> str:
-    joiner = " && " if script.stop_on_error else "; "
-    return joiner.join(c.shell for c in script.commands)
+def describe(item: Runnable) -> str:
+    """How a command reads in messages: a Script shows its commands, not its framing."""
+    if isinstance(item, Script):
+        joiner = " && " if item.stop_on_error else "; "
+        return joiner.join(c.shell for c in item.commands)
+    return as_command(item).shell
 
 
 def check_result(host: str, result: Result) -> Result:

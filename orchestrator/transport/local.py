@@ -12,7 +12,13 @@ import signal
 
 from orchestrator.commands import Runnable, as_command, cat_file, write_file
 from orchestrator.errors import TransportError
-from orchestrator.transport.base import Result, TransportStats, check_result, make_result
+from orchestrator.transport.base import (
+    Result,
+    TransportStats,
+    check_result,
+    describe,
+    make_result,
+)
 
 
 class LocalTransport:
@@ -40,7 +46,9 @@ class LocalTransport:
         input: bytes | None = None,
     ) -> Result:
         shell = as_command(command).shell
-        status, out, err = await self._exec(shell, input, timeout or self._timeout)
+        status, out, err = await self._exec(
+            shell, input, timeout or self._timeout, describe(command)
+        )
         self._stats.count_command(shell, len(input or b"") + len(shell), len(out) + len(err))
         result = make_result(command, status, out, err)
         return check_result(self._host, result) if check else result
@@ -51,7 +59,7 @@ class LocalTransport:
 
     async def get(self, remote_path: str) -> bytes:
         shell = cat_file(remote_path).shell
-        status, out, err = await self._exec(shell, None, self._timeout)
+        status, out, err = await self._exec(shell, None, self._timeout, shell)
         self._stats.count_command(shell, len(shell), len(out) + len(err))
         self._stats.gets += 1
         check_result(self._host, make_result(cat_file(remote_path), status, out, err))
@@ -61,7 +69,7 @@ class LocalTransport:
         return None
 
     async def _exec(
-        self, shell: str, input: bytes | None, timeout: float | None
+        self, shell: str, input: bytes | None, timeout: float | None, label: str
     ) -> tuple[int, bytes, bytes]:
         proc = await asyncio.create_subprocess_exec(
             "/bin/sh",
@@ -79,7 +87,7 @@ class LocalTransport:
             await proc.wait()
             raise TransportError(
                 self._host,
-                f"command timed out after {timeout}s: {shell}",
+                f"command timed out after {timeout}s: {label}",
                 hint="raise command_timeout for slow steps",
             ) from None
         return proc.returncode or 0, out, err

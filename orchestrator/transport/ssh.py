@@ -30,7 +30,7 @@ from orchestrator.transport.base import (
     Transport,
     TransportStats,
     check_result,
-    decode,
+    describe,
     make_result,
 )
 
@@ -99,8 +99,7 @@ class SshTransport:
         check: bool = True,
         input: bytes | None = None,
     ) -> Result:
-        shell = as_command(command).shell
-        status, out, err = await self._exec(shell, input, timeout)
+        status, out, err = await self._exec(command, input, timeout)
         result = make_result(command, status, out, err)
         return check_result(self.host, result) if check else result
 
@@ -111,7 +110,7 @@ class SshTransport:
 
     async def get(self, remote_path: str) -> bytes:
         command = cat_file(remote_path)
-        status, out, err = await self._exec(command.shell, None, None)
+        status, out, err = await self._exec(command, None, None)
         check_result(self.host, make_result(command, status, out, err))
         self._stats.gets += 1
         return out
@@ -123,8 +122,9 @@ class SshTransport:
             await conn.wait_closed()
 
     async def _exec(
-        self, shell: str, input: bytes | None, timeout: float | None
+        self, item: Runnable, input: bytes | None, timeout: float | None
     ) -> tuple[int, bytes, bytes]:
+        shell = as_command(item).shell
         await self.connect()
         assert self._conn is not None
         limit = timeout if timeout is not None else self.target.command_timeout
@@ -132,12 +132,12 @@ class SshTransport:
             async with self._channels:
                 proc = await self._wait(self._conn, shell, input, limit)
         except asyncssh.TimeoutError as exc:
-            raise self._timeout_error(shell, limit, exc) from None
+            raise self._timeout_error(item, limit, exc) from None
         except (asyncssh.Error, OSError) as exc:
             await self._forget_connection()
             raise TransportError(
                 self.host,
-                f"connection to {self.target.endpoint} lost while running {shell}: {_reason(exc)}",
+                f"connection to {self.target.endpoint} lost while running {describe(item)}: {_reason(exc)}",
             ) from None
         out, err = _as_bytes(proc.stdout), _as_bytes(proc.stderr)
         self._stats.count_command(shell, len(shell) + len(input or b""), len(out) + len(err))
@@ -152,15 +152,18 @@ class SshTransport:
         try:
             return await process.wait(check=False, timeout=limit)
         except asyncssh.TimeoutError:
-            process.send_signal("KILL")  # sshd delivers it to the command's process group
+            # OpenSSH sends this to the command's process group; it cannot for root
+            # logins without privilege separation, where the command runs on.
+            process.send_signal("KILL")
             process.close()
             raise
 
     def _timeout_error(
-        self, shell: str, limit: float | None, exc: asyncssh.TimeoutError
+        self, item: Runnable, limit: float | None, exc: asyncssh.TimeoutError
     ) -> TransportError:
-        tail = decode(_as_bytes(exc.stderr)).strip().splitlines()[-1:] or [""]
-        msg = f"command timed out after {limit}s: {shell}"
+        partial = make_result(item, -1, _as_bytes(exc.stdout), _as_bytes(exc.stderr))
+        tail = partial.stderr.strip().splitlines()[-1:] or [""]
+        msg = f"command timed out after {limit}s: {describe(item)}"
         if tail[0]:
             msg += f" (last stderr: {tail[0]})"
         return TransportError(self.host, msg, hint="raise ssh.command_timeout for slow steps")
@@ -419,9 +422,18 @@ class Fleet:
     async def connect(self) -> GroupResult[None]:
         return await self.map(_connect_transport)
 
-    async def run(self, command: Runnable, **kwargs: object) -> GroupResult[Result]:
+    async def run(
+        self,
+        command: Runnable,
+        *,
+        timeout: float | None = None,
+        check: bool = True,
+        input: bytes | None = None,
+    ) -> GroupResult[Result]:
+        """The same command on every host."""
+
         async def one(transport: Transport) -> Result:
-            return await transport.run(command, **kwargs)  # type: ignore[arg-type]
+            return await transport.run(command, timeout=timeout, check=check, input=input)
 
         return await self.map(one)
 

@@ -193,6 +193,37 @@ def test_command_timeout_is_clear_and_connection_survives(sshd: SshServer) -> No
     assert run(with_transport(sshd, work)) == "still here\n"
 
 
+def test_script_timeout_names_commands_not_framing(sshd: SshServer) -> None:
+    script = c.Script.of(c.read_only("echo", "a"), c.read_only("sleep", "30"))
+
+    async def work(t: SshTransport) -> None:
+        await t.run(script, timeout=0.5)
+
+    with pytest.raises(TransportError) as info:
+        run(with_transport(sshd, work))
+    assert "timed out after 0.5s: echo a && sleep 30" in str(info.value)
+    assert script.nonce not in str(info.value)
+
+
+def test_batch_of_facts_costs_one_command(sshd: SshServer, tmp_path: Path) -> None:
+    facts = c.Script.of(
+        c.uname_m(),
+        c.read_link(str(tmp_path / "current")),
+        c.read_file(str(tmp_path / "releases" / "x" / ".hash")),
+        c.df(str(tmp_path)),
+        stop_on_error=False,
+    )
+
+    async def work(t: SshTransport) -> None:
+        result = await t.run(facts)
+        assert t.stats.connections == 1 and t.stats.commands == 1
+        arch, link, hashed, df = (s.stdout for s in result.steps)
+        assert arch.strip() in {"x86_64", "aarch64"} and link == ""
+        assert c.parse_read_file(hashed) is None and c.parse_df(df).total_kib > 0
+
+    run(with_transport(sshd, work))
+
+
 def test_unknown_host_key_refused_with_trust_hint(sshd: SshServer, tmp_path: Path) -> None:
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
