@@ -133,15 +133,19 @@ def parse_duration(value: Any) -> float:
 
 
 def format_duration(seconds: float) -> str:
+    """Go's time.Duration.String(): 0s, 500ms, 1.5s, 1m30s, 1h0m0s."""
     if seconds == 0:
         return "0s"
     if seconds < 1:
-        return f"{round(seconds * 1000)}ms"
-    whole = int(seconds)
-    if whole == seconds and whole >= 60:
-        minutes, secs = divmod(whole, 60)
-        return f"{minutes}m{secs}s"
-    return f"{seconds:g}s"
+        return f"{seconds * 1000:g}ms"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{secs:g}s"
+    if hours or minutes:
+        text = f"{int(minutes)}m" + text
+    if hours:
+        text = f"{int(hours)}h" + text
+    return text
 
 
 def _key_index(fields: tuple[str, ...], aliases: dict[str, str]) -> dict[str, str]:
@@ -243,9 +247,30 @@ class Check:
             "Interval": _dur_text(d.get("Interval")),
             "Timeout": _dur_text(d.get("Timeout")),
             "ExposedPort": 0,
-            "Definition": {},
+            "Definition": self.definition_json(),
             "CreateIndex": self.create_index,
             "ModifyIndex": self.modify_index,
+        }
+
+    def definition_json(self) -> dict[str, Any]:
+        """The check's definition as Consul's HealthCheckDefinition serialises it."""
+        d = self.definition
+        return {
+            "Interval": format_duration(parse_duration(d.get("Interval"))),
+            "Timeout": format_duration(parse_duration(d.get("Timeout"))),
+            "DeregisterCriticalServiceAfter": format_duration(
+                parse_duration(d.get("DeregisterCriticalServiceAfter"))
+            ),
+            "HTTP": d.get("HTTP") or "",
+            "Header": d.get("Header"),
+            "Method": d.get("Method") or "",
+            "Body": d.get("Body") or "",
+            "TLSServerName": d.get("TLSServerName") or "",
+            "TLSSkipVerify": bool(d.get("TLSSkipVerify")),
+            "TCP": d.get("TCP") or "",
+            "UDP": d.get("UDP") or "",
+            "GRPC": d.get("GRPC") or "",
+            "GRPCUseTLS": bool(d.get("GRPCUseTLS")),
         }
 
 
@@ -424,7 +449,8 @@ class Agent:
             )
             self.services[svc.sid] = svc
             new_ids = self._register_service_checks(svc, index)
-            if replace_checks or old is not None:
+            if replace_checks:
+                # Without ?replace-existing-checks Consul keeps checks missing from the body.
                 self._drop_stale_checks(svc.sid, new_ids)
             if persist:
                 self.save()
@@ -910,6 +936,7 @@ class Handler(BaseHTTPRequestHandler):
     def kv_get(self, key: str) -> None:
         self.acl("key:read", key)
         self.blocking_read()
+        found: list[Any]
         with self.agent.cond:
             kv = self.agent.kv
             if self.flag("keys"):
@@ -1030,12 +1057,14 @@ class StandinServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host = self.server_address[0]
-        return f"http://{host}:{self.port}"
+        return f"http://{self.server_address[0]!s}:{self.port}"
 
     def start(self) -> StandinServer:
         self._thread = threading.Thread(
-            target=self.serve_forever, daemon=True, name="consul-standin"
+            target=self.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            daemon=True,
+            name="consul-standin",
         )
         self._thread.start()
         return self

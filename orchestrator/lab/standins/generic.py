@@ -41,13 +41,15 @@ def make_handler(name: str, version: str, paths: frozenset[str]) -> type[_base.H
         def route(self, method: str, path: str) -> None:
             if path in paths:
                 if self.mode.is_healthy:
-                    return self.send_json(200, {"status": "ok", "database": "ok",
-                                                "version": version, "app": name})
+                    return self.send_json(
+                        200, {"status": "ok", "database": "ok", "version": version, "app": name}
+                    )
                 return self.send_json(503, {"status": "unavailable", "app": name})
             if method == "POST":
                 self.read_body()
-            self.send_text(200, f"<html><body>{name} (swarm lab stand-in)</body></html>",
-                           "text/html")
+            self.send_text(
+                200, f"<html><body>{name} (swarm lab stand-in)</body></html>", "text/html"
+            )
 
     GenericHandler.name = f"{name}-standin"
     return GenericHandler

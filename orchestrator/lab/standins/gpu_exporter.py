@@ -20,17 +20,19 @@ def metrics_text() -> str:
     total = float(os.environ.get("SWARM_GPU_MEMORY_MIB", "24564")) * 1024 * 1024
     temp = float(os.environ.get("SWARM_GPU_TEMPERATURE_C", "45"))
     labels = f'uuid="GPU-00000000-lab",name="{name}"'
-    return "\n".join([
-        "# TYPE nvidia_smi_temperature_gpu gauge",
-        f"nvidia_smi_temperature_gpu{{{labels}}} {temp}",
-        "# TYPE nvidia_smi_memory_total_bytes gauge",
-        f"nvidia_smi_memory_total_bytes{{{labels}}} {total:.0f}",
-        "# TYPE nvidia_smi_memory_used_bytes gauge",
-        f"nvidia_smi_memory_used_bytes{{{labels}}} 0",
-        "# TYPE nvidia_smi_utilization_gpu_ratio gauge",
-        f"nvidia_smi_utilization_gpu_ratio{{{labels}}} 0",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# TYPE nvidia_smi_temperature_gpu gauge",
+            f"nvidia_smi_temperature_gpu{{{labels}}} {temp}",
+            "# TYPE nvidia_smi_memory_total_bytes gauge",
+            f"nvidia_smi_memory_total_bytes{{{labels}}} {total:.0f}",
+            "# TYPE nvidia_smi_memory_used_bytes gauge",
+            f"nvidia_smi_memory_used_bytes{{{labels}}} 0",
+            "# TYPE nvidia_smi_utilization_gpu_ratio gauge",
+            f"nvidia_smi_utilization_gpu_ratio{{{labels}}} 0",
+            "",
+        ]
+    )
 
 
 class ExporterHandler(_base.Handler):

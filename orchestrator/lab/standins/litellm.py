@@ -28,6 +28,7 @@ VERSION = "1.55.8"
 
 # --- a YAML subset: block maps, block lists, flow lists, scalars, comments ---------------
 
+
 def _scalar(text: str) -> Any:
     text = text.strip()
     if not text or text in ("~", "null", "Null", "NULL"):
@@ -124,6 +125,7 @@ def load_yaml(text: str) -> Any:
 
 # --- the proxy ---------------------------------------------------------------------------
 
+
 def resolve_env(value: Any) -> Any:
     if isinstance(value, str) and value.startswith("os.environ/"):
         return os.environ.get(value.split("/", 1)[1])
@@ -135,7 +137,7 @@ def upstream_model(litellm_model: str) -> str:
     prefixes = ("openai/", "hosted_vllm/", "vllm/", "ollama/", "ollama_chat/")
     for prefix in prefixes:
         if litellm_model.startswith(prefix):
-            return litellm_model[len(prefix):]
+            return litellm_model[len(prefix) :]
     return litellm_model
 
 
@@ -153,8 +155,11 @@ def forward(entry: dict[str, Any], body: dict[str, Any], timeout: float) -> tupl
         return 500, json.dumps({"error": {"message": "model has no api_base"}}).encode()
     payload = dict(body, model=upstream_model(str(params.get("model", entry.get("model_name")))))
     request = urllib.request.Request(
-        f"{base}/chat/completions", data=json.dumps(payload).encode(), method="POST",
-        headers={"Content-Type": "application/json"})
+        f"{base}/chat/completions",
+        data=json.dumps(payload).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     key = resolve_env(params.get("api_key"))
     if key:
         request.add_header("Authorization", f"Bearer {key}")
@@ -184,8 +189,15 @@ def make_handler(config: dict[str, Any], master_key: str | None) -> type[_base.H
                 err = {"error": {"message": "Authentication Error", "code": "401"}}
                 return self.send_json(401, err)
             if path in ("/v1/models", "/models"):
-                data = [{"id": m.get("model_name"), "object": "model", "created": 0,
-                         "owned_by": "openai"} for m in models]
+                data = [
+                    {
+                        "id": m.get("model_name"),
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": "openai",
+                    }
+                    for m in models
+                ]
                 return self.send_json(200, {"object": "list", "data": data})
             if path in ("/v1/chat/completions", "/chat/completions") and method == "POST":
                 return self.chat()
@@ -200,8 +212,16 @@ def make_handler(config: dict[str, Any], master_key: str | None) -> type[_base.H
             if not self.mode.is_healthy:
                 return self.send_json(503, {"status": "unhealthy"})
             db = "connected" if os.environ.get("DATABASE_URL") else "Not connected"
-            self.send_json(200, {"status": "healthy", "db": db, "cache": None,
-                                 "litellm_version": VERSION, "success_callbacks": []})
+            self.send_json(
+                200,
+                {
+                    "status": "healthy",
+                    "db": db,
+                    "cache": None,
+                    "litellm_version": VERSION,
+                    "success_callbacks": [],
+                },
+            )
 
         def chat(self) -> None:
             body = self.read_json()

@@ -35,10 +35,19 @@ def message(kind: bytes, payload: bytes) -> bytes:
 def startup_reply() -> bytes:
     params = b"".join(
         message(b"S", k + b"\0" + v + b"\0")
-        for k, v in ((b"server_version", b"15.5"), (b"client_encoding", b"UTF8"),
-                     (b"DateStyle", b"ISO, MDY"), (b"integer_datetimes", b"on")))
-    return (message(b"R", struct.pack("!I", 0)) + params
-            + message(b"K", struct.pack("!II", os.getpid(), 1)) + message(b"Z", b"I"))
+        for k, v in (
+            (b"server_version", b"15.5"),
+            (b"client_encoding", b"UTF8"),
+            (b"DateStyle", b"ISO, MDY"),
+            (b"integer_datetimes", b"on"),
+        )
+    )
+    return (
+        message(b"R", struct.pack("!I", 0))
+        + params
+        + message(b"K", struct.pack("!II", os.getpid(), 1))
+        + message(b"Z", b"I")
+    )
 
 
 def read_exact(conn: socket.socket, size: int) -> bytes:

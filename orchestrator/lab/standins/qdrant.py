@@ -75,8 +75,9 @@ def make_handler(store: Store, api_key: str | None) -> type[_base.Handler]:
             if api_key and self.headers.get("api-key") != api_key:
                 return self.send_json(403, {"status": {"error": "Invalid api-key"}})
             if path == "/":
-                return self.send_json(200, {"title": "qdrant - vector search engine",
-                                            "version": VERSION})
+                return self.send_json(
+                    200, {"title": "qdrant - vector search engine", "version": VERSION}
+                )
             if path == "/collections" and method == "GET":
                 names = [{"name": n} for n in sorted(store.load())]
                 return self.send_json(200, ok({"collections": names}))
@@ -87,8 +88,11 @@ def make_handler(store: Store, api_key: str | None) -> type[_base.Handler]:
         def probe(self, path: str) -> None:
             if not self.mode.is_healthy:
                 return self.send_text(503, "service unavailable")
-            texts = {"/healthz": "healthz check passed", "/livez": "healthz check passed",
-                     "/readyz": "all shards are ready"}
+            texts = {
+                "/healthz": "healthz check passed",
+                "/livez": "healthz check passed",
+                "/readyz": "all shards are ready",
+            }
             self.send_text(200, texts[path])
 
         def collection(self, method: str, name: str) -> None:

@@ -1117,7 +1117,7 @@ class StandinServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://{self.server_address[0]}:{self.port}"
+        return f"http://{self.server_address[0]!s}:{self.port}"
 
     @property
     def root_token(self) -> str:
@@ -1128,7 +1128,12 @@ class StandinServer(ThreadingHTTPServer):
         return list(self.state.unseal_keys)
 
     def start(self) -> StandinServer:
-        threading.Thread(target=self.serve_forever, daemon=True, name="vault-standin").start()
+        threading.Thread(
+            target=self.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            daemon=True,
+            name="vault-standin",
+        ).start()
         return self
 
     def shutdown(self) -> None:

@@ -105,8 +105,15 @@ def make_handler(args: argparse.Namespace) -> type[_base.Handler]:
 
         def models(self) -> dict[str, Any]:
             data = [
-                {"id": name, "object": "model", "created": started, "owned_by": "vllm",
-                 "root": args.model, "parent": None, "max_model_len": args.max_model_len}
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": started,
+                    "owned_by": "vllm",
+                    "root": args.model,
+                    "parent": None,
+                    "max_model_len": args.max_model_len,
+                }
                 for name in args.served
             ]
             return {"object": "list", "data": data}
@@ -116,12 +123,16 @@ def make_handler(args: argparse.Namespace) -> type[_base.Handler]:
             model = body.get("model") or args.served[0]
             if model not in args.served:
                 msg = f"The model `{model}` does not exist."
-                return self.send_json(404, {"object": "error", "message": msg,
-                                            "type": "NotFoundError", "code": 404})
+                return self.send_json(
+                    404, {"object": "error", "message": msg, "type": "NotFoundError", "code": 404}
+                )
             if path.endswith("chat/completions"):
                 text = completion_text(body.get("messages") or [])
-                choice: dict[str, Any] = {"index": 0, "finish_reason": "stop",
-                                          "message": {"role": "assistant", "content": text}}
+                choice: dict[str, Any] = {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": text},
+                }
                 kind = "chat.completion"
             else:
                 text = f"[lab vLLM] {str(body.get('prompt', ''))[:200]}"
@@ -129,11 +140,22 @@ def make_handler(args: argparse.Namespace) -> type[_base.Handler]:
                 kind = "text_completion"
             prompt_tokens, out_tokens = len(str(body).split()), len(text.split())
             stats.add(prompt_tokens, out_tokens)
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": out_tokens,
-                     "total_tokens": prompt_tokens + out_tokens}
-            self.send_json(200, {"id": f"cmpl-{uuid.uuid4().hex}", "object": kind,
-                                 "created": int(time.time()), "model": model,
-                                 "choices": [choice], "usage": usage})
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": out_tokens,
+                "total_tokens": prompt_tokens + out_tokens,
+            }
+            self.send_json(
+                200,
+                {
+                    "id": f"cmpl-{uuid.uuid4().hex}",
+                    "object": kind,
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [choice],
+                    "usage": usage,
+                },
+            )
 
         def metrics(self) -> None:
             name = args.served[0]
@@ -158,8 +180,11 @@ def make_handler(args: argparse.Namespace) -> type[_base.Handler]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    _base.log("vllm-standin", f"model={args.model} served={args.served} "
-              f"max_model_len={args.max_model_len} quantization={args.quantization}")
+    _base.log(
+        "vllm-standin",
+        f"model={args.model} served={args.served} "
+        f"max_model_len={args.max_model_len} quantization={args.quantization}",
+    )
     _base.serve(make_handler(args), args.host, args.port)
     return 0
 
