@@ -203,6 +203,13 @@ def instance_vars(project: Project, svc: ServiceInstance, role: Role, node: Node
     merged.update(node.vars)
     merged.update(svc.vars)
     merged.update(node.service_vars(svc.name))
+    missing = [v for v in role.spec.required_vars if v not in merged or merged[v] in (None, "")]
+    if missing:
+        raise InputError(
+            f"service {svc.name!r} (role {role.name}) on {node.name} needs vars: "
+            f"{', '.join(missing)} — set them in the playbook or nodes.{node.name}.services.{svc.name}",
+            file=str(project.inventory.path),
+        )
     builtins = _builtins(project, svc, node)
     context = {**builtins, **merged}
     where = f"{role.file} (service {svc.name} on {node.name})"
@@ -212,13 +219,6 @@ def instance_vars(project: Project, svc: ServiceInstance, role: Role, node: Node
             break
         merged = rendered
         context = {**builtins, **merged}
-    missing = [v for v in role.spec.required_vars if v not in merged or merged[v] in (None, "")]
-    if missing:
-        raise InputError(
-            f"service {svc.name!r} (role {role.name}) on {node.name} needs vars: "
-            f"{', '.join(missing)} — set them in the playbook or nodes.{node.name}.services.{svc.name}",
-            file=str(project.inventory.path),
-        )
     return {**builtins, **merged}
 
 

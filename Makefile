@@ -1,0 +1,39 @@
+# swarm — the two commands are `make demo` (lab + reference fleet) and `make test`.
+PY ?= python3
+PYTEST_ARGS ?=
+
+.PHONY: setup test unit integration lint typecheck render-check demo lab-down bench
+
+setup:
+	./scripts/setup.sh
+
+## Everything CI runs: lint, rendered tree fresh, unit + lab integration tests.
+test: setup
+	$(PY) -m ruff check orchestrator tests
+	$(PY) -m orchestrator.cli render --check
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+unit: setup
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+integration: setup
+	$(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check orchestrator tests
+
+typecheck: setup
+	$(PY) -m mypy orchestrator
+
+render-check: setup
+	$(PY) -m orchestrator.cli render --check
+
+## Bring the local lab up and deploy the reference fleet to it, phase by phase.
+demo: setup
+	./scripts/demo.sh
+
+lab-down:
+	$(PY) -m orchestrator.cli lab down
+
+bench: setup
+	$(PY) bench/run.py

