@@ -1,0 +1,89 @@
+"""`swarm lab up | status | down`: the local test fleet from the command line."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from orchestrator.errors import SwarmError
+from orchestrator.lab import api
+from orchestrator.lab.layout import REGISTRY, default_root
+
+_ROOT = click.option("--root", type=click.Path(path_type=Path), default=None,
+                     help="Lab state directory (default $SWARM_LAB_DIR or ~/.cache/swarm-lab).")
+
+
+def _fail(exc: SwarmError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    raise SystemExit(exc.exit_code)
+
+
+@click.group()
+def lab() -> None:
+    """Local test fleet: network namespaces with their own sshd, dockerd and registry."""
+
+
+@lab.command()
+@click.option("--nodes", "nodes", default=None,
+              help="Node names (oracle,starlord,thanos) or a count (50, with --light).")
+@click.option("--light", is_flag=True, help="SSH-only nodes (no dockerd), for scale tests.")
+@click.option("--inventory", "source", type=click.Path(path_type=Path),
+              default=api.FLEET_INVENTORY, show_default=True,
+              help="Fleet inventory to move onto lab addresses.")
+@_ROOT
+def up(nodes: str | None, light: bool, source: Path, root: Path | None) -> None:
+    """Bring the lab up (removing any earlier one first)."""
+    started = time.monotonic()
+    try:
+        result = api.up(nodes, light, root=root, source_inventory=source, say=click.echo)
+    except SwarmError as exc:
+        _fail(exc)
+        return
+    click.echo(f"lab up in {time.monotonic() - started:.1f}s "
+               f"({', '.join(f'{k} {v:g}s' for k, v in result.timings.items())})")
+    for name, address in result.nodes.items():
+        click.echo(f"  {name:<12} {address}")
+    first = next(iter(result.nodes))
+    click.echo(f"inventory:   {result.inventory_path}")
+    if not light:
+        click.echo(f"registry:    {REGISTRY}")
+    click.echo("try:")
+    click.echo(f"  ssh -i {result.key_path} -o UserKnownHostsFile={result.known_hosts_path} "
+               f"swarm@{result.nodes[first]} hostname")
+    click.echo(f"  swarm --inventory {result.inventory_path} ...   # then: swarm lab down")
+
+
+@lab.command()
+@_ROOT
+def status(root: Path | None) -> None:
+    """Show each lab node: namespace, sshd, dockerd."""
+    try:
+        result, nodes, registry_up = api.status(root)
+    except SwarmError as exc:
+        _fail(exc)
+        return
+    click.echo(f"lab at {result.paths.root} (inventory {result.inventory_path})")
+    for st in nodes:
+        engine = "-" if st.dockerd is None else ("up" if st.dockerd else "DOWN")
+        click.echo(f"  {st.name:<12} {st.address:<14} netns {'up' if st.netns else 'DOWN':<4} "
+                   f"sshd {'up' if st.sshd else 'DOWN':<4} dockerd {engine}")
+    if not result.light:
+        click.echo(f"  registry {REGISTRY}: {'up' if registry_up else 'DOWN'}")
+    if not all(st.sshd for st in nodes):
+        raise SystemExit(1)
+
+
+@lab.command()
+@_ROOT
+def down(root: Path | None) -> None:
+    """Stop every lab process and remove namespaces, links and the bridge."""
+    try:
+        api.down(api.LabPaths(root) if root else None, say=click.echo)
+    except SwarmError as exc:
+        _fail(exc)
+
+
+if __name__ == "__main__":
+    lab()

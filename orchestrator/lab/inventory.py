@@ -1,0 +1,112 @@
+"""The lab's inventory: the fleet of inventory/swarm.yml, moved onto lab addresses.
+
+Works on raw YAML data on purpose: the lab must keep every key the fleet inventory has
+(services, vars, thermal limits...) without knowing them, and change only what makes it
+the lab — addresses, SSH credentials, the registry mirror, Vault/Consul addresses and
+the compose subnet — and drop nodes the lab does not run.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.lab.layout import COMPOSE_SUBNET, REGISTRY, Gpu, LabPaths, NodeSpec
+
+Raw = dict[str, Any]
+
+
+def load_source(path: Path) -> Raw | None:
+    """The fleet inventory as raw YAML, or None when there is none."""
+    if not path.is_file():
+        return None
+    data = yaml.safe_load(path.read_text())
+    return data if isinstance(data, dict) else None
+
+
+def ssh_block(paths: LabPaths, source: Raw | None = None) -> Raw:
+    base = dict((source or {}).get("ssh") or {})
+    base.update({"user": "swarm", "port": 22, "key": str(paths.key),
+                 "known_hosts": str(paths.known_hosts)})
+    base.setdefault("connect_timeout", 10)
+    base.setdefault("command_timeout", 120)
+    return base
+
+
+def control_address(specs: list[NodeSpec]) -> str:
+    """Where Vault and Consul run: oracle when it is in the lab, else the first node."""
+    by_name = {s.name: s for s in specs}
+    return (by_name.get("oracle") or specs[0]).address
+
+
+def rewrite(source: Raw | None, specs: list[NodeSpec], paths: LabPaths) -> Raw:
+    """The lab inventory for full nodes, based on the fleet inventory when there is one."""
+    data: Raw = copy.deepcopy(source) if source else {"fleet": "swarm-lab"}
+    names = [s.name for s in specs]
+    control = control_address(specs)
+    data["ssh"] = ssh_block(paths, source)
+    data["registry"] = {"mirror": REGISTRY, "insecure": True}
+    data["vault"] = dict(data.get("vault") or {}, addr=f"http://{control}:8200")
+    data["consul"] = dict(data.get("consul") or {}, addr=f"http://{control}:8500")
+    data["network"] = dict(data.get("network") or {"name": "aiswarm"}, subnet=COMPOSE_SUBNET)
+    data["nodes"] = {s.name: _node(data.get("nodes") or {}, s) for s in specs}
+    data["groups"] = _groups(data.get("groups") or {}, names)
+    return data
+
+
+def _node(nodes: Raw, spec: NodeSpec) -> Raw:
+    node = dict(nodes.get(spec.name) or {})
+    node["address"] = spec.address
+    node["arch"] = spec.arch
+    node["ssh"] = {}
+    node.pop("optional", None)  # the lab runs it, so it is there
+    if spec.gpus and "gpus" not in node:
+        node["gpus"] = [{"model": g.name, "vram_mib": g.memory_mib} for g in spec.gpus]
+    return node
+
+
+def _groups(groups: Raw, names: list[str]) -> Raw:
+    out = {}
+    for group, body in groups.items():
+        entry = dict(body or {})
+        entry["hosts"] = [h for h in entry.get("hosts") or [] if h in names]
+        out[group] = entry
+    return out
+
+
+def light(specs: list[NodeSpec], paths: LabPaths) -> Raw:
+    """A minimal inventory of SSH-only nodes (no services, no Vault/Consul servers)."""
+    control = control_address(specs)
+    return {
+        "fleet": "swarm-lab-light",
+        "ssh": ssh_block(paths),
+        "deploy_root": "/opt/ai-swarm",
+        "registry": {"mirror": None, "insecure": False},
+        "vault": {"addr": f"http://{control}:8200", "mount": "secret", "path": "ai-swarm"},
+        "consul": {"addr": f"http://{control}:8500"},
+        "network": {"name": "aiswarm", "subnet": COMPOSE_SUBNET},
+        "groups": {"light": {"hosts": [s.name for s in specs]}},
+        "nodes": {s.name: {"address": s.address, "arch": s.arch} for s in specs},
+    }
+
+
+def apply_facts(source: Raw | None, specs: list[NodeSpec]) -> list[NodeSpec]:
+    """Take arch and GPUs from the fleet inventory, where it names the node."""
+    nodes = (source or {}).get("nodes") or {}
+    out = []
+    for spec in specs:
+        node = nodes.get(spec.name) or {}
+        arch = node.get("arch") if node.get("arch") in ("amd64", "arm64") else spec.arch
+        gpus = tuple(Gpu(str(g["model"]), int(g["vram_mib"])) for g in node.get("gpus") or []
+                     if isinstance(g, dict) and "model" in g and "vram_mib" in g)
+        out.append(NodeSpec(spec.name, spec.number, arch, gpus or spec.gpus, spec.light))
+    return out
+
+
+def write(data: Raw, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = "# Written by `swarm lab up`: the lab fleet. Regenerated on every `lab up`.\n"
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False))
