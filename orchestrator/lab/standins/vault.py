@@ -445,7 +445,7 @@ class KVv2:
         }
         if _is_gone(v):
             # Vault answers a deleted or destroyed version with 404 and the full body.
-            raise ApiError(404, body=envelope(body, mount_type="kv"))
+            raise ApiError(404, body=envelope(body))
         return body
 
     def write(self, path: str, data: Any, options: dict[str, Any]) -> dict[str, Any]:
@@ -653,8 +653,9 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
 
-def envelope(data: Any = None, *, auth: Any = None, mount_type: str = "") -> dict[str, Any]:
-    body = {
+def envelope(data: Any = None, *, auth: Any = None) -> dict[str, Any]:
+    """Vault 1.15's response envelope (no mount_type yet: that came in 1.16)."""
+    return {
         "request_id": str(uuid.uuid4()),
         "lease_id": "",
         "renewable": False,
@@ -664,9 +665,6 @@ def envelope(data: Any = None, *, auth: Any = None, mount_type: str = "") -> dic
         "warnings": None,
         "auth": auth,
     }
-    if mount_type:
-        body["mount_type"] = mount_type
-    return body
 
 
 class Api:
@@ -1039,11 +1037,11 @@ class Api:
     def kv_data(self, req: Request, engine: KVv2, path: str) -> Response:
         if req.method == "GET":
             version = int(req.param("version", "0") or 0)
-            return 200, envelope(engine.read(path, version), mount_type="kv")
+            return 200, envelope(engine.read(path, version))
         if req.method in ("POST", "PUT"):
             options = req.body.get("options") or {}
             meta = engine.write(path, req.body.get("data"), options)
-            return 200, envelope(meta, mount_type="kv")
+            return 200, envelope(meta)
         if req.method == "DELETE":
             engine.delete_latest(path)
             return 204, None
@@ -1051,9 +1049,9 @@ class Api:
 
     def kv_metadata(self, req: Request, engine: KVv2, path: str) -> Response:
         if req.is_list:
-            return 200, envelope({"keys": engine.list(path)}, mount_type="kv")
+            return 200, envelope({"keys": engine.list(path)})
         if req.method == "GET":
-            return 200, envelope(engine.metadata(path), mount_type="kv")
+            return 200, envelope(engine.metadata(path))
         if req.method == "DELETE":
             engine.secrets.pop(path, None)
             return 204, None
@@ -1073,7 +1071,7 @@ class Api:
 
     def kv_config(self, req: Request, engine: KVv2, path: str) -> Response:
         if req.method == "GET":
-            return 200, envelope(dict(engine.config), mount_type="kv")
+            return 200, envelope(dict(engine.config))
         for key in ("max_versions", "cas_required", "delete_version_after"):
             if key in req.body:
                 engine.config[key] = req.body[key]
