@@ -1,0 +1,82 @@
+"""Rewriting the fleet inventory onto the lab."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from orchestrator.lab import inventory, layout
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _source() -> dict:  # type: ignore[type-arg]
+    data = inventory.load_source(REPO / "inventory" / "swarm.yml")
+    assert data is not None
+    return data
+
+
+def test_rewrite_moves_fleet_onto_lab(tmp_path: Path) -> None:
+    paths = layout.LabPaths(tmp_path)
+    specs = layout.parse_nodes_option("oracle,starlord,thanos", light=False)
+    out = inventory.rewrite(_source(), specs, paths)
+    assert list(out["nodes"]) == ["oracle", "starlord", "thanos"]  # overflow dropped
+    assert out["nodes"]["starlord"]["address"] == "198.18.1.2"
+    assert out["nodes"]["starlord"]["protected"] == ["qdrant"]  # facts kept
+    assert out["ssh"]["key"] == str(paths.key)
+    assert out["ssh"]["known_hosts"] == str(paths.known_hosts)
+    assert out["ssh"]["user"] == "swarm" and out["ssh"]["port"] == 22
+    assert out["registry"] == {"mirror": "198.18.0.1:5000", "insecure": True}
+    assert out["vault"]["addr"] == "http://198.18.1.1:8200"
+    assert out["vault"]["mount"] == "secret"
+    assert out["consul"]["addr"] == "http://198.18.1.1:8500"
+    assert out["network"]["subnet"] == layout.COMPOSE_SUBNET
+    assert out["groups"]["cloud"]["hosts"] == []
+    assert out["groups"]["gpu"]["hosts"] == ["starlord", "thanos"]
+
+
+def test_every_address_in_the_lab_inventory_is_a_lab_address(tmp_path: Path) -> None:
+    specs = layout.parse_nodes_option(None, light=False)
+    out = inventory.rewrite(_source(), specs, layout.LabPaths(tmp_path))
+    for node in out["nodes"].values():
+        assert layout.is_lab_address(node["address"])
+    text = yaml.safe_dump(out)
+    for forbidden in ("100.96.197.84", "100.72.73.3", "100.122.12.54", "172.20.0.0"):
+        assert forbidden not in text
+
+
+def test_source_is_not_mutated(tmp_path: Path) -> None:
+    source = _source()
+    before = yaml.safe_dump(source)
+    inventory.rewrite(source, layout.parse_nodes_option("oracle", light=False),
+                      layout.LabPaths(tmp_path))
+    assert yaml.safe_dump(source) == before
+
+
+def test_without_source_a_minimal_inventory_is_written(tmp_path: Path) -> None:
+    specs = layout.parse_nodes_option("starlord", light=False)
+    out = inventory.rewrite(None, specs, layout.LabPaths(tmp_path))
+    assert out["nodes"]["starlord"]["gpus"] == [{"model": "NVIDIA GeForce RTX 4090",
+                                                 "vram_mib": 24564}]
+    assert out["vault"]["addr"] == "http://198.18.1.2:8200"
+
+
+def test_light_inventory(tmp_path: Path) -> None:
+    specs = layout.parse_nodes_option("3", light=True)
+    out = inventory.light(specs, layout.LabPaths(tmp_path))
+    assert out["nodes"]["light-02"] == {"address": "198.18.1.2", "arch": "amd64"}
+    assert out["groups"]["light"]["hosts"] == ["light-01", "light-02", "light-03"]
+
+
+def test_facts_from_inventory_drive_specs() -> None:
+    source = {"nodes": {"starlord": {"arch": "arm64",
+                                     "gpus": [{"model": "X", "vram_mib": 8192}]}}}
+    (spec,) = inventory.apply_facts(source, layout.parse_nodes_option("starlord", False))
+    assert spec.arch == "arm64" and spec.gpus == (layout.Gpu("X", 8192),)
+
+
+def test_written_file_round_trips(tmp_path: Path) -> None:
+    data = inventory.light(layout.parse_nodes_option("2", light=True), layout.LabPaths(tmp_path))
+    inventory.write(data, tmp_path / "inv.yml")
+    assert yaml.safe_load((tmp_path / "inv.yml").read_text()) == data
