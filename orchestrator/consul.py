@@ -146,8 +146,8 @@ class ConsulClient:
     def __init__(
         self, addr: str, token: Secret | str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S
     ) -> None:
+        parts = urlsplit(addr if "://" in addr else f"http://{addr}")
         self.addr = addr.rstrip("/")
-        parts = urlsplit(self.addr if "//" in self.addr else f"http://{self.addr}")
         if not parts.hostname:
             raise InputError(
                 f"not a Consul address: {addr!r}", hint="use e.g. http://10.0.0.1:8500"
