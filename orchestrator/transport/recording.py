@@ -10,7 +10,7 @@ are only recorded and answered with a successful empty `Result`. The records are
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from orchestrator.commands import Runnable, Script, StepResult, as_command, mutates
 from orchestrator.errors import TransportError
@@ -32,7 +32,7 @@ class RecordedPut:
     host: str
     path: str
     mode: int
-    data: bytes
+    data: bytes = field(repr=False)  # may be a secret env file: never in a repr
 
     @property
     def sha256(self) -> str:

@@ -23,15 +23,14 @@ from typing import Generic, TypeVar
 
 import asyncssh
 
-from orchestrator.commands import Runnable, as_command, cat_file, write_file
+from orchestrator.commands import Runnable
 from orchestrator.errors import TransportError
 from orchestrator.transport.base import (
+    ExecTimeout,
     Result,
+    ShellTransport,
     Transport,
     TransportStats,
-    check_result,
-    describe,
-    make_result,
 )
 
 T = TypeVar("T")
@@ -59,23 +58,15 @@ class SshTarget:
         return f"{self.address}:{self.port}"
 
 
-class SshTransport:
+class SshTransport(ShellTransport):
     """One asyncssh connection to one host, opened once and reused."""
 
     def __init__(self, target: SshTarget) -> None:
+        super().__init__(target.name, command_timeout=target.command_timeout)
         self.target = target
         self._conn: asyncssh.SSHClientConnection | None = None
         self._lock = asyncio.Lock()
         self._channels = asyncio.Semaphore(MAX_CHANNELS)
-        self._stats = TransportStats()
-
-    @property
-    def host(self) -> str:
-        return self.target.name
-
-    @property
-    def stats(self) -> TransportStats:
-        return self._stats
 
     async def __aenter__(self) -> SshTransport:
         await self.connect()
@@ -89,31 +80,7 @@ class SshTransport:
         async with self._lock:
             if self._conn is None:
                 self._conn = await open_connection(self.target)
-                self._stats.connections += 1
-
-    async def run(
-        self,
-        command: Runnable,
-        *,
-        timeout: float | None = None,
-        check: bool = True,
-        input: bytes | None = None,
-    ) -> Result:
-        status, out, err = await self._exec(command, input, timeout)
-        result = make_result(command, status, out, err)
-        return check_result(self.host, result) if check else result
-
-    async def put(self, data: bytes, remote_path: str, mode: int = 0o644) -> None:
-        """Upload bytes atomically over this connection (temp file, chmod, rename)."""
-        await self.run(write_file(remote_path, mode), input=data)
-        self._stats.puts += 1
-
-    async def get(self, remote_path: str) -> bytes:
-        command = cat_file(remote_path)
-        status, out, err = await self._exec(command, None, None)
-        check_result(self.host, make_result(command, status, out, err))
-        self._stats.gets += 1
-        return out
+                self.stats.connections += 1
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -122,56 +89,42 @@ class SshTransport:
             await conn.wait_closed()
 
     async def _exec(
-        self, item: Runnable, input: bytes | None, timeout: float | None
+        self, shell: str, input: bytes | None, timeout: float | None
     ) -> tuple[int, bytes, bytes]:
-        shell = as_command(item).shell
         await self.connect()
-        assert self._conn is not None
-        limit = timeout if timeout is not None else self.target.command_timeout
+        conn = self._conn
+        assert conn is not None
         try:
             async with self._channels:
-                proc = await self._wait(self._conn, shell, input, limit)
+                proc = await _wait(conn, shell, input, timeout)
         except asyncssh.TimeoutError as exc:
-            raise self._timeout_error(item, limit, exc) from None
+            raise ExecTimeout(_as_bytes(exc.stdout), _as_bytes(exc.stderr)) from None
         except (asyncssh.Error, OSError) as exc:
-            await self._forget_connection()
+            self._forget(conn)
             raise TransportError(
-                self.host,
-                f"connection to {self.target.endpoint} lost while running {describe(item)}: {_reason(exc)}",
+                self.host, f"connection to {self.target.endpoint} lost: {_reason(exc)}"
             ) from None
-        out, err = _as_bytes(proc.stdout), _as_bytes(proc.stderr)
-        self._stats.count_command(shell, len(shell) + len(input or b""), len(out) + len(err))
-        return _exit_status(proc), out, err
+        return _exit_status(proc), _as_bytes(proc.stdout), _as_bytes(proc.stderr)
 
-    @staticmethod
-    async def _wait(
-        conn: asyncssh.SSHClientConnection, shell: str, input: bytes | None, limit: float | None
-    ) -> asyncssh.SSHCompletedProcess:
-        """Run one command; on timeout kill it remotely and free the channel."""
-        process = await conn.create_process(shell, input=input, encoding=None)
-        try:
-            return await process.wait(check=False, timeout=limit)
-        except asyncssh.TimeoutError:
-            # OpenSSH sends this to the command's process group; it cannot for root
-            # logins without privilege separation, where the command runs on.
-            process.send_signal("KILL")
-            process.close()
-            raise
+    def _forget(self, conn: asyncssh.SSHClientConnection) -> None:
+        if self._conn is conn:
+            self._conn = None
+        conn.abort()
 
-    def _timeout_error(
-        self, item: Runnable, limit: float | None, exc: asyncssh.TimeoutError
-    ) -> TransportError:
-        partial = make_result(item, -1, _as_bytes(exc.stdout), _as_bytes(exc.stderr))
-        tail = partial.stderr.strip().splitlines()[-1:] or [""]
-        msg = f"command timed out after {limit}s: {describe(item)}"
-        if tail[0]:
-            msg += f" (last stderr: {tail[0]})"
-        return TransportError(self.host, msg, hint="raise ssh.command_timeout for slow steps")
 
-    async def _forget_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.abort()
+async def _wait(
+    conn: asyncssh.SSHClientConnection, shell: str, input: bytes | None, limit: float | None
+) -> asyncssh.SSHCompletedProcess:
+    """Run one command; on timeout kill it remotely and free the channel."""
+    process = await conn.create_process(shell, input=input, encoding=None)
+    try:
+        return await process.wait(check=False, timeout=limit)
+    except asyncssh.TimeoutError:
+        # OpenSSH sends this to the command's process group; it cannot for root
+        # logins without privilege separation, where the command runs on.
+        process.send_signal("KILL")
+        process.close()
+        raise
 
 
 def _as_bytes(data: object) -> bytes:
