@@ -95,7 +95,10 @@ def format_platforms(platforms: Iterable[Platform]) -> str:
 
 
 class RegistryClient:
-    """Async registry API v2 reader; use as `async with RegistryClient(...) as client`."""
+    """Async registry API v2 reader; use as `async with RegistryClient(...) as client`.
+
+    Answers are cached for the client's lifetime: use one client per preflight run.
+    """
 
     def __init__(
         self,
@@ -148,6 +151,7 @@ class RegistryClient:
 
     async def _fetch_index(self, image: ImageRef) -> ImageIndex:
         response = await self._get(image, f"manifests/{image.reference}", MANIFEST_ACCEPT)
+        _check_pinned_content(image, response)
         body = _json_body(image, response)
         media_type = _media_type(body, response)
         digest = _content_digest(response)
@@ -271,6 +275,17 @@ def _content_digest(response: httpx.Response) -> str:
     if _DIGEST_RE.match(header):
         return header
     return "sha256:" + hashlib.sha256(response.content).hexdigest()
+
+
+def _check_pinned_content(image: ImageRef, response: httpx.Response) -> None:
+    """A ref pinned by digest must get exactly those bytes (what was checked is what runs)."""
+    if image.digest and image.digest.startswith("sha256:"):
+        actual = "sha256:" + hashlib.sha256(response.content).hexdigest()
+        if actual != image.digest:
+            raise ServiceError(
+                f"image {image}: registry {image.registry} served content with digest {actual}",
+                hint="the registry or a proxy altered the manifest; do not deploy from it",
+            )
 
 
 def _media_type(body: dict[str, Any], response: httpx.Response) -> str:

@@ -443,3 +443,19 @@ def test_platforms_many_shares_fetches_and_keeps_going_past_failures() -> None:
 )
 def test_parse_challenge(header: str, scheme: str, params: dict[str, str]) -> None:
     assert parse_challenge(header) == (scheme, params)
+
+
+def test_a_ref_pinned_by_digest_must_get_those_bytes() -> None:
+    fake = FakeRegistry()
+    listing = fixture("dockerhub-fedora-manifest-list.json")
+    pinned = sha256(listing)
+    fake.serve(
+        f"http://{MIRROR}/v2/library/fedora/manifests/{pinned}", answer(listing, DOCKER_LIST)
+    )
+    result = run(read(fake, f"{MIRROR}/library/fedora@{pinned}", insecure=[MIRROR]))
+    assert result.digest == pinned
+
+    other = "sha256:" + "0" * 64
+    fake.serve(f"http://{MIRROR}/v2/library/fedora/manifests/{other}", answer(listing, DOCKER_LIST))
+    with pytest.raises(ServiceError, match="served content with digest"):
+        run(read(fake, f"{MIRROR}/library/fedora@{other}", insecure=[MIRROR]))
