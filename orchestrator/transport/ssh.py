@@ -19,7 +19,7 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import asyncssh
 
@@ -32,6 +32,9 @@ from orchestrator.transport.base import (
     Transport,
     TransportStats,
 )
+
+if TYPE_CHECKING:
+    from orchestrator.inventory import Inventory, Node
 
 T = TypeVar("T")
 
@@ -56,6 +59,21 @@ class SshTarget:
     @property
     def endpoint(self) -> str:
         return f"{self.address}:{self.port}"
+
+
+def target_for(inventory: Inventory, node: Node) -> SshTarget:
+    """The node's resolved ssh block (paths relative to the inventory, ~ expanded)."""
+    ssh = node.ssh
+    return SshTarget(
+        name=node.name,
+        address=node.address,
+        port=ssh.port,
+        user=ssh.user,
+        key=inventory.resolve_path(ssh.key),
+        known_hosts=inventory.resolve_path(ssh.known_hosts),
+        connect_timeout=ssh.connect_timeout,
+        command_timeout=ssh.command_timeout,
+    )
 
 
 class SshTransport(ShellTransport):
