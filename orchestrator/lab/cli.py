@@ -9,7 +9,7 @@ import click
 
 from orchestrator.errors import SwarmError
 from orchestrator.lab import api
-from orchestrator.lab.layout import REGISTRY, default_root
+from orchestrator.lab.layout import REGISTRY
 
 _ROOT = click.option("--root", type=click.Path(path_type=Path), default=None,
                      help="Lab state directory (default $SWARM_LAB_DIR or ~/.cache/swarm-lab).")

@@ -39,6 +39,7 @@ def has_bridge() -> bool:
 def ensure_bridge() -> None:
     if not has_bridge():
         proc.run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+    disable_ipv6_on_host(BRIDGE)
     proc.run(["ip", "addr", "replace", f"{BRIDGE_ADDRESS}/{BRIDGE_PREFIX}", "dev", BRIDGE])
     proc.run(["ip", "link", "set", BRIDGE, "up"])
 
@@ -46,19 +47,6 @@ def ensure_bridge() -> None:
 def delete_bridge() -> None:
     if has_bridge():
         proc.run(["ip", "link", "del", BRIDGE], check=False)
-
-
-def add_node(spec: NodeSpec) -> None:
-    """Namespace, veth pair (host end on the bridge) and the node's address."""
-    ns = spec.netns
-    proc.run(["ip", "netns", "add", ns])
-    proc.run(["ip", "link", "add", spec.veth, "type", "veth", "peer", "name", "eth0",
-              "netns", ns])
-    proc.run(["ip", "link", "set", spec.veth, "master", BRIDGE, "up"])
-    inside = ["ip", "-n", ns]
-    proc.run([*inside, "addr", "add", f"{spec.address}/{BRIDGE_PREFIX}", "dev", "eth0"])
-    proc.run([*inside, "link", "set", "eth0", "up"])
-    proc.run([*inside, "link", "set", "lo", "up"])
 
 
 def add_nodes_batch(specs: list[NodeSpec]) -> None:
@@ -70,9 +58,23 @@ def add_nodes_batch(specs: list[NodeSpec]) -> None:
         host.append(f"link set {spec.veth} master {BRIDGE} up")
     proc.run(["ip", "-batch", "-"], input_text="\n".join(host) + "\n")
     for spec in specs:
+        disable_ipv6_in(spec.netns)
+        disable_ipv6_on_host(spec.veth)
         inside = (f"addr add {spec.address}/{BRIDGE_PREFIX} dev eth0\n"
                   "link set eth0 up\nlink set lo up\n")
         proc.run(["ip", "-n", spec.netns, "-batch", "-"], input_text=inside)
+
+
+def disable_ipv6_in(ns: str) -> None:
+    """No IPv6 in a node (no link-local fe80:: addresses): every address stays in the lab."""
+    proc.run(["nsenter", f"--net={NETNS_DIR / ns}", "--", "sysctl", "-q", "-w",
+              "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
+
+
+def disable_ipv6_on_host(link: str) -> None:
+    path = Path("/proc/sys/net/ipv6/conf") / link / "disable_ipv6"
+    if path.exists():
+        path.write_text("1\n")
 
 
 def delete_namespace(name: str) -> None:

@@ -89,6 +89,8 @@ def render_init(spec: NodeSpec, node_dir: Path) -> str:
         "mount -t tmpfs -o mode=0755,size=64m lab-run /run",
         "mkdir -p /run/sshd /run/lock && chmod 0755 /run/sshd",
         f"mount --bind {q(str(node_dir / 'opt'))} /opt",
+        "mkdir -p /etc/docker",  # the engine's ID (key.json) lives there: one per node
+        f"mount --bind {q(str(node_dir / 'etc-docker'))} /etc/docker",
         f"mount --bind {q(str(node_dir / 'home'))} {q(str(LAB_HOME))}",
         "mount -t overlay -o " + q(f"lowerdir={node_dir / 'bin'}:/usr/local/bin")
         + " lab-bin /usr/local/bin",
@@ -118,7 +120,7 @@ def prepare(spec: NodeSpec, node_dir: Path, uid: int, gid: int, pubkey: str) -> 
     """Create the node's folders and files on the host (fresh engine data each time)."""
     if node_dir.exists():
         shutil.rmtree(node_dir)
-    for sub in ("bin", "logs", "opt/swarm-lab"):
+    for sub in ("bin", "logs", "opt/swarm-lab", "etc-docker"):
         (node_dir / sub).mkdir(parents=True, exist_ok=True)
     _own_dir(node_dir / "opt" / DEPLOY_ROOT.removeprefix("/opt/"), uid, gid, 0o755)
     _prepare_home(node_dir / "home", uid, gid, pubkey)

@@ -19,12 +19,13 @@ import pytest
 from orchestrator.lab import rootfs
 from orchestrator.lab.standins import _base, generic, litellm, postgres, qdrant, vllm
 
+HEALTHY = _base.Mode()
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def serve(handler: type[_base.Handler]) -> tuple[str, ThreadingHTTPServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     return f"http://127.0.0.1:{server.server_address[1]}", server
 
 
@@ -65,7 +66,7 @@ def test_mode_parsing(text: str | None, mode: _base.Mode) -> None:
 
 
 def _vllm(servers: list[ThreadingHTTPServer], *argv: str,
-          mode: _base.Mode = _base.Mode()) -> str:
+          mode: _base.Mode = HEALTHY) -> str:
     handler = vllm.make_handler(vllm.parse_args(list(argv)))
     handler.mode = mode
     url, server = serve(handler)

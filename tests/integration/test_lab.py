@@ -1,0 +1,178 @@
+"""Acceptance of the lab (issue 3), against a real lab: sshd, engines, registry, hygiene."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import textwrap
+import urllib.request
+import uuid
+
+import pytest
+
+from orchestrator.lab import api, registry
+from orchestrator.lab.layout import BRIDGE, is_lab_address
+
+pytestmark = pytest.mark.lab
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+QUERY = ("nvidia-smi", "--query-gpu=index,name,memory.total,memory.used,memory.free,"
+         "temperature.gpu,driver_version,utilization.gpu", "--format=csv,noheader,nounits")
+
+
+def ssh(lab: api.Lab, node: str, *command: str, check: bool = True,
+        input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(lab.ssh_argv(node, *command), capture_output=True, text=True,
+                          check=check, timeout=120, input=input_text)
+
+
+def test_ssh_as_lab_user_shows_each_hostname(lab: api.Lab) -> None:
+    for name in lab.nodes:
+        out = ssh(lab, name, "hostname; id -un; id -Gn").stdout.split("\n")
+        assert out[0] == name
+        assert out[1] == "swarm" and "docker" in out[2].split()
+
+
+def test_compose_v2_works_on_a_node(lab: api.Lab) -> None:
+    assert "Docker Compose version v2" in ssh(lab, "starlord", "docker compose version").stdout
+
+
+def test_each_node_has_its_own_engine(lab: api.Lab) -> None:
+    ids = {n: ssh(lab, n, "docker info --format '{{.ID}} {{.Name}}'").stdout.split()
+           for n in lab.nodes}
+    assert len({v[0] for v in ids.values()}) == len(ids)
+    assert [v[1] for v in ids.values()] == list(lab.nodes)
+    name = f"probe-{uuid.uuid4().hex[:6]}"
+    image = f"{lab.registry}/library/redis:7-alpine"
+    ssh(lab, "thanos", f"docker run -d --name {name} {image} >/dev/null")
+    try:
+        assert name in ssh(lab, "thanos", "docker ps --format '{{.Names}}'").stdout
+        assert name not in ssh(lab, "starlord", "docker ps -a --format '{{.Names}}'").stdout
+    finally:
+        ssh(lab, "thanos", f"docker rm -f {name}", check=False)
+
+
+def test_published_port_answers_at_the_node_address(lab: api.Lab) -> None:
+    compose = textwrap.dedent(f"""\
+        services:
+          web:
+            image: {lab.registry}/open-webui/open-webui:v0.3.35
+            ports: ["18080:8080"]
+            healthcheck:
+              test: ["CMD", "curl", "-fsS", "http://localhost:8080/health"]
+              interval: 1s
+              retries: 30
+        """)
+    project = "/opt/ai-swarm/porttest"
+    ssh(lab, "starlord", f"mkdir -p {project} && cat > {project}/compose.yml", input_text=compose)
+    try:
+        ssh(lab, "starlord", f"cd {project} && docker compose up -d --wait --quiet-pull")
+        with NO_PROXY.open(f"http://{lab.nodes['starlord']}:18080/health", timeout=5) as reply:
+            assert reply.status == 200
+            assert json.loads(reply.read())["app"] == "open-webui"
+    finally:
+        ssh(lab, "starlord", f"cd {project} && docker compose down -t 1", check=False)
+
+
+def _platforms(repository: str, tag: str) -> list[str]:
+    status, media, body = registry.get_manifest(repository, tag)
+    assert status == 200 and media == "application/vnd.oci.image.index.v1+json"
+    return sorted(m["platform"]["architecture"] for m in json.loads(body)["manifests"])
+
+
+def test_registry_indexes_list_the_real_platforms(lab: api.Lab) -> None:
+    assert _platforms("library/redis", "7-alpine") == ["amd64", "arm64"]
+    assert _platforms("vllm/vllm-openai", "v0.6.3") == ["amd64"]
+    assert _platforms("vllm/vllm-openai", "v0.6.3-broken") == ["amd64"]
+
+
+def test_oracle_is_arm64(lab: api.Lab) -> None:
+    assert ssh(lab, "oracle", "uname -m").stdout.strip() == "aarch64"
+    assert ssh(lab, "starlord", "uname -m").stdout.strip() == "x86_64"
+    image = f"{lab.registry}/library/redis:7-alpine"
+    arch = ssh(lab, "oracle", f"docker pull -q {image} >/dev/null && "
+               f"docker image inspect --format '{{{{.Architecture}}}}' {image}").stdout
+    assert arch.strip() == "arm64"
+    amd64_only = ssh(lab, "oracle", f"docker pull {lab.registry}/vllm/vllm-openai:v0.6.3",
+                     check=False)
+    assert amd64_only.returncode != 0 and "no matching manifest" in amd64_only.stderr
+
+
+def test_nvidia_smi_answers_and_temperature_is_settable(lab: api.Lab) -> None:
+    line = ssh(lab, "starlord", *QUERY).stdout.strip()
+    assert line == "0, NVIDIA GeForce RTX 4090, 24564, 1, 24563, 41, 550.54.15, 0"
+    assert "RTX 3080, 10240" in ssh(lab, "thanos", *QUERY).stdout
+    lab.set_gpu("starlord", temperature=90)
+    try:
+        assert ssh(lab, "starlord", *QUERY).stdout.split(", ")[5] == "90"
+    finally:
+        lab.set_gpu("starlord", temperature=41)
+    assert ssh(lab, "oracle", "command -v nvidia-smi", check=False).returncode != 0
+
+
+def test_gpu_nodes_list_an_nvidia_runtime(lab: api.Lab) -> None:
+    assert "nvidia" in ssh(lab, "thanos", "docker info --format '{{json .Runtimes}}'").stdout
+
+
+def test_cut_link_stages_thanos_cannot_reach_oracle(lab: api.Lab) -> None:
+    probe = f"timeout 3 bash -c '</dev/tcp/{lab.nodes['oracle']}/22'"
+    assert ssh(lab, "thanos", probe, check=False).returncode == 0
+    lab.cut_link("thanos", "oracle")
+    try:
+        assert ssh(lab, "thanos", probe, check=False).returncode != 0
+        assert ssh(lab, "starlord", probe, check=False).returncode == 0
+    finally:
+        lab.restore_link("thanos", "oracle")
+    assert ssh(lab, "thanos", probe, check=False).returncode == 0
+
+
+def test_exec_on_runs_inside_the_node(lab: api.Lab) -> None:
+    assert lab.exec_on("thanos", ["hostname"]).stdout.strip() == "thanos"
+    assert lab.exec_on("thanos", ["id", "-u"]).stdout.strip() == "0"
+
+
+def _addresses(ip_json: str) -> list[str]:
+    return [a["local"] for link in json.loads(ip_json) for a in link.get("addr_info", [])]
+
+
+def _routes(ip_json: str) -> list[str]:
+    return [r["dst"] for r in json.loads(ip_json)]
+
+
+def _assert_lab(kind: str, where: str, values: list[str]) -> None:
+    bad = [v for v in values if v != "default" and not is_lab_address(v)]
+    assert not bad, f"{where}: {kind} outside 198.18.0.0/15: {bad}"
+    assert "default" not in values, f"{where}: a default route leads out of the lab"
+
+
+def test_network_hygiene(lab: api.Lab) -> None:
+    """Every address and route the lab creates, Docker's included, is in 198.18.0.0/15."""
+    host = subprocess.run(["ip", "-j", "addr", "show", "dev", BRIDGE], capture_output=True,
+                          text=True, check=True).stdout
+    _assert_lab("address", "host bridge", _addresses(host))
+    for name in lab.nodes:
+        _assert_lab("address", name, _addresses(lab.exec_on(name, ["ip", "-j", "addr"]).stdout))
+        for family in ("-4", "-6"):
+            routes = lab.exec_on(name, ["ip", "-j", family, "route", "show", "table", "all"])
+            dsts = [d for d in _routes(routes.stdout) if d not in ("broadcast",)]
+            _assert_lab("route", name, [d for d in dsts if not d.startswith(("ff00", "fe80"))])
+        nets = ssh(lab, name, "docker network inspect $(docker network ls -q) "
+                   "--format '{{range .IPAM.Config}}{{.Subnet}} {{end}}'").stdout.split()
+        _assert_lab("docker network", name, nets)
+        assert nets, f"{name}: docker reported no networks"
+    for subnet in nets:
+        assert ipaddress.ip_network(subnet).subnet_of(ipaddress.ip_network("198.19.0.0/16"))
+
+
+def test_inventory_points_at_the_lab(lab: api.Lab) -> None:
+    import yaml
+
+    data = yaml.safe_load(lab.inventory_path.read_text())
+    assert {n: v["address"] for n, v in data["nodes"].items()} == lab.nodes
+    assert data["registry"]["mirror"] == lab.registry
+    assert data["ssh"]["key"] == str(lab.key_path)
+
+
+def test_status_sees_every_node(lab: api.Lab) -> None:
+    _lab, nodes, registry_up = api.status(lab.paths.root)
+    assert registry_up and all(n.sshd and n.dockerd for n in nodes)
