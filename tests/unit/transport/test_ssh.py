@@ -11,7 +11,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -48,7 +48,7 @@ async def with_transport(server: SshServer, work: Callable[[SshTransport], Await
         return await work(transport)
 
 
-def connect_error(server: SshServer, **overrides: object) -> TransportError:
+def connect_error(server: SshServer, **overrides: Any) -> TransportError:
     async def attempt() -> None:
         await SshTransport(server.target(**overrides)).connect()
 
