@@ -38,6 +38,7 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MANIFEST_ACCEPT = ", ".join((OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_BLOB_DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32,}$")
 _CHALLENGE_PARAM_RE = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]*))')
 _ATTESTATION = "attestation-manifest"
 
@@ -166,8 +167,8 @@ class RegistryClient:
         if manifest.get("schemaVersion") == 1 and "architecture" in manifest:
             return Platform.of("linux", str(manifest["architecture"]))
         config = manifest.get("config")
-        if not isinstance(config, dict) or not isinstance(config.get("digest"), str):
-            raise _bad_answer(image, "a manifest without a config descriptor")
+        if not isinstance(config, dict) or not _BLOB_DIGEST_RE.match(str(config.get("digest"))):
+            raise _bad_answer(image, "a manifest without a valid config descriptor")
         response = await self._get(
             image, f"blobs/{config['digest']}", str(config.get("mediaType") or "*/*")
         )
@@ -315,11 +316,13 @@ def _index_platforms(image: ImageRef, index: dict[str, Any]) -> tuple[PlatformMa
 
 def _index_entry(entry: dict[str, Any]) -> PlatformManifest | None:
     platform = entry.get("platform")
-    annotations = entry.get("annotations") or {}
+    annotations = entry.get("annotations")
     if (
-        not isinstance(platform, dict)
-        or annotations.get("vnd.docker.reference.type") == _ATTESTATION
+        isinstance(annotations, dict)
+        and annotations.get("vnd.docker.reference.type") == _ATTESTATION
     ):
+        return None
+    if not isinstance(platform, dict):
         return None
     os_name, arch = platform.get("os"), platform.get("architecture")
     if not isinstance(os_name, str) or not isinstance(arch, str) or "unknown" in (os_name, arch):

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.errors import ServiceError
 from orchestrator.images import parse_platform
@@ -459,3 +461,41 @@ def test_a_ref_pinned_by_digest_must_get_those_bytes() -> None:
     fake.serve(f"http://{MIRROR}/v2/library/fedora/manifests/{other}", answer(listing, DOCKER_LIST))
     with pytest.raises(ServiceError, match="served content with digest"):
         run(read(fake, f"{MIRROR}/library/fedora@{other}", insecure=[MIRROR]))
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+_manifest_keys = st.sampled_from(
+    ["manifests", "platform", "annotations", "config", "digest", "os", "architecture", "mediaType"]
+)
+_manifestish = st.recursive(
+    st.none() | st.text(max_size=8) | st.integers(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_manifest_keys, inner, max_size=4),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=_json | _manifestish)
+def test_any_json_body_gives_an_index_or_a_service_error(body: object) -> None:
+    fake = FakeRegistry()
+    fake.serve(
+        f"http://{MIRROR}/v2/library/x/manifests/1",
+        answer(json.dumps(body).encode(), "application/json"),
+    )
+    try:
+        result = run(read(fake, f"{MIRROR}/library/x:1", insecure=[MIRROR]))
+    except ServiceError:
+        return
+    assert isinstance(result, ImageIndex)
+
+
+@given(st.text(max_size=80))
+def test_parse_challenge_never_crashes(header: str) -> None:
+    scheme, params = parse_challenge(header)
+    assert isinstance(scheme, str) and isinstance(params, dict)
