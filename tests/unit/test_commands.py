@@ -13,6 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from orchestrator import commands as c
 
@@ -257,3 +259,34 @@ def test_parsers() -> None:
         "redis": "abc123",
         "vllm": "def456",
     }
+
+
+# --------------------------------------------------------------------------- properties
+
+
+ARG = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=40)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(ARG, min_size=1, max_size=6))
+def test_any_argv_arrives_intact(argv: list[str]) -> None:
+    assert arrived(tuple(argv)) == argv
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(ARG, ARG, st.integers(0, 255)), min_size=1, max_size=5))
+def test_any_outputs_split_back_per_command(steps: list[tuple[str, str, int]]) -> None:
+    script = c.Script.of(
+        *(
+            c.read_only(
+                "sh", "-c", 'printf %s "$1"; printf %s "$2" >&2; exit "$3"', "sh", o, e, str(s)
+            )
+            for o, e, s in steps
+        ),
+        stop_on_error=False,
+    )
+    proc = sh(script.to_command().shell)
+    results = script.split(proc.stdout.decode(), proc.stderr.decode())
+    assert [(r.stdout, r.stderr, r.exit_status) for r in results] == steps
+    first_failure = next((s for _, _, s in steps if s), 0)
+    assert proc.returncode == first_failure
