@@ -268,12 +268,18 @@ def unit_dir(scope: Scope, home: Path | None = None) -> Path:
 def install(units: Units, scope: Scope, target_dir: Path | None = None) -> tuple[Path, ...]:
     """Write the service and timer files (atomically) and return their paths."""
     directory = target_dir or unit_dir(scope)
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for filename, text in units.files.items():
-        write_atomic(directory / filename, text)
-        written.append(directory / filename)
-    return tuple(written)
+    hint = "system units need root (sudo), or install with the user scope"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for filename, text in units.files.items():
+            write_atomic(directory / filename, text)
+    except OSError as exc:
+        if not isinstance(exc, PermissionError):
+            hint = "a file blocks the unit directory path; remove it or pick another directory"
+        raise InputError(f"cannot write units to {directory}: {exc.strerror}", hint=hint) from exc
+    except InputError as exc:
+        raise InputError(exc.message, hint=hint) from exc
+    return tuple(directory / filename for filename in units.files)
 
 
 def remove(name: str, scope: Scope, target_dir: Path | None = None) -> tuple[Path, ...]:

@@ -251,6 +251,27 @@ def test_install_and_remove(tmp_path: Path) -> None:
     assert remove(DEFAULT_NAME, "user", target_dir=tmp_path / "systemd" / "user") == ()
 
 
+def test_install_without_permission_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def denied(*_: object, **__: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "mkdir", denied)  # as for a non-root user on /etc/systemd/system
+    units = render_units(argv(), Schedule(every="15m"), "system")
+    with pytest.raises(InputError, match="cannot write units to .*Permission denied") as err:
+        install(units, "system", target_dir=tmp_path / "units")
+    assert err.value.hint and "sudo" in err.value.hint
+
+
+def test_install_into_a_file_path_is_input_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    units = render_units(argv(), Schedule(every="15m"), "user")
+    with pytest.raises(InputError):
+        install(units, "user", target_dir=blocker / "sub")
+
+
 def test_unit_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert unit_dir("system") == Path("/etc/systemd/system")
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
