@@ -23,7 +23,7 @@ from typing import Any
 from orchestrator.errors import InputError, RuntimeFailure
 from orchestrator.lab import gpu, host, images, net, node, proc, registry
 from orchestrator.lab import inventory as lab_inventory
-from orchestrator.lab.layout import REGISTRY, LabPaths, NodeSpec, parse_nodes_option
+from orchestrator.lab.layout import REGISTRY, Gpu, LabPaths, NodeSpec, parse_nodes_option
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
@@ -139,9 +139,7 @@ class Lab:
         return cls(paths, specs, payload.get("light", False))
 
 
-def lab_gpu(raw: dict[str, Any]) -> Any:
-    from orchestrator.lab.layout import Gpu
-
+def lab_gpu(raw: dict[str, Any]) -> Gpu:
     return Gpu(raw["name"], int(raw["memory_mib"]))
 
 

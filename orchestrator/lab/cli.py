@@ -9,7 +9,7 @@ import click
 
 from orchestrator.errors import SwarmError
 from orchestrator.lab import api
-from orchestrator.lab.layout import REGISTRY
+from orchestrator.lab.layout import REGISTRY, LabPaths
 
 _ROOT = click.option("--root", type=click.Path(path_type=Path), default=None,
                      help="Lab state directory (default $SWARM_LAB_DIR or ~/.cache/swarm-lab).")
@@ -80,7 +80,7 @@ def status(root: Path | None) -> None:
 def down(root: Path | None) -> None:
     """Stop every lab process and remove namespaces, links and the bridge."""
     try:
-        api.down(api.LabPaths(root) if root else None, say=click.echo)
+        api.down(LabPaths(root) if root else None, say=click.echo)
     except SwarmError as exc:
         _fail(exc)
 

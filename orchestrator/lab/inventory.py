@@ -99,7 +99,7 @@ def apply_facts(source: Raw | None, specs: list[NodeSpec]) -> list[NodeSpec]:
     out = []
     for spec in specs:
         node = nodes.get(spec.name) or {}
-        arch = node.get("arch") if node.get("arch") in ("amd64", "arm64") else spec.arch
+        arch = str(node["arch"]) if node.get("arch") in ("amd64", "arm64") else spec.arch
         gpus = tuple(Gpu(str(g["model"]), int(g["vram_mib"])) for g in node.get("gpus") or []
                      if isinstance(g, dict) and "model" in g and "vram_mib" in g)
         out.append(NodeSpec(spec.name, spec.number, arch, gpus or spec.gpus, spec.light))
