@@ -142,6 +142,244 @@ def plan(ctx: Context, phase: int | None, output: str) -> None:
     require_feasible(result, project.inventory.path)
 
 
+def make_bus(ctx: Context, output: str) -> Any:
+    """The event stream with its renderers: live view on a terminal, plain lines otherwise, or JSON."""
+    from .deploy import local_state_dir
+    from .events import AuditLog, EventBus, JsonRenderer, LiveRenderer, PlainRenderer
+
+    bus = EventBus()
+    if output == "json":
+        bus.subscribe(JsonRenderer(sys.stdout))
+    elif sys.stderr.isatty() and ctx.verbose < 2:
+        bus.subscribe(LiveRenderer(ctx.verbose))
+    else:
+        bus.subscribe(PlainRenderer(sys.stderr, ctx.verbose))
+    bus.subscribe(AuditLog(local_state_dir() / "audit.log"))
+    return bus
+
+
+def run_async(coro: Any) -> Any:
+    import asyncio
+
+    return asyncio.run(coro)
+
+
+@main.command()
+@click.option("--phase", type=int, required=True, help="the playbook phase to deploy")
+@click.option("--limit", help="only these nodes or groups (comma separated)")
+@click.option("--check", is_flag=True, help="change nothing; report what would change")
+@click.option("--diff", is_flag=True, help="with --check: unified diffs of rendered files (secrets masked)")
+@click.option("--forks", type=click.IntRange(1, 1024), default=64, show_default=True, help="hosts in parallel")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@project_options
+@pass_ctx
+@handle_errors
+def deploy(ctx: Context, phase: int, limit: str | None, check: bool, diff: bool, forks: int, output: str) -> None:
+    """Deploy one phase: every node ends healthy on its new release, or back on its previous one."""
+    from .deploy import Deployer, Options
+
+    project = ctx.project()
+    bus = make_bus(ctx, output)
+    options = Options(phase=phase, limit=limit, check=check or diff, diff=diff, forks=forks)
+    result = run_async(Deployer(project, options, bus).run())
+    for line in result.check_report:
+        click.echo(line)
+    if output == "text" and not result.check_report:
+        for node, release in sorted(result.releases.items()):
+            state = "changed" if node in result.changed else "unchanged"
+            click.echo(f"{node}: {state} (release {release or 'none'})")
+
+
+@main.command()
+@click.option("--phase", type=int, help="only the services of this phase")
+@click.option("--limit", help="only these nodes or groups")
+@click.option("--to", "to", metavar="RELEASE", help="a named release instead of the previous one")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@project_options
+@pass_ctx
+@handle_errors
+def rollback(ctx: Context, phase: int | None, limit: str | None, to: str | None, output: str) -> None:
+    """Bring nodes back to their previous release (or --to one), gated like a deploy."""
+    from .rollback import Rollback
+
+    project = ctx.project()
+    if phase is None and limit is None:
+        raise InputError("say which nodes to roll back: --phase N and/or --limit HOST")
+    result = run_async(Rollback(project, phase, limit, to, make_bus(ctx, output)).run())
+    for node, release in sorted(result.items()):
+        click.echo(f"{node}: {'now on ' + release if release else 'unchanged'}")
+
+
+@main.command()
+@click.option("--phase", type=int)
+@click.option("--limit")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@project_options
+@pass_ctx
+@handle_errors
+def releases(ctx: Context, phase: int | None, limit: str | None, output: str) -> None:
+    """List each node's releases; * marks the current one."""
+    from dataclasses import asdict
+
+    from .events import EventBus
+    from .rollback import list_releases
+
+    found = run_async(list_releases(ctx.project(), phase, limit, EventBus()))
+    if output == "json":
+        click.echo(json.dumps({n: [asdict(r) for r in rs] for n, rs in found.items()}, indent=2))
+        return
+    for node, items in found.items():
+        click.echo(f"{node}:")
+        for r in items:
+            mark = "*" if r.current else " "
+            click.echo(f"  {mark} {r.id}  phase {r.phase}  {r.created}  by {r.by}  ({len(r.applied)} services)")
+        if not items:
+            click.echo("    (no releases)")
+
+
+@main.command()
+@click.option("--limit", required=True, help="the nodes whose stale lock to break")
+@project_options
+@pass_ctx
+@handle_errors
+def unlock(ctx: Context, limit: str) -> None:
+    """Break a stale deploy lock (say which nodes); the audit log records who did."""
+    from .events import EventBus
+    from .rollback import unlock as do_unlock
+
+    broken = run_async(do_unlock(ctx.project(), limit, EventBus()))
+    for node, holder in broken.items():
+        click.echo(f"{node}: broke the lock held by {holder}")
+    if not broken:
+        click.echo("no locks held")
+
+
+@main.command()
+@click.argument("hosts", nargs=-1, required=True)
+@click.option("--yes", is_flag=True, help="record without asking (only after checking fingerprints out of band)")
+@project_options
+@pass_ctx
+@handle_errors
+def trust(ctx: Context, hosts: tuple[str, ...], yes: bool) -> None:
+    """Fetch a node's SSH host key, show its fingerprint and record it in known_hosts."""
+    from .transport.ssh import fetch_host_key, record_host_key
+
+    project = ctx.project()
+    nodes = project.inventory.select(",".join(hosts))
+    for node in nodes:
+        known = project.inventory.resolve_path(node.ssh.known_hosts)
+        if known is None:
+            raise InputError(f"{node.name} has no ssh.known_hosts file configured")
+        key = run_async(fetch_host_key(node.address, node.ssh.port, timeout=node.ssh.connect_timeout))
+        click.echo(f"{node.name} ({node.address}:{node.ssh.port}) {key.algorithm} {key.fingerprint}")
+        if not yes and not click.confirm(f"record this key for {node.name} in {known}?", default=False):
+            click.echo("not recorded")
+            continue
+        added = record_host_key(key, known)
+        click.echo(f"{'recorded in' if added else 'already in'} {known}")
+
+
+@main.group()
+def secrets() -> None:
+    """Secrets in Vault (KV v2): push from an env file, list names and versions, check what is missing."""
+
+
+@secrets.command("push")
+@click.option("--env-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True)
+@click.option("--mount", help="KV v2 mount (default: inventory vault.mount)")
+@click.option("--path", "base", help="base path (default: inventory vault.path)")
+@project_options
+@pass_ctx
+@handle_errors
+def secrets_push(ctx: Context, env_file: Path, mount: str | None, base: str | None) -> None:
+    """Write the env file's keys into Vault, one secret per path the playbook declares (check-and-set)."""
+    from .secrets_source import SecretSource, match_env_keys, push
+    from .vault import parse_env_file
+
+    project = ctx.project()
+    source = SecretSource.from_project(project)
+    source.mount = mount or source.mount
+    source.base_path = (base or source.base_path).strip("/")
+    values, unknown = match_env_keys(parse_env_file(env_file), source.declared)
+    for key in unknown:
+        click.echo(f"skipped {key}: not a secret the playbook declares", err=True)
+    if not values:
+        raise InputError(f"no key of {env_file} matches a secret the playbook declares", file=str(env_file))
+    for path, version, keys in push(source, values):
+        click.echo(f"{source.mount}/{path}: version {version} ({', '.join(keys)})")
+
+
+@secrets.command("list")
+@project_options
+@pass_ctx
+@handle_errors
+def secrets_list(ctx: Context) -> None:
+    """Secret names and versions under the fleet's path — never values."""
+    from .secrets_source import SecretSource
+
+    source = SecretSource.from_project(ctx.project())
+    for info in source.client().list_secrets(source.mount, source.base_path):
+        state = " (deleted)" if info.deleted else ""
+        click.echo(f"{source.mount}/{info.path}  v{info.version}{state}  keys: {', '.join(info.keys) or '-'}")
+
+
+@secrets.command("check")
+@click.option("--phase", type=int, help="only what this phase needs")
+@project_options
+@pass_ctx
+@handle_errors
+def secrets_check(ctx: Context, phase: int | None) -> None:
+    """Exit 1 listing the secrets the playbook needs that Vault does not hold."""
+    from .render import build_services
+    from .secrets_source import SecretSource
+
+    project = ctx.project()
+    source = SecretSource.from_project(project)
+    services = [s for s in build_services(project) if phase is None or s.phase == phase]
+    missing = source.missing(source.names_for(services))
+    for name in missing:
+        spec = source.declared[name]
+        click.echo(f"missing: {name} ({source.mount}/{source.full_path(spec)} key {spec.key})")
+    if missing:
+        fail(f"{len(missing)} secret(s) missing in Vault: push them with `swarm secrets push --env-file FILE`", 1)
+    click.echo("all secrets present")
+
+
+@main.group()
+def vault() -> None:
+    """Bootstrap the fleet's Vault: initialise and unseal once, keys kept in a 0600 file."""
+
+
+@vault.command("init")
+@click.option("--key-file", type=click.Path(path_type=Path), required=True, help="where to keep unseal keys + root token (0600)")
+@click.option("--shares", type=int, default=1, show_default=True)
+@click.option("--threshold", type=int, default=1, show_default=True)
+@project_options
+@pass_ctx
+@handle_errors
+def vault_init(ctx: Context, key_file: Path, shares: int, threshold: int) -> None:
+    """Initialise (if fresh) and unseal the inventory's Vault, and mount KV v2."""
+    from .vault import bootstrap
+
+    addr = ctx.project().inventory.spec.vault.addr
+    result = bootstrap(addr, key_file, shares=shares, threshold=threshold)
+    click.echo(f"Vault at {addr}: {'initialised and ' if result.initialized else ''}unsealed; keys in {key_file}")
+
+
+@vault.command("unseal")
+@click.option("--key-file", type=click.Path(path_type=Path, exists=True), required=True)
+@project_options
+@pass_ctx
+@handle_errors
+def vault_unseal(ctx: Context, key_file: Path) -> None:
+    """Unseal the inventory's Vault with the keys kept by `swarm vault init`."""
+    from .vault import unseal
+
+    addr = ctx.project().inventory.spec.vault.addr
+    status = unseal(addr, key_file)
+    click.echo(f"Vault at {addr}: {'sealed' if status.sealed else 'unsealed'}")
+
+
 def _attach_optional_groups() -> None:
     """Sub-command groups that live in their own modules."""
     try:

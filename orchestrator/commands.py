@@ -438,3 +438,53 @@ def nvidia_smi_query(fields: Sequence[str]) -> Command:
     return read_only(
         "nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"
     )
+
+
+# --------------------------------------------------------------------------- releases
+
+
+def extract_release(deploy_root: str, tmp_dir: str, release_dir: str) -> Command:
+    """Unpack the release tar (stdin) at deploy_root, then rename its temp dir into place.
+
+    The tar carries `releases/.tmp-<id>/...` (env files already 0600 in the archive, kept
+    with -p) and new files of the content-addressed config store, which are never
+    overwritten (`--skip-old-files`).
+    """
+    script = (
+        'umask 077 && mkdir -p -- "$1/releases" "$1/configs" && '
+        'tar -x -p --no-same-owner --skip-old-files -C "$1" -f - && '
+        'mv -T -- "$1/$2" "$1/$3"'
+    )
+    return _sh(script, deploy_root, tmp_dir, release_dir, mutates=True)
+
+
+def list_releases(deploy_root: str) -> Command:
+    return _sh('ls -1 -- "$1/releases" 2>/dev/null || true', deploy_root, mutates=False)
+
+
+def docker_ps_all() -> Command:
+    """Every container on the engine, one JSON object per line."""
+    return read_only("docker", "ps", "--all", "--no-trunc", "--format", "{{json .}}")
+
+
+def compose_remove(project: str, file: str, services: Sequence[str]) -> Command:
+    """Stop and remove these services' containers (volumes are kept)."""
+    return Command(_compose(project, file, "rm", "--stop", "--force", "--", *services), mutates=True)
+
+
+def infra_ready(deploy_root: str, network: str) -> Command:
+    """Prints `ready` when the deploy dirs and the fleet network exist."""
+    script = (
+        'if [ -d "$1/releases" ] && docker network inspect -- "$2" >/dev/null 2>&1; '
+        'then echo ready; else echo missing; fi'
+    )
+    return _sh(script, deploy_root, network, mutates=False)
+
+
+def release_manifests(deploy_root: str) -> Command:
+    """`current` target, then every release's release.json, one per line (compacted)."""
+    script = (
+        'readlink -- "$1/current" || echo; '
+        'for d in "$1"/releases/*/; do [ -f "$d/release.json" ] && tr -d "\\n" < "$d/release.json" && echo; done; true'
+    )
+    return _sh(script, deploy_root, mutates=False)

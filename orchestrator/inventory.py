@@ -58,11 +58,14 @@ class VaultSettings(Model):
     addr: str = "http://127.0.0.1:8200"
     mount: str = "secret"
     path: str = "ai-swarm"
+    token_file: str | None = None     # a 0600 file holding a token (else VAULT_TOKEN / AppRole)
 
 
 class ConsulSettings(Model):
     addr: str = "http://127.0.0.1:8500"
     token_env: str = "CONSUL_HTTP_TOKEN"
+    token_file: str | None = None
+    register_services: bool = True    # register every service after its phase's gate passes
 
 
 class NetworkSettings(Model):

@@ -9,7 +9,7 @@ Secrets never reach templates: services get them through env files written at de
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from pydantic import ValidationError, field_validator
 from .errors import InputError
 from .images import mirrored
 from .inventory import Node
-from .models import Model
+from .models import Model, parse_duration
 from .playbook import Phase, ServiceInstance
 from .project import Project
 from .roles import ConsulSpec, HealthcheckSpec, ProbeSpec, Role
@@ -105,11 +105,19 @@ class Service:
 
 @dataclass(frozen=True)
 class NodeRender:
-    """Everything that goes into one node's release, except the env files (secrets)."""
+    """Everything that goes into one node's release, except the env files (secrets).
+
+    `files` are relative to the release directory. With the node layout (`for_node=True`)
+    each service's config files are also placed in a content-addressed store
+    (`store`, relative to deploy_root: `configs/<service>/<digest>/...`) and bind-mounted
+    from there, so a release that leaves a service's config unchanged does not change its
+    compose definition, and compose does not recreate it.
+    """
 
     node: Node
     services: tuple[Service, ...]
     files: dict[str, bytes]
+    store: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def compose_yaml(self) -> bytes:
@@ -265,9 +273,21 @@ def build_service(project: Project, phase: Phase, svc: ServiceInstance) -> Servi
         image=image, upstream_image=upstream, platform=node.platform,
         vars={k: v for k, v in ctx.items()}, ports=ports, probes=probes, consul=consul,
         secret_env=dict(spec.secret_env), gpu=spec.gpu, protected=node.is_protected(svc.name),
-        ram_gb=spec.resources.ram_gb, healthy_deadline=spec.health.healthy_deadline,
-        min_healthy_time=spec.health.min_healthy_time, compose=compose,
+        ram_gb=spec.resources.ram_gb,
+        healthy_deadline=_duration_var(ctx, "healthy_deadline", spec.health.healthy_deadline, where),
+        min_healthy_time=_duration_var(ctx, "min_healthy_time", spec.health.min_healthy_time, where),
+        compose=compose,
     )
+
+
+def _duration_var(ctx: dict[str, Any], key: str, default: float | None, where: str) -> float | None:
+    """Per-instance override of a role's gate timing (e.g. a short deadline in the lab)."""
+    if key not in ctx or ctx[key] is None:
+        return default
+    try:
+        return parse_duration(ctx[key])
+    except ValueError as exc:
+        raise InputError(f"{key}: {exc}", file=where) from None
 
 
 def _enabled(when: bool | str, ctx: dict[str, Any], where: str, i: int) -> bool:
@@ -414,7 +434,7 @@ def _public_vars(ctx: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in ctx.items() if k not in {"node", "vault", "consul"}}
 
 
-def render_fleet(project: Project, nodes: list[str] | None = None) -> FleetRender:
+def render_fleet(project: Project, nodes: list[str] | None = None, *, for_node: bool = False) -> FleetRender:
     services = build_services(project)
     fleet = fleet_view(services)
     names = nodes or list(project.inventory.nodes)
@@ -422,20 +442,52 @@ def render_fleet(project: Project, nodes: list[str] | None = None) -> FleetRende
     for name in names:
         node = project.inventory.node(name)
         mine = tuple(s for s in services if s.node == name)
-        out[name] = NodeRender(node=node, services=mine, files=_node_files(project, node, mine, fleet))
+        out[name] = _render_node(project, node, mine, fleet, for_node)
     return FleetRender(nodes=out)
 
 
-def _node_files(project: Project, node: Node, services: tuple[Service, ...],
-                fleet: dict[str, Any]) -> dict[str, bytes]:
-    files: dict[str, bytes] = {"compose.yml": compose_text(project, node, services).encode()}
+def _render_node(project: Project, node: Node, services: tuple[Service, ...],
+                 fleet: dict[str, Any], for_node: bool) -> NodeRender:
+    files: dict[str, bytes] = {}
+    store: dict[str, bytes] = {}
+    placed: list[Service] = []
     for svc in services:
-        role = project.roles[svc.role]
-        env = _env(jinja2.FileSystemLoader(str(role.dir)))
-        for tpl in role.spec.templates:
-            dest = f"config/{svc.name}/{tpl.dest}"
-            files[dest] = _render_template(env, role, tpl.src, {**svc.vars, "fleet": fleet}).encode()
-    return dict(sorted(files.items()))
+        configs = _service_configs(project, svc, fleet)
+        for dest, data in configs.items():
+            files[f"config/{svc.name}/{dest}"] = data
+        if for_node and configs:
+            config_dir = f"{node.deploy_root}/configs/{svc.name}/{_digest(configs)[:16]}"
+            for dest, data in configs.items():
+                store[f"configs/{svc.name}/{_digest(configs)[:16]}/{dest}"] = data
+            svc = _with_config_dir(project, svc, config_dir)
+        placed.append(svc)
+    files["compose.yml"] = compose_text(project, node, tuple(placed)).encode()
+    return NodeRender(node=node, services=tuple(placed), files=dict(sorted(files.items())),
+                      store=dict(sorted(store.items())))
+
+
+def _service_configs(project: Project, svc: Service, fleet: dict[str, Any]) -> dict[str, bytes]:
+    role = project.roles[svc.role]
+    env = _env(jinja2.FileSystemLoader(str(role.dir)))
+    return {tpl.dest: _render_template(env, role, tpl.src, {**svc.vars, "fleet": fleet}).encode()
+            for tpl in role.spec.templates}
+
+
+def _digest(files: dict[str, bytes]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + files[name] + b"\0")
+    return h.hexdigest()
+
+
+def _with_config_dir(project: Project, svc: Service, config_dir: str) -> Service:
+    """The same service with its config bind mounts pointing into the node's config store."""
+    _, instance = project.playbook.service(svc.name)
+    role = project.roles[svc.role]
+    node = project.inventory.node(svc.node)
+    ctx = {**svc.vars, "config_dir": config_dir}
+    compose = _compose_service(project, instance, role, node, ctx, svc.image, svc.ports)
+    return replace(svc, vars=ctx, compose=compose)
 
 
 def _render_template(env: jinja2.Environment, role: Role, src: str, ctx: dict[str, Any]) -> str:

@@ -1,0 +1,234 @@
+"""The deploy engine against the lab: phases 1-4 end healthy, no-op re-runs, rollback, locks, --check.
+
+These run `swarm` as an operator would (a subprocess with the lab inventory) and look at
+the nodes through SSH and HTTP on their lab addresses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SECRETS_FILE = REPO / "examples/lab-secrets.env"
+SECRET_VALUES = [line.split("=", 1)[1] for line in SECRETS_FILE.read_text().splitlines()
+                 if line and not line.startswith("#")]
+
+pytestmark = pytest.mark.lab
+
+
+def swarm(lab, *args: str, inventory: Path | None = None, env: dict[str, str] | None = None,
+          timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "SWARM_STATE_DIR": str(lab.paths.root / "state"), **(env or {})}
+    argv = [sys.executable, "-m", "orchestrator.cli", "--project", str(REPO),
+            "-i", str(inventory or lab.inventory_path), *args]
+    return subprocess.run(argv, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO)
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def node_sh(lab, node: str, *argv: str) -> str:
+    result = subprocess.run(lab.ssh_argv(node, *argv), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def container_ids(lab, node: str) -> dict[str, str]:
+    out = node_sh(lab, node, "docker", "ps", "--format",
+                  '{{.Label "com.docker.compose.service"}} {{.ID}}')
+    return dict(line.split() for line in out.splitlines() if line.strip())
+
+
+def tree_hashes(lab, node: str) -> str:
+    return node_sh(lab, node, "sh", "-c", "cd /opt/ai-swarm && find . -type f ! -name audit.log | sort | xargs sha256sum")
+
+
+def lab_inventory_copy(lab, tmp_path: Path, change) -> Path:
+    data = yaml.safe_load(lab.inventory_path.read_text())
+    change(data)
+    path = tmp_path / "lab-inventory.yml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def deployed(lab) -> Iterator[object]:
+    """Phases 1-4 of the reference fleet on the lab, as the README's demo does it."""
+    ok(swarm(lab, "deploy", "--phase", "1"))
+    ok(swarm(lab, "vault", "init", "--key-file", str(lab.paths.root / "vault-keys.json")))
+    ok(swarm(lab, "secrets", "push", "--env-file", str(SECRETS_FILE)))
+    for phase in ("2", "3", "4"):
+        ok(swarm(lab, "deploy", "--phase", phase))
+    yield lab
+
+
+def test_full_deploy_is_healthy_on_every_node(deployed) -> None:
+    lab = deployed
+    starlord, oracle, thanos = (lab.nodes[n] for n in ("starlord", "oracle", "thanos"))
+    assert httpx.get(f"http://{starlord}:8000/health", timeout=5).status_code == 200
+    models = httpx.get(f"http://{starlord}:8001/v1/models", headers={"Authorization": "Bearer lab-vllm-key-d81f2c6b"},
+                       timeout=5).json()
+    assert models["data"][0]["id"] == "TheBloke/Mistral-7B-Instruct-v0.2-GPTQ"
+    assert httpx.get(f"http://{oracle}:8888/stats", timeout=5).status_code == 200
+    assert httpx.get(f"http://{oracle}:4000/health/liveliness", timeout=5).status_code == 200
+    assert httpx.get(f"http://{thanos}:8002/health", timeout=5).status_code == 200
+    env_mode = node_sh(lab, "starlord", "sh", "-c", "stat -c %a /opt/ai-swarm/current/env/vllm-primary.env")
+    assert env_mode.strip() == "600"
+
+
+def test_second_run_changes_nothing_and_restarts_nothing(deployed) -> None:
+    lab = deployed
+    before = container_ids(lab, "starlord")
+    result = ok(swarm(lab, "deploy", "--phase", "3", "--output", "json"))
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert any(e["kind"] == "run" and e["state"] == "unchanged" for e in events)
+    assert not any(e["kind"] in {"apply", "lock"} for e in events)
+    assert container_ids(lab, "starlord") == before
+
+
+def test_changed_config_recreates_only_that_service(deployed, tmp_path: Path) -> None:
+    lab = deployed
+    inventory = lab_inventory_copy(lab, tmp_path, lambda d: d["nodes"]["oracle"].setdefault("services", {})
+                                   .setdefault("haproxy", {}).update({"rate_limit_per_10s": 77}))
+    before = container_ids(lab, "oracle")
+    ok(swarm(lab, "deploy", "--phase", "2", inventory=inventory))
+    after = container_ids(lab, "oracle")
+    assert after["haproxy"] != before["haproxy"]
+    assert {k: v for k, v in after.items() if k != "haproxy"} == {k: v for k, v in before.items() if k != "haproxy"}
+    cfg = node_sh(lab, "oracle", "sh", "-c", "cat /opt/ai-swarm/current/config/haproxy/haproxy.cfg")
+    assert "gt 77" in cfg
+
+
+def test_check_changes_nothing_and_masks_secrets(deployed, tmp_path: Path) -> None:
+    lab = deployed
+    inventory = lab_inventory_copy(lab, tmp_path, lambda d: d["nodes"]["starlord"]["services"]["vllm-secondary"]
+                                   .update({"max_num_seqs": 4}))
+    hashes, ids = tree_hashes(lab, "starlord"), container_ids(lab, "starlord")
+    result = ok(swarm(lab, "deploy", "--phase", "3", "--check", "--diff", inventory=inventory))
+    assert "starlord: would deploy release" in result.stdout and "vllm-secondary" in result.stdout
+    assert "+    - '4'" in result.stdout or "'4'" in result.stdout
+    assert tree_hashes(lab, "starlord") == hashes
+    assert container_ids(lab, "starlord") == ids
+    for value in SECRET_VALUES:
+        assert value not in result.stdout + result.stderr
+
+
+def test_broken_release_rolls_back_every_node_of_the_phase(deployed, tmp_path: Path) -> None:
+    lab = deployed
+    starlord = lab.nodes["starlord"]
+    current_before = node_sh(lab, "starlord", "readlink", "/opt/ai-swarm/current").strip()
+    inventory = lab_inventory_copy(lab, tmp_path, lambda d: d["nodes"]["starlord"]["services"]["vllm-primary"]
+                                   .update({"image_tag": "v0.6.3-broken", "healthy_deadline": "25s"}))
+    result = swarm(lab, "deploy", "--phase", "3", inventory=inventory)
+    assert result.returncode == 1, result.stderr
+    assert "vllm-primary on starlord" in result.stderr and "rolled back" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert node_sh(lab, "starlord", "readlink", "/opt/ai-swarm/current").strip() == current_before
+    assert httpx.get(f"http://{starlord}:8000/health", timeout=5).status_code == 200
+    image = node_sh(lab, "starlord", "docker", "inspect", "-f", "{{.Config.Image}}", "swarm-starlord-vllm-primary-1")
+    assert "broken" not in image
+    audit = node_sh(lab, "starlord", "tail", "-n", "3", "/opt/ai-swarm/audit.log")
+    assert any(json.loads(line)["action"] == "rollback" for line in audit.splitlines())
+
+
+def test_rollback_on_demand_and_to_a_named_release(deployed, tmp_path: Path) -> None:
+    lab = deployed
+    first = node_sh(lab, "thanos", "readlink", "/opt/ai-swarm/current").strip().rsplit("/", 1)[-1]
+    inventory = lab_inventory_copy(lab, tmp_path, lambda d: d["nodes"]["thanos"]["services"]["vllm-backup"]
+                                   .update({"max_num_seqs": 6}))
+    ok(swarm(lab, "deploy", "--phase", "4", inventory=inventory))
+    second = node_sh(lab, "thanos", "readlink", "/opt/ai-swarm/current").strip().rsplit("/", 1)[-1]
+    assert second != first
+    ok(swarm(lab, "rollback", "--phase", "4"))
+    assert node_sh(lab, "thanos", "readlink", "/opt/ai-swarm/current").strip().endswith(first)
+    cmdline = node_sh(lab, "thanos", "docker", "inspect", "-f", "{{json .Args}}", "swarm-thanos-vllm-backup-1")
+    assert '"6"' not in cmdline
+    listing = ok(swarm(lab, "releases", "--limit", "thanos")).stdout
+    assert f"* {first}" in listing and second in listing
+    ok(swarm(lab, "rollback", "--phase", "4", "--to", second))
+    assert node_sh(lab, "thanos", "readlink", "/opt/ai-swarm/current").strip().endswith(second)
+    ok(swarm(lab, "rollback", "--phase", "4", "--to", first))
+
+
+def test_concurrent_deploy_exits_4_then_succeeds(deployed, tmp_path: Path) -> None:
+    lab = deployed
+    inventory = lab_inventory_copy(lab, tmp_path, lambda d: d["nodes"]["thanos"]["services"]["vllm-backup"]
+                                   .update({"max_num_seqs": 5}))
+    env = {**os.environ, "SWARM_STATE_DIR": str(lab.paths.root / "state")}
+    first = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "--project", str(REPO), "-i", str(inventory),
+                              "deploy", "--phase", "4"], env=env, cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            probe = subprocess.run(lab.ssh_argv("thanos", "test", "-d", "/opt/ai-swarm/.lock"), capture_output=True)
+            if probe.returncode == 0:
+                break
+            time.sleep(0.2)
+        second = swarm(lab, "deploy", "--phase", "4", inventory=inventory)
+        assert second.returncode == 4, second.stderr
+        assert "another deploy holds the lock" in second.stderr and "phase 4" in second.stderr
+    finally:
+        out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    ok(swarm(lab, "deploy", "--phase", "4"))  # back to the shipped settings, lock free again
+
+
+def test_secret_values_never_appear_in_any_output(deployed, tmp_path: Path) -> None:
+    lab = deployed
+    inventory = lab_inventory_copy(lab, tmp_path, lambda d: d["nodes"]["oracle"].setdefault("services", {})
+                                   .setdefault("grafana", {}).update({"extra_env": {"GF_LOG_LEVEL": "debug"}}))
+    result = ok(swarm(lab, "-vvv", "deploy", "--phase", "2", "--output", "json", inventory=inventory))
+    diff = ok(swarm(lab, "deploy", "--phase", "2", "--diff", inventory=lab.inventory_path))
+    local_audit = (lab.paths.root / "state/audit.log").read_text()
+    node_audit = node_sh(lab, "oracle", "cat", "/opt/ai-swarm/audit.log")
+    produced = result.stdout + result.stderr + diff.stdout + diff.stderr + local_audit + node_audit
+    for value in SECRET_VALUES:
+        assert value not in produced
+    ok(swarm(lab, "deploy", "--phase", "2"))
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (("deploy", "--phase", "9"), 2, "no phase 9"),
+        (("deploy", "--phase", "3", "--limit", "nosuchhost"), 2, "no node or group named 'nosuchhost'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(lab, args: tuple[str, ...], code: int, needle: str) -> None:
+    result = swarm(lab, *args)
+    assert result.returncode == code and needle in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_key_is_exit_2(lab, tmp_path: Path) -> None:
+    inventory = lab_inventory_copy(lab, tmp_path, lambda d: d["ssh"].update({"key": str(tmp_path / "nokey")}))
+    result = swarm(lab, "deploy", "--phase", "3", inventory=inventory)
+    assert result.returncode == 2 and "nokey" in result.stderr and "does not exist" in result.stderr
+
+
+def test_wrong_key_is_runtime_error(lab, tmp_path: Path) -> None:
+    key = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    inventory = lab_inventory_copy(lab, tmp_path, lambda d: d["ssh"].update({"key": str(key)}))
+    result = swarm(lab, "deploy", "--phase", "3", inventory=inventory)
+    assert result.returncode == 1 and "rejected" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unreachable_node_is_runtime_error(lab, tmp_path: Path) -> None:
+    inventory = lab_inventory_copy(lab, tmp_path, lambda d: (d["nodes"]["starlord"].update({"address": "198.18.0.250"}),
+                                                             d["ssh"].update({"connect_timeout": 2})))
+    result = swarm(lab, "deploy", "--phase", "3", inventory=inventory)
+    assert result.returncode == 1 and "198.18.0.250" in result.stderr and "Traceback" not in result.stderr
