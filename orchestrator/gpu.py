@@ -168,7 +168,7 @@ def is_driver_at_least(actual: str, minimum: str) -> bool:
         raise GpuOutputError(f"nvidia-smi reported driver version {actual!r}") from None
 
 
-def is_too_hot(temperature_c: int, limit_c: int) -> bool:
+def is_too_hot(temperature_c: float, limit_c: float) -> bool:
     """The thermal gate: at or above the limit fails."""
     return temperature_c >= limit_c
 
@@ -235,7 +235,7 @@ def check_driver(reading: GpuReading, minimum: str) -> GpuFinding:
     )
 
 
-def check_thermal(reading: GpuReading, limit_c: int) -> GpuFinding:
+def check_thermal(reading: GpuReading, limit_c: float) -> GpuFinding:
     temp = reading.temperature_c
     if temp is None:
         return GpuFinding(
@@ -244,10 +244,10 @@ def check_thermal(reading: GpuReading, limit_c: int) -> GpuFinding:
     if is_too_hot(temp, limit_c):
         return GpuFinding(
             "fail",
-            f"GPU {reading.index} ({reading.name}) is at {temp} °C, limit {limit_c} °C",
+            f"GPU {reading.index} ({reading.name}) is at {temp} °C, limit {limit_c:g} °C",
             hint="let it cool, check fans and airflow, or stop what is loading it before deploying",
         )
-    return GpuFinding("pass", f"GPU {reading.index} at {temp} °C (limit {limit_c} °C)")
+    return GpuFinding("pass", f"GPU {reading.index} at {temp} °C (limit {limit_c:g} °C)")
 
 
 def check_free_vram(reading: GpuReading, needed_mib: int) -> GpuFinding:

@@ -195,8 +195,9 @@ def test_thermal_gate_fails_at_the_limit() -> None:
     assert is_too_hot(85, 85)
     assert is_too_hot(90, 85)
     hot = GpuReading(0, "NVIDIA GeForce RTX 4090", 24564, 20000, 4000, 90, "550.54.15", 100)
-    finding = check_thermal(hot, 85)
-    assert finding.status == "fail" and "90 °C" in finding.message and finding.hint
+    finding = check_thermal(hot, 85.0)  # the inventory's thermal_limit_c is a float
+    assert finding.status == "fail" and finding.hint
+    assert "is at 90 °C, limit 85 °C" in finding.message
     cold = GpuReading(0, "x", None, None, None, None, None, None)
     assert check_thermal(cold, 85).status == "warn"
 
