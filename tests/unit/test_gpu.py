@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -207,3 +210,33 @@ def test_free_vram_against_the_plan() -> None:
     assert check_free_vram(gpu, 600).ok
     short = check_free_vram(gpu, 8000)
     assert short.status == "fail" and "660 MiB free" in short.message
+
+
+def test_the_lab_nvidia_smi_standin_speaks_the_parsed_format(tmp_path: Path) -> None:
+    """Contract with orchestrator/lab/gpu.py: its stand-in answers NVIDIA_SMI_QUERY in the
+    format parse_nvidia_smi reads, including a staged hot GPU."""
+    lab_gpu = pytest.importorskip("orchestrator.lab.gpu")
+    state = tmp_path / "gpu.json"
+    state.write_text(
+        json.dumps(
+            {
+                "driver_version": "550.54.15",
+                "gpus": [
+                    {"index": 0, "name": "NVIDIA GeForce RTX 4090", "memory.total": 24564,
+                     "memory.used": 1, "temperature.gpu": 90, "utilization.gpu": 0},
+                ],
+            }
+        )
+    )  # fmt: skip
+    script = tmp_path / "nvidia-smi"
+    script.write_text(lab_gpu.NVIDIA_SMI.replace("STATE_PATH", str(state)))
+    answer = subprocess.run(
+        [sys.executable, str(script), *NVIDIA_SMI_QUERY[1:]],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    (gpu,) = parse_nvidia_smi(answer.stdout)
+    assert gpu == GpuReading(0, "NVIDIA GeForce RTX 4090", 24564, 1, 24563, 90, "550.54.15", 0)
+    assert check_thermal(gpu, 85).status == "fail"
