@@ -7,7 +7,13 @@ Each test names the Consul documentation page behind the expectation
 from __future__ import annotations
 
 import json
+import os
+import re
+import select
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -409,37 +415,39 @@ def test_unknown_path_and_method(http: httpx.Client) -> None:
 
 
 def test_never_healthy_mode_has_no_leader() -> None:
-    """SWARM_STANDIN_MODE=never-healthy: like a Consul without a leader - status/leader is ""
-    and catalog reads answer 500 "No cluster leader"."""
+    """SWARM_STANDIN_MODE=never-healthy: like a Consul without a leader - catalog reads answer
+    500 "No cluster leader"; status/leader answers 503 so health probes fail."""
     srv = standin.serve("127.0.0.1", 0, mode="never-healthy")
     try:
-        assert httpx.get(f"{srv.url}/v1/status/leader").json() == ""
+        assert httpx.get(f"{srv.url}/v1/status/leader").status_code == 503
         resp = httpx.get(f"{srv.url}/v1/catalog/services")
         assert resp.status_code == 500 and "No cluster leader" in resp.text
     finally:
         srv.shutdown()
 
 
-def test_slow_start_then_healthy() -> None:
+def refused(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=0.5)
+    except httpx.TransportError:
+        return True
+    return False
+
+
+def test_slow_start_keeps_the_port_closed() -> None:
+    """SWARM_STANDIN_MODE=slow-start:N: connections are refused for N seconds, then served."""
     srv = standin.serve("127.0.0.1", 0, mode="slow-start:0.5")
     try:
-        assert httpx.get(f"{srv.url}/v1/status/leader").json() == ""
-        wait_until(lambda: httpx.get(f"{srv.url}/v1/status/leader").json() != "", 3)
+        assert refused(f"{srv.url}/v1/status/leader")
+        wait_until(lambda: not refused(f"{srv.url}/v1/status/leader"), 3)
+        assert httpx.get(f"{srv.url}/v1/status/leader").json() == "127.0.0.1:8300"
     finally:
         srv.shutdown()
 
 
 def test_die_after_stops_serving() -> None:
     srv = standin.serve("127.0.0.1", 0, mode="die-after:0.3")
-
-    def refused() -> bool:
-        try:
-            httpx.get(f"{srv.url}/v1/status/leader", timeout=0.5)
-        except httpx.TransportError:
-            return True
-        return False
-
-    wait_until(refused, 5)
+    wait_until(lambda: refused(f"{srv.url}/v1/status/leader"), 5)
 
 
 def test_command_line_of_the_real_image(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -478,6 +486,36 @@ def test_command_line_of_the_real_image(monkeypatch: pytest.MonkeyPatch) -> None
     assert standin.config_from_args(["agent", "-dev"])[2].acl_token == "m"
 
 
+def test_config_file_of_the_role(tmp_path: Path) -> None:
+    """The swarm role runs `agent -config-file=/consul/config/swarm.hcl` (HCL with datacenter,
+    data_dir, client_addr, advertise_addr, ports.http, acl tokens); JSON config works too."""
+    hcl = tmp_path / "swarm.hcl"
+    hcl.write_text(
+        'datacenter       = "homelab"\n'
+        'data_dir         = "/consul/data"\n'
+        "server           = true\n"
+        'client_addr      = "0.0.0.0"\n'
+        'advertise_addr   = "198.18.0.10"\n'
+        "ui_config {\n  enabled = true\n}\n"
+        "ports {\n  http = 8501\n}\n"
+        'acl {\n  enabled = true\n  tokens {\n    initial_management = "m"\n  }\n}\n'
+    )
+    host, port, config, _ = standin.config_from_args(["agent", f"-config-file={hcl}"])
+    assert (host, port, config.datacenter, config.node_address) == (
+        "0.0.0.0",
+        8501,
+        "homelab",
+        "198.18.0.10",
+    )
+    assert config.acl_token == "m"
+    assert config.data_file == "/consul/data/swarm-consul-standin.json"
+    conf_dir = tmp_path / "conf.d"
+    conf_dir.mkdir()
+    (conf_dir / "a.json").write_text(json.dumps({"node_name": "oracle", "ports": {"http": 8600}}))
+    _, port, config, _ = standin.config_from_args(["agent", "-config-dir", str(conf_dir)])
+    assert (port, config.node, config.acl_token) == (8600, "oracle", None)
+
+
 def test_data_file_keeps_services_and_kv(tmp_path: Path) -> None:
     """--data FILE: registrations and KV survive a restart."""
     data = str(tmp_path / "consul.json")
@@ -493,3 +531,60 @@ def test_data_file_keeps_services_and_kv(tmp_path: Path) -> None:
         assert c.kv.get("k")[1]["Value"] == b"v"
     finally:
         srv.shutdown()
+
+
+# --------------------------------------------------------------------------- as a process
+
+
+def start_process(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
+    """Run the stand-in file with `python -I -S` (no site-packages: proves it is stdlib-only)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-S", standin.__file__, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        line = proc.stdout.readline() if ready else ""
+        match = re.search(r"http=127\.0\.0\.1:(\d+)", line)
+        if match:
+            return proc, int(match.group(1))
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError(f"stand-in did not start: {proc.stdout.read()}")
+
+
+def test_runs_as_the_image_entrypoint_and_stops_on_sigterm() -> None:
+    """`consul agent -dev -client ...` as a process: serves, and exits 0 on SIGTERM (as PID 1
+    in a container SIGTERM would otherwise be ignored)."""
+    env = {"PATH": os.environ.get("PATH", ""), "SWARM_STANDIN_MODE": "healthy"}
+    proc, port = start_process(["agent", "-dev", "-client", "127.0.0.1", "-ui", "--port", "0"], env)
+    try:
+        c = consul.Consul(host="127.0.0.1", port=port)
+        wait_until(lambda: not refused(f"http://127.0.0.1:{port}/v1/status/leader"), 5)
+        assert c.agent.service.register("web") is True
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+
+
+def test_die_after_exits_1_as_a_process() -> None:
+    env = {"PATH": os.environ.get("PATH", ""), "SWARM_STANDIN_MODE": "die-after:0.3"}
+    proc, _ = start_process(["agent", "-dev", "-client", "127.0.0.1", "--port", "0"], env)
+    assert proc.wait(timeout=5) == 1
+
+
+def test_version_command() -> None:
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", standin.__file__, "version"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
+    assert out.stdout.startswith("Consul v1.17")

@@ -7,7 +7,12 @@ Each test names the Vault documentation page behind the expectation
 from __future__ import annotations
 
 import os
+import re
+import select
+import signal
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -373,26 +378,28 @@ def test_never_healthy_reports_sealed() -> None:
         srv.shutdown()
 
 
-def test_slow_start_becomes_active() -> None:
+def refused(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=0.5)
+    except httpx.TransportError:
+        return True
+    return False
+
+
+def test_slow_start_keeps_the_port_closed() -> None:
+    """SWARM_STANDIN_MODE=slow-start:N: connections are refused for N seconds, then served."""
     srv = standin.serve("127.0.0.1", 0, root_token=ROOT, mode="slow-start:0.4")
     try:
-        assert httpx.get(f"{srv.url}/v1/sys/health").status_code == 503
-        wait_until(lambda: httpx.get(f"{srv.url}/v1/sys/health").status_code == 200, 3)
+        assert refused(f"{srv.url}/v1/sys/health")
+        wait_until(lambda: not refused(f"{srv.url}/v1/sys/health"), 3)
+        assert httpx.get(f"{srv.url}/v1/sys/health").status_code == 200
     finally:
         srv.shutdown()
 
 
 def test_die_after_stops_serving() -> None:
     srv = standin.serve("127.0.0.1", 0, mode="die-after:0.3")
-
-    def refused() -> bool:
-        try:
-            httpx.get(f"{srv.url}/v1/sys/health", timeout=0.5)
-        except httpx.TransportError:
-            return True
-        return False
-
-    wait_until(refused, 5)
+    wait_until(lambda: refused(f"{srv.url}/v1/sys/health"), 5)
 
 
 def test_command_lines_of_the_real_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -453,3 +460,70 @@ def test_data_file_survives_restart_sealed(tmp_path: Path) -> None:
         assert read["data"]["data"] == {"k": "v"}
     finally:
         srv.shutdown()
+
+
+# --------------------------------------------------------------------------- as a process
+
+
+def start_process(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
+    """Run the stand-in file with `python -I -S` (no site-packages: proves it is stdlib-only)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-S", standin.__file__, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        line = proc.stdout.readline() if ready else ""
+        match = re.search(r"api=http://127\.0\.0\.1:(\d+)", line)
+        if match:
+            return proc, int(match.group(1))
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError(f"stand-in did not start: {proc.stdout.read()}")
+
+
+def test_server_dev_as_a_process(tmp_path: Path) -> None:
+    """`vault server -dev` with VAULT_DEV_ROOT_TOKEN_ID, as the image runs it; SIGTERM -> exit 0."""
+    env = {"PATH": os.environ.get("PATH", ""), "VAULT_DEV_ROOT_TOKEN_ID": ROOT}
+    proc, port = start_process(["server", "-dev", "--host", "127.0.0.1", "--port", "0"], env)
+    try:
+        wait_until(lambda: not refused(f"http://127.0.0.1:{port}/v1/sys/health"), 5)
+        client = hvac.Client(url=f"http://127.0.0.1:{port}", token=ROOT)
+        assert client.auth.token.lookup_self()["data"]["policies"] == ["root"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+
+
+def test_server_config_as_a_process(tmp_path: Path) -> None:
+    """`vault server -config=FILE` as the swarm role runs it: listener and file storage come
+    from the HCL; the server starts uninitialised (501) and keeps its state there."""
+    storage = tmp_path / "file"
+    storage.mkdir()
+    config = tmp_path / "vault.hcl"
+    config.write_text(
+        f'storage "file" {{\n  path = "{storage}"\n}}\n'
+        'listener "tcp" {\n  address = "127.0.0.1:0"\n  tls_disable = true\n}\n'
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "SWARM_STANDIN_MODE": "healthy"}
+    proc, port = start_process(["server", f"-config={config}"], env)
+    try:
+        wait_until(lambda: not refused(f"http://127.0.0.1:{port}/v1/sys/health"), 5)
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/sys/health").status_code == 501
+        hvac.Client(url=f"http://127.0.0.1:{port}").sys.initialize(1, 1)
+        assert (storage / "swarm-vault-standin.json").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+
+
+def test_die_after_exits_1_as_a_process() -> None:
+    env = {"PATH": os.environ.get("PATH", ""), "SWARM_STANDIN_MODE": "die-after:0.3"}
+    proc, _ = start_process(["server", "-dev", "--host", "127.0.0.1", "--port", "0"], env)
+    assert proc.wait(timeout=5) == 1

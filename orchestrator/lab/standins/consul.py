@@ -19,9 +19,11 @@ snake_case), as Consul's decoder does. It runs in-process for tests via
 `serve(host, port)` and as the `hashicorp/consul` image's entrypoint via `main()`,
 accepting the usual `agent -dev -client 0.0.0.0 ...` command line.
 
-Faults are staged with env SWARM_STANDIN_MODE: healthy | never-healthy |
-die-after:SECONDS | slow-start:SECONDS. While not healthy the agent has no
-cluster leader: `status/leader` is `""` and catalog/health/KV answer 500.
+Faults are staged with env SWARM_STANDIN_MODE, as for every lab stand-in:
+healthy (default); never-healthy (listens, but has no cluster leader: catalog, health
+and KV reads answer 500 "No cluster leader" and `status/leader` answers 503);
+die-after:SECONDS (exit 1; in-process: stop serving); slow-start:SECONDS (the port
+stays closed that long).
 """
 
 from __future__ import annotations
@@ -365,8 +367,8 @@ class Agent:
         self.kv: dict[str, KVEntry] = {}
         self.index = 1
         self.cond = threading.Condition()
-        self.started = time.monotonic()
         self.serf_index = 1
+        self.save_failed = False
         self._load()
 
     # --- index and persistence
@@ -421,19 +423,21 @@ class Agent:
             "services": [s.definition for s in self.services.values()],
         }
         tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(data, fh)
+            os.replace(tmp, path)
+        except OSError as err:
+            # A read-only data dir must not take the API down: keep serving from memory.
+            if not self.save_failed:
+                print(f"consul-standin: cannot persist to {path}: {err}", flush=True)
+            self.save_failed = True
 
     # --- health of the agent itself (fault modes)
 
     def has_leader(self) -> bool:
-        mode = self.config.mode
-        if mode == "never-healthy":
-            return False
-        if mode.startswith("slow-start:"):
-            return time.monotonic() - self.started >= float(mode.split(":", 1)[1])
-        return True
+        """False in never-healthy mode: the agent behaves as if no leader was ever elected."""
+        return self.config.mode != "never-healthy"
 
     # --- services and checks
 
@@ -746,7 +750,11 @@ class Handler(BaseHTTPRequestHandler):
     # --- status
 
     def status_leader(self) -> None:
-        self.send_json("127.0.0.1:8300" if self.agent.has_leader() else "")
+        if not self.agent.has_leader():
+            # Real Consul answers 200 "" without a leader; the never-healthy fault mode
+            # answers 503 so that health probes on this endpoint fail, as the lab expects.
+            raise ApiError(503, "No cluster leader")
+        self.send_json("127.0.0.1:8300")
 
     def status_peers(self) -> None:
         self.send_json(["127.0.0.1:8300"] if self.agent.has_leader() else [])
@@ -1040,16 +1048,26 @@ ROUTES: list[Route] = [
 
 
 class StandinServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer carrying the agent; `shutdown()` also stops check probes."""
+    """ThreadingHTTPServer carrying the agent; `shutdown()` also stops check probes.
+
+    The socket is bound at once (so the port is known) but only listens after
+    `start(delay)`: until then connections are refused, like a process still starting.
+    """
 
     daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], agent: Agent, verbose: bool = False) -> None:
-        super().__init__(address, Handler)
+        super().__init__(address, Handler, bind_and_activate=False)
+        try:
+            self.server_bind()
+        except OSError:
+            self.server_close()
+            raise
         self.agent = agent
         self.verbose = verbose
-        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._serving = threading.Event()
 
     @property
     def port(self) -> int:
@@ -1059,19 +1077,41 @@ class StandinServer(ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://{self.server_address[0]!s}:{self.port}"
 
-    def start(self) -> StandinServer:
-        self._thread = threading.Thread(
-            target=self.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            daemon=True,
-            name="consul-standin",
-        )
-        self._thread.start()
+    def start(self, delay: float = 0.0) -> StandinServer:
+        """Listen (now, or after `delay` seconds) and serve in a background thread."""
+        if delay <= 0:
+            self._activate()
+        threading.Thread(
+            target=self._run, args=(delay,), daemon=True, name="consul-standin"
+        ).start()
         return self
 
+    def _activate(self) -> None:
+        self.server_activate()
+        self._serving.set()
+
+    def _run(self, delay: float) -> None:
+        if delay > 0:
+            if self._stopping.wait(delay):
+                return
+            try:
+                self._activate()
+            except OSError:  # shut down while starting
+                return
+        self.serve_forever(poll_interval=0.1)
+
+    def wait_stopped(self) -> None:
+        """Block until `shutdown()` (signals still get through: the wait wakes up)."""
+        while not self._stopping.wait(0.5):
+            pass
+
     def shutdown(self) -> None:
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
         self.agent.stop_probes()
-        super().shutdown()
+        if self._serving.is_set():
+            super().shutdown()
         self.server_close()
 
 
@@ -1093,9 +1133,19 @@ def serve(
     )
     if node:
         config.node = node
-    server = StandinServer((host, port), Agent(config), verbose=verbose).start()
+    server = StandinServer((host, port), Agent(config), verbose=verbose)
+    server.start(slow_start_delay(config.mode))
     _arm_die_after(server, config.mode, in_process=True)
     return server
+
+
+def slow_start_delay(mode: str) -> float:
+    """Seconds to keep the port closed for `slow-start:N` (0 otherwise or if malformed)."""
+    kind, _, seconds = mode.partition(":")
+    try:
+        return max(0.0, float(seconds)) if kind == "slow-start" else 0.0
+    except ValueError:
+        return 0.0
 
 
 def _arm_die_after(server: StandinServer, mode: str, in_process: bool) -> None:
@@ -1131,10 +1181,13 @@ BOOL_FLAGS = {
 }
 
 
-def parse_go_flags(argv: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Parse Go-style flags (-x, --x, -x=v, -x v); unknown flags are kept, not fatal."""
+def parse_go_flags(argv: list[str]) -> tuple[list[str], dict[str, str], list[tuple[str, str]]]:
+    """Parse Go-style flags (-x, --x, -x=v, -x v); unknown flags are kept, not fatal.
+
+    Returns positionals, the last value of each flag, and every (flag, value) in order.
+    """
     positional: list[str] = []
-    flags: dict[str, str] = {}
+    pairs: list[tuple[str, str]] = []
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -1146,47 +1199,85 @@ def parse_go_flags(argv: list[str]) -> tuple[list[str], dict[str, str]]:
         if not eq and name not in BOOL_FLAGS and i < len(argv) and not argv[i].startswith("-"):
             value = argv[i]
             i += 1
-        flags[name] = value if (eq or value) else "true"
-    return positional, flags
+        pairs.append((name, value if (eq or value) else "true"))
+    return positional, dict(pairs), pairs
 
 
-def _local_config() -> dict[str, Any]:
-    """CONSUL_LOCAL_CONFIG (JSON) as honoured by the official image's entrypoint."""
-    raw = os.environ.get("CONSUL_LOCAL_CONFIG", "")
-    try:
-        data = json.loads(raw) if raw else {}
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
+def config_files_text(pairs: list[tuple[str, str]]) -> str:
+    """CONSUL_LOCAL_CONFIG plus every -config-file and .hcl/.json file of every -config-dir."""
+    texts = [os.environ.get("CONSUL_LOCAL_CONFIG", "")]
+    files: list[str] = []
+    for name, value in pairs:
+        if name == "config-file":
+            files.append(value)
+        elif name == "config-dir" and os.path.isdir(value):
+            files += [
+                os.path.join(value, n)
+                for n in sorted(os.listdir(value))
+                if n.endswith((".hcl", ".json"))
+            ]
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                texts.append(fh.read())
+        except OSError as err:
+            print(f"consul-standin: cannot read config {path}: {err}", flush=True)
+    return "\n".join(texts)
+
+
+def config_value(text: str, key: str, block: str | None = None) -> str | None:
+    """The last `key = value` (HCL) or `"key": value` (JSON), optionally inside `block { }`."""
+    if block is not None:
+        inner = re.findall(rf'(?:^|[\s{{,])"?{block}"?\s*[:=]?\s*\{{([^}}]*)\}}', text)
+        text = "\n".join(inner)
+    pattern = rf'(?:^|[\s{{,])"?{key}"?\s*[:=]\s*(?:"([^"]*)"|([\w.]+))'
+    found = re.findall(pattern, text, flags=re.M)
+    if not found:
+        return None
+    quoted, bare = found[-1]
+    return str(quoted or bare)
 
 
 def config_from_args(argv: list[str]) -> tuple[str, int, Config, bool]:
-    _, flags = parse_go_flags(argv)
-    local = _local_config()
-    acl = local.get("acl", {}).get("tokens", {}) if isinstance(local.get("acl"), dict) else {}
-    host = flags.get("host") or flags.get("client") or "0.0.0.0"
+    """Settings from flags (which win) and config files, as `consul agent` reads them."""
+    _, flags, pairs = parse_go_flags(argv)
+    text = config_files_text(pairs)
+
+    def pick(flag: str, key: str, default: str = "") -> str:
+        return flags.get(flag) or config_value(text, key) or default
+
+    host = flags.get("host") or pick("client", "client_addr", "0.0.0.0")
     port = int(
         flags.get("port")
         or flags.get("http-port")
-        or (local.get("ports") or {}).get("http")
+        or config_value(text, "http", block="ports")
         or 8500
     )
+    token = (
+        flags.get("acl-token")
+        or os.environ.get("SWARM_CONSUL_ACL_TOKEN")
+        or config_value(text, "initial_management")
+        or config_value(text, "master")
+    )
+    if config_value(text, "enabled", block="acl") == "false" and not flags.get("acl-token"):
+        token = None
     config = Config(
-        datacenter=flags.get("datacenter") or local.get("datacenter") or "dc1",
-        acl_token=(
-            flags.get("acl-token")
-            or os.environ.get("SWARM_CONSUL_ACL_TOKEN")
-            or acl.get("initial_management")
-            or acl.get("master")
-            or None
-        ),
+        datacenter=pick("datacenter", "datacenter", "dc1"),
+        acl_token=token or None,
         data_file=flags.get("data") or None,
         mode=os.environ.get("SWARM_STANDIN_MODE", "healthy"),
     )
-    config.node = flags.get("node") or local.get("node_name") or config.node
-    config.node_address = flags.get("advertise") or flags.get("bind") or config.node_address
-    if "data" not in flags and "data-dir" in flags and "dev" not in flags:
-        config.data_file = os.path.join(flags["data-dir"], "swarm-consul-standin.json")
+    config.node = pick("node", "node_name", config.node)
+    config.node_address = (
+        flags.get("advertise")
+        or flags.get("bind")
+        or config_value(text, "advertise_addr")
+        or config_value(text, "bind_addr")
+        or config.node_address
+    )
+    data_dir = pick("data-dir", "data_dir")
+    if not config.data_file and data_dir and "dev" not in flags:
+        config.data_file = os.path.join(data_dir, "swarm-consul-standin.json")
     return host, port, config, "verbose" in flags
 
 
@@ -1208,9 +1299,11 @@ def main(argv: list[str] | None = None) -> int:
     host, port, config, verbose = config_from_args(args)
     _exit_on_sigterm()
     mode = config.mode
-    if mode.startswith("slow-start:"):
-        print(f"consul-standin: slow start, no leader for {mode.split(':', 1)[1]}s", flush=True)
     server = StandinServer((host, port), Agent(config), verbose=verbose)
+    delay = slow_start_delay(mode)
+    if delay:
+        print(f"consul-standin: slow start, port closed for {delay:g}s", flush=True)
+    server.start(delay)
     _arm_die_after(server, mode, in_process=False)
     acl = "on" if config.acl_token else "off"
     print(
@@ -1219,12 +1312,11 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     try:
-        server.serve_forever()
+        server.wait_stopped()
     except KeyboardInterrupt:
         pass
     finally:
-        server.agent.stop_probes()
-        server.server_close()
+        server.shutdown()
     return 0
 
 

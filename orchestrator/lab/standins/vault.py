@@ -21,8 +21,10 @@ are HCL (`path "x/*" { capabilities = [...] }`) or JSON; globs `*` (suffix) and 
 
 It runs in-process for tests via `serve(host, port)` and as the `hashicorp/vault`
 image's entrypoint via `main()`, accepting `server -dev ...` and `server -config ...`.
-Faults are staged with env SWARM_STANDIN_MODE: healthy | never-healthy |
-die-after:SECONDS | slow-start:SECONDS (while not ready the core reports sealed).
+Faults are staged with env SWARM_STANDIN_MODE, as for every lab stand-in:
+healthy (default); never-healthy (listens, but the core stays sealed: sys/health 503,
+everything else 503 "Vault is sealed"); die-after:SECONDS (exit 1; in-process: stop
+serving); slow-start:SECONDS (the port stays closed that long).
 """
 
 from __future__ import annotations
@@ -212,7 +214,6 @@ class VaultState:
         self.lock = threading.RLock()
         self.data_file = data_file
         self.mode = mode
-        self.started = time.monotonic()
         self.initialized = False
         self.sealed = True
         self.threshold = 0
@@ -230,6 +231,7 @@ class VaultState:
         self.roles: dict[str, dict[str, dict[str, Any]]] = {}  # approle mount -> name -> role
         self.secret_ids: dict[str, dict[str, str]] = {}  # secret_id -> {mount, role, accessor}
         self.cluster_id = str(uuid.uuid4())
+        self.save_failed = False
 
     # --- lifecycle
 
@@ -293,11 +295,8 @@ class VaultState:
         )
 
     def is_ready(self) -> bool:
-        if self.mode == "never-healthy":
-            return False
-        if self.mode.startswith("slow-start:"):
-            return time.monotonic() - self.started >= float(self.mode.split(":", 1)[1])
-        return True
+        """False in never-healthy mode: the core stays sealed whatever keys are given."""
+        return self.mode != "never-healthy"
 
     def is_sealed(self) -> bool:
         return self.sealed or not self.is_ready()
@@ -367,10 +366,16 @@ class VaultState:
             "cluster_id": self.cluster_id,
         }
         tmp = f"{self.data_file}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh)
-        os.replace(tmp, self.data_file)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(data, fh)
+            os.replace(tmp, self.data_file)
+        except OSError as err:
+            # A read-only storage dir must not take the API down: keep serving from memory.
+            if not self.save_failed:
+                print(f"vault-standin: cannot persist to {self.data_file}: {err}", flush=True)
+            self.save_failed = True
 
     def load(self) -> bool:
         if not self.data_file or not os.path.exists(self.data_file):
@@ -1100,14 +1105,27 @@ def _ttl_seconds(value: Any, default: int) -> int:
 
 
 class StandinServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer carrying the Vault state.
+
+    The socket is bound at once (so the port is known) but only listens after
+    `start(delay)`: until then connections are refused, like a process still starting.
+    """
+
     daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], state: VaultState, verbose: bool = False) -> None:
-        super().__init__(address, Handler)
+        super().__init__(address, Handler, bind_and_activate=False)
+        try:
+            self.server_bind()
+        except OSError:
+            self.server_close()
+            raise
         self.state = state
         self.api = Api(state)
         self.verbose = verbose
+        self._stopping = threading.Event()
+        self._serving = threading.Event()
 
     @property
     def port(self) -> int:
@@ -1125,17 +1143,38 @@ class StandinServer(ThreadingHTTPServer):
     def unseal_keys(self) -> list[str]:
         return list(self.state.unseal_keys)
 
-    def start(self) -> StandinServer:
-        threading.Thread(
-            target=self.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            daemon=True,
-            name="vault-standin",
-        ).start()
+    def start(self, delay: float = 0.0) -> StandinServer:
+        """Listen (now, or after `delay` seconds) and serve in a background thread."""
+        if delay <= 0:
+            self._activate()
+        threading.Thread(target=self._run, args=(delay,), daemon=True, name="vault-standin").start()
         return self
 
+    def _activate(self) -> None:
+        self.server_activate()
+        self._serving.set()
+
+    def _run(self, delay: float) -> None:
+        if delay > 0:
+            if self._stopping.wait(delay):
+                return
+            try:
+                self._activate()
+            except OSError:  # shut down while starting
+                return
+        self.serve_forever(poll_interval=0.1)
+
+    def wait_stopped(self) -> None:
+        """Block until `shutdown()` (signals still get through: the wait wakes up)."""
+        while not self._stopping.wait(0.5):
+            pass
+
     def shutdown(self) -> None:
-        super().shutdown()
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        if self._serving.is_set():
+            super().shutdown()
         self.server_close()
 
 
@@ -1173,9 +1212,18 @@ def serve(
     state = build_state(
         dev=dev, root_token=root_token, sealed=sealed, data_file=data_file, mode=mode
     )
-    server = StandinServer((host, port), state, verbose=verbose).start()
+    server = StandinServer((host, port), state, verbose=verbose).start(slow_start_delay(mode))
     _arm_die_after(server, mode, in_process=True)
     return server
+
+
+def slow_start_delay(mode: str) -> float:
+    """Seconds to keep the port closed for `slow-start:N` (0 otherwise or if malformed)."""
+    kind, _, seconds = mode.partition(":")
+    try:
+        return max(0.0, float(seconds)) if kind == "slow-start" else 0.0
+    except ValueError:
+        return 0.0
 
 
 def _arm_die_after(server: StandinServer, mode: str, in_process: bool) -> None:
@@ -1250,7 +1298,11 @@ def read_config_text(path: str) -> str:
 
 def config_from_text(text: str) -> tuple[str | None, str | None]:
     """(listener address, storage path) found in HCL or JSON server config."""
-    address = re.search(r'"?address"?\s*[=:]\s*"([^"]+)"', text)
+    address = re.search(
+        r'"?listener"?\s*[:=]?\s*[\[{]?\s*\{?\s*"?tcp"?\s*[:=]?\s*\{[^}]*?(?:^|[\s{,])"?address"?\s*[:=]\s*"([^"]+)"',
+        text,
+        flags=re.M,
+    )
     storage = re.search(
         r'"?storage"?\s*[:=]?\s*\{?\s*"?(?:file|raft)"?\s*[:=]?\s*\{[^}]*?"?path"?\s*[=:]\s*"([^"]+)"',
         text,
@@ -1325,14 +1377,18 @@ def main(argv: list[str] | None = None) -> int:
         mode=mode,
     )
     server = StandinServer((opts["host"], opts["port"]), state, verbose=opts["verbose"])
+    delay = slow_start_delay(mode)
+    if delay:
+        print(f"vault-standin: slow start, port closed for {delay:g}s", flush=True)
+    server.start(delay)
     _arm_die_after(server, mode, in_process=False)
     _announce(opts, state, server.port, mode)
     try:
-        server.serve_forever()
+        server.wait_stopped()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        server.shutdown()
     return 0
 
 
