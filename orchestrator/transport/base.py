@@ -47,6 +47,17 @@ class TransportStats:
     bytes_received: int = 0
     command_log: list[str] = field(default_factory=list, repr=False)
 
+    def __add__(self, other: TransportStats) -> TransportStats:
+        return TransportStats(
+            self.connections + other.connections,
+            self.commands + other.commands,
+            self.puts + other.puts,
+            self.gets + other.gets,
+            self.bytes_sent + other.bytes_sent,
+            self.bytes_received + other.bytes_received,
+            self.command_log + other.command_log,
+        )
+
     def count_command(self, command: str, sent: int, received: int) -> None:
         self.commands += 1
         self.bytes_sent += sent

@@ -414,6 +414,10 @@ class Fleet:
     def stats(self) -> Mapping[str, TransportStats]:
         return {h: t.stats for h, t in self.transports.items()}
 
+    def total_stats(self) -> TransportStats:
+        """Summed over hosts: a no-op run should be ~1 connection + 1 command each."""
+        return sum(self.stats().values(), TransportStats())
+
     async def _bounded(self, work: Callable[[Transport], Awaitable[T]], t: Transport) -> T:
         async with self._forks:
             return await work(t)

@@ -336,6 +336,8 @@ def test_thirty_hosts_with_eight_forks(sshd: SshServer) -> None:
         assert results.ok and len(results) == 30
         assert {r.stdout for r in results.succeeded.values()} == {"hello\n"}
         assert all(s.connections == 1 and s.commands == 1 for s in fleet.stats().values())
+        total = fleet.total_stats()
+        assert (total.connections, total.commands) == (30, 30)
         await fleet.close()
 
     run(work())
