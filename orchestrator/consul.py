@@ -56,8 +56,11 @@ class CheckSpec:
     def __post_init__(self) -> None:
         if self.kind not in ("http", "tcp"):
             raise InputError(f"check kind must be http or tcp, got {self.kind!r}")
-        for name in ("interval", "timeout"):
-            parse_duration(getattr(self, name))
+        # Durations are kept as Go prints them ("1m" -> "1m0s"), as Consul echoes them back.
+        for name in ("interval", "timeout", "deregister_after"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, format_duration(parse_duration(value)))
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -131,6 +134,22 @@ def parse_duration(value: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != value:
         raise InputError(f'invalid duration "{value}" (expected e.g. "10s", "1m30s", "500ms")')
     return sum(float(n) * units[u] for n, u in parts)
+
+
+def format_duration(seconds: float) -> str:
+    """Go's time.Duration.String(): 0s, 500ms, 1.5s, 1m30s, 1h0m0s."""
+    if seconds == 0:
+        return "0s"
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{secs:g}s"
+    if hours or minutes:
+        text = f"{int(minutes)}m{text}"
+    if hours:
+        text = f"{int(hours)}h{text}"
+    return text
 
 
 def worst(statuses: Iterable[str]) -> str:
@@ -207,6 +226,18 @@ class ConsulClient:
     def registered(self) -> dict[str, dict[str, Any]]:
         """The agent's services by ID, as /v1/agent/services returns them."""
         return dict(self._call(self._consul.agent.services, "list services"))
+
+    def registrations(self) -> dict[str, ServiceRegistration]:
+        """The agent's services rebuilt as `ServiceRegistration`s, checks included, so that a
+        rollback can re-register exactly what was there (`register(snapshot[id])`)."""
+        services = self._call(self._consul.agent.services, "list services")
+        checks = self._call(self._consul.agent.checks, "list checks")
+        return {
+            sid: _registration_from(
+                entry, [c for c in checks.values() if c.get("ServiceID") == sid]
+            )
+            for sid, entry in services.items()
+        }
 
     # --- health
 
@@ -349,6 +380,37 @@ def _seconds(value: Any) -> float:
         return parse_duration(str(value))
     except InputError:
         return -1.0
+
+
+def _registration_from(
+    entry: Mapping[str, Any], checks: list[Mapping[str, Any]]
+) -> ServiceRegistration:
+    return ServiceRegistration(
+        id=str(entry["ID"]),
+        name=str(entry["Service"]),
+        address=str(entry.get("Address") or ""),
+        port=int(entry.get("Port") or 0),
+        tags=tuple(entry.get("Tags") or ()),
+        meta=dict(entry.get("Meta") or {}),
+        check=_check_from(checks[0]) if len(checks) == 1 else None,
+    )
+
+
+def _check_from(check: Mapping[str, Any]) -> CheckSpec | None:
+    """The CheckSpec of an HTTP/TCP check from /v1/agent/checks (None for other kinds)."""
+    kind = check.get("Type")
+    definition = check.get("Definition") or {}
+    if kind not in ("http", "tcp") or not definition.get(str(kind).upper()):
+        return None
+    target = definition[str(kind).upper()]
+    deregister = definition.get("DeregisterCriticalServiceAfter") or ""
+    return CheckSpec(
+        kind="http" if kind == "http" else "tcp",
+        target=str(target),
+        interval=str(definition.get("Interval") or check.get("Interval") or "10s"),
+        timeout=str(definition.get("Timeout") or check.get("Timeout") or "5s"),
+        deregister_after=deregister if _seconds(deregister) > 0 else None,
+    )
 
 
 def _health_from_entry(entry: Mapping[str, Any]) -> ServiceHealth:

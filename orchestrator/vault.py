@@ -13,6 +13,7 @@ the once-per-Vault initialisation an operator runs (the lab runs it automaticall
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -33,8 +34,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0
 SEALED_HINT = (
-    "unseal it with `vault operator unseal` or `swarm vault unseal` (keys from the bootstrap "
-    "key file), then re-run"
+    "unseal it with `vault operator unseal` or `swarm vault unseal --key-file FILE` (the keys "
+    "`swarm vault init` kept), then re-run"
 )
 
 
@@ -61,6 +62,18 @@ class SecretInfo:
     keys: tuple[str, ...]
     updated: str
     deleted: bool = False
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What `VaultClient.push` did to one secret: key names only, never values."""
+
+    path: str
+    version: int
+    changed: bool
+    added: tuple[str, ...] = ()
+    updated: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,7 +112,7 @@ class _Translator:
         if isinstance(err, hvac.exceptions.VaultNotInitialized):
             return ServiceError(
                 f"Vault at {self.addr} is not initialised",
-                hint="initialise and unseal it once with `swarm vault bootstrap` "
+                hint="initialise and unseal it once with `swarm vault init --key-file FILE` "
                 "(or `vault operator init`)",
             )
         if isinstance(err, hvac.exceptions.Forbidden):
@@ -273,6 +286,47 @@ class VaultClient:
             if lacking:
                 absent[path] = lacking
         return absent
+
+    def require_secrets(self, mount: str, required: Mapping[str, set[str]]) -> None:
+        """Preflight for a deploy: raise one ServiceError naming every missing path/key."""
+        absent = self.missing(mount, required)
+        if absent:
+            listed = "; ".join(f"{mount}/{p}: {', '.join(sorted(k))}" for p, k in absent.items())
+            raise ServiceError(
+                f"Vault at {self.addr} lacks secrets the deploy needs: {listed}",
+                hint="push them with `swarm secrets push --env-file FILE`, then re-run",
+            )
+
+    def push(
+        self, mount: str, path: str, values: Mapping[str, Secret | str], *, replace: bool = False
+    ) -> PushResult:
+        """Write `values` as a new version unless Vault already holds exactly that.
+
+        Keys already in Vault but not in `values` are kept unless `replace`. The write is
+        check-and-set against the version read here, so a concurrent change raises
+        `CasConflict` instead of being overwritten. A soft-deleted latest version counts as
+        empty (the push writes a new version on top of it).
+        """
+        version = self.current_version(mount, path)
+        current = (self._read_data(mount, path) or {}) if version else {}
+        wanted = {} if replace else {k: _as_text(v) for k, v in current.items()}
+        wanted.update({key: _reveal(value) for key, value in values.items()})
+        old = {k: _as_text(v) for k, v in current.items()}
+        result = PushResult(
+            path,
+            version,
+            changed=wanted != old,
+            added=tuple(sorted(set(wanted) - set(old))),
+            updated=tuple(sorted(k for k in set(wanted) & set(old) if wanted[k] != old[k])),
+            removed=tuple(sorted(set(old) - set(wanted))),
+        )
+        if result.changed:
+            new_version = self.write_secrets(mount, path, wanted, cas=version)
+            result = dataclasses.replace(result, version=new_version)
+        wanted.clear()
+        current.clear()
+        old.clear()
+        return result
 
     # --- helpers
 

@@ -142,6 +142,20 @@ def test_deregister(client: ConsulClient) -> None:
     assert client.registered() == {}
 
 
+def test_registrations_snapshot_restores_exactly(client: ConsulClient) -> None:
+    """A rollback re-registers what was there before: the snapshot carries the check too."""
+    original = registration(
+        check=CheckSpec("http", "http://127.0.0.1:1/health", "15s", "3s", deregister_after="1m")
+    )
+    client.register(original)
+    snapshot = client.registrations()
+    assert snapshot["litellm@oracle"] == original
+    client.register(registration(tags=("changed",), check=None))
+    assert client.register(snapshot["litellm@oracle"]) is True
+    assert client.registrations()["litellm@oracle"] == original
+    assert client.register(original) is False
+
+
 # --------------------------------------------------------------------------- health
 
 

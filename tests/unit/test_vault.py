@@ -127,6 +127,50 @@ def test_missing_reports_absent_paths_and_keys(client: vault.VaultClient) -> Non
     assert client.missing("secret", {"ai-swarm/litellm": {"API_KEY"}}) == {}
 
 
+def test_push_is_idempotent_and_reports_key_names(client: vault.VaultClient) -> None:
+    first = client.push(
+        "secret", "ai-swarm/litellm", {"API_KEY": Secret(API_KEY), "DB": DB_PASSWORD}
+    )
+    assert (first.version, first.changed, first.added) == (1, True, ("API_KEY", "DB"))
+    same = client.push("secret", "ai-swarm/litellm", {"API_KEY": Secret(API_KEY)})
+    assert (same.version, same.changed) == (1, False)
+    changed = client.push("secret", "ai-swarm/litellm", {"API_KEY": "sk-rotated-key"})
+    assert (changed.version, changed.updated, changed.removed) == (2, ("API_KEY",), ())
+    replaced = client.push("secret", "ai-swarm/litellm", {"DB": DB_PASSWORD}, replace=True)
+    assert (replaced.version, replaced.removed) == (3, ("API_KEY",))
+    assert set(client.read_secrets("secret", "ai-swarm/litellm")) == {"DB"}
+    assert API_KEY not in repr([first, same, changed, replaced])
+
+
+def test_push_over_a_soft_deleted_version(
+    client: vault.VaultClient, server: standin.StandinServer
+) -> None:
+    client.push("secret", "app", {"K": API_KEY})
+    hvac.Client(url=server.url, token=ROOT).secrets.kv.v2.delete_latest_version_of_secret(
+        "app", mount_point="secret"
+    )
+    result = client.push("secret", "app", {"K": API_KEY})
+    assert (result.version, result.changed, result.added) == (2, True, ("K",))
+
+
+def test_require_secrets_names_every_gap(
+    client: vault.VaultClient, server: standin.StandinServer
+) -> None:
+    client.push("secret", "ai-swarm/litellm", {"API_KEY": API_KEY})
+    client.require_secrets("secret", {"ai-swarm/litellm": {"API_KEY"}})
+    with pytest.raises(ServiceError) as caught:
+        client.require_secrets(
+            "secret", {"ai-swarm/litellm": {"API_KEY", "SALT"}, "ai-swarm/vllm": {"VLLM_API_KEY"}}
+        )
+    message = caught.value.message
+    assert server.url in message
+    assert (
+        "secret/ai-swarm/litellm: SALT" in message
+        and "secret/ai-swarm/vllm: VLLM_API_KEY" in message
+    )
+    assert "swarm secrets push" in (caught.value.hint or "")
+
+
 def test_non_string_values_become_text(
     client: vault.VaultClient, server: standin.StandinServer
 ) -> None:
@@ -159,7 +203,7 @@ def test_uninitialised_vault_message() -> None:
         assert client.status().initialized is False
         with pytest.raises(ServiceError, match="is not initialised") as caught:
             client.require_unsealed()
-        assert "swarm vault bootstrap" in (caught.value.hint or "")
+        assert "swarm vault init" in (caught.value.hint or "")
     finally:
         srv.shutdown()
 
