@@ -192,6 +192,21 @@ def test_child_token_with_a_policy(client: hvac.Client, server: standin.StandinS
         )
 
 
+def test_kv2_create_and_update_capabilities(
+    client: hvac.Client, server: standin.StandinServer
+) -> None:
+    """concepts/policies#capabilities: writing a new KV v2 secret needs `create`, writing an
+    existing one needs `update` (the engine's existence check)."""
+    client.sys.create_or_update_policy(
+        "create-only", 'path "secret/data/*" { capabilities = ["create"] }'
+    )
+    token = client.auth.token.create(policies=["create-only"])["auth"]["client_token"]
+    limited = hvac.Client(url=server.url, token=token)
+    kv2(limited).create_or_update_secret("new", {"a": "1"}, mount_point="secret")
+    with pytest.raises(hvac.exceptions.Forbidden):
+        kv2(limited).create_or_update_secret("new", {"a": "2"}, mount_point="secret")
+
+
 # --------------------------------------------------------------------------- AppRole
 
 

@@ -17,7 +17,8 @@ of Vault's HTTP API that swarm uses, the way Vault 1.15 answers it
 
 Errors are `{"errors":[...]}` with `Content-Type: application/json`. ACL policies
 are HCL (`path "x/*" { capabilities = [...] }`) or JSON; globs `*` (suffix) and `+`
-(one segment) are supported; a write needs `create` or `update` (not told apart).
+(one segment) are supported; a KV v2 write needs `create` for a new secret and `update`
+for an existing one (other writes accept either).
 
 It runs in-process for tests via `serve(host, port)` and as the `hashicorp/vault`
 image's entrypoint via `main()`, accepting `server -dev ...` and `server -config ...`.
@@ -703,10 +704,20 @@ class Api:
             return entry
         rules = [r for p in entry.policies for r in parse_policy(self.state.policies.get(p, ""))]
         caps = capabilities_for(rules, req.path)
-        wanted = {"create", "update"} if req.capability == "write" else {req.capability}
-        if not caps & wanted:
+        if not caps & self._wanted(req):
             raise permission_denied()
         return entry
+
+    def _wanted(self, req: Request) -> set[str]:
+        """The capability a request needs. KV v2 writes have an existence check, as in Vault:
+        `create` for a new secret, `update` for an existing one; other writes take either."""
+        if req.capability != "write":
+            return {req.capability}
+        mount, rest = self._split_mount(req.path, self.state.mounts)
+        op, _, path = rest.partition("/")
+        if mount is None or op not in ("data", "metadata"):
+            return {"create", "update"}
+        return {"update"} if path in self.state.kv.get(mount, {}) else {"create"}
 
     # --- routing
 
