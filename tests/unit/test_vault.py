@@ -462,3 +462,29 @@ def test_bootstrap_unreachable(tmp_path: Path) -> None:
     with pytest.raises(ServiceError, match="unreachable"):
         vault.bootstrap(addr, tmp_path / "k.json", timeout=1)
     assert not (tmp_path / "k.json").exists()
+
+
+def test_the_documented_approle_policy_is_enough(server: standin.StandinServer) -> None:
+    """docs/vault.md's `swarm` policy covers push, list, check and read - and nothing else."""
+    root = hvac.Client(url=server.url, token=ROOT)
+    root.sys.enable_auth_method("approle")
+    root.sys.create_or_update_policy(
+        "swarm",
+        'path "secret/data/ai-swarm/*"     { capabilities = ["create", "read", "update"] }\n'
+        'path "secret/metadata/ai-swarm/*" { capabilities = ["read", "list"] }\n'
+        'path "secret/metadata/ai-swarm"   { capabilities = ["list"] }\n',
+    )
+    root.auth.approle.create_or_update_approle("swarm", token_policies=["swarm"], token_ttl="1h")
+    env = {
+        "VAULT_ADDR": server.url,
+        "VAULT_ROLE_ID": root.auth.approle.read_role_id("swarm")["data"]["role_id"],
+        "VAULT_SECRET_ID": root.auth.approle.generate_secret_id("swarm")["data"]["secret_id"],
+    }
+    client = vault.connect(env=env)
+    assert client.push("secret", "ai-swarm/litellm", {"K": API_KEY}).version == 1
+    assert client.push("secret", "ai-swarm/litellm", {"K": "rotated-value"}).version == 2
+    assert [i.path for i in client.list_secrets("secret", "ai-swarm")] == ["ai-swarm/litellm"]
+    assert client.missing("secret", {"ai-swarm/litellm": {"K"}}) == {}
+    assert client.read_secrets("secret", "ai-swarm/litellm")["K"].reveal() == "rotated-value"
+    with pytest.raises(ServiceError, match="lacks permission"):
+        client.push("secret", "other/path", {"K": API_KEY})
