@@ -376,6 +376,7 @@ class _Probe:
 
 
 def test_fleet_bounds_concurrency_to_forks() -> None:
+    _Probe.active = _Probe.peak = 0
     probes = [_Probe(f"h{i}") for i in range(30)]
     fleet = Fleet(probes, forks=8)  # type: ignore[arg-type]
 
