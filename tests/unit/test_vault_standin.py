@@ -96,6 +96,30 @@ def test_health_codes_sealed_and_uninitialised(fresh: standin.StandinServer) -> 
     assert httpx.get(url).json()["sealed"] is True
 
 
+def test_health_of_a_standby() -> None:
+    """system/health: 429 for an unsealed standby; `standbyok=true` makes it the active code."""
+    srv = standin.serve("127.0.0.1", 0, root_token=ROOT, standby=True)
+    try:
+        url = f"{srv.url}/v1/sys/health"
+        resp = httpx.get(url)
+        assert resp.status_code == 429 and resp.json()["standby"] is True
+        assert httpx.get(url, params={"standbyok": "true"}).status_code == 200
+        assert httpx.get(url, params={"standbycode": 200}).status_code == 200
+    finally:
+        srv.shutdown()
+
+
+def test_started_sealed() -> None:
+    """`--sealed`: a dev server that starts sealed; its one unseal key opens it."""
+    srv = standin.serve("127.0.0.1", 0, root_token=ROOT, sealed=True)
+    try:
+        client = hvac.Client(url=srv.url, token=ROOT)
+        assert client.sys.is_sealed() is True
+        assert client.sys.submit_unseal_key(srv.unseal_keys[0])["sealed"] is False
+    finally:
+        srv.shutdown()
+
+
 def test_init_returns_keys_and_root_token(fresh: standin.StandinServer) -> None:
     """system/init: GET says whether initialised; PUT returns keys, keys_base64, root_token;
     a second PUT is 400 "Vault is already initialized"."""

@@ -233,6 +233,7 @@ class VaultState:
         self.secret_ids: dict[str, dict[str, str]] = {}  # secret_id -> {mount, role, accessor}
         self.cluster_id = str(uuid.uuid4())
         self.save_failed = False
+        self.standby = False  # health answers 429 (standbycode) like an HA standby node
 
     # --- lifecycle
 
@@ -783,16 +784,19 @@ class Api:
     def health(self, req: Request) -> Response:
         state = self.state
         sealed = state.is_sealed()
+        standby = state.standby and state.initialized and not sealed
         if not state.initialized:
             status = int(req.param("uninitcode", "501"))
         elif sealed:
             status = int(req.param("sealedcode", "503"))
+        elif standby and req.param("standbyok").lower() not in ("true", "1"):
+            status = int(req.param("standbycode", "429"))
         else:
             status = int(req.param("activecode", "200"))
         body = {
             "initialized": state.initialized,
             "sealed": sealed,
-            "standby": False,
+            "standby": standby,
             "performance_standby": False,
             "replication_performance_mode": "disabled",
             "replication_dr_mode": "disabled",
@@ -1210,6 +1214,7 @@ def serve(
     dev: bool = True,
     root_token: str = "root",
     sealed: bool = False,
+    standby: bool = False,
     data_file: str | None = None,
     mode: str | None = None,
     verbose: bool = False,
@@ -1223,6 +1228,7 @@ def serve(
     state = build_state(
         dev=dev, root_token=root_token, sealed=sealed, data_file=data_file, mode=mode
     )
+    state.standby = standby
     server = StandinServer((host, port), state, verbose=verbose).start(slow_start_delay(mode))
     _arm_die_after(server, mode, in_process=True)
     return server
