@@ -22,7 +22,7 @@ import tempfile
 import time
 import unicodedata
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,10 +62,14 @@ class Report:
     results: tuple[CheckResult, ...]
     finished_at: float = field(default_factory=time.time)
     duration_s: float = 0.0
+    # image as deployed -> `registry/repo@sha256:...` checked, so a deploy can pin it
+    pins: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, results: Iterable[CheckResult], **kwargs: float) -> Report:
-        return cls(tuple(results), **kwargs)
+    def of(
+        cls, results: Iterable[CheckResult], pins: Mapping[str, str] | None = None, **kwargs: float
+    ) -> Report:
+        return cls(tuple(results), pins=dict(pins or {}), **kwargs)
 
     def with_status(self, status: Status) -> tuple[CheckResult, ...]:
         return tuple(r for r in self.results if r.status == status)
@@ -202,6 +206,7 @@ def render_json(report: Report) -> str:
         "finished_at": _iso(report.finished_at),
         "duration_s": round(report.duration_s, 3),
         "results": [asdict(r) for r in report.results],
+        "pins": dict(sorted(report.pins.items())),
     }
     text = json.dumps(document, ensure_ascii=False, indent=2)
     return _encodable(text) + "\n"

@@ -1,0 +1,129 @@
+"""What a preflight run covers: the nodes, the services, and who talks to whom.
+
+`scope_for(project, phase, limit)` picks the services of one phase (or of every phase
+that deploys services; optional phases and nodes only when asked for by `--phase` or
+`--limit`) and the nodes they, or the phase, run on. `dependencies` finds, in each
+service's rendered definition and config files, the address:port of a service on
+another node — LiteLLM's config names every vLLM, GPT Researcher's env names LiteLLM —
+so the network check tests exactly the links the rendered fleet will use.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from orchestrator.errors import InputError
+from orchestrator.inventory import Node
+from orchestrator.plan import make_plan
+from orchestrator.preflight.checks import Dependency, VramNeed
+from orchestrator.project import Project
+from orchestrator.render import FleetRender, Service, build_services, render_fleet
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The nodes and services one preflight run checks."""
+
+    phase: int | None
+    nodes: tuple[Node, ...]
+    services: tuple[Service, ...]
+
+    def services_on(self, node: str) -> list[Service]:
+        return [s for s in self.services if s.node == node]
+
+
+def scope_for(
+    project: Project, phase: int | None, limit: str | None = None,
+    nodes: Sequence[str] | None = None,
+) -> Scope:
+    """Services of `phase` (None: every service phase) on the nodes `limit` selects."""
+    book, inventory = project.playbook, project.inventory
+    phases = [book.phase(phase)] if phase is not None else [
+        p for p in book.phases if p.kind != "preflight" and not p.spec.optional
+    ]
+    explicit = {n.name for n in inventory.select(limit)} if limit else None
+    wanted = set(nodes) if nodes is not None else explicit
+    hosts = [h for p in phases for h in p.hosts if h in inventory.nodes]
+    chosen = [
+        inventory.node(h) for h in dict.fromkeys(hosts)
+        if _is_chosen(inventory.node(h), wanted, phase is not None)
+    ]
+    if not chosen:
+        what = f"phase {phase}" if phase is not None else "any phase"
+        raise InputError(f"--limit {limit!r} matches no host of {what}")
+    names = {n.name for n in chosen}
+    ids = {p.id for p in phases}
+    services = tuple(s for s in build_services(project) if s.phase in ids and s.node in names)
+    return Scope(phase, tuple(chosen), services)
+
+
+def _is_chosen(node: Node, wanted: set[str] | None, explicit_phase: bool) -> bool:
+    if wanted is not None:
+        return node.name in wanted
+    return explicit_phase or not node.spec.optional
+
+
+# --- dependencies between nodes ---------------------------------------------------------
+
+
+def dependencies(
+    fleet: FleetRender, sources: Iterable[Service], everyone: Sequence[Service]
+) -> list[Dependency]:
+    """Each (source, service on another node, port) the source's rendered text names."""
+    out: list[Dependency] = []
+    for source in sources:
+        text = _rendered_text(fleet, source)
+        for target in everyone:
+            if target.node == source.node:
+                continue
+            out.extend(
+                Dependency(source, target, port.port)
+                for port in target.ports
+                if _names_endpoint(text, target.address, port.port)
+            )
+    return out
+
+
+def _rendered_text(fleet: FleetRender, svc: Service) -> str:
+    node = fleet.nodes.get(svc.node)
+    files = node.files if node else {}
+    prefix = f"config/{svc.name}/"
+    configs = [data.decode("utf-8", "replace") for p, data in files.items() if p.startswith(prefix)]
+    return "\n".join([json.dumps(svc.compose, default=str), *configs])
+
+
+def _names_endpoint(text: str, address: str, port: int) -> bool:
+    pattern = rf"(?<![\w.-]){re.escape(address)}:{port}(?!\d)"
+    return re.search(pattern, text) is not None
+
+
+# --- VRAM ------------------------------------------------------------------------------------
+
+
+def vram_needs(project: Project, scope: Scope) -> dict[str, list[tuple[str, int, float, float]]]:
+    """Per node: (service, GPU index, needed GiB, budget GiB) from the plan's estimates."""
+    plan = make_plan(project, scope.phase)
+    names = {s.name for s in scope.services}
+    out: dict[str, list[tuple[str, int, float, float]]] = {}
+    for node_plan in plan.nodes:
+        for card in node_plan.cards:
+            for est in card.instances:
+                if est.service in names:
+                    out.setdefault(card.node, []).append(
+                        (est.service, card.index, est.needed_gib, est.budget_gib)
+                    )
+    return out
+
+
+def as_needs(
+    rows: Sequence[tuple[str, int, float, float]], running: Iterable[str]
+) -> list[VramNeed]:
+    up = set(running)
+    return [VramNeed(svc, gpu, needed, budget, svc in up) for svc, gpu, needed, budget in rows]
+
+
+def fleet_render(project: Project, scope: Scope) -> FleetRender:
+    return render_fleet(project, sorted({s.node for s in scope.services}) or None, for_node=True)

@@ -1,0 +1,431 @@
+"""Preflight checks as data: facts in, pass/warn/fail with the right node and message out.
+
+The services are the shipped fleet's own (rendered from the repository), the facts are
+what a node's one batched command would report; the TCP probe script runs for real
+against loopback sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from orchestrator.commands import Command, DiskFree, StepResult
+from orchestrator.errors import ServiceError
+from orchestrator.gpu import GpuReading
+from orchestrator.health import Outcome
+from orchestrator.images import Platform, parse_image_ref
+from orchestrator.inventory import Node
+from orchestrator.preflight import checks
+from orchestrator.preflight.facts import (
+    FactsRequest,
+    NodeFacts,
+    Smoke,
+    parse_facts,
+    parse_probe_line,
+    probe_script,
+)
+from orchestrator.preflight.report import Report
+from orchestrator.preflight.run import require_passed
+from orchestrator.preflight.scope import dependencies, scope_for
+from orchestrator.project import Project, load_project
+from orchestrator.registry import ImageIndex, PlatformManifest
+from orchestrator.render import Service, build_services, render_fleet
+from orchestrator.transport.local import LocalTransport
+
+REPO = Path(__file__).resolve().parents[3]
+GIB = 1024 * 1024  # KiB
+
+
+@pytest.fixture(scope="module")
+def project() -> Project:
+    return load_project(REPO)
+
+
+@pytest.fixture(scope="module")
+def services(project: Project) -> dict[str, Service]:
+    return {s.name: s for s in build_services(project)}
+
+
+def node(project: Project, name: str) -> Node:
+    return project.inventory.node(name)
+
+
+def healthy_facts(**changes: object) -> NodeFacts:
+    base = NodeFacts(
+        arch="x86_64", docker_client="24.0.5", docker_server="24.0.5", compose="2.27.0",
+        runtimes=("io.containerd.runc.v2", "nvidia", "runc"), docker_root="/var/lib/docker",
+        disk_deploy_root=DiskFree(500 * GIB, 400 * GIB, "/"),
+        disk_docker_root=DiskFree(500 * GIB, 400 * GIB, "/"), listening=frozenset({22}),
+        gpus=(GpuReading(0, "NVIDIA GeForce RTX 4090", 24564, 1, 24563, 41, "550.54.15", 0),),
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def container(name: str, ports: str, project: str, service: str, state: str = "running",
+              status: str = "Up 2 minutes (healthy)", image: str = "x") -> dict[str, object]:
+    labels = f"com.docker.compose.project={project},com.docker.compose.service={service}"
+    return {"Names": name, "Ports": ports, "Labels": labels, "State": state, "Status": status,
+            "Image": image}
+
+
+def by_check(results: list, check: str) -> list:
+    return [r for r in results if r.check == check]
+
+
+# --- versions, access, disk ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("actual", "minimum", "ok"),
+    [("24.0.5", "20.10", True), ("20.10.24+dfsg1", "20.10", True), ("20.9.1", "20.10", False),
+     ("v2.20.2", "2.20", True), ("2.19.9", "2.20", False), ("2", "2.0.0", True), ("", "1", False)],
+)
+def test_version_comparison(actual: str, minimum: str, ok: bool) -> None:
+    assert checks.is_version_at_least(actual, minimum) is ok
+
+
+def test_docker_without_access_fails_naming_the_user(project: Project) -> None:
+    facts = healthy_facts(docker_server=None,
+                          docker_error="permission denied while trying to connect (exit 1)")
+    [res] = checks.check_docker(node(project, "starlord"), facts, "20.10")
+    assert res.status == "fail" and res.node == "starlord"
+    assert "swarm cannot use the docker engine: permission denied" in res.message
+    assert "docker group" in (res.hint or "")
+
+
+def test_old_docker_and_compose_fail(project: Project) -> None:
+    starlord = node(project, "starlord")
+    facts = healthy_facts(docker_server="19.03.1", compose="2.3.0")
+    assert checks.check_docker(starlord, facts, "20.10")[0].status == "fail"
+    res = checks.check_compose(starlord, facts, "2.20")
+    assert res.status == "fail" and "2.3.0 is older than the minimum 2.20" in res.message
+    missing = checks.check_compose(starlord, replace(facts, compose=None,
+                                                     compose_error="'compose' is not a docker command"), "2.20")
+    assert missing.status == "fail" and "compose v2 is not available" in missing.message
+
+
+def test_disk_fails_under_the_floor_and_warns_under_declared_need(project: Project) -> None:
+    starlord = node(project, "starlord")
+    low = DiskFree(100 * GIB, GIB, "/")
+    res = checks.check_disk(starlord, healthy_facts(disk_docker_root=low), 10)
+    assert [r.status for r in res] == ["pass", "fail"]
+    assert "docker data root /var/lib/docker" == res[1].subject
+    some = DiskFree(100 * GIB, 50 * GIB, "/")
+    res = checks.check_disk(starlord, healthy_facts(disk_deploy_root=some), 110)
+    assert res[0].status == "warn" and "110 GB" in res[0].message
+
+
+def test_ssh_failure_names_the_target(project: Project) -> None:
+    res = checks.check_ssh(node(project, "thanos"), "connection refused")
+    assert res.status == "fail" and "swarm@100.122.12.54:22" in res.message
+
+
+# --- architecture and images -----------------------------------------------------------------
+
+
+def test_arch_mismatch(project: Project) -> None:
+    oracle = node(project, "oracle")
+    assert checks.check_arch(oracle, healthy_facts(arch="aarch64")).status == "pass"
+    res = checks.check_arch(oracle, healthy_facts(arch="x86_64"))
+    assert res.status == "fail" and "x86_64 (amd64), the inventory says arm64" in res.message
+
+
+def index_of(ref: str, *platforms: str) -> ImageIndex:
+    digest = "sha256:" + "a" * 64
+    manifests = tuple(PlatformManifest(Platform.of("linux", p), "sha256:" + "b" * 64, "m")
+                      for p in platforms)
+    return ImageIndex(parse_image_ref(ref), digest, "application/vnd.oci.image.index.v1+json",
+                      manifests)
+
+
+def test_image_without_the_nodes_platform_names_what_it_offers() -> None:
+    ref = "198.18.0.1:5000/vllm/vllm-openai:v0.6.3"
+    res = checks.check_image("oracle", ref, "linux/arm64", index_of(ref, "amd64"), ["open-webui"])
+    assert res.status == "fail" and res.node == "oracle" and res.subject == ref
+    assert "has no linux/arm64 variant" in res.message and "offers linux/amd64" in res.message
+    ok = checks.check_image("oracle", ref, "linux/arm64", index_of(ref, "amd64", "arm64"), ["x"])
+    assert ok.status == "pass" and "@sha256:" + "a" * 64 in ok.message
+
+
+def test_unreadable_image_fails_with_the_registry_message() -> None:
+    err = ServiceError("image x: repository x does not exist", hint="check the image name")
+    res = checks.check_image("thanos", "x", "linux/amd64", err, ["a"])
+    assert res.status == "fail" and "does not exist" in res.message and res.hint == "check the image name"
+
+
+def test_smoke_command_uses_the_version_command_as_entrypoint() -> None:
+    smoke = Smoke("r/vllm:1", "linux/amd64", ("python3", "-c", "import vllm"))
+    assert smoke.to_command().argv == ("docker", "run", "--rm", "--platform", "linux/amd64",
+                                       "--entrypoint", "python3", "r/vllm:1", "-c", "import vllm")
+    step = StepResult(smoke.to_command(), 1, "", "exec format error\n")
+    res = checks.check_smoke("oracle", "r/vllm:1", "linux/arm64", step)
+    assert res.status == "fail" and "exec format error" in res.message
+
+
+# --- GPUs ------------------------------------------------------------------------------------
+
+
+def test_hot_gpu_fails_at_the_node_limit(project: Project) -> None:
+    starlord = node(project, "starlord")
+    hot = healthy_facts(gpus=(GpuReading(0, "NVIDIA GeForce RTX 4090", 24564, 1, 24563, 90,
+                                         "550.54.15", 0),))
+    [thermal] = by_check(checks.check_gpus(starlord, hot, "535.0", []), "gpu-thermal")
+    assert thermal.status == "fail" and thermal.node == "starlord"
+    assert "90 °C, limit 85 °C" in thermal.message
+    thanos = node(project, "thanos")
+    warm = healthy_facts(gpus=(GpuReading(0, "NVIDIA GeForce RTX 3080", 10240, 1, 10239, 83,
+                                          "550.54.15", 0),))
+    [thermal] = by_check(checks.check_gpus(thanos, warm, None, []), "gpu-thermal")
+    assert thermal.status == "fail" and "limit 83 °C" in thermal.message  # per-node override
+
+
+def test_gpu_checks_all_pass_on_a_matching_card(project: Project) -> None:
+    results = checks.check_gpus(node(project, "starlord"), healthy_facts(), "535.0", [])
+    assert {r.check for r in results} == {"gpu", "gpu-runtime", "gpu-model", "gpu-vram",
+                                         "gpu-thermal", "gpu-driver"}
+    assert all(r.status == "pass" for r in results), results
+
+
+def test_missing_nvidia_smi_and_runtime_fail(project: Project) -> None:
+    starlord = node(project, "starlord")
+    [res] = checks.check_gpus(starlord, healthy_facts(gpus=None, gpu_error="nvidia-smi not found"),
+                              None, [])
+    assert res.status == "fail" and "nvidia-smi not found" in res.message
+    runtime = checks.check_runtime(starlord, healthy_facts(runtimes=("runc",)))
+    assert runtime.status == "fail" and "nvidia-container-toolkit" in (runtime.hint or "")
+    assert checks.check_gpus(node(project, "oracle"), healthy_facts(), None, []) == []
+
+
+def test_free_vram_counts_only_instances_not_running_yet() -> None:
+    reading = GpuReading(0, "RTX 4090", 24564, 20000, 4564, 50, "550", 0)
+    needs = [checks.VramNeed("vllm-primary", 0, 12.7, 14.4, running=False),
+             checks.VramNeed("vllm-secondary", 0, 7.2, 7.9, running=True)]
+    res = checks.check_free_vram("starlord", reading, needs)
+    assert res.status == "fail" and "13005 MiB" in res.message and "vllm-primary" in res.message
+    all_up = [replace(n, running=True) for n in needs]
+    assert checks.check_free_vram("starlord", reading, all_up).status == "pass"
+    roomy = replace(reading, memory_free_mib=14000)
+    assert checks.check_free_vram("starlord", roomy, needs[:1]).status == "warn"  # < 14.4 GiB budget
+
+
+# --- ports and protected services -----------------------------------------------------------
+
+
+def test_port_held_by_own_container_passes_and_by_a_foreign_one_fails(
+    project: Project, services: dict[str, Service]
+) -> None:
+    starlord, primary = node(project, "starlord"), services["vllm-primary"]
+    own = container("swarm-starlord-vllm-primary-1", "0.0.0.0:8000->8000/tcp, [::]:8000->8000/tcp",
+                    "swarm-starlord", "vllm-primary")
+    assert checks.check_port(starlord, primary, 8000, healthy_facts(containers=(own,))).status == "pass"
+    foreign = {"Names": "squatter", "Ports": "0.0.0.0:8000->80/tcp", "Labels": "", "Image": "nginx"}
+    res = checks.check_port(starlord, primary, 8000, healthy_facts(containers=(foreign,)))
+    assert res.status == "fail" and res.node == "starlord"
+    assert "taken by container squatter (image nginx)" in res.message and "docker rm -f squatter" in (res.hint or "")
+
+
+def test_port_held_by_a_process_outside_docker_fails(project: Project, services: dict[str, Service]) -> None:
+    res = checks.check_port(node(project, "starlord"), services["vllm-primary"], 8000,
+                            healthy_facts(listening=frozenset({22, 8000})))
+    assert res.status == "fail" and "outside docker" in res.message
+    unknown = checks.check_port(node(project, "starlord"), services["vllm-primary"], 8000,
+                                healthy_facts(listening=None))
+    assert unknown.status == "warn"
+
+
+def qdrant_container(**kw: str) -> dict[str, object]:
+    return container("swarm-starlord-qdrant-1", "0.0.0.0:6333->6333/tcp", "swarm-starlord",
+                     "qdrant", **kw)
+
+
+def test_protected_qdrant(project: Project, services: dict[str, Service]) -> None:
+    starlord, qdrant = node(project, "starlord"), services["qdrant"]
+    good = [Outcome(True, "GET :6333/collections expecting 200", "200")]
+    facts = healthy_facts(containers=(qdrant_container(),))
+    assert checks.check_protected(starlord, qdrant, facts, good).status == "pass"
+    stopped = healthy_facts(containers=(qdrant_container(state="exited", status="Exited (0) 3 seconds ago"),))
+    res = checks.check_protected(starlord, qdrant, stopped, [])
+    assert res.status == "fail" and "swarm-starlord-qdrant-1 is exited" in res.message
+    assert "docker start swarm-starlord-qdrant-1" in (res.hint or "")
+    bad = [Outcome(False, "GET :6333/collections expecting 200", "connection refused or unreachable")]
+    assert checks.check_protected(starlord, qdrant, facts, bad).status == "fail"
+
+
+def test_protected_missing_is_a_warning_on_first_deploy_and_a_failure_after(
+    project: Project, services: dict[str, Service]
+) -> None:
+    starlord, qdrant = node(project, "starlord"), services["qdrant"]
+    first = checks.check_protected(starlord, qdrant, healthy_facts(), [])
+    assert first.status == "warn" and "first deploy" in first.message
+    deployed = healthy_facts(current={"id": "r1", "applied": {"qdrant": "h"}})
+    gone = checks.check_protected(starlord, qdrant, deployed, [])
+    assert gone.status == "fail" and "release r1" in gone.message
+
+
+def test_adopted_protected_service_found_by_its_port(project: Project, services: dict[str, Service]) -> None:
+    adopted = {"Names": "qdrant-old", "Ports": "0.0.0.0:6333->6333/tcp", "Labels": "",
+               "State": "running", "Status": "Up 3 days"}
+    facts = healthy_facts(containers=(adopted,))
+    res = checks.check_protected(node(project, "starlord"), services["qdrant"], facts, [])
+    assert res.status == "pass" and "qdrant-old" in res.message
+    port = checks.check_port(node(project, "starlord"), services["qdrant"], 6333, facts)
+    assert port.status == "pass"
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+
+def test_secrets_report_names_never_values() -> None:
+    needed = {"vllm_api_key": ["vllm-primary", "vllm-secondary"], "redis_password": ["redis"]}
+    where = {"vllm_api_key": "secret/ai-swarm/vllm key api_key"}
+    res = checks.check_secrets("starlord", needed, ["vllm_api_key"], where)
+    assert [r.status for r in res] == ["fail", "pass"]
+    assert res[0].subject == "vllm_api_key" and res[0].node == "starlord"
+    assert "secret/ai-swarm/vllm key api_key" in res[0].message
+    sealed = checks.check_secrets("starlord", needed, ServiceError("Vault is sealed"), where)
+    assert sealed[0].status == "fail" and "Vault is sealed" in sealed[0].message
+    assert checks.check_secrets("oracle", {}, [], {}) == []
+
+
+# --- network ---------------------------------------------------------------------------------
+
+
+def test_dependencies_come_from_rendered_configs_and_env(project: Project) -> None:
+    everyone = build_services(project)
+    fleet = render_fleet(project, for_node=True)
+    deps = dependencies(fleet, everyone, everyone)
+    pairs = {(d.source.name, d.target.name, d.port) for d in deps}
+    for vllm, port in (("vllm-primary", 8000), ("vllm-secondary", 8001), ("vllm-backup", 8002)):
+        assert ("litellm", vllm, port) in pairs  # LiteLLM's config names every vLLM
+    assert ("gpt-researcher", "litellm", 4000) in pairs  # env OPENAI_BASE_URL
+    assert ("rag-pipeline", "qdrant", 6333) in pairs
+    assert all(d.source.node != d.target.node for d in deps)
+
+
+def probe_facts(**probes: str) -> NodeFacts:
+    parsed = {t: p for t, p in ((t, parse_probe_line(f"{t} {line}")) for t, line in probes.items()) if p}
+    return healthy_facts(probes=parsed)
+
+
+def test_network_results(services: dict[str, Service]) -> None:
+    gpt, litellm, vllm = services["gpt-researcher"], services["litellm"], services["vllm-backup"]
+    dep = checks.Dependency(gpt, litellm, 4000)
+    endpoint = dep.endpoint
+    [ok] = checks.check_network("thanos", [dep], probe_facts(**{endpoint: "open"}))
+    assert ok.status == "pass"
+    [cut] = checks.check_network(
+        "thanos", [dep], probe_facts(**{endpoint: "closed 1 bash: connect: No route to host"}))
+    assert cut.status == "fail" and cut.node == "thanos"
+    assert f"thanos cannot reach oracle at {endpoint}" in cut.message and "No route to host" in cut.message
+    [slow] = checks.check_network("thanos", [dep], probe_facts(**{endpoint: "closed 124"}))
+    assert slow.status == "fail" and "no answer within 3 s" in slow.message
+    [down] = checks.check_network(
+        "thanos", [dep], probe_facts(**{endpoint: "closed 1 bash: connect: Connection refused"}))
+    assert down.status == "fail" and "phase 2" in down.message  # litellm should already run
+    later = checks.Dependency(litellm, vllm, 8002)
+    [early] = checks.check_network(
+        "oracle", [later], probe_facts(**{later.endpoint: "closed 1 Connection refused"}))
+    assert early.status == "warn" and "phase 4" in early.message
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_probe_script_runs_for_real_in_one_command(listener: int, tmp_path: Path) -> None:
+    closed = free_port()
+    request = FactsRequest(deploy_root=str(tmp_path / "not" / "yet"),
+                           targets=(f"127.0.0.1:{listener}", f"127.0.0.1:{closed}"))
+    transport = LocalTransport()
+    answer = asyncio.run(transport.run(probe_script(request), check=False))
+    assert transport.stats.commands == 1
+    facts = parse_facts(request, answer.steps, "local")
+    assert facts.arch and facts.disk_deploy_root is not None  # df of the nearest parent
+    assert facts.probes[f"127.0.0.1:{listener}"].open
+    refused = facts.probes[f"127.0.0.1:{closed}"]
+    assert not refused.open and refused.refused
+
+
+def test_parse_facts_reads_docker_answers() -> None:
+    request = FactsRequest("/opt/ai-swarm", gpus=True)
+    script = probe_script(request)
+    info = {"ServerVersion": "24.0.5", "DockerRootDir": "/var/lib/docker",
+            "Runtimes": {"runc": {}, "nvidia": {}}}
+    outs = ["x86_64\n", json.dumps({"Client": {"Version": "24.0.5"}, "Server": {"Version": "24.0.5"}}),
+            "2.27.0\n", json.dumps(info), "Filesystem 1024-blocks Used Available Capacity Mounted on\n"
+            "/dev/vda 1000 10 990 1% /\n", "Filesystem 1024-blocks Used Available Capacity Mounted on\n"
+            "/dev/vda 1000 10 990 1% /\n", "LISTEN 0 4096 0.0.0.0:22 0.0.0.0:*\n", "",
+            "swarm:missing\n", "0, NVIDIA GeForce RTX 4090, 24564, 1, 24563, 41, 550.54.15, 0\n"]
+    steps = [StepResult(c, 0, o, "") for c, o in zip(script.commands, outs, strict=True)]
+    facts = parse_facts(request, steps, "starlord")
+    assert facts.docker_server == "24.0.5" and facts.compose == "2.27.0"
+    assert facts.runtimes == ("nvidia", "runc") and facts.listening == {22}
+    assert facts.gpus is not None and facts.gpus[0].temperature_c == 41 and facts.current is None
+    no_smi = steps[:-1] + [StepResult(script.commands[-1], 127, "", "sh: nvidia-smi: not found")]
+    assert parse_facts(request, no_smi, "starlord").gpu_error == "nvidia-smi not found"
+
+
+def test_probe_script_is_read_only_without_smoke() -> None:
+    assert not probe_script(FactsRequest("/opt/ai-swarm", gpus=True, targets=("h:1",))).mutates
+    smoke = Smoke("img", "linux/amd64", ("v",))
+    assert probe_script(FactsRequest("/opt/ai-swarm", smokes=(smoke,))).mutates
+
+
+def test_hostile_targets_stay_data(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    request = FactsRequest(str(tmp_path), targets=(f"$(touch {marker}):1", f"x;touch {marker}:2"))
+    answer = asyncio.run(LocalTransport().run(probe_script(request), check=False))
+    parse_facts(request, answer.steps, "local")
+    assert not marker.exists()
+
+
+# --- scope and the deploy gate ------------------------------------------------------------------
+
+
+def test_scope_skips_optional_nodes_unless_asked(project: Project) -> None:
+    everything = scope_for(project, None)
+    assert {n.name for n in everything.nodes} == {"oracle", "starlord", "thanos"}
+    assert "redis-cache" not in {s.name for s in everything.services}
+    phase5 = scope_for(project, 5)
+    assert [n.name for n in phase5.nodes] == ["overflow"]
+    limited = scope_for(project, 4, "thanos")
+    assert {s.node for s in limited.services} == {"thanos"}
+
+
+def test_require_passed_lists_every_failure() -> None:
+    from orchestrator.preflight.report import CheckResult
+
+    ok = Report.of([CheckResult("port", "8000/tcp", "starlord", "warn", "meh")])
+    require_passed(ok)
+    bad = Report.of([CheckResult("gpu-thermal", "GPU 0", "starlord", "fail", "90 °C", "cool it"),
+                     CheckResult("port", "8000/tcp", "starlord", "fail", "taken")])
+    with pytest.raises(Exception) as info:
+        require_passed(bad)
+    assert "2 check(s) failed" in str(info.value) and "starlord: gpu-thermal GPU 0: 90 °C" in str(info.value)
+    assert info.value.exit_code == 1  # type: ignore[attr-defined]
+
+
+def test_command_argv_never_contains_formatted_data() -> None:
+    script = probe_script(FactsRequest("/opt/x y", targets=("1.2.3.4:5",)))
+    assert Command(("sh", "-c", "true"), mutates=False)  # sanity
+    assert any("/opt/x y" in c.argv for c in script.commands)  # passed as its own argument
