@@ -160,6 +160,7 @@ def up(nodes: str | Sequence[str] | None = None, light: bool = False, *,
     option = ",".join(nodes) if isinstance(nodes, (list, tuple)) else (
         str(nodes) if nodes is not None else None)
     specs = parse_nodes_option(option, light)
+    _check_socket_paths(paths, specs)
     source = lab_inventory.load_source(source_inventory) if source_inventory else None
     if not light:
         specs = lab_inventory.apply_facts(source, specs)
@@ -180,6 +181,14 @@ def up(nodes: str | Sequence[str] | None = None, light: bool = False, *,
         down(paths, say=lambda _m: None, keep_data=True)
         raise
     return lab
+
+
+def _check_socket_paths(paths: LabPaths, specs: list[NodeSpec]) -> None:
+    """Unix socket paths are limited to 107 bytes; the node engines' sockets live in root."""
+    longest = max(len(str(paths.node(s.name) / "docker.sock").encode()) for s in specs)
+    if longest > 100:
+        raise InputError(f"lab directory {paths.root} is too long for unix sockets",
+                         hint="set SWARM_LAB_DIR (or --root) to a shorter path")
 
 
 def _build(lab: Lab, source: lab_inventory.Raw | None, uid: int, gid: int, pubkey: str,

@@ -3,7 +3,9 @@
 Works on raw YAML data on purpose: the lab must keep every key the fleet inventory has
 (services, vars, thermal limits...) without knowing them, and change only what makes it
 the lab — addresses, SSH credentials, the registry mirror, Vault/Consul addresses and
-the compose subnet — and drop nodes the lab does not run.
+the compose subnet. Nodes the lab does not run are dropped, except `optional: true`
+ones (overflow): they stay optional, on the lab address they would have, with nothing
+listening there — as an optional machine that is switched off.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ from typing import Any
 
 import yaml
 
-from orchestrator.lab.layout import COMPOSE_SUBNET, REGISTRY, Gpu, LabPaths, NodeSpec
+from orchestrator.lab.layout import (
+    COMPOSE_SUBNET,
+    REFERENCE_NUMBERS,
+    REGISTRY,
+    Gpu,
+    LabPaths,
+    NodeSpec,
+    node_address,
+)
 
 Raw = dict[str, Any]
 
@@ -45,16 +55,35 @@ def control_address(specs: list[NodeSpec]) -> str:
 def rewrite(source: Raw | None, specs: list[NodeSpec], paths: LabPaths) -> Raw:
     """The lab inventory for full nodes, based on the fleet inventory when there is one."""
     data: Raw = copy.deepcopy(source) if source else {"fleet": "swarm-lab"}
-    names = [s.name for s in specs]
     control = control_address(specs)
     data["ssh"] = ssh_block(paths, source)
     data["registry"] = {"mirror": REGISTRY, "insecure": True}
     data["vault"] = dict(data.get("vault") or {}, addr=f"http://{control}:8200")
     data["consul"] = dict(data.get("consul") or {}, addr=f"http://{control}:8500")
     data["network"] = dict(data.get("network") or {"name": "aiswarm"}, subnet=COMPOSE_SUBNET)
-    data["nodes"] = {s.name: _node(data.get("nodes") or {}, s) for s in specs}
-    data["groups"] = _groups(data.get("groups") or {}, names)
+    source_nodes = data.get("nodes") or {}
+    nodes = {s.name: _node(source_nodes, s) for s in specs}
+    nodes.update(_switched_off(source_nodes, specs))
+    data["nodes"] = nodes
+    data["groups"] = _groups(data.get("groups") or {}, list(nodes))
     return data
+
+
+def _switched_off(source_nodes: Raw, specs: list[NodeSpec]) -> Raw:
+    """Optional fleet nodes the lab does not run, kept optional on an idle lab address."""
+    used = {s.number for s in specs}
+    out = {}
+    for name, body in source_nodes.items():
+        node = dict(body or {})
+        if name in {s.name for s in specs} or not node.get("optional"):
+            continue
+        number = REFERENCE_NUMBERS.get(name) or max([*used, *REFERENCE_NUMBERS.values()]) + 1
+        if number in used:
+            number = max([*used, *REFERENCE_NUMBERS.values()]) + 1
+        used.add(number)
+        node.update(address=node_address(number), ssh={})
+        out[name] = node
+    return out
 
 
 def _node(nodes: Raw, spec: NodeSpec) -> Raw:

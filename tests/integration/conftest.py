@@ -3,13 +3,15 @@
 Tests marked `lab` use the `lab` fixture (an `orchestrator.lab.api.Lab`): inventory
 path, key, known_hosts, node addresses, `exec_on`, `set_gpu`, `cut_link`... The lab is
 brought up on first use and down at the end of the session. It is skipped — with the
-reason — only where it cannot run: not root, or no Linux namespaces.
+reason — only where it cannot run: not root, or no Linux namespaces. Set
+`SWARM_LAB_KEEP=1` to leave it running after the session (for poking at it).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +41,9 @@ def lab() -> Iterator[api.Lab]:
     finally:
         if not os.environ.get("SWARM_LAB_KEEP"):
             running.down()
+
+
+@pytest.fixture(scope="session")
+def lab_inventory(lab: api.Lab) -> Path:
+    """The inventory `lab up` wrote: the fleet on lab addresses, lab key and known_hosts."""
+    return lab.inventory_path

@@ -127,6 +127,11 @@ def test_cut_link_stages_thanos_cannot_reach_oracle(lab: api.Lab) -> None:
     assert ssh(lab, "thanos", probe, check=False).returncode == 0
 
 
+def test_docker_sdk_reaches_each_engine_from_the_host(lab: api.Lab) -> None:
+    names = {lab.docker_client(n).info()["Name"] for n in lab.nodes}
+    assert names == set(lab.nodes)
+
+
 def test_exec_on_runs_inside_the_node(lab: api.Lab) -> None:
     assert lab.exec_on("thanos", ["hostname"]).stdout.strip() == "thanos"
     assert lab.exec_on("thanos", ["id", "-u"]).stdout.strip() == "0"

@@ -21,7 +21,9 @@ def test_rewrite_moves_fleet_onto_lab(tmp_path: Path) -> None:
     paths = layout.LabPaths(tmp_path)
     specs = layout.parse_nodes_option("oracle,starlord,thanos", light=False)
     out = inventory.rewrite(_source(), specs, paths)
-    assert list(out["nodes"]) == ["oracle", "starlord", "thanos"]  # overflow dropped
+    assert list(out["nodes"]) == ["oracle", "starlord", "thanos", "overflow"]
+    assert out["nodes"]["overflow"]["optional"] is True  # kept, switched off
+    assert out["nodes"]["overflow"]["address"] == "198.18.1.4"
     assert out["nodes"]["starlord"]["address"] == "198.18.1.2"
     assert out["nodes"]["starlord"]["protected"] == ["qdrant"]  # facts kept
     assert out["ssh"]["key"] == str(paths.key)
@@ -32,7 +34,7 @@ def test_rewrite_moves_fleet_onto_lab(tmp_path: Path) -> None:
     assert out["vault"]["mount"] == "secret"
     assert out["consul"]["addr"] == "http://198.18.1.1:8500"
     assert out["network"]["subnet"] == layout.COMPOSE_SUBNET
-    assert out["groups"]["cloud"]["hosts"] == []
+    assert out["groups"]["cloud"]["hosts"] == ["overflow"]
     assert out["groups"]["gpu"]["hosts"] == ["starlord", "thanos"]
 
 
@@ -44,6 +46,13 @@ def test_every_address_in_the_lab_inventory_is_a_lab_address(tmp_path: Path) -> 
     text = yaml.safe_dump(out)
     for forbidden in ("100.96.197.84", "100.72.73.3", "100.122.12.54", "172.20.0.0"):
         assert forbidden not in text
+
+
+def test_non_optional_nodes_outside_the_lab_are_dropped(tmp_path: Path) -> None:
+    source = {"nodes": {"a": {"address": "10.0.0.1"}, "b": {"address": "10.0.0.2"}},
+              "groups": {"g": {"hosts": ["a", "b"]}}}
+    out = inventory.rewrite(source, layout.parse_nodes_option("a", False), layout.LabPaths(tmp_path))
+    assert list(out["nodes"]) == ["a"] and out["groups"]["g"]["hosts"] == ["a"]
 
 
 def test_source_is_not_mutated(tmp_path: Path) -> None:
