@@ -327,7 +327,7 @@ def down(paths: LabPaths | None = None, say: Say = _log_say, keep_data: bool = F
     for ns in namespaces:
         proc.terminate(net.pids_in(ns), timeout=3.0)
     _kill_cgroups([d.name for d in node_dirs] + [ns.removeprefix("lab-") for ns in namespaces])
-    proc.terminate(_stray_pids(paths.root), timeout=3.0)
+    proc.terminate(_stray_pids(paths.root) + _lab_registries(), timeout=3.0)
     for ns in namespaces:
         net.delete_namespace(ns)
     net.delete_bridge()
@@ -395,6 +395,22 @@ def _stray_pids(root: Path) -> list[int]:
         except OSError:
             continue
         if proc.comm(int(entry.name)) in _LAB_PROGRAMS and any(m in cmdline for m in markers):
+            found.append(int(entry.name))
+    return found
+
+
+def _lab_registries() -> list[int]:
+    """docker-registry processes serving the lab address (from any lab directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or proc.comm(int(entry.name)) != "docker-registry":
+            continue
+        try:
+            config = Path((entry / "cmdline").read_bytes().split(b"\0")[2].decode())
+            serves_lab = REGISTRY in config.read_text()
+        except (OSError, IndexError, UnicodeDecodeError):
+            continue
+        if serves_lab:
             found.append(int(entry.name))
     return found
 
