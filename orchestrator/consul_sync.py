@@ -22,7 +22,7 @@ def registration(svc: Service, release: str, fleet: str) -> Any:
     if spec.check is not None:
         target = (f"http://{svc.address}:{spec.check.port}{spec.check.path}" if spec.check.kind == "http"
                   else f"{svc.address}:{spec.check.port}")
-        check = CheckSpec(kind=spec.check.kind, target=target, interval=f"{int(spec.check.interval)}s",
+        check = CheckSpec(kind="http" if spec.check.kind == "http" else "tcp", target=target, interval=f"{int(spec.check.interval)}s",
                           timeout=f"{int(spec.check.timeout)}s")
     port = spec.check.port if spec.check else (svc.ports[0].port if svc.ports else 0)
     meta = {**spec.meta, "swarm_fleet": fleet, "swarm_node": svc.node, "swarm_release": release,

@@ -426,7 +426,7 @@ def fleet_view(services: list[Service]) -> dict[str, Any]:
     ]
     by_role: dict[str, list[dict[str, Any]]] = {}
     for item in items:
-        by_role.setdefault(item["role"], []).append(item)
+        by_role.setdefault(str(item["role"]), []).append(item)
     return {"services": items, "by_role": by_role, "by_name": {i["name"]: i for i in items}}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import InputError, ServiceError
 from .playbook import SecretSpec
@@ -17,6 +18,9 @@ from .project import Project
 from .render import Service
 from .roles import secret_names
 from .secrets import Secret
+
+if TYPE_CHECKING:
+    from .vault import VaultClient
 
 
 def read_token_file(path: Path) -> Secret:
@@ -61,7 +65,7 @@ class SecretSource:
             names.update(p.bearer_secret for p in svc.probes if p.bearer_secret)
         return names
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self) -> VaultClient:
         from .vault import connect
 
         token = None
