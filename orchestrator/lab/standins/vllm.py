@@ -62,8 +62,7 @@ class Stats:
 
 
 def completion_text(messages: list[dict[str, Any]]) -> str:
-    last: dict[str, Any] = next(
-        (m for m in reversed(messages) if m.get("role") == "user"), {})
+    last: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
     content = last.get("content", "")
     if isinstance(content, list):
         content = " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
