@@ -41,6 +41,8 @@ def scope_for(
 ) -> Scope:
     """Services of `phase` (None: every service phase) on the nodes `limit` selects."""
     book, inventory = project.playbook, project.inventory
+    if phase is not None and book.phase(phase).kind == "preflight":
+        phase = None  # phase 0, validation, is the preflight of every phase
     phases = [book.phase(phase)] if phase is not None else [
         p for p in book.phases if p.kind != "preflight" and not p.spec.optional
     ]

@@ -1,0 +1,253 @@
+"""`swarm preflight` and `swarm schedule`: the click side of preflight.
+
+`preflight` runs the checks (`orchestrator.preflight.run`), renders the report as text,
+JSON, JUnit or Prometheus, prints it or replaces `--out` atomically, and exits 0 when
+every check passed, 1 when one failed (or warned, with `--strict`), 2 on bad input.
+With `--every 15m` it keeps running until SIGTERM/SIGINT, rewriting `--out` each time.
+`schedule install/remove` write or delete the systemd service + timer pair that runs
+`swarm preflight --output prometheus --out FILE` on a schedule.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import click
+
+from orchestrator.cli import Context, handle_errors
+from orchestrator.errors import InputError, SwarmError
+from orchestrator.preflight import schedule as sched
+from orchestrator.preflight.report import RENDERERS, Report, render, summary_line, write_atomic
+from orchestrator.preflight.run import Options
+from orchestrator.preflight.run import preflight as run_preflight
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _root_context() -> Context:
+    """The `swarm` group's Context, found by shape rather than class: under
+    `python -m orchestrator.cli` the group's Context class lives in `__main__`."""
+    obj = click.get_current_context().find_root().obj
+    if obj is None or not hasattr(obj, "project"):
+        raise InputError("run this command through `swarm` (it needs the project options)")
+    return cast(Context, obj)
+
+
+def pass_ctx(fn: F) -> F:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(_root_context(), *args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def project_options(fn: F) -> F:
+    """-i/--inventory and --playbook after the sub-command, as in orchestrator.cli."""
+
+    def setter(attr: str) -> Callable[[click.Context, Any, Path | None], None]:
+        def set_value(ctx: click.Context, _: Any, value: Path | None) -> None:
+            obj = ctx.find_root().obj
+            if value is not None and obj is not None:
+                setattr(obj, attr, value)
+
+        return set_value
+
+    fn = click.option("-i", "--inventory", type=click.Path(path_type=Path), expose_value=False,
+                      callback=setter("inventory"), help="inventory file")(fn)
+    fn = click.option("--playbook", type=click.Path(path_type=Path), expose_value=False,
+                      callback=setter("playbook"), help="playbook file")(fn)
+    return fn
+
+
+def _run(ctx: Context, options: Options) -> Report:
+    import asyncio
+
+    return asyncio.run(run_preflight(ctx.project(), options))
+
+
+@click.command("preflight")
+@click.option("--phase", type=int, help="only this phase's checks (default: every phase)")
+@click.option("--limit", help="only these nodes or groups (comma separated)")
+@click.option("--output", type=click.Choice(list(RENDERERS)), default="text", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
+              help="write the report to FILE (atomically) instead of stdout")
+@click.option("--smoke", is_flag=True, help="also `docker run --platform P IMAGE <version>` on nodes")
+@click.option("--strict", is_flag=True, help="warnings fail too (exit 1)")
+@click.option("--every", metavar="DURATION",
+              help="keep running, every DURATION (e.g. 15m); stop cleanly on SIGTERM")
+@project_options
+@pass_ctx
+@handle_errors
+def preflight(ctx: Context, phase: int | None, limit: str | None, output: str, out: Path | None,
+              smoke: bool, strict: bool, every: str | None) -> None:
+    """Prove a phase can succeed before it starts: access, images per architecture, GPUs
+    and heat, ports, the protected Qdrant, secrets, and the network between nodes."""
+    options = Options(phase=phase, limit=limit, smoke=smoke)
+    if every is not None:
+        _loop(ctx, options, output, out, every)
+        return
+    report = _run(ctx, options)
+    _publish(report, output, out)
+    sys.exit(report.exit_code(strict))
+
+
+def _publish(report: Report, output: str, out: Path | None) -> None:
+    text = render(report, output)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    write_atomic(out, text)
+    click.echo(f"{summary_line(report)}; report in {out}", err=True)
+
+
+def _loop(ctx: Context, options: Options, output: str, out: Path | None, every: str) -> None:
+    interval = sched.parse_duration(every)
+    render(Report.of([]), output)  # a bad --output fails now, not at the first run
+
+    def once() -> str:
+        report = _run(ctx, options)
+        click.echo(summary_line(report), err=True)
+        text = render(report, output)
+        if out is None:
+            click.echo(text, nl=False)
+        return text
+
+    def on_error(exc: Exception) -> None:
+        if isinstance(exc, InputError):
+            raise exc
+        click.echo(f"preflight run failed: {exc}", err=True)
+
+    stop = threading.Event()
+    with sched.stop_on_signals(stop):
+        runs = sched.run_every(interval, once, stop, out=out, on_error=on_error)
+    click.echo(f"preflight: stopped after {runs} run(s)", err=True)
+
+
+# --- schedule ----------------------------------------------------------------------------------
+
+
+def default_out(scope: sched.Scope) -> Path:
+    """Where the timer's Prometheus text goes: the node exporter's textfile directory
+    for a system schedule, the user's state directory otherwise."""
+    if scope == "system":
+        return Path("/var/lib/prometheus/node-exporter/swarm_preflight.prom")
+    return Path.home() / ".local/state/swarm/preflight.prom"
+
+
+def swarm_program() -> list[str]:
+    """An absolute command line that runs swarm without the caller's PATH."""
+    found = shutil.which("swarm")
+    if found:
+        return [str(Path(found).resolve())]
+    return [sys.executable, "-m", "orchestrator.cli"]
+
+
+def _project_args(ctx: Context) -> list[str]:
+    """The unit runs in the project root (WorkingDirectory=), so swarm finds it there."""
+    args: list[str] = []
+    if ctx.inventory is not None:
+        args += ["-i", str(ctx.inventory.resolve())]
+    if ctx.playbook is not None:
+        args += ["--playbook", str(ctx.playbook.resolve())]
+    return args
+
+
+@click.group("schedule")
+def schedule() -> None:
+    """Run preflight on a schedule with a systemd service + timer (user or system)."""
+
+
+@schedule.command("install")
+@click.option("--every", metavar="DURATION", help="run every DURATION (e.g. 15m)")
+@click.option("--on-calendar", metavar="EXPR", help='or on a systemd calendar ("hourly")')
+@click.option("--user", "scope", flag_value="user", default=True, help="user units (default)")
+@click.option("--system", "scope", flag_value="system", help="system units (needs root)")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
+              help="Prometheus text file the timer writes")
+@click.option("--phase", type=int, help="only this phase's checks")
+@click.option("--limit", help="only these nodes or groups")
+@click.option("--name", default=sched.DEFAULT_NAME, show_default=True, help="unit name")
+@click.option("--enable", is_flag=True, help="also run systemctl daemon-reload + enable --now")
+@click.option("--unit-dir", type=click.Path(path_type=Path, file_okay=False), hidden=True)
+@project_options
+@pass_ctx
+@handle_errors
+def schedule_install(ctx: Context, every: str | None, on_calendar: str | None, scope: str,
+                     out: Path | None, phase: int | None, limit: str | None, name: str,
+                     enable: bool, unit_dir: Path | None) -> None:
+    """Write the service + timer that run `swarm preflight --output prometheus --out FILE`."""
+    level = _scope(scope)
+    if every is None and on_calendar is None:
+        every = "15m"
+    when = sched.Schedule(every=every, on_calendar=on_calendar)
+    target = (out or default_out(level)).expanduser().resolve()
+    args = _project_args(ctx) + _filters(phase, limit)
+    argv = sched.preflight_argv(swarm_program(), target, args)
+    units = sched.render_units(argv, when, level, name=name, working_directory=ctx.root.resolve())
+    _make_parent(target)
+    for path in sched.install(units, level, unit_dir):
+        click.echo(f"wrote {path}")
+    _systemctl(sched.enable_commands(name, level), run=enable)
+    click.echo(f"{name}.timer runs preflight {when.describe()}; results in {target}")
+
+
+@schedule.command("remove")
+@click.option("--user", "scope", flag_value="user", default=True)
+@click.option("--system", "scope", flag_value="system")
+@click.option("--name", default=sched.DEFAULT_NAME, show_default=True)
+@click.option("--disable", is_flag=True, help="first run systemctl disable --now")
+@click.option("--unit-dir", type=click.Path(path_type=Path, file_okay=False), hidden=True)
+@handle_errors
+def schedule_remove(scope: str, name: str, disable: bool, unit_dir: Path | None) -> None:
+    """Remove the preflight service + timer files."""
+    level = _scope(scope)
+    _systemctl(sched.disable_commands(name, level), run=disable)
+    removed = sched.remove(name, level, unit_dir)
+    for path in removed:
+        click.echo(f"removed {path}")
+    if not removed:
+        click.echo(f"no {name} units installed")
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {path.parent}: {exc.strerror}",
+                         hint="pick another --out") from exc
+
+
+def _scope(value: str) -> sched.Scope:
+    if value == "system":
+        return "system"
+    return "user"
+
+
+def _filters(phase: int | None, limit: str | None) -> list[str]:
+    args = ["--phase", str(phase)] if phase is not None else []
+    return args + (["--limit", limit] if limit else [])
+
+
+def _systemctl(commands: tuple[tuple[str, ...], ...], *, run: bool) -> None:
+    """Run the systemctl commands, or show them for the operator to run."""
+    for argv in commands:
+        if not run:
+            click.echo("then run: " + " ".join(argv))
+            continue
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SwarmError(f"{' '.join(argv)} failed: {done.stderr.strip()[:200]}",
+                             hint="is systemd running for this scope? (user units need a session)")
+
+
+def attach(group: Any) -> None:
+    """Add `preflight` and `schedule` to a click group (what orchestrator.cli does)."""
+    group.add_command(preflight)
+    group.add_command(schedule)
