@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Consul HTTP API stand-in for the swarm lab and tests (stdlib only, one file).
 
 No Consul binary can be installed on the lab machines, so this server speaks the
@@ -14,10 +15,17 @@ answers it (https://developer.hashicorp.com/consul/api-docs):
 - HTTP and TCP checks are probed on their interval by background threads, so a
   service that dies turns critical and a recovered one turns passing again
 
+Not modelled: several nodes/datacenters (one agent = one server node), gossip, sessions
+and locks, prepared queries, DNS, `DeregisterCriticalServiceAfter` reaping, script /
+gRPC / Docker checks (accepted, never run), ACL policies (one management token).
+
 Register bodies are accepted with keys in any casing (PascalCase, lowercase or
 snake_case), as Consul's decoder does. It runs in-process for tests via
 `serve(host, port)` and as the `hashicorp/consul` image's entrypoint via `main()`,
-accepting the usual `agent -dev -client 0.0.0.0 ...` command line.
+accepting the usual command lines: `agent -dev -client 0.0.0.0 ...` (the image's
+default) and `agent -config-file=F` / `-config-dir=D` (HCL or JSON: datacenter,
+node_name, client_addr, advertise_addr, data_dir, ports.http, acl tokens), plus
+`--host/--port/--acl-token/--data FILE`; unknown flags are ignored.
 
 Faults are staged with env SWARM_STANDIN_MODE, as for every lab stand-in:
 healthy (default); never-healthy (listens, but has no cluster leader: catalog, health

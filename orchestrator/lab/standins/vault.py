@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Vault HTTP API stand-in for the swarm lab and tests (stdlib only, one file).
 
 No Vault binary can be installed on the lab machines, so this server speaks the part
@@ -19,6 +20,9 @@ Errors are `{"errors":[...]}` with `Content-Type: application/json`. ACL policie
 are HCL (`path "x/*" { capabilities = [...] }`) or JSON; globs `*` (suffix) and `+`
 (one segment) are supported; a KV v2 write needs `create` for a new secret and `update`
 for an existing one (other writes accept either).
+
+Not modelled: token TTL expiry and leases, HA forwarding (a standby only changes
+sys/health), other secrets engines and auth methods, response wrapping, namespaces.
 
 It runs in-process for tests via `serve(host, port)` and as the `hashicorp/vault`
 image's entrypoint via `main()`, accepting `server -dev ...` and `server -config ...`.
