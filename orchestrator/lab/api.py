@@ -27,7 +27,16 @@ from orchestrator.lab.layout import REGISTRY, Gpu, LabPaths, NodeSpec, parse_nod
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
-FLEET_INVENTORY = Path(__file__).resolve().parents[2] / "inventory" / "swarm.yml"
+REPO_INVENTORY = Path(__file__).resolve().parents[2] / "inventory" / "swarm.yml"
+
+
+def fleet_inventory() -> Path:
+    """`./inventory/swarm.yml` when there is one, else the repository's."""
+    local = Path.cwd() / "inventory" / "swarm.yml"
+    return local if local.is_file() else REPO_INVENTORY
+
+
+FLEET_INVENTORY = REPO_INVENTORY
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -146,13 +155,17 @@ def lab_gpu(raw: dict[str, Any]) -> Gpu:
 # --- up ----------------------------------------------------------------------------------
 
 def up(nodes: str | Sequence[str] | None = None, light: bool = False, *,
-       root: Path | None = None, source_inventory: Path | None = FLEET_INVENTORY,
+       root: Path | None = None, source_inventory: Path | None | bool = True,
        say: Say = _log_say) -> Lab:
     """Bring up a fresh lab (removing any earlier one) and return it.
 
     `nodes`: names (`["oracle", "starlord"]` or `"oracle,starlord"`) or a count (`"50"`,
     `50`); a count gives light-NN nodes. `light`: sshd only, no dockerd, no registry.
+    `source_inventory`: the fleet inventory to move onto the lab (True: `fleet_inventory()`,
+    None/False: none, a minimal inventory is written).
     """
+    if source_inventory is True:
+        source_inventory = fleet_inventory()
     paths = LabPaths(root) if root else LabPaths()
     reason = host.check_can_run()
     if reason:
@@ -161,7 +174,8 @@ def up(nodes: str | Sequence[str] | None = None, light: bool = False, *,
         str(nodes) if nodes is not None else None)
     specs = parse_nodes_option(option, light)
     _check_socket_paths(paths, specs)
-    source = lab_inventory.load_source(source_inventory) if source_inventory else None
+    source = (lab_inventory.load_source(source_inventory)
+              if isinstance(source_inventory, Path) else None)
     if not light:
         specs = lab_inventory.apply_facts(source, specs)
     lab = Lab(paths, specs, light)

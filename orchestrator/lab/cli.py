@@ -29,15 +29,17 @@ def lab() -> None:
 @click.option("--nodes", "nodes", default=None,
               help="Node names (oracle,starlord,thanos) or a count (50, with --light).")
 @click.option("--light", is_flag=True, help="SSH-only nodes (no dockerd), for scale tests.")
-@click.option("--inventory", "source", type=click.Path(path_type=Path),
-              default=api.FLEET_INVENTORY, show_default=True,
-              help="Fleet inventory to move onto lab addresses.")
+@click.option("--inventory", "source", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None,
+              help="Fleet inventory to move onto lab addresses "
+                   "(default ./inventory/swarm.yml, else the repository's).")
 @_ROOT
-def up(nodes: str | None, light: bool, source: Path, root: Path | None) -> None:
+def up(nodes: str | None, light: bool, source: Path | None, root: Path | None) -> None:
     """Bring the lab up (removing any earlier one first)."""
     started = time.monotonic()
     try:
-        result = api.up(nodes, light, root=root, source_inventory=source, say=click.echo)
+        result = api.up(nodes, light, root=root, source_inventory=source or True,
+                        say=click.echo)
     except SwarmError as exc:
         _fail(exc)
         return

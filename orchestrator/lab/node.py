@@ -54,7 +54,7 @@ def render_sshd_config(spec: NodeSpec, node_dir: Path) -> str:
         "UseDNS no",
         "PrintMotd no",
         "PrintLastLog no",
-        "LogLevel ERROR",
+        "LogLevel INFO",
         "Subsystem sftp internal-sftp",
     ]
     if spec.arch == "arm64":

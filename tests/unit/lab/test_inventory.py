@@ -89,3 +89,16 @@ def test_written_file_round_trips(tmp_path: Path) -> None:
     data = inventory.light(layout.parse_nodes_option("2", light=True), layout.LabPaths(tmp_path))
     inventory.write(data, tmp_path / "inv.yml")
     assert yaml.safe_load((tmp_path / "inv.yml").read_text()) == data
+
+
+def test_lab_inventories_load_with_the_fleet_loader(tmp_path: Path) -> None:
+    from orchestrator.inventory import load_inventory
+
+    paths = layout.LabPaths(tmp_path)
+    full = inventory.rewrite(_source(), layout.parse_nodes_option(None, False), paths)
+    inventory.write(full, tmp_path / "full.yml")
+    loaded = load_inventory(tmp_path / "full.yml")
+    assert loaded is not None
+    light = inventory.light(layout.parse_nodes_option("5", light=True), paths)
+    inventory.write(light, tmp_path / "light.yml")
+    assert load_inventory(tmp_path / "light.yml") is not None
