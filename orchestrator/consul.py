@@ -89,6 +89,10 @@ class ServiceRegistration:
         object.__setattr__(self, "tags", tuple(self.tags))
         object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
 
+    def __hash__(self) -> int:
+        meta = tuple(sorted(self.meta.items()))
+        return hash((self.id, self.name, self.address, self.port, self.tags, meta, self.check))
+
     def to_payload(self) -> dict[str, Any]:
         """Body of PUT /v1/agent/service/register."""
         payload: dict[str, Any] = {

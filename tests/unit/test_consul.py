@@ -85,6 +85,7 @@ def test_registration_is_frozen_and_builds_the_agent_payload() -> None:
         reg.port = 1  # type: ignore[misc]
     with pytest.raises(TypeError):
         reg.meta["node"] = "x"  # type: ignore[index]
+    assert len({reg, registration()}) == 1
     assert reg.to_payload() == {
         "ID": "litellm@oracle",
         "Name": "litellm",
