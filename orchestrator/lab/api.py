@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import subprocess
 import threading
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import InputError, RuntimeFailure
-from orchestrator.lab import gpu, host, images, net, node, proc, registry
+from orchestrator.lab import gpu, host, images, net, node, proc, registry, teardown
 from orchestrator.lab import inventory as lab_inventory
 from orchestrator.lab.layout import REGISTRY, Gpu, LabPaths, NodeSpec, parse_nodes_option
 
@@ -37,7 +36,6 @@ def fleet_inventory() -> Path:
 
 
 FLEET_INVENTORY = REPO_INVENTORY
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def _log_say(message: str) -> None:
@@ -329,109 +327,9 @@ def _write_known_hosts(lab: Lab) -> None:
     lab.paths.known_hosts.write_text("\n".join(lines) + "\n")
 
 
-# --- down --------------------------------------------------------------------------------
-
 def down(paths: LabPaths | None = None, say: Say = _log_say, keep_data: bool = False) -> None:
     """Remove every trace of a lab: processes, containers, namespaces, bridge, registry."""
-    paths = paths or LabPaths()
-    nodes_dir = paths.root / "nodes"
-    node_dirs = sorted(p for p in nodes_dir.iterdir() if p.is_dir()) if nodes_dir.is_dir() else []
-    _stop_dockerds(node_dirs)
-    namespaces = net.lab_namespaces()
-    for ns in namespaces:
-        proc.terminate(net.pids_in(ns), timeout=3.0)
-    _kill_cgroups([d.name for d in node_dirs] + [ns.removeprefix("lab-") for ns in namespaces])
-    proc.terminate(_stray_pids(paths.root) + _lab_registries(), timeout=3.0)
-    for ns in namespaces:
-        net.delete_namespace(ns)
-    net.delete_bridge()
-    registry.stop(paths)
-    if not keep_data:
-        for node_dir in node_dirs:
-            _remove_tree(node_dir / "docker")
-        paths.state.unlink(missing_ok=True)
-    say(f"lab down: removed {len(namespaces)} namespace(s)")
-
-
-def _stop_dockerds(node_dirs: list[Path]) -> None:
-    """SIGTERM every node engine at once (they stop their containers), bounded wait."""
-    pids = []
-    for node_dir in node_dirs:
-        pid = proc.read_pid(node_dir / "dockerd.pid")
-        if pid and proc.is_alive(pid) and proc.comm(pid) == "dockerd":
-            pids.append(pid)
-    proc.terminate(pids, timeout=10.0)
-
-
-def _kill_cgroups(names: list[str]) -> None:
-    """Kill container processes left in the nodes' cgroups, then remove the cgroups."""
-    for name in sorted(set(names)):
-        groups = sorted(CGROUP_ROOT.glob(f"*/lab-{name}"))
-        pids: set[int] = set()
-        for group in groups:
-            for procs in group.rglob("cgroup.procs"):
-                pids.update(_read_pids(procs))
-        proc.terminate(sorted(pids), timeout=3.0)
-        for group in groups:
-            for sub in sorted(group.rglob("*"), reverse=True):
-                if sub.is_dir():
-                    _rmdir(sub)
-            _rmdir(group)
-
-
-def _read_pids(procs: Path) -> list[int]:
-    try:
-        return [int(p) for p in procs.read_text().split()]
-    except (OSError, ValueError):
-        return []
-
-
-def _rmdir(path: Path) -> None:
-    try:
-        path.rmdir()
-    except OSError:
-        pass
-
-
-_LAB_PROGRAMS = frozenset({"sshd", "dockerd", "containerd", "docker-registry", "unshare",
-                           "nsenter", "sh"})
-
-
-def _stray_pids(root: Path) -> list[int]:
-    """Lab daemons (sshd, dockerd, registry, node init) whose command line names this lab."""
-    markers = (f"{root}/nodes/".encode(), f"{root}/registry.yml".encode())
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if proc.comm(int(entry.name)) in _LAB_PROGRAMS and any(m in cmdline for m in markers):
-            found.append(int(entry.name))
-    return found
-
-
-def _lab_registries() -> list[int]:
-    """docker-registry processes serving the lab address (from any lab directory)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or proc.comm(int(entry.name)) != "docker-registry":
-            continue
-        try:
-            config = Path((entry / "cmdline").read_bytes().split(b"\0")[2].decode())
-            serves_lab = REGISTRY in config.read_text()
-        except (OSError, IndexError, UnicodeDecodeError):
-            continue
-        if serves_lab:
-            found.append(int(entry.name))
-    return found
-
-
-def _remove_tree(path: Path) -> None:
-    if path.exists():
-        proc.run(["rm", "-rf", "--one-file-system", str(path)], check=False, timeout=120)
+    teardown.down(paths or LabPaths(), say, keep_data)
 
 
 # --- status ------------------------------------------------------------------------------
