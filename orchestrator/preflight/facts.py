@@ -265,6 +265,8 @@ def parse_probe_line(line: str) -> Probe | None:
     refused = "refused" in text.lower()
     if rc == str(PROBE_TIMEOUT_RC):
         text = "no answer within 3 s"
+    elif "Invalid argument" in text:  # what connect() says for a blackhole route
+        text = "no route to host (blackholed)"
     elif "not found" in text or rc == "127":
         text = "bash or timeout missing on the node: cannot test"
     return Probe(parts[0], False, refused, _short(text) or f"exit {rc}")

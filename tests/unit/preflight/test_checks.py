@@ -324,6 +324,9 @@ def test_network_results(services: dict[str, Service]) -> None:
         "thanos", [dep], probe_facts(**{endpoint: "closed 1 bash: connect: No route to host"}))
     assert cut.status == "fail" and cut.node == "thanos"
     assert f"thanos cannot reach oracle at {endpoint}" in cut.message and "No route to host" in cut.message
+    [hole] = checks.check_network("thanos", [dep], probe_facts(
+        **{endpoint: "closed 1 bash: connect: Invalid argument bash: line 1: /dev/tcp/x/1: Invalid argument"}))
+    assert hole.status == "fail" and "no route to host (blackholed)" in hole.message
     [slow] = checks.check_network("thanos", [dep], probe_facts(**{endpoint: "closed 124"}))
     assert slow.status == "fail" and "no answer within 3 s" in slow.message
     [down] = checks.check_network(

@@ -1,0 +1,282 @@
+"""Preflight against the lab: everything passes on the deployed reference fleet, then each
+staged fault is caught on the right node with a message that names it.
+
+Faults: an amd64-only image moved to oracle (arm64), starlord's GPU at 90 °C, a foreign
+container on a port the phase publishes, a secret deleted from Vault, the protected Qdrant
+stopped, and the thanos <-> oracle link cut. Every fault is undone in a `finally`. The
+checks run in-process through the `swarm preflight` click command (JSON output) and,
+for the deploy gate, through `gate_phase` over transports opened here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from orchestrator.cli import main
+from orchestrator.deploy import open_transports
+from orchestrator.events import EventBus
+from orchestrator.lab.api import Lab
+from orchestrator.preflight.cli import attach
+from orchestrator.preflight.run import _connect_each, gate_phase
+from orchestrator.project import load_project
+
+REPO = Path(__file__).resolve().parents[2]
+SECRETS_FILE = REPO / "examples/lab-secrets.env"
+SQUATTER = "swarm-preflight-squatter"
+
+pytestmark = pytest.mark.lab
+
+if "preflight" not in main.commands:  # until orchestrator.cli attaches it itself
+    attach(main)
+
+
+# --- the lab, deployed ------------------------------------------------------------------------
+
+
+def running_lab() -> Lab | None:
+    """A lab someone already brought up (reused, never torn down from here)."""
+    try:
+        lab = Lab.load()
+    except Exception:
+        return None
+    return lab if all(_open(addr, 22) for addr in lab.nodes.values()) else None
+
+
+def _open(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def swarm_cmd(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SWARM_STATE_DIR": str(lab.paths.root / "state")}
+    keys = lab.paths.root / "vault-keys.json"
+    if keys.exists():
+        env.setdefault("VAULT_TOKEN", json.loads(keys.read_text())["root_token"])
+    argv = [sys.executable, "-m", "orchestrator.cli", "--project", str(REPO),
+            "-i", str(lab.inventory_path), *args]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900, cwd=REPO)
+    assert done.returncode == 0, f"{args}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def fleet(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """The lab with phases 1-4 deployed (a no-op when the deploy tests did it already)."""
+    lab = running_lab() or request.getfixturevalue("lab")
+    keys = lab.paths.root / "vault-keys.json"
+    swarm_cmd(lab, "deploy", "--phase", "1")
+    if keys.exists() and not vault_initialized(lab):
+        keys.rename(keys.with_name("vault-keys.stale.json"))  # left by an earlier lab
+    swarm_cmd(lab, "vault", "init", "--key-file", str(keys))
+    swarm_cmd(lab, "secrets", "push", "--env-file", str(SECRETS_FILE))
+    for phase in ("2", "3", "4"):
+        swarm_cmd(lab, "deploy", "--phase", phase)
+    old = os.environ.get("VAULT_TOKEN")
+    if "VAULT_TOKEN" not in os.environ:
+        os.environ["VAULT_TOKEN"] = json.loads(keys.read_text())["root_token"]
+    try:
+        yield lab
+    finally:
+        if old is None:
+            os.environ.pop("VAULT_TOKEN", None)
+
+
+def vault_initialized(lab: Lab) -> bool:
+    addr = load_project(REPO, lab.inventory_path).inventory.spec.vault.addr
+    return bool(httpx.get(f"{addr}/v1/sys/init", timeout=5).json()["initialized"])
+
+
+def preflight(lab: Lab, *args: str, inventory: Path | None = None) -> tuple[int, dict[str, Any]]:
+    argv = ["--project", str(REPO), "-i", str(inventory or lab.inventory_path), "preflight",
+            "--output", "json", *args]
+    result = CliRunner().invoke(main, argv, catch_exceptions=False)
+    assert result.exit_code in (0, 1), result.output
+    return result.exit_code, json.loads(result.output)
+
+
+def failures(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in report["results"] if r["status"] == "fail"]
+
+
+def only_failure(report: dict[str, Any], check: str) -> dict[str, Any]:
+    failed = failures(report)
+    assert [r["check"] for r in failed] == [check], json.dumps(failed, indent=1)
+    return failed[0]
+
+
+def node_sh(lab: Lab, node: str, *argv: str, check: bool = True) -> str:
+    done = subprocess.run(lab.ssh_argv(node, *argv), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 or not check, done.stderr
+    return done.stdout
+
+
+def copy_yaml(source: Path, tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Path:
+    data = yaml.safe_load(source.read_text())
+    change(data)
+    path = tmp_path / source.name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 60) -> None:
+    deadline, pause = time.monotonic() + timeout, 0.2
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for the lab to recover"
+        time.sleep(pause)
+        pause = min(pause * 2, 2)
+
+
+# --- the healthy fleet ---------------------------------------------------------------------
+
+
+def test_every_check_passes_on_the_deployed_fleet(fleet: Lab) -> None:
+    code, report = preflight(fleet, "--strict")
+    problems = [r for r in report["results"] if r["status"] != "pass"]
+    assert code == 0 and not problems, json.dumps(problems, indent=1)
+    checks = {r["check"] for r in report["results"]}
+    assert {"ssh", "arch", "docker", "compose", "disk", "image", "gpu-thermal", "gpu-free-vram",
+            "gpu-runtime", "port", "protected", "secrets", "network"} <= checks
+    assert {r["node"] for r in report["results"]} == {"oracle", "starlord", "thanos"}
+    assert all("@sha256:" in pin for pin in report["pins"].values()) and report["pins"]
+    assert not any(v in json.dumps(report) for v in secret_values())
+
+
+def secret_values() -> list[str]:
+    lines = SECRETS_FILE.read_text().splitlines()
+    return [line.split("=", 1)[1] for line in lines if "=" in line and not line.startswith("#")]
+
+
+def test_gate_costs_one_command_per_node_over_open_transports(fleet: Lab) -> None:
+    project = load_project(REPO, fleet.inventory_path)
+    nodes = [project.inventory.node(n) for n in ("oracle", "starlord", "thanos")]
+
+    async def gate() -> tuple[Any, list[Any]]:
+        transports = open_transports(project, nodes, check=False)
+        try:
+            assert await _connect_each(transports) == {}
+            report = await gate_phase(project, 4, nodes, transports, EventBus())
+            return report, [t.stats for t in transports.values()]
+        finally:
+            await asyncio.gather(*(t.close() for t in transports.values()))
+
+    report, stats = asyncio.run(gate())
+    assert not report.failed, report.failed
+    assert {r.node for r in report.results} == {"thanos"}  # phase 4 runs on thanos only
+    assert [s.connections for s in stats] == [1, 1, 1]
+    assert [s.commands for s in stats] == [0, 0, 1]
+
+
+# --- staged faults ---------------------------------------------------------------------------
+
+
+def test_amd64_only_image_moved_to_oracle(fleet: Lab, tmp_path: Path) -> None:
+    def move_extras(book: dict[str, Any]) -> None:
+        phase4 = next(p for p in book["phases"] if p["id"] == 4)
+        extras = next(s for s in phase4["services"] if s["name"] == "sillytavern-extras")
+        extras["host"] = "oracle"
+
+    playbook = copy_yaml(REPO / "playbooks/ai-swarm.yml", tmp_path, move_extras)
+    code, report = preflight(fleet, "--phase", "4", "--limit", "oracle", "--playbook", str(playbook))
+    failed = only_failure(report, "image")
+    assert code == 1 and failed["node"] == "oracle"
+    assert failed["subject"] == "198.18.0.1:5000/sillytavern/sillytavern-extras:latest"
+    assert "has no linux/arm64 variant" in failed["message"]
+    assert "it offers linux/amd64" in failed["message"]
+
+
+def test_hot_gpu_on_starlord(fleet: Lab) -> None:
+    try:
+        fleet.set_gpu("starlord", 0, temperature=90)
+        code, report = preflight(fleet, "--phase", "3")
+    finally:
+        fleet.set_gpu("starlord", 0, temperature=41)
+    failed = only_failure(report, "gpu-thermal")
+    assert code == 1 and failed["node"] == "starlord" and failed["subject"] == "GPU 0"
+    assert "is at 90 °C, limit 85 °C" in failed["message"]
+
+
+def test_port_taken_by_a_foreign_container(fleet: Lab, tmp_path: Path) -> None:
+    def move_port(inv: dict[str, Any]) -> None:
+        inv["nodes"]["thanos"].setdefault("services", {}).setdefault("sillytavern", {})["port"] = 18080
+
+    inventory = copy_yaml(fleet.inventory_path, tmp_path, move_port)
+    image = "198.18.0.1:5000/sillytavern/sillytavern:1.12.6"
+    try:
+        node_sh(fleet, "thanos", "docker", "run", "-d", "--rm", "--name", SQUATTER,
+                "-p", "18080:8000", image)
+        code, report = preflight(fleet, "--phase", "4", "--limit", "thanos", inventory=inventory)
+    finally:
+        node_sh(fleet, "thanos", "docker", "rm", "-f", SQUATTER, check=False)
+    failed = only_failure(report, "port")
+    assert code == 1 and failed["node"] == "thanos" and failed["subject"] == "18080/tcp (sillytavern)"
+    assert f"taken by container {SQUATTER}" in failed["message"]
+
+
+def vault_client(lab: Lab) -> Any:
+    from orchestrator.vault import connect
+
+    token = json.loads((lab.paths.root / "vault-keys.json").read_text())["root_token"]
+    project = load_project(REPO, lab.inventory_path)
+    return connect(project.inventory.spec.vault.addr, token=token)
+
+
+def test_missing_vault_secret(fleet: Lab) -> None:
+    client = vault_client(fleet)
+    path = "ai-swarm/vllm"
+    original = client.read_secrets("secret", path)
+    try:
+        kept = {k: v for k, v in original.items() if k != "api_key"}
+        client.write_secrets("secret", path, kept, cas=client.current_version("secret", path))
+        code, report = preflight(fleet, "--phase", "3")
+    finally:
+        client.write_secrets("secret", path, original, cas=client.current_version("secret", path))
+    failed = [r for r in failures(report) if r["check"] == "secrets"]
+    assert code == 1 and [(r["node"], r["subject"]) for r in failed] == [("starlord", "vllm_api_key")]
+    assert "secret/ai-swarm/vllm key api_key" in failed[0]["message"]
+    assert "vllm-primary, vllm-secondary" in failed[0]["message"]
+    assert not any(v in json.dumps(report) for v in secret_values())
+
+
+def test_stopped_qdrant(fleet: Lab) -> None:
+    name = "swarm-starlord-qdrant-1"
+    try:
+        node_sh(fleet, "starlord", "docker", "stop", name)
+        code, report = preflight(fleet, "--phase", "3", "--limit", "starlord")
+    finally:
+        node_sh(fleet, "starlord", "docker", "start", name)
+        wait_until(lambda: "(healthy)" in node_sh(fleet, "starlord", "docker", "ps", "--filter",
+                                                 f"name={name}", "--format", "{{.Status}}"))
+    failed = only_failure(report, "protected")
+    assert code == 1 and failed["node"] == "starlord" and failed["subject"] == "qdrant"
+    assert f"container {name} is exited" in failed["message"]
+    assert f"docker start {name}" in failed["hint"]
+
+
+def test_thanos_cut_off_from_oracle(fleet: Lab) -> None:
+    try:
+        fleet.cut_link("thanos", "oracle")
+        code, report = preflight(fleet, "--phase", "4", "--limit", "thanos")
+    finally:
+        fleet.restore_link("thanos", "oracle")
+    failed = [r for r in failures(report) if r["check"] == "network"]
+    assert code == 1 and failed and {r["node"] for r in failed} == {"thanos"}
+    assert {r["subject"] for r in failed} == {"oracle:4000 (litellm)"}
+    assert "thanos cannot reach oracle at " in failed[0]["message"]
+    assert [r for r in failures(report) if r["check"] != "network"] == []
