@@ -9,6 +9,7 @@ import textwrap
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -250,3 +251,34 @@ def test_broken_vllm_never_becomes_healthy(lab: api.Lab) -> None:
         assert ssh(lab, "thanos", probe, check=False).returncode != 0
     finally:
         ssh(lab, "thanos", f"docker rm -f {name}", check=False)
+
+
+def test_second_push_changes_nothing(lab: api.Lab) -> None:
+    assert api.push_images(lab.paths, say=lambda _m: None) == []
+
+
+def _wait_for(predicate: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} not seen within {seconds:g}s"
+        time.sleep(0.2)
+
+
+def test_fault_modes_in_real_containers(lab: api.Lab) -> None:
+    """slow-start delays a real binary (redis); die-after ends a stand-in (qdrant) with 1."""
+    tag = uuid.uuid4().hex[:6]
+    slow, dies = f"slow-{tag}", f"dies-{tag}"
+    ping = f"docker exec {slow} redis-cli ping"
+    early = ssh(lab, "thanos", f"docker run -d --name {slow} -e SWARM_STANDIN_MODE=slow-start:4 "
+                f"{lab.registry}/library/redis:7-alpine >/dev/null && {ping}", check=False)
+    try:
+        assert "PONG" not in early.stdout  # still "loading"
+        ssh(lab, "thanos", f"docker run -d --name {dies} -e SWARM_STANDIN_MODE=die-after:2 "
+            f"{lab.registry}/qdrant/qdrant:v1.9.2 >/dev/null")
+        _wait_for(lambda: ssh(lab, "thanos", ping, check=False).stdout.strip() == "PONG",
+                  20, "redis answering after slow start")
+        state = f"docker inspect -f '{{{{.State.Status}}}} {{{{.State.ExitCode}}}}' {dies}"
+        _wait_for(lambda: ssh(lab, "thanos", state).stdout.split() == ["exited", "1"],
+                  20, "qdrant exiting 1 after die-after")
+    finally:
+        ssh(lab, "thanos", f"docker rm -f {slow} {dies}", check=False)
