@@ -54,7 +54,10 @@ def up(nodes: str | None, light: bool, source: Path | None, root: Path | None) -
     click.echo("try:")
     click.echo(f"  ssh -i {result.key_path} -o UserKnownHostsFile={result.known_hosts_path} "
                f"swarm@{result.nodes[first]} hostname")
-    click.echo(f"  swarm --inventory {result.inventory_path} ...   # then: swarm lab down")
+    click.echo(f"  swarm -i {result.inventory_path} plan")
+    if not light:
+        click.echo(f"  swarm -i {result.inventory_path} deploy --phase 1")
+    click.echo("  swarm lab down")
 
 
 @lab.command()
