@@ -850,7 +850,7 @@ class Api:
                 path,
                 str(body.get("type", "")),
                 dict(body.get("options") or {}),
-                str(body.get("description", "")),
+                str(body.get("description") or ""),
             )
         elif req.method == "DELETE":
             key = path.strip("/") + "/"
@@ -872,7 +872,7 @@ class Api:
             if key in self.state.auth_mounts:
                 raise ApiError(400, f"path is already in use at {key}")
             self.state.auth_mounts[key] = Mount(
-                key, "approle", description=str(req.body.get("description", ""))
+                key, "approle", description=str(req.body.get("description") or "")
             )
             self.state.roles.setdefault(key, {})
         elif req.method == "DELETE":
