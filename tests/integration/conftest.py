@@ -3,8 +3,9 @@
 Tests marked `lab` use the `lab` fixture (an `orchestrator.lab.api.Lab`): inventory
 path, key, known_hosts, node addresses, `exec_on`, `set_gpu`, `cut_link`... The lab is
 brought up on first use and down at the end of the session. It is skipped — with the
-reason — only where it cannot run: not root, or no Linux namespaces. Set
-`SWARM_LAB_KEEP=1` to leave it running after the session (for poking at it).
+reason — only where it cannot run: not root, or no Linux namespaces. A healthy lab that
+is already up (same three nodes) is reused and left running; set `SWARM_LAB_KEEP=1` to
+leave the one this session brings up running too (for poking at it, or a faster rerun).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.errors import SwarmError
 from orchestrator.lab import api, host
 
 LAB_NODES = ("oracle", "starlord", "thanos")
@@ -30,17 +32,31 @@ def lab_skip_reason() -> str | None:
     return f"lab cannot run here: {reason}" if reason else None
 
 
+def running_lab() -> api.Lab | None:
+    """A healthy lab with exactly LAB_NODES that is already up (another session's)."""
+    try:
+        found, nodes, registry_up = api.status()
+    except SwarmError:
+        return None
+    healthy = registry_up and all(n.sshd and n.dockerd for n in nodes)
+    return found if healthy and tuple(found.nodes) == LAB_NODES else None
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[api.Lab]:
     reason = lab_skip_reason()
     if reason:
         pytest.skip(reason)
-    running = api.up(list(LAB_NODES))
+    existing = running_lab()
+    if existing is not None:  # reuse it, and leave it to whoever brought it up
+        yield existing
+        return
+    started = api.up(list(LAB_NODES))
     try:
-        yield running
+        yield started
     finally:
         if not os.environ.get("SWARM_LAB_KEEP"):
-            running.down()
+            started.down()
 
 
 @pytest.fixture(scope="session")
