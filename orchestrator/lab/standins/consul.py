@@ -621,8 +621,6 @@ class Handler(BaseHTTPRequestHandler):
 
     server: StandinServer
     protocol_version = "HTTP/1.1"
-    server_version = "Consul"
-    sys_version = ""
 
     # --- plumbing
 
@@ -633,6 +631,12 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         if self.server.verbose:
             sys.stderr.write("consul-standin: " + (format % args) + "\n")
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """Status line and Date only: Go's net/http sends no Server header."""
+        self.log_request(code)
+        self.send_response_only(code, message)
+        self.send_header("Date", self.date_time_string())
 
     def _dispatch(self, method: str) -> None:
         parts = urlsplit(self.path)

@@ -597,12 +597,16 @@ Response = tuple[int, Any]  # (status, JSON body or None for 204)
 class Handler(BaseHTTPRequestHandler):
     server: StandinServer
     protocol_version = "HTTP/1.1"
-    server_version = "Vault"
-    sys_version = ""
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         if self.server.verbose:
             sys.stderr.write("vault-standin: " + (format % args) + "\n")
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """Status line and Date only: Go's net/http sends no Server header."""
+        self.log_request(code)
+        self.send_response_only(code, message)
+        self.send_header("Date", self.date_time_string())
 
     def do_GET(self) -> None:
         self._handle("GET")
