@@ -488,3 +488,12 @@ def release_manifests(deploy_root: str) -> Command:
         'for d in "$1"/releases/*/; do [ -f "$d/release.json" ] && tr -d "\\n" < "$d/release.json" && echo; done; true'
     )
     return _sh(script, deploy_root, mutates=False)
+
+
+def carry_env_files(current: str, release: str) -> Command:
+    """Copy env files the new release lacks (other phases' services) from the current one, 0600 kept."""
+    script = (
+        'umask 077; mkdir -p -- "$2/env"; for f in "$1"/env/*.env; do [ -f "$f" ] || continue; '
+        'n="$2/env/$(basename -- "$f")"; [ -e "$n" ] || cp -p -- "$f" "$n"; done; true'
+    )
+    return _sh(script, current, release, mutates=True)

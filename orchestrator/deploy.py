@@ -186,7 +186,7 @@ class Deployer:
         return nodes
 
     def _read_secrets(self, fleet: FleetRender) -> dict[str, Secret]:
-        needed = self.secrets.names_for(fleet.all_services())
+        needed = self.secrets.names_for(s for s in fleet.all_services() if s.phase == self.phase.id)
         if not needed:
             return {}
         self.bus.emit("secrets", "start", phase=self.phase.id, message=f"reading {len(needed)} secrets from Vault")
@@ -232,8 +232,8 @@ class Deployer:
 
     def _plan_node(self, node: Node, render: NodeRender, state: NodeState,
                    secrets: dict[str, Secret]) -> NodePlan:
-        content = build_release(render, secrets)
         services = [s for s in render.services if s.phase == self.phase.id]
+        content = build_release(render, secrets, only={s.name for s in services})
         applied = state.applied
         to_apply, adopted = [], []
         for svc in services:
@@ -396,6 +396,8 @@ class Deployer:
         tmp = f"releases/.tmp-{content.id}"
         data = tarball(content, tmp, release_json)
         steps: list[cmd.Command] = [cmd.extract_release(node.deploy_root, tmp, plan.release_dir)]
+        if plan.state.current_id:
+            steps.append(cmd.carry_env_files(f"{node.deploy_root}/current", f"{node.deploy_root}/{plan.release_dir}"))
         if self.phase.kind == "infrastructure":
             net = self.project.inventory.spec.network
             dirs = [f"{node.deploy_root}/{d}" for d in self.phase.spec.infrastructure.directories]

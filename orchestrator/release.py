@@ -85,10 +85,18 @@ class ReleaseContent:
         return {p: d for p, d in self.files.items() if not p.startswith("env/")}
 
 
-def build_release(render: NodeRender, secrets: dict[str, Secret]) -> ReleaseContent:
+def build_release(render: NodeRender, secrets: dict[str, Secret],
+                  only: set[str] | None = None) -> ReleaseContent:
+    """The release for a node; env files (and hashes) for the services in `only` (default: all).
+
+    A phase deploy writes env files for its own services only; the node carries the other
+    services' env files over from its current release (`commands.carry_env_files`).
+    """
     files = dict(render.files)
     hashes: dict[str, str] = {}
     for svc in render.services:
+        if only is not None and svc.name not in only:
+            continue
         env = env_file_body(svc, secrets) if svc.secret_env else b""
         if env:
             files[f"env/{svc.name}.env"] = env

@@ -185,6 +185,8 @@ def up(nodes: str | Sequence[str] | None = None, light: bool = False, *,
         pubkey = host.ensure_key(paths.key)
     with clock("cleanup"):
         down(paths, say=lambda _m: None)
+        # A fresh lab has a fresh, uninitialised Vault: its old keys belong to nobody now.
+        (paths.root / "vault-keys.json").unlink(missing_ok=True)
     try:
         _build(lab, source, uid, gid, pubkey, say, clock)
     except BaseException:

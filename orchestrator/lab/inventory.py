@@ -58,7 +58,9 @@ def rewrite(source: Raw | None, specs: list[NodeSpec], paths: LabPaths) -> Raw:
     control = control_address(specs)
     data["ssh"] = ssh_block(paths, source)
     data["registry"] = {"mirror": REGISTRY, "insecure": True}
-    data["vault"] = dict(data.get("vault") or {}, addr=f"http://{control}:8200")
+    # `swarm vault init --key-file <lab>/vault-keys.json` writes the root token the deploys use.
+    data["vault"] = dict(data.get("vault") or {}, addr=f"http://{control}:8200",
+                         token_file=str(paths.root / "vault-keys.json"))
     data["consul"] = dict(data.get("consul") or {}, addr=f"http://{control}:8500")
     data["network"] = dict(data.get("network") or {"name": "aiswarm"}, subnet=COMPOSE_SUBNET)
     source_nodes = data.get("nodes") or {}
