@@ -279,6 +279,26 @@ def trust(ctx: Context, hosts: tuple[str, ...], yes: bool) -> None:
         click.echo(f"{'recorded in' if added else 'already in'} {known}")
 
 
+@main.command()
+@click.option("--limit")
+@project_options
+@pass_ctx
+@handle_errors
+def status(ctx: Context, limit: str | None) -> None:
+    """Per node: the current release and each service's health in Consul."""
+    from .status import fleet_status
+
+    bad = False
+    for node in run_async(fleet_status(ctx.project(), limit)):
+        head = node.release or ("unreachable: " + node.error if node.error else "no release")
+        click.echo(f"{node.node}: {head}")
+        for svc, state in sorted(node.services.items()):
+            bad |= state != "passing"
+            click.echo(f"  {svc:<20} {state}")
+    if bad:
+        sys.exit(1)
+
+
 @main.group()
 def secrets() -> None:
     """Secrets in Vault (KV v2): push from an env file, list names and versions, check what is missing."""

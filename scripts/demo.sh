@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The README's first command: bring the local lab fleet up and deploy the reference fleet
+# to it, phase by phase, then show where to look. Safe to re-run (every step is idempotent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+swarm() { "$PY" -m orchestrator.cli "$@"; }
+
+LAB_DIR=${SWARM_LAB_DIR:-$HOME/.cache/swarm-lab}
+INV="$LAB_DIR/inventory.yml"
+
+echo "== lab: oracle (arm64), starlord (RTX 4090 stand-in), thanos (RTX 3080 stand-in)"
+if ! swarm lab status >/dev/null 2>&1; then
+  swarm lab up --nodes oracle,starlord,thanos
+fi
+
+echo "== plan: what runs where, and does it fit the GPUs?"
+swarm -i "$INV" plan | sed -n '1,200p' | grep -E '^[a-z]|GPU|vllm' || true
+
+echo "== phase 1: network, directories, Vault + Consul"
+swarm -i "$INV" deploy --phase 1
+
+echo "== Vault: initialise + unseal once (keys in $LAB_DIR/vault-keys.json, 0600), push the lab's secrets"
+swarm -i "$INV" vault init --key-file "$LAB_DIR/vault-keys.json"
+swarm -i "$INV" secrets push --env-file examples/lab-secrets.env
+
+for phase in 2 3 4; do
+  echo "== phase $phase"
+  swarm -i "$INV" deploy --phase "$phase"
+done
+
+oracle=$(awk '/^  oracle:/{f=1} f&&/address:/{print $2; exit}' "$INV")
+echo
+echo "The reference fleet runs on the lab. Look at:"
+echo "  HAProxy stats:        http://$oracle:8888/stats"
+echo "  vLLM pool via HAProxy: curl -H 'Authorization: Bearer lab-vllm-key-d81f2c6b' http://$oracle/pool/v1/models"
+echo "  LiteLLM gateway:      curl -H 'Authorization: Bearer sk-lab-master-9c41e77a' http://$oracle:4000/v1/models"
+echo "  Consul services:      curl http://$oracle:8500/v1/health/state/any   (or: swarm -i $INV status)"
+echo "  releases per node:    swarm -i $INV releases"
+echo "  tear down:            swarm lab down"
