@@ -316,6 +316,12 @@ class ConsulClient:
         text = scrub(str(err)).strip()
         if isinstance(err, consul.exceptions.ACLPermissionDenied):
             raise self._acl_error(text, action) from None
+        if "Missing index header" in text:
+            raise ServiceError(
+                f"{self.addr} answered without an X-Consul-Index header while trying to "
+                f"{action}: that is not a Consul agent",
+                hint="check inventory consul.addr (a proxy or another service answers there)",
+            ) from None
         if "No cluster leader" in text:
             raise ServiceError(
                 f"Consul at {self.addr} has no cluster leader (while trying to {action})",

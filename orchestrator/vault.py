@@ -241,7 +241,8 @@ class VaultClient:
             result = self._hvac.secrets.kv.v2.read_secret_version(
                 path=path, mount_point=mount, raise_on_deleted_version=True
             )
-        except hvac.exceptions.InvalidPath:
+        except hvac.exceptions.InvalidPath as err:
+            self._require_vault_404(err)
             return None
         except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as err:
             self._errors.fail(err, "read", f"{mount}/data/{path}")
@@ -330,6 +331,15 @@ class VaultClient:
 
     # --- helpers
 
+    def _require_vault_404(self, err: hvac.exceptions.InvalidPath) -> None:
+        """Vault's 404s are JSON; a bare 404 comes from something else at that address."""
+        if err.json is None:
+            raise ServiceError(
+                f"{self.addr} answered 404 without a JSON body: that is not Vault",
+                hint="check VAULT_ADDR / inventory vault.addr (a proxy or another service "
+                "answers there)",
+            ) from None
+
     def _walk(self, mount: str, prefix: str) -> Iterator[SecretInfo]:
         for name in self._list(mount, prefix):
             child = f"{prefix}/{name}" if prefix else name
@@ -341,7 +351,8 @@ class VaultClient:
     def _list(self, mount: str, prefix: str) -> list[str]:
         try:
             result = self._hvac.secrets.kv.v2.list_secrets(path=prefix, mount_point=mount)
-        except hvac.exceptions.InvalidPath:
+        except hvac.exceptions.InvalidPath as err:
+            self._require_vault_404(err)
             return []
         except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as err:
             self._errors.fail(err, "list", f"{mount}/metadata/{prefix}")
@@ -350,7 +361,8 @@ class VaultClient:
     def _metadata(self, mount: str, path: str) -> dict[str, Any] | None:
         try:
             result = self._hvac.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount)
-        except hvac.exceptions.InvalidPath:
+        except hvac.exceptions.InvalidPath as err:
+            self._require_vault_404(err)
             return None
         except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as err:
             self._errors.fail(err, "read metadata of", f"{mount}/metadata/{path}")

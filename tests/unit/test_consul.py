@@ -266,6 +266,29 @@ def test_consul_without_leader() -> None:
         srv.shutdown()
 
 
+def test_something_that_is_not_consul() -> None:
+    """A bare 404 without X-Consul-Index (e.g. a proxy on an unrouted address)."""
+
+    class NotConsul(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), NotConsul)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        client = ConsulClient(f"http://127.0.0.1:{httpd.server_address[1]}")
+        with pytest.raises(ServiceError, match="not a Consul agent"):
+            client.services_with_health()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def test_bad_address() -> None:
     with pytest.raises(InputError, match="not a Consul address"):
         ConsulClient("http://")

@@ -7,8 +7,10 @@ import logging
 import os
 import socket
 import stat
+import threading
 import traceback
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import hvac
@@ -240,6 +242,32 @@ def test_unreachable_vault_message() -> None:
     assert f"Vault at {addr} is unreachable" in err.message
     assert "VAULT_ADDR" in (err.hint or "")
     assert API_KEY not in all_text(err) and ROOT not in all_text(err)
+
+
+class NotVault(BaseHTTPRequestHandler):
+    """Something that is not Vault: bare 404s, like a proxy on an unrouted address."""
+
+    def do_GET(self) -> None:
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_bare_404_is_not_taken_for_a_missing_secret() -> None:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), NotVault)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        client = vault.connect(f"http://127.0.0.1:{httpd.server_address[1]}", token=ROOT, env={})
+        with pytest.raises(ServiceError, match="that is not Vault"):
+            client.missing("secret", {"ai-swarm/x": {"K"}})
+        with pytest.raises(ServiceError, match="unexpected sys/health answer 404"):
+            client.require_unsealed()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 # --------------------------------------------------------------------------- auth
