@@ -618,12 +618,15 @@ def unseal(
 
 
 def _init_vault(client: hvac.Client, path: Path, shares: int, threshold: int) -> dict[str, Any]:
-    if path.exists():
-        raise ServiceError(
-            f"refusing to overwrite {path}: it may hold the keys of another Vault",
-            hint="move it away or name another key file",
-        )
-    result = client.sys.initialize(secret_shares=shares, secret_threshold=threshold)
+    """Initialise Vault; the key file is created (0600) *before*, so keys are never lost to
+    an unwritable path, and removed again if the initialisation fails."""
+    fd = _create_private(path)
+    try:
+        result = client.sys.initialize(secret_shares=shares, secret_threshold=threshold)
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
     document = {
         "unseal_keys_b64": result["keys_base64"],
         "unseal_keys_hex": result["keys"],
@@ -635,19 +638,29 @@ def _init_vault(client: hvac.Client, path: Path, shares: int, threshold: int) ->
         "recovery_keys_threshold": 0,
         "root_token": result["root_token"],
     }
-    _write_private(path, json.dumps(document, indent=2) + "\n")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(document, indent=2) + "\n")
     return {
         "unseal_keys": [Secret(k, "vault-unseal-key") for k in result["keys"]][:threshold],
         "root_token": Secret(result["root_token"], "vault-root-token"),
     }
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Create `path` with mode 0600 from the start (never briefly world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
+def _create_private(path: Path) -> int:
+    """Create `path` with mode 0600 from the start; refuse to overwrite an existing file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as err:
+        if isinstance(err, FileExistsError) and path.parent.is_dir():
+            raise ServiceError(
+                f"refusing to overwrite {path}: it may hold the keys of another Vault",
+                hint="move it away or name another key file",
+            ) from None
+        raise InputError(
+            f"cannot create the Vault key file: {err.strerror}; Vault was left uninitialised",
+            file=str(path),
+        ) from None
 
 
 def _read_key_file(path: Path, addr: str) -> dict[str, Any]:

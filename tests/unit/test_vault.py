@@ -466,6 +466,19 @@ def test_bootstrap_refuses_to_overwrite_a_key_file(tmp_path: Path) -> None:
         srv.shutdown()
 
 
+def test_bootstrap_checks_the_key_file_can_be_written_first(tmp_path: Path) -> None:
+    """Keys Vault hands out once must not be lost to an unwritable path."""
+    srv = standin.serve("127.0.0.1", 0, dev=False)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    try:
+        with pytest.raises(InputError, match="cannot create the Vault key file"):
+            vault.bootstrap(srv.url, blocker / "keys.json")
+        assert hvac.Client(url=srv.url).sys.is_initialized() is False
+    finally:
+        srv.shutdown()
+
+
 def test_bootstrap_initialised_vault_without_key_file(
     server: standin.StandinServer, tmp_path: Path
 ) -> None:
