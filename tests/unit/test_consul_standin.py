@@ -409,6 +409,7 @@ def test_unknown_path_and_method(http: httpx.Client) -> None:
     assert http.get("/v1/nope").status_code == 404
     assert http.get("/v1/agent/service/register").status_code in (404, 405)
     assert http.delete("/v1/agent/services").status_code == 405
+    assert http.post("/v1/agent/service/register", json={"Name": "x"}).status_code == 405
 
 
 # --------------------------------------------------------------------------- modes, CLI, data

@@ -17,7 +17,8 @@ answers it (https://developer.hashicorp.com/consul/api-docs):
 
 Not modelled: several nodes/datacenters (one agent = one server node), gossip, sessions
 and locks, prepared queries, DNS, `DeregisterCriticalServiceAfter` reaping, script /
-gRPC / Docker checks (accepted, never run), ACL policies (one management token).
+gRPC / Docker checks (accepted, never run), ACL policies (one management token),
+`?filter=` expressions (ignored).
 
 Register bodies are accepted with keys in any casing (PascalCase, lowercase or
 snake_case), as Consul's decoder does. It runs in-process for tests via
@@ -667,7 +668,8 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch("PUT")
 
     def do_POST(self) -> None:
-        self._dispatch("PUT" if self.path.startswith("/v1/kv/") else "POST")
+        # Consul registers these endpoints for PUT only: POST is 405, as there.
+        self._dispatch("POST")
 
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
