@@ -130,6 +130,12 @@ class ServiceHealth:
     meta: Mapping[str, str] = field(default_factory=dict)
     checks: tuple[CheckStatus, ...] = ()
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
+
+    def __hash__(self) -> int:
+        return hash((self.service_id, self.node, self.status, self.checks))
+
 
 def parse_duration(value: str) -> float:
     """Seconds from a Go duration such as "10s", "1m30s", "500ms"."""
