@@ -167,8 +167,7 @@ def check_image(
             hint=f"pick an image or tag built for {platform} (role image.by_arch), or run the "
             "service on a node of an offered platform",
         )
-    return result("image", image, node, "pass",
-                  f"{platform} offered ({manifest.digest or answer.digest}); pin {answer.pinned}")
+    return result("image", image, node, "pass", f"{platform} offered; pinned as {answer.pinned}")
 
 
 def check_smoke(node: str, image: str, platform: str, step: StepResult | None) -> CheckResult:
@@ -460,6 +459,7 @@ class Dependency:
     source: Service
     target: Service
     port: int
+    optional: bool = False  # the target is on an optional node or in an optional phase
 
     @property
     def endpoint(self) -> str:
@@ -484,6 +484,14 @@ def _network_result(node: str, deps: Sequence[Dependency], facts: NodeFacts) -> 
     if probe.open:
         return result("network", subject, node, "pass",
                       f"{node} reaches {target.name} at {deps[0].endpoint} (for {sources})")
+    if deps[0].optional:
+        return result(
+            "network", subject, node, "warn",
+            f"{node} cannot reach optional {target.name} at {deps[0].endpoint} on {target.node}: "
+            f"{probe.detail}",
+            hint=f"fine while {target.node} is not deployed; {', '.join(sorted({d.source.name for d in deps}))} "
+            "will miss it",
+        )
     if not probe.refused:
         return result(
             "network", subject, node, "fail",

@@ -23,10 +23,15 @@ from orchestrator.errors import RuntimeFailure
 from orchestrator.gpu import NVIDIA_SMI_QUERY, GpuReading, parse_nvidia_smi
 from orchestrator.release import parse_containers, parse_release_json
 
-# Free disk at the deploy root, or at its nearest existing parent before phase 1 made it.
-_DF_NEAREST = 'd=$1; while [ ! -e "$d" ]; do d=$(dirname -- "$d"); done; df -Pk -- "$d"'
+# Free disk at a path, or at its nearest parent that exists and the user may stat (before
+# phase 1 made the deploy root; a docker root under a 0700 directory).
+_DF_NEAREST = (
+    'd=$1; while [ ! -e "$d" ] || ! df -Pk -- "$d" >/dev/null 2>&1; do '
+    '[ "$d" = / ] && break; d=$(dirname -- "$d"); done; df -Pk -- "$d"'
+)
 _DOCKER_ROOT_DF = (
-    "r=$(docker info --format '{{.DockerRootDir}}') && [ -n \"$r\" ] && df -Pk -- \"$r\""
+    "r=$(docker info --format '{{.DockerRootDir}}') && [ -n \"$r\" ] && set -- \"$r\" && "
+    + _DF_NEAREST
 )
 # TCP connect to each HOST:PORT argument, all at once, 3 s each; one line per target:
 # `HOST:PORT open` or `HOST:PORT closed RC ERROR TEXT`.

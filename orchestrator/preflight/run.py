@@ -34,6 +34,7 @@ from orchestrator.preflight.scope import (
     as_needs,
     dependencies,
     fleet_render,
+    optional_services,
     scope_for,
     vram_needs,
 )
@@ -138,7 +139,7 @@ async def run_checks(
     """Every check of `scope`, and the digest pinned per image the registry answered for."""
     everyone = build_services(project)
     fleet = fleet_render(project, scope)
-    deps = dependencies(fleet, scope.services, everyone)
+    deps = dependencies(fleet, scope.services, everyone, optional_services(project, everyone))
     requests = {n.name: _request(project, scope, n, deps, smoke) for n in scope.nodes}
     reachable = [n for n in scope.nodes if n.name not in ssh_errors]
     facts_task = asyncio.gather(*(_facts(transports[n.name], requests[n.name], n) for n in reachable))

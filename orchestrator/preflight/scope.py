@@ -72,9 +72,12 @@ def _is_chosen(node: Node, wanted: set[str] | None, explicit_phase: bool) -> boo
 
 
 def dependencies(
-    fleet: FleetRender, sources: Iterable[Service], everyone: Sequence[Service]
+    fleet: FleetRender, sources: Iterable[Service], everyone: Sequence[Service],
+    optional: Iterable[str] = (),
 ) -> list[Dependency]:
-    """Each (source, service on another node, port) the source's rendered text names."""
+    """Each (source, service on another node, port) the source's rendered text names;
+    `optional` names the services on optional nodes or in optional phases."""
+    extra = set(optional)
     out: list[Dependency] = []
     for source in sources:
         text = _rendered_text(fleet, source)
@@ -82,11 +85,21 @@ def dependencies(
             if target.node == source.node:
                 continue
             out.extend(
-                Dependency(source, target, port.port)
+                Dependency(source, target, port.port, target.name in extra)
                 for port in target.ports
                 if _names_endpoint(text, target.address, port.port)
             )
     return out
+
+
+def optional_services(project: Project, services: Iterable[Service]) -> set[str]:
+    """Services that may legitimately be absent: optional phase or optional node."""
+    book, inventory = project.playbook, project.inventory
+    return {
+        s.name for s in services
+        if book.phase(s.phase).spec.optional
+        or (s.node in inventory.nodes and inventory.node(s.node).spec.optional)
+    }
 
 
 def _rendered_text(fleet: FleetRender, svc: Service) -> str:

@@ -336,6 +336,17 @@ def test_network_results(services: dict[str, Service]) -> None:
     [early] = checks.check_network(
         "oracle", [later], probe_facts(**{later.endpoint: "closed 1 Connection refused"}))
     assert early.status == "warn" and "phase 4" in early.message
+    router = replace(litellm, name="backup-router", node="overflow", phase=5)
+    optional = checks.Dependency(services["prometheus"], router, 4000, optional=True)
+    [absent] = checks.check_network("oracle", [optional], probe_facts(**{optional.endpoint: "closed 124"}))
+    assert absent.status == "warn" and "optional backup-router" in absent.message
+
+
+def test_services_of_optional_phases_and_nodes_are_optional(project: Project) -> None:
+    from orchestrator.preflight.scope import optional_services
+
+    found = optional_services(project, build_services(project))
+    assert {"backup-router", "redis-cache"} <= found and "litellm" not in found
 
 
 @pytest.fixture
