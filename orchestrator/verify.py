@@ -73,6 +73,8 @@ def run_verify(project_root: Path | None, inventory: Path | None, playbook: Path
         code = int(pytest.main(pytest_args(project_root, inventory, playbook, limit, phase, junit,
                                            workers, workdir, verbose)))
         nodes = _read_results(workdir / "results.json")
+    if junit is not None and workers > 1:
+        plain_junit_names(Path(junit))
     if code == _USAGE_ERROR:
         raise InputError("pytest refused the verify run (see above)")
     click.echo("")
@@ -82,6 +84,21 @@ def run_verify(project_root: Path | None, inventory: Path | None, playbook: Path
         raise InputError("nothing to verify: no check was collected")
     failed = sum(int(str(n.get("failed", 0))) for n in nodes.values())
     return 0 if code == 0 and not failed else 1
+
+
+def plain_junit_names(path: Path) -> None:
+    """Drop xdist's `@<node>` group suffix from test case names (the id names the node already)."""
+    import xml.etree.ElementTree as ET
+
+    from orchestrator.conformance.plugin import plain_id
+
+    try:
+        tree = ET.parse(path)
+    except (OSError, ET.ParseError):
+        return
+    for case in tree.getroot().iter("testcase"):
+        case.set("name", plain_id(case.get("name", "")))
+    tree.write(path, encoding="utf-8", xml_declaration=True)
 
 
 def _read_results(path: Path) -> dict[str, dict[str, object]]:

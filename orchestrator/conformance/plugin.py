@@ -283,11 +283,26 @@ def item_node(item: pytest.Item) -> str | None:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tag each check with its node; drop checks with nothing in scope (no skipped noise in JUnit)."""
+    kept, dropped = [], []
     for item in items:
         node = item_node(item)
         if node is not None:
             item.user_properties.append(("node", node))
+            kept.append(item)
+        elif _is_conformance(item):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+def _is_conformance(item: pytest.Item) -> bool:
+    module = getattr(item, "module", None)
+    return getattr(module, "__name__", "").startswith("orchestrator.conformance.")
 
 
 # ---------------------------------------------------------------- summary
@@ -338,9 +353,13 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         node = nodes.setdefault(entry["node"], {"passed": 0, "failed": 0, "skipped": 0, "failures": []})
         node[entry["outcome"]] += 1
         if entry["outcome"] == "failed":
-            test = nodeid.rpartition("::")[2].partition("@")[0]  # xdist loadgroup appends @<group>
-            node["failures"].append(f"{test}: {entry['message']}")
+            node["failures"].append(f"{plain_id(nodeid.rpartition('::')[2])}: {entry['message']}")
     return nodes
+
+
+def plain_id(test_id: str) -> str:
+    """`test_x[node]@node` -> `test_x[node]`: xdist's loadgroup appends the group to ids."""
+    return test_id.rpartition("@")[0] if "@" in test_id.rpartition("]")[2] else test_id
 
 
 def summary_lines(nodes: dict[str, dict[str, Any]]) -> Iterable[str]:

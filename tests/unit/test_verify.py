@@ -36,3 +36,12 @@ def test_bad_input_before_any_node(project_copy: Path) -> None:
         verify.run_verify(project_copy, None, None, None, 9, None, 0)
     with pytest.raises(InputError, match="workers"):
         verify.check_input(project_copy, None, None, None, None, -1)
+
+
+def test_junit_names_lose_the_xdist_group(tmp_path: Path) -> None:
+    path = tmp_path / "v.xml"
+    path.write_text('<testsuites><testsuite><testcase classname="test_node" name="test_a[starlord]@starlord"/>'
+                    '<testcase classname="test_node" name="test_b[oracle:redis]"/></testsuite></testsuites>')
+    verify.plain_junit_names(path)
+    text = path.read_text()
+    assert 'name="test_a[starlord]"' in text and 'name="test_b[oracle:redis]"' in text

@@ -54,7 +54,7 @@ def test_ids_name_node_and_service(project) -> None:  # type: ignore[no-untyped-
 
 def test_summary_per_node() -> None:
     results = {
-        "test_node.py::test_env_files_private[starlord]@starlord": {"node": "starlord", "outcome": "failed",
+        "test_node.py::test_env_files_private[starlord]": {"node": "starlord", "outcome": "failed",
                                                                     "message": "current/env/a.env has mode 0644"},
         "test_node.py::test_current_release[starlord]": {"node": "starlord", "outcome": "passed", "message": ""},
         "test_node.py::test_current_release[oracle]": {"node": "oracle", "outcome": "passed", "message": ""},
