@@ -325,8 +325,9 @@ def secrets_push(ctx: Context, env_file: Path, mount: str | None, base: str | No
         click.echo(f"skipped {key}: not a secret the playbook declares", err=True)
     if not values:
         raise InputError(f"no key of {env_file} matches a secret the playbook declares", file=str(env_file))
-    for path, version, keys in push(source, values):
-        click.echo(f"{source.mount}/{path}: version {version} ({', '.join(keys)})")
+    for path, version, keys, changed in push(source, values):
+        state = "written" if changed else "unchanged"
+        click.echo(f"{source.mount}/{path}: {state}, version {version} ({', '.join(keys)})")
 
 
 @secrets.command("list")

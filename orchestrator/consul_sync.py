@@ -62,7 +62,7 @@ class ConsulSync:
 
     def _register_sync(self, phase: int, services: list[Service], releases: dict[str, str]) -> None:
         client = self._client()
-        before = client.registered()
+        before = client.registrations()
         keep = {s.name for s in services}
         for svc in services:
             reg = registration(svc, releases.get(svc.node, ""), self.fleet)
@@ -70,38 +70,30 @@ class ConsulSync:
             changed = client.register(reg)
             self.bus.emit("consul", "changed" if changed else "unchanged", host=svc.node, phase=phase,
                           message=f"{reg.id} as {reg.name} at {reg.address}:{reg.port}")
-        for sid, entry in before.items():
-            meta = entry.get("Meta") or {}
+        for sid, old in before.items():
+            meta = old.meta
             if (meta.get("swarm_fleet") == self.fleet and meta.get("swarm_phase") == str(phase)
                     and meta.get("swarm_node") in releases and sid not in keep):
-                self.undo_log.append((sid, entry))
+                self.undo_log.append((sid, old))
                 client.deregister(sid)
                 self.bus.emit("consul", "changed", host=meta.get("swarm_node"), phase=phase,
                               message=f"{sid} deregistered (no longer in the playbook)")
 
     async def undo(self) -> None:
+        """Put every registration this run touched back exactly as it was (checks included)."""
         if self.addr is None or not self.undo_log:
             return
         await asyncio.to_thread(self._undo_sync)
 
     def _undo_sync(self) -> None:
-        from .consul import CheckSpec, ServiceRegistration
-
         client = self._client()
-        for sid, entry in reversed(self.undo_log):
+        for sid, old in reversed(self.undo_log):
             try:
-                if entry is None:
+                if old is None:
                     client.deregister(sid)
                 else:
-                    client.register(ServiceRegistration(
-                        id=sid, name=entry["Service"], address=entry.get("Address", ""),
-                        port=int(entry.get("Port", 0)), tags=tuple(entry.get("Tags") or ()),
-                        meta=entry.get("Meta") or {}, check=_check_from(entry, CheckSpec)))
+                    client.register(old)
+                self.bus.emit("consul", "rolled-back", message=f"{sid} restored")
             except ServiceError as exc:
                 self.bus.emit("consul", "failed", message=f"could not restore {sid}: {exc}")
         self.undo_log.clear()
-
-
-def _check_from(entry: dict[str, Any], check_spec: Any) -> Any:
-    check = entry.get("swarm_check")
-    return check_spec(**check) if isinstance(check, dict) else None

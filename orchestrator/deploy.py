@@ -332,6 +332,10 @@ class Deployer:
             raise PhaseFailed(
                 f"phase {self.phase.id} failed and was rolled back: {failure.message}",
                 hint=failure.hint) from None
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            # Interrupted (Ctrl-C, SIGTERM): never leave the phase half deployed.
+            await self._roll_back(moved, RuntimeFailure("interrupted by the operator"), secrets)
+            raise PhaseFailed(f"phase {self.phase.id} was interrupted and rolled back") from None
         finally:
             await self._unlock(changed)
         self.bus.emit("run", "ok", phase=self.phase.id,

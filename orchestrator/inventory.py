@@ -91,6 +91,7 @@ class NodeSpec(Model):
     address: str
     arch: Arch = "amd64"
     ram_gb: float = Field(8.0, gt=0)
+    cpus: float | None = Field(None, gt=0)     # when set, container CPU limits are capped to it
     disk_gb: float | None = Field(None, gt=0)
     gpus: list[Gpu] = []
     protected: list[str] = []

@@ -364,7 +364,7 @@ def _compose_service(project: Project, svc: ServiceInstance, role: Role, node: N
     if spec.healthcheck:
         out["healthcheck"] = _healthcheck(spec.healthcheck, ctx, where)
     out["restart"] = spec.restart
-    _limits(out, spec.limits.cpus, spec.limits.memory, ctx, where)
+    _limits(out, spec.limits.cpus, spec.limits.memory, ctx, where, node.spec.cpus)
     for key in ("shm_size", "read_only"):
         value = getattr(spec, key)
         if value:
@@ -395,10 +395,14 @@ def _env_str(value: Any) -> str:
     return str(value)
 
 
-def _limits(out: dict[str, Any], cpus: Any, memory: Any, ctx: dict[str, Any], where: str) -> None:
+def _limits(out: dict[str, Any], cpus: Any, memory: Any, ctx: dict[str, Any], where: str,
+            node_cpus: float | None) -> None:
     limits: dict[str, Any] = {}
     if cpus is not None:
-        limits["cpus"] = str(render_value(cpus, ctx, where, ("limits", "cpus")))
+        value = float(render_value(cpus, ctx, where, ("limits", "cpus")))
+        if node_cpus is not None:  # docker refuses a limit above the machine's cores
+            value = min(value, node_cpus)
+        limits["cpus"] = f"{value:g}"
     if memory is not None:
         limits["memory"] = str(render_value(memory, ctx, where, ("limits", "memory")))
     if limits:

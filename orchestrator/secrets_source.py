@@ -121,8 +121,11 @@ def match_env_keys(env: dict[str, Secret], declared: dict[str, SecretSpec]) -> t
     return matched, sorted(unknown)
 
 
-def push(source: SecretSource, values: dict[str, Secret]) -> list[tuple[str, int, list[str]]]:
-    """Write values grouped by Vault path with check-and-set; returns (path, version, keys)."""
+def push(source: SecretSource, values: dict[str, Secret]) -> list[tuple[str, int, list[str], bool]]:
+    """Write values grouped by Vault path, check-and-set; unchanged paths are not rewritten.
+
+    Returns (path, version, key names, changed) — never values.
+    """
     client = source.client()
     groups: dict[str, dict[str, Secret]] = {}
     for name, value in values.items():
@@ -130,11 +133,6 @@ def push(source: SecretSource, values: dict[str, Secret]) -> list[tuple[str, int
         groups.setdefault(source.full_path(spec), {})[spec.key] = value
     written = []
     for path, data in sorted(groups.items()):
-        version = client.current_version(source.mount, path)
-        merged: dict[str, Secret | str] = {}
-        if version:
-            merged.update(client.read_secrets(source.mount, path))
-        merged.update(data)
-        new = client.write_secrets(source.mount, path, merged, cas=version)
-        written.append((path, new, sorted(data)))
+        result = client.push(source.mount, path, data)
+        written.append((path, result.version, sorted(data), result.changed))
     return written

@@ -11,6 +11,7 @@ listening there — as an optional machine that is switched off.
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,7 @@ def _node(nodes: Raw, spec: NodeSpec) -> Raw:
     node["address"] = spec.address
     node["arch"] = spec.arch
     node["ssh"] = {}
+    node["cpus"] = os.cpu_count() or 1  # every lab node shares this machine's cores
     node.pop("optional", None)  # the lab runs it, so it is there
     if spec.gpus and "gpus" not in node:
         node["gpus"] = [{"model": g.name, "vram_mib": g.memory_mib} for g in spec.gpus]
