@@ -170,17 +170,20 @@ def run_async(coro: Any) -> Any:
 @click.option("--check", is_flag=True, help="change nothing; report what would change")
 @click.option("--diff", is_flag=True, help="with --check: unified diffs of rendered files (secrets masked)")
 @click.option("--forks", type=click.IntRange(1, 1024), default=64, show_default=True, help="hosts in parallel")
+@click.option("--skip-preflight", is_flag=True, help="do not run the phase's preflight checks first (not advised)")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
 @project_options
 @pass_ctx
 @handle_errors
-def deploy(ctx: Context, phase: int, limit: str | None, check: bool, diff: bool, forks: int, output: str) -> None:
+def deploy(ctx: Context, phase: int, limit: str | None, check: bool, diff: bool, forks: int,
+           skip_preflight: bool, output: str) -> None:
     """Deploy one phase: every node ends healthy on its new release, or back on its previous one."""
     from .deploy import Deployer, Options
 
     project = ctx.project()
     bus = make_bus(ctx, output)
-    options = Options(phase=phase, limit=limit, check=check or diff, diff=diff, forks=forks)
+    options = Options(phase=phase, limit=limit, check=check or diff, diff=diff, forks=forks,
+                      skip_preflight=skip_preflight)
     result = run_async(Deployer(project, options, bus).run())
     for line in result.check_report:
         click.echo(line)
@@ -403,11 +406,12 @@ def vault_unseal(ctx: Context, key_file: Path) -> None:
 
 def _attach_optional_groups() -> None:
     """Sub-command groups that live in their own modules."""
-    try:
-        from .lab.cli import lab
-    except ImportError:  # pragma: no cover - the lab package is optional at import time
-        return
-    main.add_command(lab)
+    from .conformance.cli import verify
+    from .lab.cli import lab
+    from .preflight.cli import preflight, schedule
+
+    for command in (lab, preflight, schedule, verify):
+        main.add_command(command)
 
 
 _attach_optional_groups()

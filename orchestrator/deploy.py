@@ -59,6 +59,7 @@ class Options:
     check: bool = False
     diff: bool = False
     forks: int = DEFAULT_FORKS
+    skip_preflight: bool = False
     by: str = field(default_factory=whoami)
 
 
@@ -317,6 +318,7 @@ class Deployer:
             self.bus.emit("run", "unchanged", phase=self.phase.id, message=f"phase {self.phase.id}: no changes")
             return DeployResult(self.phase.id, [], [p.node.name for p in plans],
                                 {p.node.name: p.state.current_id or "" for p in plans})
+        await self._preflight(changed)
         await self._lock(changed)
         moved: list[NodePlan] = []
         try:
@@ -343,6 +345,20 @@ class Deployer:
         return DeployResult(self.phase.id, [p.node.name for p in changed], [p.node.name for p in unchanged],
                             {p.node.name: p.content.id for p in changed}
                             | {p.node.name: p.state.current_id or "" for p in unchanged})
+
+    # ------------------------------------------------------------ preflight
+
+    async def _preflight(self, plans: list[NodePlan]) -> None:
+        """The phase's preflight checks on the nodes about to change, over the open connections."""
+        if self.opts.skip_preflight:
+            self.bus.emit("preflight", "skipped", phase=self.phase.id, message="--skip-preflight")
+            return
+        from .preflight.run import gate_phase, require_passed
+
+        report = await gate_phase(self.project, self.phase.id, [p.node for p in plans], self.transports, self.bus)
+        require_passed(report)
+        self.bus.emit("preflight", "ok", phase=self.phase.id,
+                      message=f"{len(report.results)} checks passed ({len(report.warned)} warnings)")
 
     # ------------------------------------------------------------ lock
 
