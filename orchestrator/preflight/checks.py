@@ -290,12 +290,16 @@ def _finding(
 
 # --- ports ----------------------------------------------------------------------------------------
 
-_PUBLISHED_RE = re.compile(r":(\d+)->")
+_PUBLISHED_RE = re.compile(r":(\d+)(?:-(\d+))?->")
 
 
 def published_ports(container: Mapping[str, Any]) -> set[int]:
-    """Host ports in `docker ps` Ports text: `0.0.0.0:8000->8000/tcp, [::]:8000->...`."""
-    return {int(p) for p in _PUBLISHED_RE.findall(str(container.get("Ports", "")))}
+    """Host ports in `docker ps` Ports text: `0.0.0.0:8000->8000/tcp, [::]:8000->...`;
+    docker writes consecutive ports as a range: `0.0.0.0:6333-6334->6333-6334/tcp`."""
+    ports: set[int] = set()
+    for first, last in _PUBLISHED_RE.findall(str(container.get("Ports", ""))):
+        ports.update(range(int(first), int(last or first) + 1))
+    return ports
 
 
 def _label_value(container: Mapping[str, Any], key: str) -> str | None:
@@ -342,6 +346,10 @@ def check_port(node: Node, svc: Service, port: int, facts: NodeFacts) -> CheckRe
             hint=f"stop or remove that container (`docker rm -f {container_name(other)}`) or "
             f"publish {svc.name} on another port",
         )
+    own = [c for c in facts.containers if is_container_of(c, node, svc.name)]
+    if port in (facts.listening or ()) and any(c.get("State") == "running" for c in own):
+        return result("port", subject, node.name, "pass",
+                      f"held by {svc.name}'s own container {container_name(own[0])} (host network)")
     if facts.listening is None:
         return result("port", subject, node.name, "warn",
                       f"could not list listening ports (`ss -ltnH` failed); {port} not checked")

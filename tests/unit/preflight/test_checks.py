@@ -231,6 +231,12 @@ def test_port_held_by_own_container_passes_and_by_a_foreign_one_fails(
     assert "taken by container squatter (image nginx)" in res.message and "docker rm -f squatter" in (res.hint or "")
 
 
+def test_published_ports_read_docker_ranges() -> None:
+    ranged = {"Ports": "0.0.0.0:6333-6334->6333-6334/tcp, :::6333-6334->6333-6334/tcp"}
+    assert checks.published_ports(ranged) == {6333, 6334}
+    assert checks.published_ports({"Ports": "8000/tcp"}) == set()  # exposed, not published
+
+
 def test_port_held_by_a_process_outside_docker_fails(project: Project, services: dict[str, Service]) -> None:
     res = checks.check_port(node(project, "starlord"), services["vllm-primary"], 8000,
                             healthy_facts(listening=frozenset({22, 8000})))
