@@ -17,18 +17,33 @@ import threading
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
-from orchestrator.cli import Context, handle_errors
 from orchestrator.errors import InputError, SwarmError
 from orchestrator.preflight import schedule as sched
 from orchestrator.preflight.report import RENDERERS, Report, render, summary_line, write_atomic
 from orchestrator.preflight.run import Options
 from orchestrator.preflight.run import preflight as run_preflight
 
+if TYPE_CHECKING:
+    from orchestrator.cli import Context
+
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(fn: F) -> F:
+    """orchestrator.cli's error handling, looked up when the command runs: importing
+    orchestrator.cli here would be circular (it attaches these commands on import)."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from orchestrator.cli import handle_errors as cli_handle_errors
+
+        return cli_handle_errors(fn)(*args, **kwargs)
+
+    return cast(F, wrapper)
 
 
 def _root_context() -> Context:
@@ -37,7 +52,7 @@ def _root_context() -> Context:
     obj = click.get_current_context().find_root().obj
     if obj is None or not hasattr(obj, "project"):
         raise InputError("run this command through `swarm` (it needs the project options)")
-    return cast(Context, obj)
+    return cast("Context", obj)
 
 
 def pass_ctx(fn: F) -> F:
