@@ -1,13 +1,23 @@
-"""`swarm verify`: the click command; the lead attaches it with `main.add_command(verify)`."""
+"""`swarm verify`: the click command (attached to the `swarm` group by orchestrator/cli.py).
+
+The project options, context and error handling are orchestrator.cli's, reached through
+the late-binding wrappers in orchestrator.preflight.cli: orchestrator.cli attaches this
+command while it is being imported, so importing it from here would be circular (and
+under `python -m orchestrator.cli` the group's Context lives in `__main__`).
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from orchestrator.cli import Context, handle_errors, pass_ctx, project_options
+from orchestrator.preflight.cli import handle_errors, pass_ctx, project_options
+
+if TYPE_CHECKING:
+    from orchestrator.cli import Context
 
 
 @click.command("verify")
