@@ -7,6 +7,7 @@ file, one container) on a node and path resolved at staging time, and restored i
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -245,3 +246,19 @@ def test_recreated_protected_service_is_caught(starlord_deployed, state: Path) -
     assert "recreated since the last verify" in drift(result, "test_protected_not_recreated[starlord:qdrant]")
     again = verify(lab, state, "--limit", "starlord")  # the new container is the baseline now
     assert "FAILED test_protected_not_recreated" not in again.stdout, again.stdout
+
+
+def test_image_digest_is_checked_against_the_preflight_record(starlord_deployed, state: Path) -> None:
+    lab = starlord_deployed
+    state.mkdir(parents=True, exist_ok=True)
+    done = swarm(lab, "preflight", "--limit", "starlord", "--phase", "3", "--output", "json",
+                 "--out", str(state / "preflight.json"), state=state)
+    assert done.returncode in (0, 1), done.stderr
+    result = verify(lab, state, "--limit", "starlord")
+    assert "FAILED test_container_image" not in result.stdout, result.stdout
+    record = json.loads((state / "preflight.json").read_text())
+    image = mirrored("qdrant/qdrant:v1.9.2", lab.registry)
+    record["pins"][image] = record["pins"][image].rpartition("@")[0] + "@sha256:" + "0" * 64
+    (state / "preflight.json").write_text(json.dumps(record))
+    line = drift(verify(lab, state, "--limit", "starlord"), "test_container_image[starlord:qdrant]")
+    assert "is not the one preflight verified" in line
