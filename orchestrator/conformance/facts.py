@@ -19,10 +19,13 @@ from orchestrator import commands as cmd
 from orchestrator.gpu import NVIDIA_SMI_QUERY, GpuReading, parse_nvidia_smi
 from orchestrator.release import RELEASE_FILE
 
-_CONTAINERS = ('ids=$(docker ps -aq --no-trunc) || exit 1; '
-               'if [ -z "$ids" ]; then echo "[]"; else docker inspect -- $ids; fi')
-_IMAGES = ("docker ps -aq --no-trunc | xargs -r docker inspect -f '{{.Image}}' | sort -u "
-           "| xargs -r docker image inspect -f '{{.Id}} {{json .RepoDigests}}'")
+# A container may vanish between `ps` and `inspect` (auto-removed ones): inspect prints the
+# others and exits 1, which is not a failure to read the node.
+_CONTAINERS = ('ids=$(docker ps -aq --no-trunc) || exit 1; [ -n "$ids" ] || { echo "[]"; exit 0; }; '
+               'out=$(docker inspect -- $ids 2>/dev/null); if [ -n "$out" ]; then printf "%s\\n" "$out"; '
+               'else docker inspect -- $ids; fi')
+_IMAGES = ("docker ps -aq --no-trunc | xargs -r docker inspect -f '{{.Image}}' 2>/dev/null | sort -u "
+           "| xargs -r docker image inspect -f '{{.Id}} {{json .RepoDigests}}' 2>/dev/null; true")
 _FILES = ('[ -d "$1/current/" ] || exit 0; cd "$1/current/" && '
           "find . -type f -printf '%m %u %P\\n'")
 _HASHES = ('[ -d "$1/current/" ] || exit 0; cd "$1/current/" && '
