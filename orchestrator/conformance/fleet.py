@@ -23,10 +23,11 @@ HTTP_TIMEOUT = 10.0
 CHAT_TIMEOUT = 60.0
 
 
-def consul_problems(service: str, statuses: Mapping[str, str]) -> list[str]:
+def consul_problems(service: str, statuses: Mapping[str, str], phase: int | None = None) -> list[str]:
     status = statuses.get(service)
     if status is None:
-        return [f"{service} is not registered in Consul"]
+        how = f" (a deploy of phase {phase} registers it)" if phase is not None else ""
+        return [f"{service} is not registered in Consul{how}"]
     if status != "passing":
         return [f"{service} is {status} in Consul"]
     return []

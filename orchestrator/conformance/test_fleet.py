@@ -15,7 +15,7 @@ def explain(problems: list[str]) -> str:
 
 
 def test_consul_passing(swarm: Conformance, consul_service: Service) -> None:
-    problems = fleet.consul_problems(consul_service.name, swarm.consul_statuses())
+    problems = fleet.consul_problems(consul_service.name, swarm.consul_statuses(), consul_service.phase)
     assert not problems, explain(problems)
 
 

@@ -20,6 +20,7 @@ def test_consul() -> None:
     assert fleet.consul_problems("a", {"a": "passing"}) == []
     assert fleet.consul_problems("a", {"a": "critical"}) == ["a is critical in Consul"]
     assert fleet.consul_problems("b", {}) == ["b is not registered in Consul"]
+    assert fleet.consul_problems("b", {}, 3) == ["b is not registered in Consul (a deploy of phase 3 registers it)"]
 
 
 def test_pool_from_stats_csv() -> None:
