@@ -315,6 +315,7 @@ class Deployer:
             self.bus.emit("node", "unchanged", host=p.node.name, phase=self.phase.id,
                           message=f"release {p.state.current_id} already applied")
         if not changed:
+            await self._reconcile_consul(plans)
             self.bus.emit("run", "unchanged", phase=self.phase.id, message=f"phase {self.phase.id}: no changes")
             return DeployResult(self.phase.id, [], [p.node.name for p in plans],
                                 {p.node.name: p.state.current_id or "" for p in plans})
@@ -345,6 +346,20 @@ class Deployer:
         return DeployResult(self.phase.id, [p.node.name for p in changed], [p.node.name for p in unchanged],
                             {p.node.name: p.content.id for p in changed}
                             | {p.node.name: p.state.current_id or "" for p in unchanged})
+
+    async def _reconcile_consul(self, plans: list[NodePlan]) -> None:
+        """Nothing to deploy, but Consul may have lost registrations (e.g. recreated): put them back.
+
+        Local HTTP to Consul only — a no-op run still costs one SSH command per node.
+        """
+        services = [s for p in plans for s in p.services if s.name in p.state.applied]
+        try:
+            await self.consul.register(self.phase.id, services,
+                                       {p.node.name: p.state.current_id or "" for p in plans})
+        except SwarmError as exc:
+            self.bus.emit("consul", "failed", phase=self.phase.id,
+                          message=f"could not check registrations: {exc.message}")
+        self.consul.undo_log.clear()
 
     # ------------------------------------------------------------ preflight
 

@@ -105,6 +105,12 @@ FAULTS = """#!/bin/sh
 # swarm-faults PROGRAM [ARGS...]: apply SWARM_STANDIN_MODE to a real binary.
 # Python stand-ins apply the mode themselves; this wrapper serves redis and haproxy.
 mode=${SWARM_STANDIN_MODE:-healthy}
+if [ -n "${SWARM_STANDIN_SELF:-}" ]; then
+  # `IMAGE <program> --version` (preflight --smoke) answers and exits, as the real binary would.
+  case " $* " in *" --version "*|*" -V "*|*" -v "*|*" version "*)
+    echo "$1 ${SWARM_STANDIN_VERSION:-0.0.0} (swarm lab stand-in)"; exit 0;;
+  esac
+fi
 case "$mode" in
   never-healthy)
     if [ -z "${SWARM_STANDIN_SELF:-}" ]; then

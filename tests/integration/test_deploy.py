@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -40,14 +41,15 @@ def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[
 
 
 def node_sh(lab, node: str, *argv: str) -> str:
-    result = subprocess.run(lab.ssh_argv(node, *argv), capture_output=True, text=True, timeout=60)
+    """Run argv on a node over ssh (quoted: ssh hands the remote shell one string)."""
+    result = subprocess.run(lab.ssh_argv(node, shlex.join(argv)), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
 def container_ids(lab, node: str) -> dict[str, str]:
-    out = node_sh(lab, node, "docker", "ps", "--format",
-                  '{{.Label "com.docker.compose.service"}} {{.ID}}')
+    out = node_sh(lab, node, "docker", "ps", "--filter", f"label=com.docker.compose.project=swarm-{node}",
+                  "--format", '{{.Label "com.docker.compose.service"}} {{.ID}}')
     return dict(line.split() for line in out.splitlines() if line.strip())
 
 
