@@ -22,7 +22,7 @@ from orchestrator.errors import SwarmError
 from orchestrator.health import Outcome
 from orchestrator.images import arch_from_uname, parse_platform
 from orchestrator.inventory import Node
-from orchestrator.preflight.facts import NodeFacts
+from orchestrator.preflight.facts import SMOKE_RUN_TIMEOUT_S, NodeFacts
 from orchestrator.preflight.report import CheckResult, Status
 from orchestrator.registry import ImageIndex, format_platforms
 from orchestrator.render import Service
@@ -176,10 +176,18 @@ def check_smoke(node: str, image: str, platform: str, step: StepResult | None) -
     if step.ok:
         first = (step.stdout.strip().splitlines() or ["(no output)"])[0][:120]
         return result("smoke", image, node, "pass", f"runs on {platform}: {first}")
-    tail = (step.stderr.strip() or step.stdout.strip()).splitlines()[-1:] or [""]
+    lines = (step.stderr.strip() or step.stdout.strip()).splitlines() or [""]
+    why = next((line for line in lines if "error" in line.lower()), lines[-1])
+    if step.exit_status == 124:
+        return result(
+            "smoke", image, node, "warn",
+            f"the version command was still running after {SMOKE_RUN_TIMEOUT_S} s on {platform} "
+            "(the image starts, but did not answer and exit)",
+            hint="set image.version_command in the role to a command that prints and exits",
+        )
     return result(
         "smoke", image, node, "fail",
-        f"`docker run --platform {platform}` failed (exit {step.exit_status}): {tail[0][:200]}",
+        f"`docker run --platform {platform}` failed (exit {step.exit_status}): {why[:200]}",
         hint="the image may not run on this CPU (exec format error) or the registry is unreachable",
     )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,16 @@ _STEPS_FIXED = (
 )
 
 
+# Pull (no time limit: a first pull of a big image is slow), then run the version command
+# under a time limit; a server that ignores it is removed when the limit hits.
+_SMOKE_RUN = (
+    't=$1 p=$2 e=$3 i=$4 n=$5; shift 5; docker pull -q --platform "$p" "$i" >/dev/null || exit; '
+    'timeout "$t" docker run --rm --name "$n" --platform "$p" --entrypoint "$e" "$i" "$@"; rc=$?; '
+    'if [ "$rc" -eq 124 ]; then docker rm -f "$n" >/dev/null 2>&1; fi; exit "$rc"'
+)
+SMOKE_RUN_TIMEOUT_S = 30
+
+
 @dataclass(frozen=True)
 class Smoke:
     """`docker run --rm --platform P IMAGE <version command>` for one image (--smoke)."""
@@ -66,8 +77,9 @@ class Smoke:
 
     def to_command(self) -> Command:
         entry, *args = self.command
-        argv = ("docker", "run", "--rm", "--platform", self.platform, "--entrypoint", entry)
-        return Command((*argv, self.image, *args), mutates=True)
+        name = f"swarm-smoke-{secrets.token_hex(4)}"
+        data = (str(SMOKE_RUN_TIMEOUT_S), self.platform, entry, self.image, name, *args)
+        return Command(("sh", "-c", _SMOKE_RUN, "sh", *data), mutates=True)
 
 
 @dataclass(frozen=True)

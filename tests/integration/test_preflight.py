@@ -82,7 +82,8 @@ def swarm_cmd(lab: Lab, *args: str, check: bool = True) -> subprocess.CompletedP
     keys = lab.paths.root / "vault-keys.json"
     if keys.exists():
         env.setdefault("VAULT_TOKEN", json.loads(keys.read_text())["root_token"])
-    program = [shutil.which("swarm") or ""] if shutil.which("swarm") else [sys.executable, "-m", "orchestrator.cli"]
+    entry = shutil.which("swarm")
+    program = [entry] if entry else [sys.executable, "-m", "orchestrator.cli"]
     argv = [*program, "--project", str(REPO), "-i", str(lab.inventory_path), *args]
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900, cwd=REPO)
     assert done.returncode == 0 or not check, f"{args}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
@@ -215,6 +216,18 @@ def test_amd64_only_image_moved_to_oracle(fleet: Lab, tmp_path: Path) -> None:
     assert failed["subject"] == "198.18.0.1:5000/sillytavern/sillytavern-extras:latest"
     assert "has no linux/arm64 variant" in failed["message"]
     assert "it offers linux/amd64" in failed["message"]
+
+
+def test_smoke_runs_the_version_command_on_the_nodes_platform(fleet: Lab, tmp_path: Path) -> None:
+    def only_redis(book: dict[str, Any]) -> None:
+        phase2 = next(p for p in book["phases"] if p["id"] == 2)
+        phase2["services"] = [s for s in phase2["services"] if s["name"] == "redis"]
+
+    playbook = copy_yaml(REPO / "playbooks/ai-swarm.yml", tmp_path, only_redis)
+    code, report = preflight(fleet, "--phase", "2", "--smoke", "--playbook", str(playbook))
+    [smoke] = [r for r in report["results"] if r["check"] == "smoke"]
+    assert code == 0 and smoke["status"] == "pass" and smoke["node"] == "oracle", smoke
+    assert "runs on linux/arm64: Redis server v=" in smoke["message"]
 
 
 def test_hot_gpu_on_starlord(fleet: Lab) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -160,13 +162,24 @@ def test_unreadable_image_fails_with_the_registry_message() -> None:
     assert res.status == "fail" and "does not exist" in res.message and res.hint == "check the image name"
 
 
-def test_smoke_command_uses_the_version_command_as_entrypoint() -> None:
+def test_smoke_runs_the_version_command_as_entrypoint_under_a_time_limit(tmp_path: Path) -> None:
     smoke = Smoke("r/vllm:1", "linux/amd64", ("python3", "-c", "import vllm"))
-    assert smoke.to_command().argv == ("docker", "run", "--rm", "--platform", "linux/amd64",
-                                       "--entrypoint", "python3", "r/vllm:1", "-c", "import vllm")
-    step = StepResult(smoke.to_command(), 1, "", "exec format error\n")
+    argv = smoke.to_command().argv
+    assert argv[:2] == ("sh", "-c") and argv[4:9] == ("30", "linux/amd64", "python3", "r/vllm:1", argv[8])
+    assert argv[8].startswith("swarm-smoke-") and argv[9:] == ("-c", "import vllm")
+    fake = tmp_path / "docker"  # records what the script runs
+    fake.write_text('#!/bin/sh\necho "$@" >> "$(dirname "$0")/calls"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    subprocess.run(argv, check=True, env=env)
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls[0] == "pull -q --platform linux/amd64 r/vllm:1"
+    assert calls[1] == f"run --rm --name {argv[8]} --platform linux/amd64 --entrypoint python3 r/vllm:1 -c import vllm"
+    step = StepResult(smoke.to_command(), 1, "", "exec format error\nRun 'docker run --help'\n")
     res = checks.check_smoke("oracle", "r/vllm:1", "linux/arm64", step)
     assert res.status == "fail" and "exec format error" in res.message
+    hung = checks.check_smoke("oracle", "r/vllm:1", "linux/arm64", replace(step, exit_status=124))
+    assert hung.status == "warn" and "still running after 30 s" in hung.message
 
 
 # --- GPUs ------------------------------------------------------------------------------------
