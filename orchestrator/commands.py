@@ -472,8 +472,10 @@ def compose_remove(project: str, file: str, services: Sequence[str]) -> Command:
     return Command(_compose(project, file, "rm", "--stop", "--force", "--", *services), mutates=True)
 
 
-def infra_ready(deploy_root: str, network: str) -> Command:
-    """Prints `ready` when the deploy dirs and the fleet network exist."""
+def infra_ready(deploy_root: str, network: str | None) -> Command:
+    """Prints `ready` when the deploy dirs (and the fleet network, when given) exist."""
+    if network is None:
+        return _sh('if [ -d "$1/releases" ]; then echo ready; else echo missing; fi', deploy_root, mutates=False)
     script = (
         'if [ -d "$1/releases" ] && docker network inspect -- "$2" >/dev/null 2>&1; '
         'then echo ready; else echo missing; fi'

@@ -154,6 +154,7 @@ class Deployer:
         self.secrets = secret_source or SecretSource.from_project(project)
         self.phase: Phase = project.playbook.phase(options.phase)
         self.transports: dict[str, Transport] = {}
+        self._infra_missing: dict[str, bool] = {}
         self.consul = ConsulSync.from_project(project, bus)
 
     # ------------------------------------------------------------ entry
@@ -206,27 +207,38 @@ class Deployer:
         return plans
 
     async def _facts(self, node: Node) -> NodeState:
-        """The one command a no-op run costs: current release, releases, containers."""
+        """The one command a no-op run costs: current release, releases, containers.
+
+        Docker is only asked about when the phase runs services on the node or creates the
+        fleet network, so a phase of plain directories works on SSH-only machines.
+        """
         root = node.deploy_root
-        steps = [cmd.read_file(f"{root}/current/release.json"), cmd.list_releases(root), cmd.docker_ps_all()]
-        if self.phase.kind == "infrastructure":
-            steps.append(cmd.infra_ready(root, self.project.inventory.spec.network.name))
+        infra = self.phase.spec.infrastructure if self.phase.kind == "infrastructure" else None
+        wants_docker = bool(self.phase.services_on(node.name)) or bool(infra and infra.network)
+        steps = [cmd.read_file(f"{root}/current/release.json"), cmd.list_releases(root)]
+        if wants_docker:
+            steps.append(cmd.docker_ps_all())
+        if infra is not None:
+            network = self.project.inventory.spec.network.name if infra.network else None
+            steps.append(cmd.infra_ready(root, network))
         result = await self.transports[node.name].run(cmd.Script.of(*steps, stop_on_error=False), check=False)
         if not result.steps or result.steps[0].exit_status is None:
             raise RuntimeFailure(f"{node.name}: could not read the node's state: {result.stderr.strip()[:200]}")
-        docker = result.steps[2]
-        if not docker.ok:
-            raise RuntimeFailure(f"{node.name}: docker is not usable by {node.ssh.user}: {docker.stderr.strip()[:200]}",
-                                 hint="is dockerd running, and is the user in the docker group?")
+        containers: tuple[dict[str, Any], ...] = ()
+        if wants_docker:
+            docker = result.steps[2]
+            if not docker.ok:
+                raise RuntimeFailure(
+                    f"{node.name}: docker is not usable by {node.ssh.user}: {docker.stderr.strip()[:200]}",
+                    hint="is dockerd running, and is the user in the docker group?")
+            containers = parse_containers(docker.stdout)
         state = NodeState(
             node=node.name,
             current=parse_release_json(cmd.parse_read_file(result.steps[0].stdout), node.name),
             releases=parse_releases(result.steps[1].stdout),
-            containers=parse_containers(docker.stdout),
+            containers=containers,
         )
-        infra_missing = len(result.steps) > 3 and result.steps[3].stdout.strip() != "ready"
-        self._infra_missing = getattr(self, "_infra_missing", {})
-        self._infra_missing[node.name] = infra_missing
+        self._infra_missing[node.name] = infra is not None and result.steps[-1].stdout.strip() != "ready"
         self.bus.emit("facts", "ok", host=node.name, phase=self.phase.id,
                       message=f"current {state.current_id or 'none'}")
         return state
@@ -244,7 +256,7 @@ class Deployer:
                 to_apply.append(svc.name)
         return NodePlan(node=node, render=render, content=content, state=state, services=services,
                         to_apply=to_apply, adopted=adopted,
-                        infra_missing=getattr(self, "_infra_missing", {}).get(node.name, False))
+                        infra_missing=self._infra_missing.get(node.name, False))
 
     @staticmethod
     def _protected_running(state: NodeState, svc: Service) -> bool:
@@ -434,9 +446,12 @@ class Deployer:
         if plan.state.current_id:
             steps.append(cmd.carry_env_files(f"{node.deploy_root}/current", f"{node.deploy_root}/{plan.release_dir}"))
         if self.phase.kind == "infrastructure":
-            net = self.project.inventory.spec.network
-            dirs = [f"{node.deploy_root}/{d}" for d in self.phase.spec.infrastructure.directories]
-            steps += [cmd.mkdir_p(*dirs), cmd.network_create(net.name, net.subnet)]
+            infra = self.phase.spec.infrastructure
+            dirs = [f"{node.deploy_root}/{d}" for d in infra.directories]
+            steps.append(cmd.mkdir_p(*dirs))
+            if infra.network:
+                net = self.project.inventory.spec.network
+                steps.append(cmd.network_create(net.name, net.subnet))
         if plan.to_apply:
             steps.append(cmd.compose_up(node.project, plan.compose_file, plan.to_apply))
         self.bus.emit("apply", "start", host=node.name, phase=self.phase.id,
