@@ -10,6 +10,7 @@ setup:
 ## Everything CI runs: lint, rendered tree fresh, unit + lab integration tests.
 test: setup
 	$(PY) -m ruff check orchestrator tests
+	$(PY) -m mypy orchestrator
 	$(PY) -m orchestrator.cli render --check
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
