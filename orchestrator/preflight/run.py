@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import httpx
 
@@ -146,15 +147,16 @@ async def run_checks(
     images_task = _images(project, scope)
     secrets_task = asyncio.to_thread(_missing_secrets, project, scope)
     probes_task = _protected_probes(project, scope)
-    facts_list, images, missing, probes = await asyncio.gather(
-        facts_task, images_task, secrets_task, probes_task
+    facts_list, (images, registry_s), (missing, vault_s), probes = await asyncio.gather(
+        facts_task, _timed(images_task), _timed(secrets_task), probes_task
     )
     facts = dict(zip([n.name for n in reachable], facts_list, strict=True))
     out: list[CheckResult] = []
     for node in scope.nodes:
-        out.extend(_node_results(project, scope, node, facts.get(node.name), ssh_errors, deps,
-                                 images, probes))
-    out.extend(_secret_results(project, scope, missing))
+        answer, seconds = facts.get(node.name, (None, 0.0))
+        results = _node_results(project, scope, node, answer, ssh_errors, deps, images, probes)
+        out.extend(_timed_results(results, seconds, registry_s))
+    out.extend(_timed_results(_secret_results(project, scope, missing), vault_s, 0.0))
     pins = {ref: a.pinned for ref, a in images.items() if isinstance(a, ImageIndex)}
     return out, pins
 
@@ -178,13 +180,32 @@ def _smokes(project: Project, services: Sequence[Service]) -> tuple[Smoke, ...]:
     return tuple(seen.values())
 
 
-async def _facts(transport: Transport, request: FactsRequest, node: Node) -> NodeFacts | SwarmError:
+async def _facts(
+    transport: Transport, request: FactsRequest, node: Node
+) -> tuple[NodeFacts | SwarmError, float]:
     timeout = SMOKE_TIMEOUT_S if request.smokes else FACTS_TIMEOUT_S
+    started = time.monotonic()
     try:
         answer = await transport.run(probe_script(request), check=False, timeout=timeout)
-        return parse_facts(request, answer.steps, node.name)
+        return parse_facts(request, answer.steps, node.name), time.monotonic() - started
     except SwarmError as exc:
-        return exc
+        return exc, time.monotonic() - started
+
+
+T = TypeVar("T")
+
+
+async def _timed(work: Awaitable[T]) -> tuple[T, float]:
+    started = time.monotonic()
+    answer = await work
+    return answer, time.monotonic() - started
+
+
+def _timed_results(
+    results: Sequence[CheckResult], node_s: float, registry_s: float
+) -> list[CheckResult]:
+    """What each check waited for: the node's facts command, or the registry for images."""
+    return [replace(r, duration_s=registry_s if r.check == "image" else node_s) for r in results]
 
 
 # --- registry, Vault, HTTP --------------------------------------------------------------------

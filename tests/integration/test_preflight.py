@@ -171,6 +171,7 @@ def test_every_check_passes_on_the_deployed_fleet(fleet: Lab) -> None:
     assert {"ssh", "arch", "docker", "compose", "disk", "image", "gpu-thermal", "gpu-free-vram",
             "gpu-runtime", "port", "protected", "secrets", "network"} <= checks
     assert {r["node"] for r in report["results"]} == {"oracle", "starlord", "thanos"}
+    assert all(r["duration_s"] > 0 for r in report["results"] if r["check"] in ("ssh", "image"))
     assert all("@sha256:" in pin for pin in report["pins"].values()) and report["pins"]
     assert not any(v in json.dumps(report) for v in secret_values())
 

@@ -441,6 +441,7 @@ def test_scope_skips_optional_nodes_unless_asked(project: Project) -> None:
     assert "redis-cache" not in {s.name for s in everything.services}
     phase5 = scope_for(project, 5)
     assert [n.name for n in phase5.nodes] == ["overflow"]
+    assert scope_for(project, 0) == everything  # phase 0, validation, checks every phase
     limited = scope_for(project, 4, "thanos")
     assert {s.node for s in limited.services} == {"thanos"}
 
