@@ -494,8 +494,8 @@ def _network_result(node: str, deps: Sequence[Dependency], facts: NodeFacts) -> 
     sources = ", ".join(sorted({d.source.name for d in deps}))
     subject = f"{target.node}:{deps[0].port} ({target.name})"
     probe = facts.probes.get(deps[0].endpoint)
-    if probe is None:
-        why = facts.probe_error or "no answer"
+    if probe is None or probe.untested:
+        why = probe.detail if probe else facts.probe_error or "no answer"
         return result("network", subject, node, "warn", f"could not test {deps[0].endpoint}: {why}")
     if probe.open:
         return result("network", subject, node, "pass",

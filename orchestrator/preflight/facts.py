@@ -100,6 +100,7 @@ class Probe:
     open: bool
     refused: bool
     detail: str
+    untested: bool = False  # no bash/timeout on the node: nothing was tried
 
 
 @dataclass(frozen=True)
@@ -285,7 +286,7 @@ def parse_probe_line(line: str) -> Probe | None:
     elif "Invalid argument" in text:  # what connect() says for a blackhole route
         text = "no route to host (blackholed)"
     elif "not found" in text or rc == "127":
-        text = "bash or timeout missing on the node: cannot test"
+        return Probe(parts[0], False, False, "bash or timeout missing on the node", untested=True)
     return Probe(parts[0], False, refused, _short(text) or f"exit {rc}")
 
 

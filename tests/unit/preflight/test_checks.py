@@ -346,6 +346,9 @@ def test_network_results(services: dict[str, Service]) -> None:
     [hole] = checks.check_network("thanos", [dep], probe_facts(
         **{endpoint: "closed 1 bash: connect: Invalid argument bash: line 1: /dev/tcp/x/1: Invalid argument"}))
     assert hole.status == "fail" and "no route to host (blackholed)" in hole.message
+    [untested] = checks.check_network(
+        "thanos", [dep], probe_facts(**{endpoint: "closed 127 sh: 1: timeout: not found"}))
+    assert untested.status == "warn" and "bash or timeout missing" in untested.message
     [slow] = checks.check_network("thanos", [dep], probe_facts(**{endpoint: "closed 124"}))
     assert slow.status == "fail" and "no answer within 3 s" in slow.message
     [down] = checks.check_network(
