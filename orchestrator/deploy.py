@@ -262,8 +262,10 @@ class Deployer:
     def _protected_running(state: NodeState, svc: Service) -> bool:
         if state.container_of(svc.name) is not None:
             return True
-        published = {f":{p.port}->" for p in svc.ports}
-        return any(any(m in str(c.get("Ports", "")) for m in published) for c in state.containers)
+        from .preflight.checks import published_ports
+
+        wanted = {p.port for p in svc.ports}
+        return any(wanted & published_ports(c) for c in state.containers)
 
     def _refuse_protected_changes(self, plan: NodePlan) -> None:
         for name in plan.adopted:
