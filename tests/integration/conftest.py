@@ -18,6 +18,7 @@ import pytest
 
 from orchestrator.errors import SwarmError
 from orchestrator.lab import api, host
+from tests.integration.labtools import deployed  # noqa: F401 - the deployed-fleet fixture
 
 LAB_NODES = ("oracle", "starlord", "thanos")
 

@@ -8,72 +8,26 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-SECRETS_FILE = REPO / "examples/lab-secrets.env"
-SECRET_VALUES = [line.split("=", 1)[1] for line in SECRETS_FILE.read_text().splitlines()
-                 if line and not line.startswith("#")]
+from tests.integration.labtools import (
+    REPO,
+    SECRET_VALUES,
+    container_ids,
+    lab_inventory_copy,
+    node_sh,
+    ok,
+    swarm,
+    tree_hashes,
+)
 
 pytestmark = pytest.mark.lab
-
-
-def swarm(lab, *args: str, inventory: Path | None = None, env: dict[str, str] | None = None,
-          timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "SWARM_STATE_DIR": str(lab.paths.root / "state"), **(env or {})}
-    argv = [sys.executable, "-m", "orchestrator.cli", "--project", str(REPO),
-            "-i", str(inventory or lab.inventory_path), *args]
-    return subprocess.run(argv, capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO)
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return result
-
-
-def node_sh(lab, node: str, *argv: str) -> str:
-    """Run argv on a node over ssh (quoted: ssh hands the remote shell one string)."""
-    result = subprocess.run(lab.ssh_argv(node, shlex.join(argv)), capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def container_ids(lab, node: str) -> dict[str, str]:
-    out = node_sh(lab, node, "docker", "ps", "--filter", f"label=com.docker.compose.project=swarm-{node}",
-                  "--format", '{{.Label "com.docker.compose.service"}} {{.ID}}')
-    return dict(line.split() for line in out.splitlines() if line.strip())
-
-
-def tree_hashes(lab, node: str) -> str:
-    return node_sh(lab, node, "sh", "-c", "cd /opt/ai-swarm && find . -type f ! -name audit.log | sort | xargs sha256sum")
-
-
-def lab_inventory_copy(lab, tmp_path: Path, change) -> Path:
-    data = yaml.safe_load(lab.inventory_path.read_text())
-    change(data)
-    path = tmp_path / "lab-inventory.yml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-@pytest.fixture(scope="module")
-def deployed(lab) -> Iterator[object]:
-    """Phases 1-4 of the reference fleet on the lab, as the README's demo does it."""
-    ok(swarm(lab, "deploy", "--phase", "1"))
-    ok(swarm(lab, "vault", "init", "--key-file", str(lab.paths.root / "vault-keys.json")))
-    ok(swarm(lab, "secrets", "push", "--env-file", str(SECRETS_FILE)))
-    for phase in ("2", "3", "4"):
-        ok(swarm(lab, "deploy", "--phase", phase))
-    yield lab
 
 
 def test_full_deploy_is_healthy_on_every_node(deployed) -> None:
