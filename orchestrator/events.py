@@ -69,6 +69,8 @@ class PlainRenderer:
     def __call__(self, event: Event) -> None:
         if event.kind in self.QUIET and event.state not in {"failed"} and self.verbose < 1:
             return
+        if event.kind == "consul" and event.state == "unchanged" and self.verbose < 1:
+            return
         if event.state == "waiting" and self.verbose < 1 and event.kind != "gate":
             return
         elapsed = time.monotonic() - self.started
