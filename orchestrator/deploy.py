@@ -155,6 +155,7 @@ class Deployer:
         self.phase: Phase = project.playbook.phase(options.phase)
         self.transports: dict[str, Transport] = {}
         self._infra_missing: dict[str, bool] = {}
+        self._pins: dict[str, str] = {}
         self.consul = ConsulSync.from_project(project, bus)
 
     # ------------------------------------------------------------ entry
@@ -386,6 +387,7 @@ class Deployer:
 
         report = await gate_phase(self.project, self.phase.id, [p.node for p in plans], self.transports, self.bus)
         require_passed(report)
+        self._pins = dict(report.pins)
         self.bus.emit("preflight", "ok", phase=self.phase.id,
                       message=f"{len(report.results)} checks passed ({len(report.warned)} warnings)")
 
@@ -442,6 +444,8 @@ class Deployer:
         applied.update({s.name: content.service_hashes[s.name] for s in plan.services})
         release_json = manifest(content, phase=self.phase.id, applied=applied, by=self.opts.by,
                                 previous=plan.state.current_id)
+        # The digests preflight checked for this node's platform, per service (what verify compares).
+        release_json["images"] = {s.name: self._pins[s.image] for s in plan.services if s.image in self._pins}
         tmp = f"releases/.tmp-{content.id}"
         data = tarball(content, tmp, release_json)
         steps: list[cmd.Command] = [cmd.extract_release(node.deploy_root, tmp, plan.release_dir)]

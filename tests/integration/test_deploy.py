@@ -107,6 +107,8 @@ def test_rollback_on_demand_and_to_a_named_release(deployed, tmp_path: Path) -> 
     ok(swarm(lab, "deploy", "--phase", "4", inventory=inventory))
     second = node_sh(lab, "thanos", "readlink", "/opt/ai-swarm/current").strip().rsplit("/", 1)[-1]
     assert second != first
+    release = json.loads(node_sh(lab, "thanos", "cat", "/opt/ai-swarm/current/release.json"))
+    assert "@sha256:" in release["images"]["vllm-backup"]  # the digest preflight checked
     ok(swarm(lab, "rollback", "--phase", "4"))
     assert node_sh(lab, "thanos", "readlink", "/opt/ai-swarm/current").strip().endswith(first)
     cmdline = node_sh(lab, "thanos", "docker", "inspect", "-f", "{{json .Args}}", "swarm-thanos-vllm-backup-1")
