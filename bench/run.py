@@ -198,10 +198,11 @@ def strace_running(log: Path) -> bool:
 
 def tcp22_per_address(log: Path) -> Counter[str]:
     """TCP connections to port 22 per address. A non-blocking connect that gevent finishes
-    with a second connect() on the same fd (EINPROGRESS, then = 0) is one connection."""
+    with a second connect() on the same fd (EINPROGRESS, then = 0) is one connection.
+    strace prefixes lines with the pid only once the traced command has forked."""
     pattern = re.compile(
-        r'^(\d+) connect\((\d+), \{sa_family=AF_INET, sin_port=htons\(22\), '
-        r'sin_addr=inet_addr\("([\d.]+)"\)\}, \d+\) = (.*)$'
+        r'^(?:(\d+) +)?connect\((\d+), \{sa_family=AF_INET, sin_port=htons\(22\), '
+        r'sin_addr=inet_addr\("([\d.]+)"\)\}, \d+(?:\) = (.*)| <unfinished \.\.\.>)$'
     )
     counts: Counter[str] = Counter()
     pending: set[tuple[str, str, str]] = set()
@@ -210,6 +211,7 @@ def tcp22_per_address(log: Path) -> Counter[str]:
         if not m:
             continue
         pid, fd, addr, result = m.groups()
+        result = result or "unfinished"
         key = (pid, fd, addr)
         if key in pending and not result.startswith("-1 EINPROGRESS"):
             pending.discard(key)
@@ -246,8 +248,10 @@ class Tool:
 class Swarm(Tool):
     name = "swarm"
 
-    def __init__(self, inventory: Path, playbook: Path | None, phases: tuple[str, ...]) -> None:
+    def __init__(self, inventory: Path, playbook: Path | None, phases: tuple[str, ...],
+                 seed_deploys: bool = False) -> None:
         self.inventory, self.playbook, self.phases = inventory, playbook, phases
+        self.seed_deploys = seed_deploys    # only on the bench's own light lab
         self.stats_files: list[Path] = []
 
     def calls(self, counting: bool, check: bool = False) -> list[Call]:
@@ -268,7 +272,15 @@ class Swarm(Tool):
         return out
 
     def seed(self) -> list[Outcome]:
-        """Never deploy from the benchmark: `--check` must already say nothing would change."""
+        """Never deploy to the shared fleet: `--check` must already say nothing would change."""
+        if self.seed_deploys:
+            # The first (changing) run on fresh light nodes: its preflight checks the docker
+            # engine even for a phase with no services and no network, which SSH-only nodes
+            # lack; measured no-op runs never run preflight (it only runs on changed nodes).
+            calls = self.calls(False)
+            for c in calls:
+                c.argv.append("--skip-preflight")
+            return [run_call(c) for c in calls]
         outcomes = [run_call(c) for c in self.calls(False, check=True)]
         for o in outcomes:
             events = [json.loads(x) for x in o.stdout.splitlines() if x.startswith("{")]
@@ -351,9 +363,10 @@ class Pyinfra(Tool):
         return [Call(argv + [str(self.inventory), str(self.deploy), "-y"], env)]
 
     def check_noop(self, outcome: Outcome) -> str | None:
-        total = re.search(r"Grand total\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)", outcome.stdout)
+        text = outcome.stdout + outcome.stderr  # pyinfra logs its results to stderr
+        total = re.search(r"Grand total\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)", text)
         if outcome.rc != 0 or not total or total.group(2) != "-" or total.group(3) != "-":
-            return f"rc={outcome.rc} totals {total.groups() if total else None}: {outcome.stdout[-400:]}"
+            return f"rc={outcome.rc} totals {total.groups() if total else None}: {text[-400:]}"
         return None
 
     def commands_per_host(self, outcomes: list[Outcome]) -> dict[str, dict[str, int]]:
@@ -378,7 +391,8 @@ def measure(scenario: str, tool: Tool, target: Target, repeat: int) -> dict[str,
     seed = tool.seed()
     samples, per_call = [], []
     for i in range(repeat):
-        wait_for_integration_tests(1800)
+        if integration_tests_running():
+            raise SystemExit(f"[{scenario}] tests started using the lab mid-measurement: rerun later")
         seconds, outcomes = run_sample(tool)
         for o in outcomes:
             why = tool.check_noop(o)
@@ -404,11 +418,16 @@ def count_run(scenario: str, tool: Tool) -> dict[str, object]:
         tcp.update(tcp22_per_address(log))
     per_host = tool.commands_per_host(outcomes)
     shutil.rmtree(tmp, ignore_errors=True)
-    say(f"[{scenario}] counting run: tcp {dict(tcp)} {per_host}")
-    return {"tcp_connections_per_host": summarize(tcp.values()),
-            "remote_per_host": {k: summarize(v[k] for v in per_host.values())
-                                for k in sorted({k for v in per_host.values() for k in v})},
-            "remote_by_host": per_host}
+    counts = {
+        "tcp_connections_per_host": summarize(tcp.values()),
+        "remote_per_host": {
+            k: summarize(v[k] for v in per_host.values())
+            for k in sorted({k for v in per_host.values() for k in v})
+        },
+        "remote_by_host": per_host,
+    }
+    say(f"[{scenario}] counting run: tcp {counts['tcp_connections_per_host']} {counts['remote_per_host']}")
+    return counts
 
 
 def summarize(values: object) -> dict[str, float]:
@@ -440,7 +459,7 @@ def light_tools(work: Path) -> tuple[Target, dict[str, Tool]]:
     ans_inv = write_ansible_inventory(target, work / "light-ansible.ini")
     py_inv = write_pyinfra_inventory(target, work / "light_pyinfra_inventory.py")
     return target, {
-        "light-swarm": Swarm(LIGHT_INVENTORY, LIGHT_PLAYBOOK, ("1",)),
+        "light-swarm": Swarm(LIGHT_INVENTORY, LIGHT_PLAYBOOK, ("1",), seed_deploys=True),
         "light-ansible": Ansible(ans_inv, BENCH / "ansible" / "light.yml", [], False),
         "light-ansible-pipelining": Ansible(ans_inv, BENCH / "ansible" / "light.yml", [], True),
         "light-pyinfra": Pyinfra(py_inv, BENCH / "pyinfra" / "light.py", {}),
@@ -473,14 +492,34 @@ def integration_tests_running() -> bool:
     return bool(others)
 
 
-def wait_for_integration_tests(limit: int) -> None:
-    """The fleet lab is shared with the integration suite: never measure while it runs."""
+def wait_for_integration_tests(limit: int) -> bool:
+    """The fleet lab is shared with the integration suite: never measure while it runs.
+    True when we had to wait (the lab may have changed meanwhile)."""
     deadline = time.monotonic() + limit
+    waited = False
     while integration_tests_running():
+        waited = True
         if time.monotonic() > deadline:
             raise SystemExit(f"integration tests still running on the lab after {limit}s: try later")
         say("integration tests are using the lab: waiting")
         time.sleep(15)
+    return waited
+
+
+def fleet_is_deployed() -> bool:
+    inv = str(LAB / "inventory.yml")
+    for phase in FLEET_PHASES:
+        proc = swarm_cli("-i", inv, "deploy", "--phase", phase, "--check", check=False)
+        if proc.returncode != 0 or "no changes" not in proc.stdout:
+            return False
+    return True
+
+
+def light_lab_is_up() -> bool:
+    try:
+        return bool(json.loads((LAB / "lab.json").read_text()).get("light"))
+    except (OSError, ValueError):
+        return False
 
 
 def light_lab_up() -> None:
@@ -492,6 +531,11 @@ def light_lab_up() -> None:
 def restore_fleet_lab() -> None:
     """Put the 3-node lab back and deploy phases 1-4 (as tests/integration's `deployed` fixture)."""
     swarm_cli("lab", "up", "--nodes", ",".join(FLEET_NODES))
+    deploy_fleet()
+
+
+def deploy_fleet() -> None:
+    """Phases 1-4 on the 3-node lab, as tests/integration's `deployed` fixture does."""
     inv = str(LAB / "inventory.yml")
     swarm_cli("-i", inv, "deploy", "--phase", "1")
     keys = LAB / "vault-keys.json"
@@ -510,6 +554,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, choices=range(1, 51), metavar="N")
     ap.add_argument("--out", type=Path, default=BENCH / "results.json")
     ap.add_argument("--wait", type=int, default=1800, help="seconds to wait for integration tests to end")
+    ap.add_argument("--deploy-if-needed", action="store_true",
+                    help="deploy phases 1-4 first when `deploy --check` shows the fleet is not deployed")
     ap.add_argument("--light-lab", action="store_true",
                     help="bring the 50-node light lab up for light-*, then restore the 3-node fleet")
     args = ap.parse_args()
@@ -524,12 +570,18 @@ def main() -> None:
     light = selected(["light-swarm", "light-ansible", "light-ansible-pipelining", "light-pyinfra"], args.only)
     if fleet:
         wait_for_integration_tests(args.wait)
+        if args.deploy_if_needed and not fleet_is_deployed():
+            deploy_fleet()
         target, tools = fleet_tools(work)
         for name in fleet:
             results["scenarios"][name] = measure(name, tools[name], target, args.repeat)
             save(args.out, results)
+    if light and not args.light_lab and not light_lab_is_up():
+        say("skipping light-*: the light lab is not up (pass --light-lab to bring it up and back)")
+        light = []
     if light:
         if args.light_lab:
+            wait_for_integration_tests(args.wait)
             light_lab_up()
         try:
             target, tools = light_tools(work)
