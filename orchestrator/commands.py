@@ -472,15 +472,14 @@ def compose_remove(project: str, file: str, services: Sequence[str]) -> Command:
     return Command(_compose(project, file, "rm", "--stop", "--force", "--", *services), mutates=True)
 
 
-def infra_ready(deploy_root: str, network: str | None) -> Command:
-    """Prints `ready` when the deploy dirs (and the fleet network, when given) exist."""
-    if network is None:
-        return _sh('if [ -d "$1/releases" ]; then echo ready; else echo missing; fi', deploy_root, mutates=False)
+def infra_ready(deploy_root: str, network: str | None, directories: Sequence[str] = ("releases",)) -> Command:
+    """Prints `ready` when every deploy dir (and the fleet network, when given) exists."""
     script = (
-        'if [ -d "$1/releases" ] && docker network inspect -- "$2" >/dev/null 2>&1; '
-        'then echo ready; else echo missing; fi'
+        'root=$1; net=$2; shift 2; for d; do [ -d "$root/$d" ] || { echo missing; exit 0; }; done; '
+        'if [ -n "$net" ] && ! docker network inspect -- "$net" >/dev/null 2>&1; then echo missing; exit 0; fi; '
+        'echo ready'
     )
-    return _sh(script, deploy_root, network, mutates=False)
+    return _sh(script, deploy_root, network or "", *directories, mutates=False)
 
 
 def release_manifests(deploy_root: str) -> Command:

@@ -221,7 +221,7 @@ class Deployer:
             steps.append(cmd.docker_ps_all())
         if infra is not None:
             network = self.project.inventory.spec.network.name if infra.network else None
-            steps.append(cmd.infra_ready(root, network))
+            steps.append(cmd.infra_ready(root, network, ["releases", *infra.directories]))
         result = await self.transports[node.name].run(cmd.Script.of(*steps, stop_on_error=False), check=False)
         if not result.steps or result.steps[0].exit_status is None:
             raise RuntimeFailure(f"{node.name}: could not read the node's state: {result.stderr.strip()[:200]}")

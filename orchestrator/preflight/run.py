@@ -275,8 +275,9 @@ def _node_results(
                 *image_results]
     spec = project.inventory.spec
     out = [checks.check_ssh(node, None), checks.check_arch(node, facts)]
-    out += checks.check_docker(node, facts, spec.min_docker)
-    out.append(checks.check_compose(node, facts, spec.min_compose))
+    if _needs_docker(project, scope, node, mine):
+        out += checks.check_docker(node, facts, spec.min_docker)
+        out.append(checks.check_compose(node, facts, spec.min_compose))
     out += checks.check_disk(node, facts, _disk_needed(project, mine, facts))
     out += image_results
     out += [checks.check_smoke(node.name, image, node.platform, step)
@@ -287,6 +288,17 @@ def _node_results(
     out += [checks.check_protected(node, s, facts, probes.get(s.name, [])) for s in mine if s.protected]
     out += checks.check_network(node.name, [d for d in deps if d.source.node == node.name], facts)
     return out
+
+
+def _needs_docker(project: Project, scope: Scope, node: Node, mine: Sequence[Service]) -> bool:
+    """Docker matters where services run or the fleet network is made; a phase of plain
+    directories works on SSH-only machines."""
+    if mine:
+        return True
+    phases = ([project.playbook.phase(scope.phase)] if scope.phase is not None
+              else list(project.playbook.phases))
+    return any(p.kind == "infrastructure" and p.spec.infrastructure.network and node.name in p.hosts
+               for p in phases)
 
 
 def _image_results(
