@@ -24,6 +24,7 @@ from typing import Any
 
 from . import commands as cmd
 from .consul_sync import ConsulSync
+from .containers import parse_containers, published_ports
 from .errors import InputError, LockHeld, PhaseFailed, RollbackFailed, RuntimeFailure, SwarmError
 from .events import EventBus
 from .health import Gate
@@ -35,7 +36,6 @@ from .release import (
     ReleaseContent,
     build_release,
     manifest,
-    parse_containers,
     parse_release_json,
     parse_releases,
     tarball,
@@ -263,8 +263,6 @@ class Deployer:
     def _protected_running(state: NodeState, svc: Service) -> bool:
         if state.container_of(svc.name) is not None:
             return True
-        from .preflight.checks import published_ports
-
         wanted = {p.port for p in svc.ports}
         return any(wanted & published_ports(c) for c in state.containers)
 
@@ -499,11 +497,12 @@ class Deployer:
                            previous=plan.state.current_id, services=plan.to_apply, adopted=plan.adopted)
         steps = [cmd.switch_symlink(plan.release_dir, f"{node.deploy_root}/current"),
                  cmd.append_file(f"{node.deploy_root}/audit.log")]
+        if prune:  # same round trip: pruning is last, so its failure cannot undo the switch
+            steps.append(cmd.remove_releases(node.deploy_root, prune))
         await self.transports[node.name].run(cmd.Script.of(*steps), input=audit)
         self.bus.emit("switch", "changed", host=node.name, phase=self.phase.id,
                       message=f"current -> {content.id}", release=content.id)
         if prune:
-            await self.transports[node.name].run(cmd.remove_releases(node.deploy_root, prune), check=False)
             self.bus.emit("prune", "changed", host=node.name, phase=self.phase.id,
                           message=f"removed {len(prune)} old release(s)")
 

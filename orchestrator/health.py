@@ -198,9 +198,14 @@ class Gate:
         return dict(zip(nodes, results, strict=True))
 
     async def _node_view(self, node: str) -> NodeView:
+        """One round trip per node and round, and none when nothing there needs the node."""
+        wants_compose = any(p.kind == "compose" for s in self.services if s.node == node for p in s.probes)
+        wants_heat = node in self.thermal_limits
+        if not (wants_compose or wants_heat):
+            return NodeView()
         transport = self.transports[node]
         commands: list[Command] = [compose_ps(f"swarm-{node}", self.compose_files[node])]
-        if node in self.thermal_limits:
+        if wants_heat:
             commands.append(Command(NVIDIA_SMI_QUERY, mutates=False))
         try:
             result = await transport.run(Script.of(*commands, stop_on_error=False), check=False, timeout=30)

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from .containers import label
 from .errors import InputError
 from .render import NodeRender, Service, render_string
 from .secrets import Secret
@@ -179,24 +180,13 @@ class NodeState:
 
     def container_of(self, service: str) -> dict[str, Any] | None:
         for c in self.containers:
-            if _label(c, "com.docker.compose.service") == service:
+            if label(c, "com.docker.compose.service") == service:
                 return c
         return None
 
     def previous_of(self, release_id: str) -> str | None:
         older = [r for r in self.releases if r < release_id]
         return older[-1] if older else None
-
-
-def _label(container: dict[str, Any], key: str) -> str | None:
-    labels = container.get("Labels", "")
-    if isinstance(labels, dict):
-        return labels.get(key)
-    for pair in str(labels).split(","):
-        k, _, v = pair.partition("=")
-        if k == key:
-            return v
-    return None
 
 
 def parse_release_json(text: str | None, node: str) -> dict[str, Any] | None:
@@ -211,15 +201,3 @@ def parse_release_json(text: str | None, node: str) -> dict[str, Any] | None:
 
 def parse_releases(stdout: str) -> tuple[str, ...]:
     return tuple(sorted(r for r in stdout.split() if r and not r.startswith(".")))
-
-
-def parse_containers(stdout: str) -> tuple[dict[str, Any], ...]:
-    out = []
-    for line in stdout.splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return tuple(out)

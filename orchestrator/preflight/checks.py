@@ -18,6 +18,8 @@ from typing import Any
 
 from orchestrator import gpu as gpu_mod
 from orchestrator.commands import StepResult
+from orchestrator.containers import label as container_label
+from orchestrator.containers import published_ports
 from orchestrator.errors import SwarmError
 from orchestrator.health import Outcome
 from orchestrator.images import arch_from_uname, parse_platform
@@ -298,34 +300,10 @@ def _finding(
 
 # --- ports ----------------------------------------------------------------------------------------
 
-_PUBLISHED_RE = re.compile(r":(\d+)(?:-(\d+))?->")
-
-
-def published_ports(container: Mapping[str, Any]) -> set[int]:
-    """Host ports in `docker ps` Ports text: `0.0.0.0:8000->8000/tcp, [::]:8000->...`;
-    docker writes consecutive ports as a range: `0.0.0.0:6333-6334->6333-6334/tcp`."""
-    ports: set[int] = set()
-    for first, last in _PUBLISHED_RE.findall(str(container.get("Ports", ""))):
-        ports.update(range(int(first), int(last or first) + 1))
-    return ports
-
-
-def _label_value(container: Mapping[str, Any], key: str) -> str | None:
-    labels = container.get("Labels", "")
-    if isinstance(labels, dict):
-        value = labels.get(key)
-        return str(value) if value is not None else None
-    for pair in str(labels).split(","):
-        name, sep, value = pair.partition("=")
-        if sep and name == key:
-            return value
-    return None
-
-
 def is_container_of(container: Mapping[str, Any], node: Node, service: str) -> bool:
     return (
-        _label_value(container, "com.docker.compose.project") == node.project
-        and _label_value(container, "com.docker.compose.service") == service
+        container_label(container, "com.docker.compose.project") == node.project
+        and container_label(container, "com.docker.compose.service") == service
     )
 
 
