@@ -40,7 +40,7 @@ def _dump() -> None:
 def main() -> None:
     ssh.SshTransport.__init__ = _recording_init  # type: ignore[method-assign]
     atexit.register(_dump)
-    from orchestrator.cli import main as cli_main
+    from orchestrator.cli.main import main as cli_main
 
     sys.argv[0] = "swarm"
     cli_main()

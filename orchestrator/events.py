@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .secrets import scrub
+from orchestrator.secrets import scrub
 
 States = ("start", "ok", "changed", "unchanged", "waiting", "failed", "skipped", "info", "rolled-back")
 

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from orchestrator.conformance.facts import FileInfo, Listener
-from orchestrator.gpu import GpuReading, check_thermal
-from orchestrator.render import Port
+from orchestrator.facts.gpu import GpuReading, check_thermal
+from orchestrator.render.fleet import Port
 
 SERVICE_LABEL = "com.docker.compose.service"
 PROJECT_LABEL = "com.docker.compose.project"

@@ -1,7 +1,7 @@
 """`swarm verify`: the click command (attached to the `swarm` group by orchestrator/cli.py).
 
-The project options, context and error handling are orchestrator.cli's, reached through
-the late-binding wrappers in orchestrator.preflight.cli: orchestrator.cli attaches this
+The project options, context and error handling are orchestrator.cli.main's, reached through
+the late-binding wrappers in orchestrator.preflight.cli: orchestrator.cli.main attaches this
 command while it is being imported, so importing it from here would be circular (and
 under `python -m orchestrator.cli` the group's Context lives in `__main__`).
 """
@@ -17,7 +17,7 @@ import click
 from orchestrator.preflight.cli import handle_errors, pass_ctx, project_options
 
 if TYPE_CHECKING:
-    from orchestrator.cli import Context
+    from orchestrator.cli.main import Context
 
 
 @click.command("verify")
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 @handle_errors
 def verify(ctx: Context, limit: str | None, phase: int | None, junit: Path | None, workers: int) -> None:
     """Check that the fleet is what the inventory, playbook and roles say (testinfra); exit 1 on drift."""
-    from orchestrator.verify import run_verify
+    from orchestrator.conformance.verify import run_verify
 
     code = run_verify(ctx.root, ctx.inventory, ctx.playbook, limit, phase, junit, workers, ctx.verbose)
     sys.exit(code)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator import commands as cmd
-from orchestrator.gpu import NVIDIA_SMI_QUERY, GpuReading, parse_nvidia_smi
-from orchestrator.release import RELEASE_FILE
+from orchestrator.facts.gpu import NVIDIA_SMI_QUERY, GpuReading, parse_nvidia_smi
+from orchestrator.render.release import RELEASE_FILE
 
 # A container may vanish between `ps` and `inspect` (auto-removed ones): inspect prints the
 # others and exits 1, which is not a failure to read the node.

@@ -22,8 +22,8 @@ import paramiko
 import testinfra.host
 from testinfra.backend.paramiko import ParamikoBackend
 
+from orchestrator.config.inventory import Inventory, Node
 from orchestrator.errors import TransportError
-from orchestrator.inventory import Inventory, Node
 
 PASSWORD_METHODS = frozenset({"password", "keyboard-interactive"})
 

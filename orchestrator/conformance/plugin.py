@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 import testinfra.host
 
+from orchestrator.config.inventory import Node
+from orchestrator.config.project import Project, load_project
 from orchestrator.conformance import hosts
 from orchestrator.conformance.facts import NodeFacts, facts_script, parse_facts
 from orchestrator.errors import SwarmError
-from orchestrator.inventory import Node
-from orchestrator.project import Project, load_project
-from orchestrator.render import FleetRender, Service, render_fleet
+from orchestrator.render.fleet import FleetRender, Service, render_fleet
 from orchestrator.secrets import Secret
 
 CONTEXT_KEY = pytest.StashKey["Conformance"]()
@@ -154,7 +154,7 @@ class Conformance:
     def secrets(self) -> dict[str, Secret]:
         """The secrets the scope's services use, read from Vault once."""
         if self._secrets is None:
-            from orchestrator.secrets_source import SecretSource
+            from orchestrator.clients.secrets_source import SecretSource
 
             source = SecretSource.from_project(self.project)
             names = source.names_for(self.scope.services)
@@ -177,7 +177,7 @@ class Conformance:
 
     def consul_statuses(self) -> dict[str, str]:
         if self._consul is None:
-            from orchestrator.consul import ConsulClient
+            from orchestrator.clients.consul import ConsulClient
 
             spec = self.project.inventory.spec.consul
             token_path = self.project.inventory.resolve_path(spec.token_file)
@@ -196,7 +196,7 @@ class Conformance:
 
 
 def default_preflight() -> Path:
-    from orchestrator.deploy import local_state_dir
+    from orchestrator.engine.deploy import local_state_dir
 
     return local_state_dir() / "preflight.json"
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from orchestrator.config.inventory import Node
 from orchestrator.conformance import checks
 from orchestrator.conformance.hosts import host_spec, password_auth_offered
 from orchestrator.conformance.plugin import Conformance
-from orchestrator.inventory import Node
-from orchestrator.release import RELEASE_FILE, env_file_body, service_hash
+from orchestrator.render.release import RELEASE_FILE, env_file_body, service_hash
 
 
 def explain(problems: list[str]) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator import images as image_refs
+from orchestrator.clients import images as image_refs
 from orchestrator.lab import oci, rootfs
 from orchestrator.lab.layout import REGISTRY
 from orchestrator.lab.oci import Blob, Entry, Layer, RuntimeConfig

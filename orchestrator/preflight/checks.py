@@ -16,18 +16,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator import gpu as gpu_mod
+from orchestrator.clients.images import arch_from_uname, parse_platform
+from orchestrator.clients.registry import ImageIndex, format_platforms
 from orchestrator.commands import StepResult
-from orchestrator.containers import label as container_label
-from orchestrator.containers import published_ports
+from orchestrator.config.inventory import Node
+from orchestrator.engine.gate import Outcome
 from orchestrator.errors import SwarmError
-from orchestrator.health import Outcome
-from orchestrator.images import arch_from_uname, parse_platform
-from orchestrator.inventory import Node
+from orchestrator.facts import gpu as gpu_mod
+from orchestrator.facts.containers import label as container_label
+from orchestrator.facts.containers import published_ports
 from orchestrator.preflight.facts import SMOKE_RUN_TIMEOUT_S, NodeFacts
 from orchestrator.preflight.report import CheckResult, Status
-from orchestrator.registry import ImageIndex, format_platforms
-from orchestrator.render import Service
+from orchestrator.render.fleet import Service
 
 GIB_MIB = 1024
 

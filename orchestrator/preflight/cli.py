@@ -28,18 +28,18 @@ from orchestrator.preflight.run import Options
 from orchestrator.preflight.run import preflight as run_preflight
 
 if TYPE_CHECKING:
-    from orchestrator.cli import Context
+    from orchestrator.cli.main import Context
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def handle_errors(fn: F) -> F:
-    """orchestrator.cli's error handling, looked up when the command runs: importing
-    orchestrator.cli here would be circular (it attaches these commands on import)."""
+    """orchestrator.cli.main's error handling, looked up when the command runs: importing
+    orchestrator.cli.main here would be circular (it attaches these commands on import)."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from orchestrator.cli import handle_errors as cli_handle_errors
+        from orchestrator.cli.main import handle_errors as cli_handle_errors
 
         return cli_handle_errors(fn)(*args, **kwargs)
 
@@ -64,7 +64,7 @@ def pass_ctx(fn: F) -> F:
 
 
 def project_options(fn: F) -> F:
-    """-i/--inventory and --playbook after the sub-command, as in orchestrator.cli."""
+    """-i/--inventory and --playbook after the sub-command, as in orchestrator.cli.main."""
 
     def setter(attr: str) -> Callable[[click.Context, Any, Path | None], None]:
         def set_value(ctx: click.Context, _: Any, value: Path | None) -> None:
@@ -263,6 +263,6 @@ def _systemctl(commands: tuple[tuple[str, ...], ...], *, run: bool) -> None:
 
 
 def attach(group: Any) -> None:
-    """Add `preflight` and `schedule` to a click group (what orchestrator.cli does)."""
+    """Add `preflight` and `schedule` to a click group (what orchestrator.cli.main does)."""
     group.add_command(preflight)
     group.add_command(schedule)

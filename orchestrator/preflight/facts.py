@@ -20,10 +20,10 @@ from typing import Any
 
 from orchestrator import commands as cmd
 from orchestrator.commands import Command, DiskFree, Script, StepResult
-from orchestrator.containers import parse_containers
 from orchestrator.errors import RuntimeFailure
-from orchestrator.gpu import NVIDIA_SMI_QUERY, GpuReading, parse_nvidia_smi
-from orchestrator.release import parse_release_json
+from orchestrator.facts.containers import parse_containers
+from orchestrator.facts.gpu import NVIDIA_SMI_QUERY, GpuReading, parse_nvidia_smi
+from orchestrator.render.release import parse_release_json
 
 # Free disk at a path, or at its nearest parent that exists and the user may stat (before
 # phase 1 made the deploy root; a docker root under a 0700 directory).

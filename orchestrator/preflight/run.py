@@ -22,11 +22,14 @@ from typing import TypeVar
 
 import httpx
 
-from orchestrator.deploy import connect_all, open_transports
+from orchestrator.clients.registry import Credentials, ImageIndex, RegistryClient
+from orchestrator.clients.secrets_source import SecretSource
+from orchestrator.config.inventory import Node
+from orchestrator.config.project import Project
+from orchestrator.engine.deploy import connect_all, open_transports
+from orchestrator.engine.gate import Outcome, http_probe
 from orchestrator.errors import RuntimeFailure, ServiceError, SwarmError
 from orchestrator.events import EventBus
-from orchestrator.health import Outcome, http_probe
-from orchestrator.inventory import Node
 from orchestrator.preflight import checks
 from orchestrator.preflight.facts import FactsRequest, NodeFacts, Smoke, parse_facts, probe_script
 from orchestrator.preflight.report import CheckResult, Report
@@ -39,11 +42,8 @@ from orchestrator.preflight.scope import (
     scope_for,
     vram_needs,
 )
-from orchestrator.project import Project
-from orchestrator.registry import Credentials, ImageIndex, RegistryClient
-from orchestrator.render import Service, build_services
+from orchestrator.render.fleet import Service, build_services
 from orchestrator.secrets import Secret
-from orchestrator.secrets_source import SecretSource
 from orchestrator.transport.base import Transport
 
 FACTS_TIMEOUT_S = 60.0

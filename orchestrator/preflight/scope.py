@@ -15,12 +15,12 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from orchestrator.config.inventory import Node
+from orchestrator.config.project import Project
 from orchestrator.errors import InputError
-from orchestrator.inventory import Node
-from orchestrator.plan import make_plan
 from orchestrator.preflight.checks import Dependency, VramNeed
-from orchestrator.project import Project
-from orchestrator.render import FleetRender, Service, build_services, render_fleet
+from orchestrator.render.fleet import FleetRender, Service, build_services, render_fleet
+from orchestrator.render.plan import make_plan
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from orchestrator.transport.base import (
 )
 
 if TYPE_CHECKING:
-    from orchestrator.inventory import Inventory, Node
+    from orchestrator.config.inventory import Inventory, Node
 
 T = TypeVar("T")
 

@@ -27,13 +27,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from orchestrator.cli import main
-from orchestrator.deploy import open_transports
+from orchestrator.cli.main import main
+from orchestrator.config.project import load_project
+from orchestrator.engine.deploy import open_transports
 from orchestrator.events import EventBus
 from orchestrator.lab.api import Lab
 from orchestrator.preflight.cli import attach
 from orchestrator.preflight.run import _connect_each, gate_phase
-from orchestrator.project import load_project
 
 REPO = Path(__file__).resolve().parents[2]
 SECRETS_FILE = REPO / "examples/lab-secrets.env"
@@ -41,7 +41,7 @@ SQUATTER = "swarm-preflight-squatter"
 
 pytestmark = pytest.mark.lab
 
-if "preflight" not in main.commands:  # until orchestrator.cli attaches it itself
+if "preflight" not in main.commands:  # until orchestrator.cli.main attaches it itself
     attach(main)
 
 
@@ -260,7 +260,7 @@ def test_port_taken_by_a_foreign_container(fleet: Lab, tmp_path: Path) -> None:
 
 
 def vault_client(lab: Lab) -> Any:
-    from orchestrator.vault import connect
+    from orchestrator.clients.vault import connect
 
     token = json.loads((lab.paths.root / "vault-keys.json").read_text())["root_token"]
     project = load_project(REPO, lab.inventory_path)

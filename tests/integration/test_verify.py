@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from orchestrator.clients.images import mirrored
 from orchestrator.commands import to_shell
-from orchestrator.images import mirrored
-from orchestrator.project import load_project
+from orchestrator.config.project import load_project
 
 REPO = Path(__file__).resolve().parents[2]
 SECRETS_FILE = REPO / "examples/lab-secrets.env"

@@ -8,8 +8,8 @@ import pytest
 
 from orchestrator.conformance import checks
 from orchestrator.conformance.facts import FileInfo, Listener
-from orchestrator.gpu import GpuReading
-from orchestrator.render import Port
+from orchestrator.facts.gpu import GpuReading
+from orchestrator.render.fleet import Port
 
 
 def container(**over: Any) -> dict[str, Any]:

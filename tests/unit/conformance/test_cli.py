@@ -8,7 +8,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from orchestrator.cli import main
+from orchestrator.cli.main import main
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -28,7 +28,7 @@ def test_bad_limit_exits_2(project_copy: Path) -> None:
 
 
 def test_runs_as_python_dash_m(project_copy: Path) -> None:
-    """`python -m orchestrator.cli verify` must import without a circular import."""
+    """`python -m orchestrator.cli.main verify` must import without a circular import."""
     done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--project", str(project_copy),
                            "verify", "--phase", "42"], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert done.returncode == 2, done.stderr

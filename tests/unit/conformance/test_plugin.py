@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.config.project import load_project
 from orchestrator.conformance import plugin
 from orchestrator.errors import InputError
-from orchestrator.project import load_project
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import gpu as gpu_parser
 from orchestrator.errors import InputError
+from orchestrator.facts import gpu as gpu_parser
 from orchestrator.lab import gpu, layout
 
 

@@ -92,7 +92,7 @@ def test_written_file_round_trips(tmp_path: Path) -> None:
 
 
 def test_lab_inventories_load_with_the_fleet_loader(tmp_path: Path) -> None:
-    from orchestrator.inventory import load_inventory
+    from orchestrator.config.inventory import load_inventory
 
     paths = layout.LabPaths(tmp_path)
     full = inventory.rewrite(_source(), layout.parse_nodes_option(None, False), paths)

@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.clients.images import Platform, parse_image_ref
+from orchestrator.clients.registry import ImageIndex, PlatformManifest
 from orchestrator.commands import Command, DiskFree, StepResult
+from orchestrator.config.inventory import Node
+from orchestrator.config.project import Project, load_project
+from orchestrator.engine.gate import Outcome
 from orchestrator.errors import ServiceError
-from orchestrator.gpu import GpuReading
-from orchestrator.health import Outcome
-from orchestrator.images import Platform, parse_image_ref
-from orchestrator.inventory import Node
+from orchestrator.facts.gpu import GpuReading
 from orchestrator.preflight import checks
 from orchestrator.preflight.facts import (
     FactsRequest,
@@ -36,9 +38,7 @@ from orchestrator.preflight.facts import (
 from orchestrator.preflight.report import Report
 from orchestrator.preflight.run import require_passed
 from orchestrator.preflight.scope import dependencies, scope_for
-from orchestrator.project import Project, load_project
-from orchestrator.registry import ImageIndex, PlatformManifest
-from orchestrator.render import Service, build_services, render_fleet
+from orchestrator.render.fleet import Service, build_services, render_fleet
 from orchestrator.transport.local import LocalTransport
 
 REPO = Path(__file__).resolve().parents[3]

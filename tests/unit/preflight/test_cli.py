@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from orchestrator.cli import main
+from orchestrator.cli.main import main
 from orchestrator.preflight.cli import attach
 
 REPO = Path(__file__).resolve().parents[3]
-RUN_SWARM = ("from orchestrator.cli import main; from orchestrator.preflight.cli import attach; "
+RUN_SWARM = ("from orchestrator.cli.main import main; from orchestrator.preflight.cli import attach; "
              "attach(main); main()")
 
 if "preflight" not in main.commands:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.inventory import load_inventory
+from orchestrator.config.inventory import load_inventory
 from orchestrator.transport.ssh import target_for
 
 SHIPPED = Path(__file__).parents[3] / "inventory" / "swarm.yml"

@@ -1,0 +1,1 @@
+"""Clients of the fleet's services seen from the controller: Vault, Consul, the image registry."""

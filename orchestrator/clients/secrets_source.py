@@ -1,0 +1,138 @@
+"""Where deploys get secret values: the playbook's `secrets:` block mapped onto Vault KV v2.
+
+`names_for(services)` lists the secrets a set of services needs (env files and probe
+bearer keys); `read(names)` fetches them, one KV read per Vault path, and fails before
+any node is touched when Vault is sealed, refuses the token, or lacks a key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orchestrator.config.playbook import SecretSpec
+from orchestrator.config.project import Project
+from orchestrator.config.roles import secret_names
+from orchestrator.errors import InputError, ServiceError
+from orchestrator.render.fleet import Service
+from orchestrator.secrets import Secret
+
+if TYPE_CHECKING:
+    from orchestrator.clients.vault import VaultClient
+
+
+def read_token_file(path: Path) -> Secret:
+    """A token file holds the token, or the JSON `swarm vault init` wrote (its root_token)."""
+    import json
+
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise InputError(f"cannot read the Vault token file {path}: {exc.strerror}") from None
+    if text.startswith("{"):
+        try:
+            text = str(json.loads(text)["root_token"])
+        except (ValueError, KeyError):
+            raise InputError(f"{path} is JSON without a root_token") from None
+    return Secret(text, "vault-token")
+
+
+@dataclass
+class SecretSource:
+    addr: str
+    mount: str
+    base_path: str
+    declared: dict[str, SecretSpec]
+    token_file: Path | None = None
+
+    @classmethod
+    def from_project(cls, project: Project) -> SecretSource:
+        vault = project.inventory.spec.vault
+        return cls(addr=vault.addr, mount=vault.mount, base_path=vault.path.strip("/"),
+                   declared=dict(project.playbook.spec.secrets),
+                   token_file=project.inventory.resolve_path(vault.token_file))
+
+    def full_path(self, spec: SecretSpec) -> str:
+        return f"{self.base_path}/{spec.path}".strip("/")
+
+    def names_for(self, services: Iterable[Service]) -> set[str]:
+        names: set[str] = set()
+        for svc in services:
+            for ref in svc.secret_env.values():
+                names.update(secret_names(ref))
+            names.update(p.bearer_secret for p in svc.probes if p.bearer_secret)
+        return names
+
+    def client(self) -> VaultClient:
+        from orchestrator.clients.vault import connect
+
+        token = None
+        if self.token_file is not None and self.token_file.exists():
+            token = read_token_file(self.token_file)
+        client = connect(self.addr, token=token)
+        client.require_unsealed()
+        return client
+
+    def read(self, names: set[str]) -> dict[str, Secret]:
+        unknown = sorted(n for n in names if n not in self.declared)
+        if unknown:
+            raise InputError(f"secrets used but not declared in the playbook: {', '.join(unknown)}")
+        client = self.client()
+        by_path: dict[str, dict[str, Secret]] = {}
+        out: dict[str, Secret] = {}
+        for name in sorted(names):
+            spec = self.declared[name]
+            path = self.full_path(spec)
+            if path not in by_path:
+                by_path[path] = client.read_secrets(self.mount, path)
+            values = by_path[path]
+            if spec.key not in values:
+                raise ServiceError(
+                    f"Vault at {self.addr}: {self.mount}/{path} has no key {spec.key!r} (secret {name})",
+                    hint="push it with `swarm secrets push --env-file FILE` before deploying")
+            out[name] = Secret(values[spec.key].reveal(), name)
+        return out
+
+    def missing(self, names: set[str]) -> list[str]:
+        """Names of secrets Vault lacks (never their values)."""
+        client = self.client()
+        required: dict[str, set[str]] = {}
+        for name in names:
+            spec = self.declared[name]
+            required.setdefault(self.full_path(spec), set()).add(spec.key)
+        gaps = client.missing(self.mount, required)
+        return sorted(n for n in names
+                      if self.declared[n].key in gaps.get(self.full_path(self.declared[n]), set()))
+
+
+def match_env_keys(env: dict[str, Secret], declared: dict[str, SecretSpec]) -> tuple[dict[str, Secret], list[str]]:
+    """Env-file keys -> declared secret names (case-insensitive: LITELLM_MASTER_KEY -> litellm_master_key)."""
+    lookup = {name.lower(): name for name in declared}
+    matched: dict[str, Secret] = {}
+    unknown: list[str] = []
+    for key, value in env.items():
+        name = lookup.get(key.lower())
+        if name is None:
+            unknown.append(key)
+        else:
+            matched[name] = value
+    return matched, sorted(unknown)
+
+
+def push(source: SecretSource, values: dict[str, Secret]) -> list[tuple[str, int, list[str], bool]]:
+    """Write values grouped by Vault path, check-and-set; unchanged paths are not rewritten.
+
+    Returns (path, version, key names, changed) — never values.
+    """
+    client = source.client()
+    groups: dict[str, dict[str, Secret]] = {}
+    for name, value in values.items():
+        spec = source.declared[name]
+        groups.setdefault(source.full_path(spec), {})[spec.key] = value
+    written = []
+    for path, data in sorted(groups.items()):
+        result = client.push(source.mount, path, data)
+        written.append((path, result.version, sorted(data), result.changed))
+    return written

@@ -1,0 +1,1 @@
+"""Loading and validating the project: inventory, playbook, roles (typed, frozen, path-qualified errors)."""

@@ -1,0 +1,110 @@
+"""`swarm verify`: run the conformance suite (orchestrator.conformance) with pytest.
+
+`run_verify` checks its input first (project, --limit, --phase: bad input is an
+`InputError`, exit 2), then runs pytest in this process on the conformance package with
+the plugin loaded, an empty ini of its own (so a project's pytest settings do not leak
+in), `--junitxml` when asked and `-n WORKERS --dist loadgroup` (one xdist group per
+node). It prints the plugin's per-node summary and returns 0 when every check passed,
+1 when any failed.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import click
+
+from orchestrator.config.project import load_project
+from orchestrator.conformance.plugin import make_scope, summary_lines
+from orchestrator.errors import InputError
+
+PACKAGE = "orchestrator.conformance"
+PLUGIN = "orchestrator.conformance.plugin"
+_USAGE_ERROR, _NO_TESTS = 4, 5
+
+
+def pytest_args(project_root: Path | None, inventory: Path | None, playbook: Path | None,
+                limit: str | None, phase: int | None, junit: Path | None, workers: int,
+                workdir: Path, verbose: int = 0) -> list[str]:
+    """The pytest command line of one verify run (pure: unit-tested)."""
+    ini = workdir / "pytest.ini"
+    args = ["-c", str(ini), "--rootdir", str(workdir), "-p", "no:cacheprovider",
+            "-p", "no:benchmark", "-p", PLUGIN,
+            "--pyargs", PACKAGE, "--swarm-results", str(workdir / "results.json"),
+            "-v" if verbose else "-q", "--tb=short" if verbose else "--tb=no", "-rN",
+            "-W", "ignore::pytest.PytestAssertRewriteWarning"]
+    for flag, value in (("--swarm-project", project_root), ("--swarm-inventory", inventory),
+                        ("--swarm-playbook", playbook), ("--swarm-limit", limit)):
+        if value is not None:
+            args += [flag, str(Path(value).resolve()) if isinstance(value, Path) else value]
+    if phase is not None:
+        args += ["--swarm-phase", str(phase)]
+    if junit is not None:
+        args += [f"--junitxml={Path(junit).resolve()}", "-o", "junit_family=xunit2",
+                 "-o", "junit_suite_name=swarm-verify"]
+    if workers > 1:
+        args += ["-n", str(workers), "--dist", "loadgroup"]
+    return args
+
+
+def check_input(project_root: Path | None, inventory: Path | None, playbook: Path | None,
+                limit: str | None, phase: int | None, workers: int) -> None:
+    """Fail with InputError (exit 2) before any node is contacted."""
+    if workers < 0:
+        raise InputError(f"-n: workers must be 0 or more, got {workers}")
+    project = load_project(project_root, inventory, playbook)
+    scope = make_scope(project, limit, phase)
+    if not scope.nodes:
+        raise InputError(f"nothing to verify: --limit {limit!r} and --phase {phase} select no node")
+
+
+def run_verify(project_root: Path | None, inventory: Path | None, playbook: Path | None,
+               limit: str | None, phase: int | None, junit: Path | None, workers: int,
+               verbose: int = 0) -> int:
+    """Run the conformance checks; 0 when the fleet conforms, 1 when any check failed."""
+    import pytest
+
+    check_input(project_root, inventory, playbook, limit, phase, workers)
+    with tempfile.TemporaryDirectory(prefix="swarm-verify-") as tmp:
+        workdir = Path(tmp)
+        (workdir / "pytest.ini").write_text("[pytest]\n")
+        code = int(pytest.main(pytest_args(project_root, inventory, playbook, limit, phase, junit,
+                                           workers, workdir, verbose)))
+        nodes = _read_results(workdir / "results.json")
+    if junit is not None and workers > 1:
+        plain_junit_names(Path(junit))
+    if code == _USAGE_ERROR:
+        raise InputError("pytest refused the verify run (see above)")
+    click.echo("")
+    for line in summary_lines(nodes):
+        click.echo(line)
+    if code == _NO_TESTS or not nodes:
+        raise InputError("nothing to verify: no check was collected")
+    failed = sum(int(str(n.get("failed", 0))) for n in nodes.values())
+    return 0 if code == 0 and not failed else 1
+
+
+def plain_junit_names(path: Path) -> None:
+    """Drop xdist's `@<node>` group suffix from test case names (the id names the node already)."""
+    import xml.etree.ElementTree as ET
+
+    from orchestrator.conformance.plugin import plain_id
+
+    try:
+        tree = ET.parse(path)
+    except (OSError, ET.ParseError):
+        return
+    for case in tree.getroot().iter("testcase"):
+        case.set("name", plain_id(case.get("name", "")))
+    tree.write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _read_results(path: Path) -> dict[str, dict[str, object]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    return nodes if isinstance(nodes, dict) else {}

@@ -1,0 +1,99 @@
+"""Consul registration as a deploy step: after a phase's gate passes, register its services;
+undo exactly that if the deploy later rolls back; deregister services the playbook dropped."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.config.project import Project
+from orchestrator.errors import ServiceError
+from orchestrator.events import EventBus
+from orchestrator.render.fleet import Service
+
+
+def registration(svc: Service, release: str, fleet: str) -> Any:
+    from orchestrator.clients.consul import CheckSpec, ServiceRegistration
+
+    spec = svc.consul
+    assert spec is not None
+    check = None
+    if spec.check is not None:
+        target = (f"http://{svc.address}:{spec.check.port}{spec.check.path}" if spec.check.kind == "http"
+                  else f"{svc.address}:{spec.check.port}")
+        check = CheckSpec(kind="http" if spec.check.kind == "http" else "tcp", target=target, interval=f"{int(spec.check.interval)}s",
+                          timeout=f"{int(spec.check.timeout)}s")
+    port = spec.check.port if spec.check else (svc.ports[0].port if svc.ports else 0)
+    meta = {**spec.meta, "swarm_fleet": fleet, "swarm_node": svc.node, "swarm_release": release,
+            "swarm_phase": str(svc.phase), "swarm_image": svc.image}
+    return ServiceRegistration(id=svc.name, name=spec.name, address=svc.address, port=port,
+                               tags=tuple(spec.tags), meta=meta, check=check)
+
+
+@dataclass
+class ConsulSync:
+    addr: str | None
+    fleet: str
+    bus: EventBus
+    token: str | None = None
+    undo_log: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
+
+    @classmethod
+    def from_project(cls, project: Project, bus: EventBus) -> ConsulSync:
+        spec = project.inventory.spec.consul
+        token = None
+        path = project.inventory.resolve_path(spec.token_file)
+        if path is not None and path.is_file():
+            token = path.read_text().strip()
+        return cls(addr=spec.addr if spec.register_services else None, fleet=project.inventory.fleet, bus=bus, token=token)
+
+    def _client(self) -> Any:
+        from orchestrator.clients.consul import ConsulClient
+
+        assert self.addr is not None
+        return ConsulClient(self.addr, self.token)
+
+    async def register(self, phase: int, services: list[Service], releases: dict[str, str]) -> None:
+        wanted = [s for s in services if s.consul is not None]
+        if self.addr is None or not wanted:
+            return
+        await asyncio.to_thread(self._register_sync, phase, wanted, releases)
+
+    def _register_sync(self, phase: int, services: list[Service], releases: dict[str, str]) -> None:
+        client = self._client()
+        before = client.registrations()
+        keep = {s.name for s in services}
+        for svc in services:
+            reg = registration(svc, releases.get(svc.node, ""), self.fleet)
+            self.undo_log.append((reg.id, before.get(reg.id)))
+            changed = client.register(reg)
+            self.bus.emit("consul", "changed" if changed else "unchanged", host=svc.node, phase=phase,
+                          message=f"{reg.id} as {reg.name} at {reg.address}:{reg.port}")
+        for sid, old in before.items():
+            meta = old.meta
+            if (meta.get("swarm_fleet") == self.fleet and meta.get("swarm_phase") == str(phase)
+                    and meta.get("swarm_node") in releases and sid not in keep):
+                self.undo_log.append((sid, old))
+                client.deregister(sid)
+                self.bus.emit("consul", "changed", host=meta.get("swarm_node"), phase=phase,
+                              message=f"{sid} deregistered (no longer in the playbook)")
+
+    async def undo(self) -> None:
+        """Put every registration this run touched back exactly as it was (checks included)."""
+        if self.addr is None or not self.undo_log:
+            return
+        await asyncio.to_thread(self._undo_sync)
+
+    def _undo_sync(self) -> None:
+        client = self._client()
+        for sid, old in reversed(self.undo_log):
+            try:
+                if old is None:
+                    client.deregister(sid)
+                else:
+                    client.register(old)
+                self.bus.emit("consul", "rolled-back", message=f"{sid} restored")
+            except ServiceError as exc:
+                self.bus.emit("consul", "failed", message=f"could not restore {sid}: {exc}")
+        self.undo_log.clear()

@@ -1,0 +1,203 @@
+"""Releases: the content a node receives, its identity, and what a node says it runs.
+
+A release is the node's rendered compose project + config files + env files (secret
+values from Vault, mode 0600). Its id is UTC time + a short hash of the content. The
+node keeps `releases/<id>/release.json` with, per service, the hash of the definition
+that was actually applied — a later phase or a no-op run compares those hashes and
+nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from orchestrator.errors import InputError
+from orchestrator.facts.containers import label
+from orchestrator.render.fleet import NodeRender, Service, render_string
+from orchestrator.secrets import Secret
+
+RELEASE_FILE = "release.json"
+ENV_MODE = 0o600
+FILE_MODE = 0o644
+
+
+# ---------------------------------------------------------------- env files
+
+
+def env_file_body(svc: Service, secrets: dict[str, Secret]) -> bytes:
+    """KEY='value' lines for compose's env_file; values are single-quoted, so compose takes them literally."""
+    lines = [f"# {svc.name}: written by swarm from Vault; mode 0600"]
+    for env_name, ref in sorted(svc.secret_env.items()):
+        value = _secret_value(svc, env_name, ref, secrets)
+        if "'" in value or "\n" in value or "\r" in value:
+            raise InputError(
+                f"secret for {svc.name} {env_name} contains a quote or newline, which an env file "
+                "cannot carry literally: rotate it to a value without them"
+            )
+        lines.append(f"{env_name}='{value}'")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _secret_value(svc: Service, env_name: str, ref: str, secrets: dict[str, Secret]) -> str:
+    if "{{" not in ref:
+        return _lookup(svc, env_name, ref, secrets).reveal()
+    context = {**svc.vars, "secrets": {k: v.reveal() for k, v in secrets.items()}}
+    return render_string(ref, context, f"secret_env.{env_name} of {svc.name}")
+
+
+def _lookup(svc: Service, env_name: str, name: str, secrets: dict[str, Secret]) -> Secret:
+    try:
+        return secrets[name]
+    except KeyError:
+        raise InputError(f"{svc.name} needs secret {name!r} for {env_name}, which Vault does not hold: "
+                         "push it with `swarm secrets push`") from None
+
+
+# ---------------------------------------------------------------- content
+
+
+@dataclass(frozen=True)
+class ReleaseContent:
+    node: str
+    files: dict[str, bytes]          # relative to the release directory
+    store: dict[str, bytes]          # relative to deploy_root (content-addressed configs)
+    service_hashes: dict[str, str]
+    hash: str
+    created: float = field(default_factory=time.time)
+
+    @property
+    def id(self) -> str:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.created))
+        return f"{stamp}-{self.hash[:8]}"
+
+    def mode(self, path: str) -> int:
+        return ENV_MODE if path.startswith("env/") else FILE_MODE
+
+    def public_files(self) -> dict[str, bytes]:
+        """Files safe to show (diff, check): everything but env files."""
+        return {p: d for p, d in self.files.items() if not p.startswith("env/")}
+
+
+def build_release(render: NodeRender, secrets: dict[str, Secret],
+                  only: set[str] | None = None) -> ReleaseContent:
+    """The release for a node; env files (and hashes) for the services in `only` (default: all).
+
+    A phase deploy writes env files for its own services only; the node carries the other
+    services' env files over from its current release (`commands.carry_env_files`).
+    """
+    files = dict(render.files)
+    hashes: dict[str, str] = {}
+    for svc in render.services:
+        if only is not None and svc.name not in only:
+            continue
+        env = env_file_body(svc, secrets) if svc.secret_env else b""
+        if env:
+            files[f"env/{svc.name}.env"] = env
+        hashes[svc.name] = service_hash(svc, env)
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(path.encode() + b"\0" + files[path] + b"\0")
+    return ReleaseContent(node=render.node.name, files=dict(sorted(files.items())), store=render.store,
+                          service_hashes=hashes, hash=digest.hexdigest())
+
+
+def service_hash(svc: Service, env: bytes) -> str:
+    body = yaml.safe_dump(svc.compose, sort_keys=True).encode()
+    return hashlib.sha256(body + b"\0" + hashlib.sha256(env).digest()).hexdigest()[:16]
+
+
+def manifest(content: ReleaseContent, *, phase: int, applied: dict[str, str], by: str,
+             previous: str | None) -> dict[str, Any]:
+    return {
+        "id": content.id,
+        "node": content.node,
+        "hash": content.hash,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(content.created)),
+        "phase": phase,
+        "by": by,
+        "previous": previous,
+        "services": content.service_hashes,
+        "applied": applied,
+    }
+
+
+def tarball(content: ReleaseContent, release_dir: str, release_json: dict[str, Any]) -> bytes:
+    """One tar (extracted at deploy_root) carrying the release dir and new config-store files."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _add_dir(tar, release_dir)
+        for path, data in content.files.items():
+            _add(tar, f"{release_dir}/{path}", data, content.mode(path))
+        _add(tar, f"{release_dir}/{RELEASE_FILE}", json.dumps(release_json, indent=2).encode(), FILE_MODE)
+        for path, data in content.store.items():
+            _add(tar, path, data, FILE_MODE)
+    return buf.getvalue()
+
+
+def _add_dir(tar: tarfile.TarFile, name: str) -> None:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = 0o755
+    info.mtime = int(time.time())
+    tar.addfile(info)
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = mode
+    info.mtime = int(time.time())
+    tar.addfile(info, io.BytesIO(data))
+
+
+# ---------------------------------------------------------------- what a node runs
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """What the facts command found on a node."""
+
+    node: str
+    current: dict[str, Any] | None
+    releases: tuple[str, ...]
+    containers: tuple[dict[str, Any], ...]
+
+    @property
+    def current_id(self) -> str | None:
+        return self.current["id"] if self.current else None
+
+    @property
+    def applied(self) -> dict[str, str]:
+        return dict(self.current.get("applied", {})) if self.current else {}
+
+    def container_of(self, service: str) -> dict[str, Any] | None:
+        for c in self.containers:
+            if label(c, "com.docker.compose.service") == service:
+                return c
+        return None
+
+    def previous_of(self, release_id: str) -> str | None:
+        older = [r for r in self.releases if r < release_id]
+        return older[-1] if older else None
+
+
+def parse_release_json(text: str | None, node: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return {"id": "unknown", "applied": {}, "corrupt": True}
+    return data if isinstance(data, dict) else None
+
+
+def parse_releases(stdout: str) -> tuple[str, ...]:
+    return tuple(sorted(r for r in stdout.split() if r and not r.startswith(".")))

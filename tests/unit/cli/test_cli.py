@@ -1,0 +1,68 @@
+"""The swarm command as a user runs it: output, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from orchestrator.cli.main import main
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def swarm(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_render_check_passes_on_the_repo() -> None:
+    result = swarm("render", "--check")
+    assert result.returncode == 0, result.stderr
+    assert "up to date" in result.stdout
+
+
+def test_render_check_fails_when_a_role_changes(project_copy: Path) -> None:
+    assert swarm("render", cwd=project_copy).returncode == 0
+    assert swarm("render", "--check", cwd=project_copy).returncode == 0
+    role = project_copy / "roles/grafana/role.yml"
+    role.write_text(role.read_text().replace("memory: 1g", "memory: 2g"))
+    result = swarm("render", "--check", cwd=project_copy)
+    assert result.returncode == 1
+    assert "stale:" in result.stderr and "oracle/compose.yml" in result.stderr
+
+
+def test_render_writes_node_projects(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["--project", str(REPO), "render", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "starlord/compose.yml").is_file()
+    assert (tmp_path / "oracle/config/haproxy/haproxy.cfg").is_file()
+
+
+def test_plan_json_lists_gpu_budget() -> None:
+    result = swarm("plan", "--output", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["feasible"] is True
+    gpu = data["nodes"]["starlord"]["gpus"][0]
+    assert {i["service"] for i in gpu["instances"]} == {"vllm-primary", "vllm-secondary"}
+
+
+def test_plan_phase_filters_services() -> None:
+    result = swarm("plan", "--phase", "4")
+    assert result.returncode == 0
+    assert "vllm-backup" in result.stdout and "vllm-primary" not in result.stdout
+
+
+def test_unknown_phase_is_exit_2() -> None:
+    result = swarm("plan", "--phase", "42")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: no phase 42") and "Traceback" not in result.stderr
+
+
+def test_missing_inventory_is_exit_2() -> None:
+    result = swarm("-i", "nope.yml", "plan")
+    assert result.returncode == 2
+    assert "nope.yml: inventory not found" in result.stderr

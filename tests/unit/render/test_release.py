@@ -1,0 +1,83 @@
+"""Release content: env files 0600 with literal values, stable hashes, masked diffs."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config.project import load_project
+from orchestrator.engine.deploy import audit_line, mask_env
+from orchestrator.errors import InputError
+from orchestrator.render.fleet import render_fleet
+from orchestrator.render.release import build_release, env_file_body, tarball
+from orchestrator.secrets import Secret
+
+REPO = Path(__file__).resolve().parents[3]
+SECRETS = {name: Secret(f"value-of-{name}-$HOME-`x`", name) for name in (
+    "postgres_password", "redis_password", "litellm_master_key", "litellm_salt_key", "vllm_api_key",
+    "webui_secret_key", "grafana_admin_password", "openrouter_api_key", "brave_api_key")}
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    return render_fleet(load_project(REPO), for_node=True)
+
+
+def test_env_file_carries_secret_literally_and_composes_templates(fleet) -> None:
+    litellm = fleet.service("litellm")
+    body = env_file_body(litellm, SECRETS).decode()
+    assert "LITELLM_MASTER_KEY='value-of-litellm_master_key-$HOME-`x`'" in body
+    assert "DATABASE_URL='postgresql://litellm:value-of-postgres_password-$HOME-`x`@postgres:5432/litellm'" in body
+
+
+def test_env_file_refuses_values_it_cannot_carry(fleet) -> None:
+    bad = {**SECRETS, "vllm_api_key": Secret("it's", "vllm_api_key")}
+    with pytest.raises(InputError, match="contains a quote or newline") as err:
+        env_file_body(fleet.service("vllm-primary"), bad)
+    assert "it's" not in str(err.value)
+
+
+def test_missing_secret_names_the_service(fleet) -> None:
+    partial = {k: v for k, v in SECRETS.items() if k != "vllm_api_key"}
+    with pytest.raises(InputError, match="vllm-primary needs secret 'vllm_api_key'"):
+        env_file_body(fleet.service("vllm-primary"), partial)
+
+
+def test_tarball_has_env_files_0600_and_the_config_store(fleet) -> None:
+    content = build_release(fleet.nodes["oracle"], SECRETS)
+    data = tarball(content, "releases/.tmp-x", {"id": content.id})
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert members["releases/.tmp-x/env/litellm.env"].mode == 0o600
+    assert members["releases/.tmp-x/compose.yml"].mode == 0o644
+    assert any(name.startswith("configs/haproxy/") and name.endswith("haproxy.cfg") for name in members)
+    assert "releases/.tmp-x/release.json" in members
+
+
+def test_hashes_change_only_for_the_service_whose_secret_changed(fleet) -> None:
+    a = build_release(fleet.nodes["oracle"], SECRETS)
+    b = build_release(fleet.nodes["oracle"], {**SECRETS, "grafana_admin_password": Secret("rotated", "g")})
+    changed = {s for s in a.service_hashes if a.service_hashes[s] != b.service_hashes[s]}
+    assert changed == {"grafana"}
+    assert a.hash != b.hash
+    assert build_release(fleet.nodes["oracle"], SECRETS).hash == a.hash
+
+
+def test_public_files_leave_env_out(fleet) -> None:
+    content = build_release(fleet.nodes["starlord"], SECRETS)
+    assert "env/vllm-primary.env" in content.files
+    assert not any(p.startswith("env/") for p in content.public_files())
+
+
+def test_mask_env_keeps_names_hides_values() -> None:
+    masked = mask_env("# comment\nA='secret-one'\nB=two\n")
+    assert masked == "# comment\nA=********\nB=********\n"
+
+
+def test_audit_line_is_scrubbed() -> None:
+    secret = Secret("super-secret-audit-value", "x")
+    line = audit_line("n1", "deploy", 2, "me@host", note=f"oops {secret.reveal()}").decode()
+    assert "super-secret-audit-value" not in line and "********" in line
