@@ -355,7 +355,7 @@ def secrets_list(ctx: Context) -> None:
 def secrets_check(ctx: Context, phase: int | None) -> None:
     """Exit 1 listing the secrets the playbook needs that Vault does not hold."""
     from orchestrator.clients.secrets_source import SecretSource
-    from orchestrator.render.fleet import build_services
+    from orchestrator.render.services import build_services
 
     project = ctx.project()
     source = SecretSource.from_project(project)

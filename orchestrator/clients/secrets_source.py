@@ -16,7 +16,7 @@ from orchestrator.config.playbook import SecretSpec
 from orchestrator.config.project import Project
 from orchestrator.config.roles import secret_names
 from orchestrator.errors import InputError, ServiceError
-from orchestrator.render.fleet import Service
+from orchestrator.render.services import Service
 from orchestrator.secrets import Secret
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from typing import Any
 
 from orchestrator.conformance.facts import FileInfo, Listener
 from orchestrator.facts.gpu import GpuReading, check_thermal
-from orchestrator.render.fleet import Port
+from orchestrator.render.services import Port
 
 SERVICE_LABEL = "com.docker.compose.service"
 PROJECT_LABEL = "com.docker.compose.project"

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from orchestrator.render.fleet import Service
+from orchestrator.render.services import Service
 from orchestrator.secrets import Secret
 
 POOL_BACKEND = "vllm_pool"

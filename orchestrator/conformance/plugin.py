@@ -26,7 +26,8 @@ from orchestrator.config.project import Project, load_project
 from orchestrator.conformance import hosts
 from orchestrator.conformance.facts import NodeFacts, facts_script, parse_facts
 from orchestrator.errors import SwarmError
-from orchestrator.render.fleet import FleetRender, Service, render_fleet
+from orchestrator.render.fleet import FleetRender, render_fleet
+from orchestrator.render.services import Service
 from orchestrator.secrets import Secret
 
 CONTEXT_KEY = pytest.StashKey["Conformance"]()

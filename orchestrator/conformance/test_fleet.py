@@ -7,7 +7,7 @@ import pytest
 
 from orchestrator.conformance import fleet
 from orchestrator.conformance.plugin import Conformance
-from orchestrator.render.fleet import Service
+from orchestrator.render.services import Service
 
 
 def explain(problems: list[str]) -> str:

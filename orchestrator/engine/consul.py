@@ -10,7 +10,7 @@ from typing import Any
 from orchestrator.config.project import Project
 from orchestrator.errors import ServiceError
 from orchestrator.events import EventBus
-from orchestrator.render.fleet import Service
+from orchestrator.render.services import Service
 
 
 def registration(svc: Service, release: str, fleet: str) -> Any:

@@ -39,7 +39,7 @@ from orchestrator.errors import (
 )
 from orchestrator.events import EventBus
 from orchestrator.facts.containers import parse_containers, published_ports
-from orchestrator.render.fleet import FleetRender, NodeRender, Service, render_fleet
+from orchestrator.render.fleet import FleetRender, NodeRender, render_fleet
 from orchestrator.render.release import (
     NodeState,
     ReleaseContent,
@@ -49,6 +49,7 @@ from orchestrator.render.release import (
     parse_releases,
     tarball,
 )
+from orchestrator.render.services import Service
 from orchestrator.secrets import MASK, Secret, scrub
 from orchestrator.transport.base import Transport
 from orchestrator.transport.recording import RecordingTransport

@@ -24,7 +24,7 @@ from orchestrator.config.playbook import GateSpec
 from orchestrator.errors import RuntimeFailure
 from orchestrator.events import EventBus
 from orchestrator.facts.gpu import NVIDIA_SMI_QUERY, GpuReading, parse_nvidia_smi
-from orchestrator.render.fleet import Probe, Service
+from orchestrator.render.services import Probe, Service
 from orchestrator.secrets import Secret
 from orchestrator.transport.base import Transport
 

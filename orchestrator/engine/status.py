@@ -10,8 +10,8 @@ from orchestrator.config.project import Project
 from orchestrator.engine.deploy import connect_all, open_transports
 from orchestrator.errors import SwarmError
 from orchestrator.events import EventBus
-from orchestrator.render.fleet import build_services
 from orchestrator.render.release import parse_release_json
+from orchestrator.render.services import build_services
 
 
 @dataclass

@@ -27,7 +27,7 @@ from orchestrator.facts.containers import label as container_label
 from orchestrator.facts.containers import published_ports
 from orchestrator.preflight.facts import SMOKE_RUN_TIMEOUT_S, NodeFacts
 from orchestrator.preflight.report import CheckResult, Status
-from orchestrator.render.fleet import Service
+from orchestrator.render.services import Service
 
 GIB_MIB = 1024
 

@@ -42,7 +42,7 @@ from orchestrator.preflight.scope import (
     scope_for,
     vram_needs,
 )
-from orchestrator.render.fleet import Service, build_services
+from orchestrator.render.services import Service, build_services
 from orchestrator.secrets import Secret
 from orchestrator.transport.base import Transport
 

@@ -19,8 +19,9 @@ from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project
 from orchestrator.errors import InputError
 from orchestrator.preflight.checks import Dependency, VramNeed
-from orchestrator.render.fleet import FleetRender, Service, build_services, render_fleet
+from orchestrator.render.fleet import FleetRender, render_fleet
 from orchestrator.render.plan import make_plan
+from orchestrator.render.services import Service, build_services
 
 
 @dataclass(frozen=True)

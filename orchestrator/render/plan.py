@@ -24,7 +24,7 @@ from orchestrator.config.models import Model
 from orchestrator.config.project import Project
 from orchestrator.config.yamlfile import load_yaml, validate
 from orchestrator.errors import PlanError
-from orchestrator.render.fleet import Service, build_services
+from orchestrator.render.services import Service, build_services
 
 GIB = 2**30
 RUNTIME_OVERHEAD_GIB = 1.5

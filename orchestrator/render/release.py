@@ -21,7 +21,9 @@ import yaml
 
 from orchestrator.errors import InputError
 from orchestrator.facts.containers import label
-from orchestrator.render.fleet import NodeRender, Service, render_string
+from orchestrator.render.fleet import NodeRender
+from orchestrator.render.services import Service
+from orchestrator.render.templates import render_string
 from orchestrator.secrets import Secret
 
 RELEASE_FILE = "release.json"

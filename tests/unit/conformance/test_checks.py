@@ -9,7 +9,7 @@ import pytest
 from orchestrator.conformance import checks
 from orchestrator.conformance.facts import FileInfo, Listener
 from orchestrator.facts.gpu import GpuReading
-from orchestrator.render.fleet import Port
+from orchestrator.render.services import Port
 
 
 def container(**over: Any) -> dict[str, Any]:

@@ -39,7 +39,7 @@ def test_stats_must_be_csv() -> None:
 
 class _Svc:
     def __init__(self, name: str, served: str, address: str, port: int) -> None:
-        from orchestrator.render.fleet import Port
+        from orchestrator.render.services import Port
 
         self.name, self.address = name, address
         self.vars = {"served_model_name": served}

@@ -16,7 +16,8 @@ from orchestrator.config.playbook import GateSpec
 from orchestrator.config.project import load_project
 from orchestrator.engine.gate import Gate, GateFailed, dig
 from orchestrator.events import EventBus
-from orchestrator.render.fleet import Port, Probe, render_fleet
+from orchestrator.render.fleet import render_fleet
+from orchestrator.render.services import Port, Probe
 from orchestrator.secrets import Secret
 from orchestrator.transport.local import LocalTransport
 

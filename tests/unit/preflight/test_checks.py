@@ -38,7 +38,8 @@ from orchestrator.preflight.facts import (
 from orchestrator.preflight.report import Report
 from orchestrator.preflight.run import require_passed
 from orchestrator.preflight.scope import dependencies, scope_for
-from orchestrator.render.fleet import Service, build_services, render_fleet
+from orchestrator.render.fleet import render_fleet
+from orchestrator.render.services import Service, build_services
 from orchestrator.transport.local import LocalTransport
 
 REPO = Path(__file__).resolve().parents[3]
