@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from orchestrator.errors import SwarmError
-from orchestrator.lab import api
+from orchestrator.lab import api, lock
 from orchestrator.lab.layout import REGISTRY, LabPaths
 
 _ROOT = click.option("--root", type=click.Path(path_type=Path), default=None,
@@ -38,8 +38,9 @@ def up(nodes: str | None, light: bool, source: Path | None, root: Path | None) -
     """Bring the lab up (removing any earlier one first)."""
     started = time.monotonic()
     try:
-        result = api.up(nodes, light, root=root, source_inventory=source or True,
-                        say=click.echo)
+        with lock.hold("swarm lab up", say=click.echo):
+            result = api.up(nodes, light, root=root, source_inventory=source or True,
+                            say=click.echo)
     except SwarmError as exc:
         _fail(exc)
         return
@@ -85,7 +86,8 @@ def status(root: Path | None) -> None:
 def down(root: Path | None) -> None:
     """Stop every lab process and remove namespaces, links and the bridge."""
     try:
-        api.down(LabPaths(root) if root else None, say=click.echo)
+        with lock.hold("swarm lab down", say=click.echo):
+            api.down(LabPaths(root) if root else None, say=click.echo)
     except SwarmError as exc:
         _fail(exc)
 

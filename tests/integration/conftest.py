@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import SwarmError
-from orchestrator.lab import api, host
+from orchestrator.lab import api, host, lock
 from tests.integration.labtools import deployed  # noqa: F401 - the deployed-fleet fixture
 
 LAB_NODES = ("oracle", "starlord", "thanos")
@@ -44,7 +44,14 @@ def running_lab() -> api.Lab | None:
 
 
 @pytest.fixture(scope="session")
-def lab() -> Iterator[api.Lab]:
+def lab_lock() -> Iterator[None]:
+    """The machine's one lab, held for this whole session (other sessions wait)."""
+    with lock.hold(f"pytest session {os.getpid()}", say=print):
+        yield
+
+
+@pytest.fixture(scope="session")
+def lab(lab_lock: None) -> Iterator[api.Lab]:
     reason = lab_skip_reason()
     if reason:
         pytest.skip(reason)

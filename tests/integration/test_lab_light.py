@@ -47,7 +47,7 @@ def _lab_processes(root: Path) -> list[str]:
             and line.split()[1] in ("sshd", "dockerd", "containerd", "docker-registr")]
 
 
-def test_fifty_light_nodes_then_nothing_left() -> None:
+def test_fifty_light_nodes_then_nothing_left(lab_lock: None) -> None:
     reason = host.check_can_run()
     if reason:
         pytest.skip(f"lab cannot run here: {reason}")
