@@ -46,6 +46,13 @@ class EventBus:
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
 
+    def close(self) -> None:
+        """The run is over: renderers that hold a terminal let it go."""
+        for sub in self._subscribers:
+            stop = getattr(sub, "stop", None)
+            if callable(stop):
+                stop()
+
     def emit(self, kind: str, state: str, *, host: str | None = None, phase: int | None = None,
              message: str = "", **data: Any) -> Event:
         event = Event(kind=kind, state=state, host=host, phase=phase, message=scrub(message), data=data)
@@ -57,28 +64,67 @@ class EventBus:
 
 
 class PlainRenderer:
-    """One line per event, for pipes and logs; quiet events only with -v."""
+    """One line per event, for pipes and logs; quiet events only with -v.
+
+    A gate's per-round progress is printed for each waiting service at most every
+    PROGRESS_EVERY seconds (every round with -v), so a 15-minute cold start visibly moves.
+    """
 
     QUIET = {"probe", "facts", "connect"}
+    PROGRESS_EVERY = 30.0
 
     def __init__(self, stream: TextIO | None = None, verbose: int = 0) -> None:
         self.stream = stream or sys.stderr
         self.verbose = verbose
         self.started = time.monotonic()
+        self._progress: dict[tuple[str | None, str], float] = {}
 
     def __call__(self, event: Event) -> None:
-        if event.kind in self.QUIET and event.state not in {"failed"} and self.verbose < 1:
-            return
-        if event.kind == "consul" and event.state == "unchanged" and self.verbose < 1:
-            return
-        if event.state == "waiting" and self.verbose < 1 and event.kind != "gate":
+        if not self._shown(event):
             return
         elapsed = time.monotonic() - self.started
         where = f"{event.host:<10} " if event.host else ""
         phase = f"[phase {event.phase}] " if event.phase is not None else ""
-        line = f"{elapsed:6.1f}s {phase}{where}{event.kind:<9} {event.state:<10} {event.message}".rstrip()
-        self.stream.write(scrub(line) + "\n")
+        line = f"{elapsed:6.1f}s {phase}{where}{event.kind:<9} {event.state:<10} {event.message}"
+        if event.state == "progress":
+            line += _progress_tail(event)
+        self.stream.write(scrub(line.rstrip()) + "\n")
         self.stream.flush()
+
+    def _shown(self, event: Event) -> bool:
+        if event.state == "progress":
+            return self._progress_due(event)
+        if self.verbose >= 1:
+            return True
+        if event.kind in self.QUIET and event.state != "failed":
+            return event.state == "skipped"
+        if event.kind == "consul" and event.state == "unchanged":
+            return False
+        return not (event.state == "waiting" and event.kind != "gate")
+
+    def _progress_due(self, event: Event) -> bool:
+        if self.verbose >= 1:
+            return True
+        key = (event.host, str(event.data.get("service", "")))
+        now = time.monotonic()
+        last = self._progress.get(key)
+        if last is None:
+            self._progress[key] = now  # the first round is the "waiting" line already
+            return False
+        if now - last < self.PROGRESS_EVERY:
+            return False
+        self._progress[key] = now
+        return True
+
+
+def _progress_tail(event: Event) -> str:
+    left = event.data.get("deadline_left")
+    return f" (deadline in {_duration(float(left))})" if isinstance(left, int | float) else ""
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 class JsonRenderer:
@@ -91,7 +137,8 @@ class JsonRenderer:
 
 
 class LiveRenderer:
-    """A live per-host table on a terminal: phase, step, host, state, elapsed."""
+    """A live table on a terminal: one row per host (its step), and while a gate waits one
+    row per service under it — state, how long it has held of min_healthy_time, deadline left."""
 
     def __init__(self, verbose: int = 0) -> None:
         from rich.console import Console
@@ -99,11 +146,13 @@ class LiveRenderer:
 
         self.console = Console(stderr=True)
         self.rows: dict[str, tuple[str, str, str, float]] = {}
+        self.services: dict[tuple[str, str], dict[str, Any]] = {}
         self.started = time.monotonic()
         self.phase: int | None = None
         self.verbose = verbose
-        self.live = Live(self._table(), console=self.console, refresh_per_second=8, transient=False)
+        self.live = Live(self._table(), console=self.console, refresh_per_second=4, transient=False)
         self.live.start()
+        self.stopped = False
 
     def _table(self) -> Any:
         from rich.table import Table
@@ -113,25 +162,57 @@ class LiveRenderer:
             table.add_column(col)
         now = time.monotonic()
         for host, (step, state, detail, since) in sorted(self.rows.items()):
-            colour = {"failed": "red", "ok": "green", "changed": "yellow", "unchanged": "green",
-                      "rolled-back": "magenta"}.get(state, "cyan")
-            table.add_row(host, step, f"[{colour}]{state}[/]", f"{now - since:5.1f}s", scrub(detail)[:80])
+            table.add_row(host, step, f"[{_colour(state)}]{state}[/]", f"{now - since:5.1f}s", scrub(detail)[:80])
+            for (h, name), row in sorted(self.services.items()):
+                if h == host:
+                    table.add_row("", f"  {name}", f"[{_colour(row['state'])}]{row['state']}[/]",
+                                  _held(row), scrub(row["detail"])[:80])
         return table
 
     def __call__(self, event: Event) -> None:
+        if self.stopped:
+            return
         if event.phase is not None:
             self.phase = event.phase
-        if event.host:
+        service = event.data.get("service")
+        if event.kind == "gate" and event.host and isinstance(service, str):
+            self._service(event, service)
+        elif event.host:
             since = self.rows.get(event.host, ("", "", "", time.monotonic()))[3]
             self.rows[event.host] = (event.kind, event.state, event.message, since)
-        elif event.kind == "run" and event.state in {"ok", "failed", "rolled-back"}:
+        elif event.kind in {"run", "rollback"} and event.state in {"ok", "failed", "rolled-back", "info", "start"}:
             self.live.console.print(scrub(event.message))
+        if event.kind == "gate" and event.state == "start" and event.host is None:
+            self.services.clear()
         self.live.update(self._table())
-        if event.kind == "run" and event.state in {"ok", "failed", "rolled-back", "unchanged"}:
-            self.stop()
+
+    def _service(self, event: Event, name: str) -> None:
+        row = self.services.setdefault((event.host or "", name), {"state": "waiting", "detail": ""})
+        row["detail"] = event.message.split(": ", 1)[-1]
+        if event.state == "ok":
+            row["state"] = "healthy"
+        elif event.state == "progress":
+            row.update(state="holding" if event.data.get("held") else "waiting",
+                       held=event.data.get("held"), hold=event.data.get("min_healthy"),
+                       left=event.data.get("deadline_left"))
 
     def stop(self) -> None:
-        self.live.stop()
+        if not self.stopped:
+            self.stopped = True
+            self.live.stop()
+
+
+def _colour(state: str) -> str:
+    return {"failed": "red", "ok": "green", "changed": "yellow", "unchanged": "green", "healthy": "green",
+            "rolled-back": "magenta"}.get(state, "cyan")
+
+
+def _held(row: dict[str, Any]) -> str:
+    held, hold, left = row.get("held"), row.get("hold"), row.get("left")
+    if row["state"] == "healthy" or not isinstance(left, int | float):
+        return ""
+    hold_text = f"{float(held or 0):.0f}/{float(hold or 0):g}s" if isinstance(hold, int | float) else ""
+    return f"{hold_text} ⏱{_duration(float(left))}"
 
 
 class AuditLog:
@@ -144,7 +225,7 @@ class AuditLog:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, event: Event) -> None:
-        if event.kind not in self.ACTIONS or event.state in {"start", "waiting", "info"}:
+        if event.kind not in self.ACTIONS or event.state in {"start", "waiting", "info", "progress"}:
             return
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(event.to_json() + "\n")

@@ -29,10 +29,13 @@ from orchestrator.commands.base import (
     to_shell,
 )
 from orchestrator.commands.docker import (
+    CONTAINER_FIELDS,
     compose_config_hash,
     compose_ps,
     compose_remove,
     compose_up,
+    container_logs,
+    container_states,
     docker_inspect,
     docker_ps_all,
     docker_pull,
@@ -59,27 +62,43 @@ from orchestrator.commands.files import (
     write_file,
 )
 from orchestrator.commands.lock import (
+    APPLIED_FILE,
     LOCK_HELD_EXIT,
+    LOOK_LOCKED,
+    LOOK_UNCHANGED,
+    SKIPPED_EXIT,
     lock_acquire,
     lock_holder,
     lock_release,
+    look_lock,
+    only_if_locked,
+    run_marker,
+    unlock_if_mine,
 )
 from orchestrator.commands.releases import (
+    STORE_SUFFIX,
+    TMP_PREFIX,
     carry_env_files,
+    copy_release,
     extract_release,
     infra_ready,
     list_releases,
     release_manifests,
+    remove_current,
+    remove_release,
     remove_releases,
+    remove_stale_tmp,
+    take_services,
 )
 from orchestrator.commands.system import (
     DiskFree,
     df,
     listening_ports,
+    node_clock,
     nvidia_smi_query,
     parse_df,
     parse_listening_ports,
     uname_m,
 )
 
-__all__ = ['Argv', 'Command', 'DiskFree', 'LOCK_HELD_EXIT', 'MISSING', 'PRESENT', 'Runnable', 'Script', 'StepResult', 'append_file', 'as_command', 'carry_env_files', 'cat_file', 'compose_config_hash', 'compose_ps', 'compose_remove', 'compose_up', 'df', 'docker_inspect', 'docker_ps_all', 'docker_pull', 'docker_version', 'extract_release', 'image_inspect', 'infra_ready', 'install_dir', 'list_releases', 'listening_ports', 'lock_acquire', 'lock_holder', 'lock_release', 'mkdir_p', 'mutates', 'mutating', 'network_create', 'nvidia_smi_query', 'parse_compose_ps', 'parse_config_hash', 'parse_df', 'parse_listening_ports', 'parse_read_file', 'parse_sha256sum', 'read_file', 'read_link', 'read_only', 'release_manifests', 'remove_releases', 'sh', 'sha256_files', 'sha256_tree', 'switch_symlink', 'to_shell', 'uname_m', 'write_file']
+__all__ = ['APPLIED_FILE', 'Argv', 'CONTAINER_FIELDS', 'Command', 'DiskFree', 'LOCK_HELD_EXIT', 'LOOK_LOCKED', 'LOOK_UNCHANGED', 'MISSING', 'PRESENT', 'Runnable', 'SKIPPED_EXIT', 'STORE_SUFFIX', 'Script', 'StepResult', 'TMP_PREFIX', 'append_file', 'as_command', 'carry_env_files', 'cat_file', 'compose_config_hash', 'compose_ps', 'compose_remove', 'compose_up', 'container_logs', 'container_states', 'copy_release', 'df', 'docker_inspect', 'docker_ps_all', 'docker_pull', 'docker_version', 'extract_release', 'image_inspect', 'infra_ready', 'install_dir', 'list_releases', 'listening_ports', 'lock_acquire', 'lock_holder', 'lock_release', 'look_lock', 'mkdir_p', 'mutates', 'mutating', 'network_create', 'node_clock', 'nvidia_smi_query', 'only_if_locked', 'parse_compose_ps', 'parse_config_hash', 'parse_df', 'parse_listening_ports', 'parse_read_file', 'parse_sha256sum', 'read_file', 'read_link', 'read_only', 'release_manifests', 'remove_current', 'remove_release', 'remove_releases', 'remove_stale_tmp', 'run_marker', 'sh', 'sha256_files', 'sha256_tree', 'switch_symlink', 'take_services', 'to_shell', 'uname_m', 'unlock_if_mine', 'write_file']

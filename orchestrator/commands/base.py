@@ -30,6 +30,7 @@ class Command:
 
     argv: Argv
     mutates: bool = True
+    label: str = field(default="", compare=False)  # a fixed script's name, for messages and tests
 
     def __post_init__(self) -> None:
         to_shell(self.argv)  # validates: non-empty, str only, no NUL
@@ -37,6 +38,15 @@ class Command:
     @property
     def shell(self) -> str:
         return to_shell(self.argv)
+
+    def describe(self) -> str:
+        """How the command reads in tests and logs: a fixed script by its name and data
+        (a label with a space in it is the whole description)."""
+        if self.label and " " in self.label:
+            return self.label
+        if self.label and self.argv[:2] == ("sh", "-c") and len(self.argv) > 3:
+            return " ".join([self.label, *map(_show, self.argv[4:])])
+        return " ".join(map(_show, self.argv))
 
     def __str__(self) -> str:
         return self.shell
@@ -50,9 +60,13 @@ def mutating(*argv: str) -> Command:
     return Command(tuple(argv), mutates=True)
 
 
-def sh(script: str, *args: str, mutates: bool) -> Command:
+def sh(script: str, *args: str, mutates: bool, label: str = "") -> Command:
     """A fixed shell snippet with data only as positional parameters ($1, $2, ...)."""
-    return Command(("sh", "-c", script, "sh", *args), mutates=mutates)
+    return Command(("sh", "-c", script, "sh", *args), mutates=mutates, label=label)
+
+
+def _show(arg: str) -> str:
+    return arg if arg and all(c.isalnum() or c in "-_./:=@,+%" for c in arg) else shlex.quote(arg)
 
 
 # --------------------------------------------------------------------------- scripts

@@ -20,14 +20,14 @@ def compose_up(
     wait: bool = False,
     wait_timeout: int | None = None,
 ) -> Command:
-    args = ["up", "-d", "--remove-orphans"]
+    args = ["up", "-d"]  # never --remove-orphans: nothing is removed that was not named
     if wait:
         args.append("--wait")
         if wait_timeout is not None:
             args += ["--wait-timeout", str(wait_timeout)]
     if services:
         args += ["--", *services]
-    return Command(_compose(project, file, *args), mutates=True)
+    return Command(_compose(project, file, *args), mutates=True, label="compose-up")
 
 
 def compose_ps(project: str, file: str) -> Command:
@@ -60,7 +60,7 @@ def network_create(name: str, subnet: str) -> Command:
         'docker network inspect -- "$1" >/dev/null 2>&1 || '
         'docker network create --subnet "$2" -- "$1"'
     )
-    return sh(script, name, subnet, mutates=True)
+    return sh(script, name, subnet, mutates=True, label="network-create")
 
 
 def docker_inspect(*names: str) -> Command:
@@ -82,9 +82,36 @@ def docker_version() -> Command:
 
 def docker_ps_all() -> Command:
     """Every container on the engine, one JSON object per line."""
-    return read_only("docker", "ps", "--all", "--no-trunc", "--format", "{{json .}}")
+    return Command(("docker", "ps", "--all", "--no-trunc", "--format", "{{json .}}"), mutates=False,
+                   label="docker-ps")
 
 
 def compose_remove(project: str, file: str, services: Sequence[str]) -> Command:
     """Stop and remove these services' containers (volumes are kept)."""
-    return Command(_compose(project, file, "rm", "--stop", "--force", "--", *services), mutates=True)
+    return Command(_compose(project, file, "rm", "--stop", "--force", "--", *services), mutates=True,
+                   label="compose-rm")
+
+
+# One line per container of a compose project, tab separated: what the health gate reads.
+CONTAINER_FIELDS = ("service", "id", "status", "restarting", "restarts", "started", "exit_code",
+                    "health", "created")
+_CONTAINER_FORMAT = "\t".join((
+    '{{index .Config.Labels "com.docker.compose.service"}}', "{{.Id}}", "{{.State.Status}}",
+    "{{.State.Restarting}}", "{{.RestartCount}}", "{{.State.StartedAt}}", "{{.State.ExitCode}}",
+    # `index` because docker formats a generic map here: `.State.Health` on a container
+    # without a healthcheck is "map has no entry" (an error), `index` is empty
+    '{{with (index .State "Health")}}{{.Status}}{{end}}', "{{.Created}}",
+))
+_STATES = ('ids=$(docker ps -aq --filter "label=com.docker.compose.project=$1") || exit; '
+           '[ -n "$ids" ] || exit 0; exec docker inspect --format "$2" $ids')
+
+
+def container_states(project: str) -> Command:
+    """State, restart count, start time and health of every container of `project`."""
+    return sh(_STATES, project, _CONTAINER_FORMAT, mutates=False, label="container-states")
+
+
+def container_logs(container: str, lines: int = 20) -> Command:
+    """The last lines a container wrote (stdout and stderr together)."""
+    return sh('docker logs --tail "$2" -- "$1" 2>&1', container, str(lines), mutates=False,
+              label="container-logs")

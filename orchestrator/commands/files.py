@@ -23,19 +23,20 @@ def install_dir(tmp: str, final: str) -> Command:
 def switch_symlink(target: str, link: str) -> Command:
     """Point `link` at `target` atomically (new symlink, then rename over the old)."""
     return sh(
-        'ln -sfn -- "$1" "$2.swarm-new" && mv -T -- "$2.swarm-new" "$2"', target, link, mutates=True
+        'ln -sfn -- "$1" "$2.swarm-new" && mv -T -- "$2.swarm-new" "$2"', target, link, mutates=True,
+        label="switch-symlink",
     )
 
 
 def read_link(link: str) -> Command:
     """Print a symlink's target, or nothing (exit 0) when it does not exist."""
-    return sh('readlink -- "$1" || true', link, mutates=False)
+    return sh('readlink -- "$1" || true', link, mutates=False, label="read-link")
 
 
 def read_file(path: str) -> Command:
     """Print `swarm:present` + the file, or `swarm:missing`; see `parse_read_file`."""
     script = f'if [ -f "$1" ]; then echo {PRESENT} && cat -- "$1"; else echo {MISSING}; fi'
-    return sh(script, path, mutates=False)
+    return sh(script, path, mutates=False, label="read-file")
 
 
 def parse_read_file(stdout: str) -> str | None:
@@ -58,12 +59,12 @@ def write_file(path: str, mode: int) -> Command:
         'umask 077 && mkdir -p -- "$(dirname -- "$1")" && t="$1.swarm-tmp.$$" && '
         'cat > "$t" && chmod "$2" "$t" && mv -f -- "$t" "$1" || { rm -f -- "$t"; exit 1; }'
     )
-    return sh(script, path, format(mode, "04o"), mutates=True)
+    return sh(script, path, format(mode, "04o"), mutates=True, label="write-file")
 
 
 def append_file(path: str) -> Command:
     """Append stdin to `path` (e.g. one audit JSON line), creating it 0600 if missing."""
-    return sh('umask 077 && mkdir -p -- "$(dirname -- "$1")" && cat >> "$1"', path, mutates=True)
+    return sh('umask 077 && mkdir -p -- "$(dirname -- "$1")" && cat >> "$1"', path, mutates=True, label="append-file")
 
 
 def cat_file(path: str) -> Command:
@@ -73,13 +74,13 @@ def cat_file(path: str) -> Command:
 def sha256_files(paths: Iterable[str]) -> Command:
     """sha256 of each existing file; missing files are skipped (see parse_sha256sum)."""
     script = 'for f; do if [ -f "$f" ]; then sha256sum -- "$f"; fi; done; true'
-    return sh(script, *paths, mutates=False)
+    return sh(script, *paths, mutates=False, label="sha256-files")
 
 
 def sha256_tree(directory: str) -> Command:
     """sha256 of every regular file under `directory` (nothing if it is missing)."""
     script = 'if [ -d "$1" ]; then find "$1" -type f -exec sha256sum -- {} +; fi'
-    return sh(script, directory, mutates=False)
+    return sh(script, directory, mutates=False, label="sha256-tree")
 
 
 def parse_sha256sum(stdout: str) -> dict[str, str]:

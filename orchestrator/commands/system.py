@@ -48,3 +48,8 @@ def nvidia_smi_query(fields: Sequence[str]) -> Command:
         "nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"
     )
 
+
+
+def node_clock() -> Command:
+    """The node's time in seconds since the epoch (container times are in node time)."""
+    return Command(("date", "+%s"), mutates=False, label="node-clock")

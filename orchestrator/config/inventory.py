@@ -30,6 +30,9 @@ class SshSettings(Model):
     known_hosts: str | None = "~/.ssh/known_hosts"
     connect_timeout: float = Field(10.0, gt=0)
     command_timeout: float = Field(300.0, gt=0)
+    # A dead link is noticed after about interval x count seconds without an answer.
+    keepalive_interval: float = Field(10.0, gt=0, le=3600)
+    keepalive_count: int = Field(3, ge=1, le=100)
 
 
 class SshOverride(Model):
@@ -39,6 +42,8 @@ class SshOverride(Model):
     known_hosts: str | None = None
     connect_timeout: float | None = Field(None, gt=0)
     command_timeout: float | None = Field(None, gt=0)
+    keepalive_interval: float | None = Field(None, gt=0, le=3600)
+    keepalive_count: int | None = Field(None, ge=1, le=100)
 
 
 class Gpu(Model):

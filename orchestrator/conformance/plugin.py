@@ -43,7 +43,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--swarm-inventory", type=Path, help="inventory file (default inventory/swarm.yml)")
     group.addoption("--swarm-playbook", type=Path, help="playbook file (default playbooks/ai-swarm.yml)")
     group.addoption("--swarm-limit", help="only these nodes or groups (comma separated)")
-    group.addoption("--swarm-phase", type=int, help="only the services of this phase (0: every phase)")
+    group.addoption("--swarm-phase", help="only the services of these phases: 3, 2-4, 2,4 (0: every phase)")
     group.addoption("--swarm-preflight", type=Path,
                     help="preflight JSON report whose pinned digests the images must match")
     group.addoption("--swarm-results", type=Path, help="write the per-node summary as JSON here")
@@ -72,10 +72,13 @@ class Scope:
         return [s for s in self.render.all_services() if s.role == role]
 
 
-def make_scope(project: Project, limit: str | None, phase: int | None) -> Scope:
-    phases = [p for p in project.playbook.phases if phase in (None, 0) or p.id == phase]
-    if phase not in (None, 0):
-        project.playbook.phase(phase)  # unknown phase -> InputError
+def make_scope(project: Project, limit: str | None, phase: str | int | None) -> Scope:
+    from orchestrator.engine.selection import parse_phases
+
+    ids = parse_phases(None if phase is None else str(phase), project)  # unknown -> InputError
+    if ids is not None and all(project.playbook.phase(i).kind == "preflight" for i in ids):
+        ids = None  # 0, validation: every phase
+    phases = [p for p in project.playbook.phases if ids is None or p.id in ids]
     hosts_in_phases = {h for p in phases for h in p.hosts}
     chosen = project.inventory.select(limit)
     nodes = tuple(n for n in chosen if n.name in hosts_in_phases and (limit or not n.spec.optional))

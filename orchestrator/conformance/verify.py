@@ -26,7 +26,7 @@ _USAGE_ERROR, _NO_TESTS = 4, 5
 
 
 def pytest_args(project_root: Path | None, inventory: Path | None, playbook: Path | None,
-                limit: str | None, phase: int | None, junit: Path | None, workers: int,
+                limit: str | None, phase: str | None, junit: Path | None, workers: int,
                 workdir: Path, verbose: int = 0) -> list[str]:
     """The pytest command line of one verify run (pure: unit-tested)."""
     ini = workdir / "pytest.ini"
@@ -50,7 +50,7 @@ def pytest_args(project_root: Path | None, inventory: Path | None, playbook: Pat
 
 
 def check_input(project_root: Path | None, inventory: Path | None, playbook: Path | None,
-                limit: str | None, phase: int | None, workers: int) -> None:
+                limit: str | None, phase: str | None, workers: int) -> None:
     """Fail with InputError (exit 2) before any node is contacted."""
     if workers < 0:
         raise InputError(f"-n: workers must be 0 or more, got {workers}")
@@ -61,7 +61,7 @@ def check_input(project_root: Path | None, inventory: Path | None, playbook: Pat
 
 
 def run_verify(project_root: Path | None, inventory: Path | None, playbook: Path | None,
-               limit: str | None, phase: int | None, junit: Path | None, workers: int,
+               limit: str | None, phase: str | None, junit: Path | None, workers: int,
                verbose: int = 0) -> int:
     """Run the conformance checks; 0 when the fleet conforms, 1 when any check failed."""
     import pytest

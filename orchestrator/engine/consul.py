@@ -1,5 +1,9 @@
 """Consul registration as a deploy step: after a phase's gate passes, register its services;
-undo exactly that if the deploy later rolls back; deregister services the playbook dropped."""
+undo exactly that if the deploy later rolls back; deregister services the playbook dropped.
+
+The undo log (what each touched registration was before) is also written into the
+controller's pending-unwind record (`undo_records`), so an unwind finished later by
+`swarm rollback --resume` puts Consul back too (`restore_records`)."""
 
 from __future__ import annotations
 
@@ -36,8 +40,8 @@ class ConsulSync:
     addr: str | None
     fleet: str
     bus: EventBus
-    token: str | None = None
-    undo_log: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
+    token: str | None = field(default=None, repr=False)  # an ACL token: never in a repr
+    undo_log: list[tuple[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_project(cls, project: Project, bus: EventBus) -> ConsulSync:
@@ -97,3 +101,33 @@ class ConsulSync:
             except ServiceError as exc:
                 self.bus.emit("consul", "failed", message=f"could not restore {sid}: {exc}")
         self.undo_log.clear()
+
+
+    def undo_records(self) -> list[list[Any]]:
+        """The undo log as JSON-able data: [service id, registration before or None]."""
+        return [[sid, registration_record(old) if old is not None else None]
+                for sid, old in self.undo_log]
+
+    def restore_records(self, records: list[list[Any]]) -> None:
+        """Load an undo log saved by `undo_records` (to finish an unwind)."""
+        self.undo_log = [(str(sid), registration_from_record(rec) if rec else None)
+                         for sid, rec in records]
+
+
+def registration_record(reg: Any) -> dict[str, Any]:
+    check = reg.check
+    return {"id": reg.id, "name": reg.name, "address": reg.address, "port": reg.port,
+            "tags": list(reg.tags), "meta": dict(reg.meta),
+            "check": None if check is None else {
+                "kind": check.kind, "target": check.target, "interval": check.interval,
+                "timeout": check.timeout, "deregister_after": check.deregister_after}}
+
+
+def registration_from_record(record: dict[str, Any]) -> Any:
+    from orchestrator.clients.consul import CheckSpec, ServiceRegistration
+
+    check = record.get("check")
+    return ServiceRegistration(id=record["id"], name=record["name"], address=record["address"],
+                               port=int(record["port"]), tags=tuple(record.get("tags", ())),
+                               meta=dict(record.get("meta", {})),
+                               check=CheckSpec(**check) if check else None)

@@ -14,81 +14,38 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from orchestrator.cli.common import (
+    Context,
+    handle_errors,
+    pass_ctx,
+    phase_option,
+    phases_of,
+    project_options,
+)
 from orchestrator.errors import InputError, SwarmError
 from orchestrator.preflight import schedule as sched
-from orchestrator.preflight.report import RENDERERS, Report, render, summary_line, write_atomic
-from orchestrator.preflight.run import Options
-from orchestrator.preflight.run import preflight as run_preflight
 
 if TYPE_CHECKING:
-    from orchestrator.cli.main import Context
+    from orchestrator.preflight.report import Report
+    from orchestrator.preflight.run import Options
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def handle_errors(fn: F) -> F:
-    """orchestrator.cli.main's error handling, looked up when the command runs: importing
-    orchestrator.cli.main here would be circular (it attaches these commands on import)."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from orchestrator.cli.main import handle_errors as cli_handle_errors
-
-        return cli_handle_errors(fn)(*args, **kwargs)
-
-    return cast(F, wrapper)
-
-
-def _root_context() -> Context:
-    """The `swarm` group's Context, found by shape rather than class: under
-    `python -m orchestrator.cli` the group's Context class lives in `__main__`."""
-    obj = click.get_current_context().find_root().obj
-    if obj is None or not hasattr(obj, "project"):
-        raise InputError("run this command through `swarm` (it needs the project options)")
-    return cast("Context", obj)
-
-
-def pass_ctx(fn: F) -> F:
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return fn(_root_context(), *args, **kwargs)
-
-    return cast(F, wrapper)
-
-
-def project_options(fn: F) -> F:
-    """-i/--inventory and --playbook after the sub-command, as in orchestrator.cli.main."""
-
-    def setter(attr: str) -> Callable[[click.Context, Any, Path | None], None]:
-        def set_value(ctx: click.Context, _: Any, value: Path | None) -> None:
-            obj = ctx.find_root().obj
-            if value is not None and obj is not None:
-                setattr(obj, attr, value)
-
-        return set_value
-
-    fn = click.option("-i", "--inventory", type=click.Path(path_type=Path), expose_value=False,
-                      callback=setter("inventory"), help="inventory file")(fn)
-    fn = click.option("--playbook", type=click.Path(path_type=Path), expose_value=False,
-                      callback=setter("playbook"), help="playbook file")(fn)
-    return fn
-
+RENDERERS = ("text", "json", "junit", "prometheus")
 
 def _run(ctx: Context, options: Options) -> Report:
     import asyncio
+
+    from orchestrator.preflight.run import preflight as run_preflight
 
     return asyncio.run(run_preflight(ctx.project(), options))
 
 
 @click.command("preflight")
-@click.option("--phase", type=int, help="only this phase's checks (default: every phase)")
+@phase_option
 @click.option("--limit", help="only these nodes or groups (comma separated)")
 @click.option("--output", type=click.Choice(list(RENDERERS)), default="text", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
@@ -100,11 +57,13 @@ def _run(ctx: Context, options: Options) -> Report:
 @project_options
 @pass_ctx
 @handle_errors
-def preflight(ctx: Context, phase: int | None, limit: str | None, output: str, out: Path | None,
+def preflight(ctx: Context, phase: str | None, limit: str | None, output: str, out: Path | None,
               smoke: bool, strict: bool, every: str | None) -> None:
     """Prove a phase can succeed before it starts: access, images per architecture, GPUs
     and heat, ports, the protected Qdrant, secrets, and the network between nodes."""
-    options = Options(phase=phase, limit=limit, smoke=smoke)
+    from orchestrator.preflight.run import Options
+
+    options = Options(phases=phases_of(ctx.project(), phase), limit=limit, smoke=smoke)
     if every is not None:
         _loop(ctx, options, output, out, every)
         return
@@ -114,6 +73,8 @@ def preflight(ctx: Context, phase: int | None, limit: str | None, output: str, o
 
 
 def _publish(report: Report, output: str, out: Path | None) -> None:
+    from orchestrator.preflight.report import render, summary_line, write_atomic
+
     text = render(report, output)
     if out is None:
         click.echo(text, nl=False)
@@ -123,6 +84,8 @@ def _publish(report: Report, output: str, out: Path | None) -> None:
 
 
 def _loop(ctx: Context, options: Options, output: str, out: Path | None, every: str) -> None:
+    from orchestrator.preflight.report import Report, render, summary_line
+
     interval = sched.parse_duration(every)
     render(Report.of([]), output)  # a bad --output fails now, not at the first run
 
@@ -186,7 +149,7 @@ def schedule() -> None:
 @click.option("--system", "scope", flag_value="system", help="system units (needs root)")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
               help="Prometheus text file the timer writes")
-@click.option("--phase", type=int, help="only this phase's checks")
+@phase_option
 @click.option("--limit", help="only these nodes or groups")
 @click.option("--name", default=sched.DEFAULT_NAME, show_default=True, help="unit name")
 @click.option("--enable", is_flag=True, help="also run systemctl daemon-reload + enable --now")
@@ -195,7 +158,7 @@ def schedule() -> None:
 @pass_ctx
 @handle_errors
 def schedule_install(ctx: Context, every: str | None, on_calendar: str | None, scope: str,
-                     out: Path | None, phase: int | None, limit: str | None, name: str,
+                     out: Path | None, phase: str | None, limit: str | None, name: str,
                      enable: bool, unit_dir: Path | None) -> None:
     """Write the service + timer that run `swarm preflight --output prometheus --out FILE`."""
     level = _scope(scope)
@@ -245,8 +208,8 @@ def _scope(value: str) -> sched.Scope:
     return "user"
 
 
-def _filters(phase: int | None, limit: str | None) -> list[str]:
-    args = ["--phase", str(phase)] if phase is not None else []
+def _filters(phase: str | None, limit: str | None) -> list[str]:
+    args = ["--phase", phase] if phase is not None else []
     return args + (["--limit", limit] if limit else [])
 
 

@@ -23,7 +23,7 @@ from orchestrator.commands import Command, DiskFree, Script, StepResult
 from orchestrator.errors import RuntimeFailure
 from orchestrator.facts.containers import parse_containers
 from orchestrator.facts.gpu import NVIDIA_SMI_QUERY, GpuReading, parse_nvidia_smi
-from orchestrator.render.release import parse_release_json
+from orchestrator.facts.node import parse_release_json
 
 # Free disk at a path, or at its nearest parent that exists and the user may stat (before
 # phase 1 made the deploy root; a docker root under a 0700 directory).
@@ -243,7 +243,7 @@ def _current(step: StepResult, node: str) -> dict[str, Any] | None:
     if not step.ok:
         return None
     try:
-        return parse_release_json(cmd.parse_read_file(step.stdout), node)
+        return parse_release_json(cmd.parse_read_file(step.stdout))
     except (ValueError, RuntimeFailure):
         return None
 

@@ -5,10 +5,10 @@ command on each (`facts.probe_script`), while the registry is asked about every 
 of the scope and Vault about every secret, all concurrently; protected services are
 probed over HTTP from here. The answers go through the pure checks of `checks.py`.
 
-`gate_phase(project, phase_id, nodes, transports, bus)` is the same over connections a
-deploy has already opened (the deploy still costs one connection per host); the deploy
-calls it before touching anything and stops when the report has a failure
-(`require_passed`).
+The deploy engine shares the pieces: `plan_requests` (what each node is asked — the
+engine puts those commands into its first command on each node, guarded so they run
+only where the node is about to change), `external_answers` (registry, Vault, HTTP) and
+`judge` (facts + answers -> results); `require_passed` stops a deploy before any change.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import httpx
 
 from orchestrator.clients.registry import Credentials, ImageIndex, RegistryClient
 from orchestrator.clients.secrets_source import SecretSource
+from orchestrator.commands import Command, StepResult
 from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project
-from orchestrator.engine.deploy import connect_all, open_transports
 from orchestrator.engine.gate import Outcome, http_probe
 from orchestrator.errors import RuntimeFailure, ServiceError, SwarmError
 from orchestrator.events import EventBus
@@ -42,9 +42,11 @@ from orchestrator.preflight.scope import (
     scope_for,
     vram_needs,
 )
+from orchestrator.render.fleet import FleetRender
 from orchestrator.render.services import Service, build_services
 from orchestrator.secrets import Secret
 from orchestrator.transport.base import Transport
+from orchestrator.transport.fleet import Fleet
 
 FACTS_TIMEOUT_S = 60.0
 SMOKE_TIMEOUT_S = 600.0
@@ -52,7 +54,7 @@ SMOKE_TIMEOUT_S = 600.0
 
 @dataclass(frozen=True)
 class Options:
-    phase: int | None = None
+    phases: tuple[int, ...] | None = None
     limit: str | None = None
     smoke: bool = False
 
@@ -61,34 +63,41 @@ class PreflightFailed(RuntimeFailure):
     """A deploy's preflight gate found failing checks; nothing was changed (exit 1)."""
 
 
+@dataclass(frozen=True)
+class Requests:
+    """What every node of a scope is asked, and the cross-node links that come from."""
+
+    deps: tuple[checks.Dependency, ...]
+    by_node: dict[str, FactsRequest]
+
+    def commands(self, node: str) -> tuple[Command, ...]:
+        return probe_script(self.by_node[node]).commands
+
+
+@dataclass(frozen=True)
+class Answers:
+    """What preflight learns off the nodes: registry indexes, Vault gaps, protected probes."""
+
+    images: dict[str, ImageIndex | SwarmError]
+    registry_s: float
+    missing: list[str] | SwarmError
+    vault_s: float
+    probes: dict[str, list[Outcome]]
+
+
 # --- entry points ---------------------------------------------------------------------------
 
 
 async def preflight(project: Project, options: Options, bus: EventBus | None = None) -> Report:
-    """Every check of `options.phase` (None: all phases) on the nodes `options.limit` picks."""
+    """Every check of `options.phases` (None: all phases) on the nodes `options.limit` picks."""
     started = time.monotonic()
-    scope = scope_for(project, options.phase, options.limit)
-    transports = open_transports(project, list(scope.nodes), check=False)
-    try:
-        ssh_errors = await _connect_each(transports)
-        results, pins = await run_checks(project, scope, transports, ssh_errors, smoke=options.smoke)
-    finally:
-        await asyncio.gather(*(t.close() for t in transports.values()), return_exceptions=True)
+    scope = scope_for(project, options.phases, options.limit)
+    async with Fleet.for_nodes(project.inventory, scope.nodes) as fleet:
+        await fleet.connect()
+        ssh_errors = {n: e.message for n, e in fleet.unreachable.items()}
+        results, pins = await run_checks(project, scope, fleet.transports, ssh_errors, smoke=options.smoke)
     report = Report.of(results, pins, duration_s=time.monotonic() - started)
-    _emit(bus or EventBus(), report, options.phase)
-    return report
-
-
-async def gate_phase(
-    project: Project, phase_id: int, nodes: Sequence[Node], transports: Mapping[str, Transport],
-    bus: EventBus,
-) -> Report:
-    """The checks of one phase over already open transports; emits one event per problem."""
-    started = time.monotonic()
-    scope = scope_for(project, phase_id, nodes=[n.name for n in nodes])
-    results, pins = await run_checks(project, scope, transports, {}, smoke=False)
-    report = Report.of(results, pins, duration_s=time.monotonic() - started)
-    _emit(bus, report, phase_id)
+    _emit(bus or EventBus(), report, scope.phase)
     return report
 
 
@@ -104,6 +113,10 @@ def require_passed(report: Report) -> None:
     )
 
 
+def emit_report(bus: EventBus, report: Report, phase: int | None) -> None:
+    _emit(bus, report, phase)
+
+
 def _emit(bus: EventBus, report: Report, phase: int | None) -> None:
     for r in report.results:
         if r.status != "pass":
@@ -116,21 +129,51 @@ def _emit(bus: EventBus, report: Report, phase: int | None) -> None:
              f"{counts['fail']} failed")
 
 
-async def _connect_each(transports: Mapping[str, Transport]) -> dict[str, str]:
-    """Open every connection at once; a node that cannot be reached is a result, not a crash."""
-    names = list(transports)
-    answers = await asyncio.gather(
-        *(connect_all({n: transports[n]}, EventBus(), None) for n in names),
-        return_exceptions=True,
-    )
-    return {n: _message(a) for n, a in zip(names, answers, strict=True) if isinstance(a, BaseException)}
-
-
-def _message(exc: BaseException) -> str:
-    return exc.message if isinstance(exc, SwarmError) else f"{type(exc).__name__}: {exc}"
-
-
 # --- the run ------------------------------------------------------------------------------------
+
+
+def plan_requests(project: Project, scope: Scope, everyone: Sequence[Service], fleet: FleetRender,
+                  *, smoke: bool = False) -> Requests:
+    """Each node's facts request and the links between nodes the rendered fleet uses."""
+    deps = dependencies(fleet, scope.services, everyone, optional_services(project, everyone))
+    return Requests(deps=tuple(deps),
+                    by_node={n.name: _request(project, scope, n, deps, smoke) for n in scope.nodes})
+
+
+async def external_answers(project: Project, scope: Scope, *, vault: bool = True) -> Answers:
+    """Registry, Vault and HTTP answers, all at once (`vault=False`: the caller read the secrets)."""
+    secrets_work = (asyncio.to_thread(_missing_secrets, project, scope) if vault
+                    else _nothing_missing())
+    (images, registry_s), (missing, vault_s), probes = await asyncio.gather(
+        _timed(_images(project, scope)), _timed(secrets_work), _protected_probes(project, scope))
+    return Answers(images, registry_s, missing, vault_s, probes)
+
+
+async def _nothing_missing() -> list[str]:
+    return []
+
+
+def judge(project: Project, scope: Scope, requests: Requests,
+          facts: Mapping[str, tuple[NodeFacts | SwarmError | None, float]],
+          ssh_errors: Mapping[str, str], answers: Answers) -> tuple[list[CheckResult], dict[str, str]]:
+    """Every check of `scope` from the facts and answers; plus the digest pinned per image."""
+    out: list[CheckResult] = []
+    for node in scope.nodes:
+        answer, seconds = facts.get(node.name, (None, 0.0))
+        results = _node_results(project, scope, node, answer, ssh_errors, list(requests.deps),
+                                answers.images, answers.probes)
+        out.extend(_timed_results(results, seconds, answers.registry_s))
+    out.extend(_timed_results(_secret_results(project, scope, answers.missing), answers.vault_s, 0.0))
+    pins = {ref: a.pinned for ref, a in answers.images.items() if isinstance(a, ImageIndex)}
+    return out, pins
+
+
+def parse_node_facts(requests: Requests, node: str, steps: Sequence[StepResult]
+                     ) -> NodeFacts | SwarmError:
+    try:
+        return parse_facts(requests.by_node[node], steps, node)
+    except SwarmError as exc:
+        return exc
 
 
 async def run_checks(
@@ -139,26 +182,13 @@ async def run_checks(
 ) -> tuple[list[CheckResult], dict[str, str]]:
     """Every check of `scope`, and the digest pinned per image the registry answered for."""
     everyone = build_services(project)
-    fleet = fleet_render(project, scope)
-    deps = dependencies(fleet, scope.services, everyone, optional_services(project, everyone))
-    requests = {n.name: _request(project, scope, n, deps, smoke) for n in scope.nodes}
+    requests = plan_requests(project, scope, everyone, fleet_render(project, scope, everyone), smoke=smoke)
     reachable = [n for n in scope.nodes if n.name not in ssh_errors]
-    facts_task = asyncio.gather(*(_facts(transports[n.name], requests[n.name], n) for n in reachable))
-    images_task = _images(project, scope)
-    secrets_task = asyncio.to_thread(_missing_secrets, project, scope)
-    probes_task = _protected_probes(project, scope)
-    facts_list, (images, registry_s), (missing, vault_s), probes = await asyncio.gather(
-        facts_task, _timed(images_task), _timed(secrets_task), probes_task
-    )
+    facts_task = asyncio.gather(*(_facts(transports[n.name], requests.by_node[n.name], n)
+                                  for n in reachable))
+    facts_list, answers = await asyncio.gather(facts_task, external_answers(project, scope))
     facts = dict(zip([n.name for n in reachable], facts_list, strict=True))
-    out: list[CheckResult] = []
-    for node in scope.nodes:
-        answer, seconds = facts.get(node.name, (None, 0.0))
-        results = _node_results(project, scope, node, answer, ssh_errors, deps, images, probes)
-        out.extend(_timed_results(results, seconds, registry_s))
-    out.extend(_timed_results(_secret_results(project, scope, missing), vault_s, 0.0))
-    pins = {ref: a.pinned for ref, a in images.items() if isinstance(a, ImageIndex)}
-    return out, pins
+    return judge(project, scope, requests, facts, ssh_errors, answers)
 
 
 def _request(project: Project, scope: Scope, node: Node, deps: Sequence[checks.Dependency],
@@ -295,7 +325,7 @@ def _needs_docker(project: Project, scope: Scope, node: Node, mine: Sequence[Ser
     directories works on SSH-only machines."""
     if mine:
         return True
-    phases = ([project.playbook.phase(scope.phase)] if scope.phase is not None
+    phases = ([project.playbook.phase(i) for i in scope.phases] if scope.phases is not None
               else list(project.playbook.phases))
     return any(p.kind == "infrastructure" and p.spec.infrastructure.network and node.name in p.hosts
                for p in phases)

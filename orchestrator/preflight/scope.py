@@ -1,8 +1,8 @@
 """What a preflight run covers: the nodes, the services, and who talks to whom.
 
-`scope_for(project, phase, limit)` picks the services of one phase (or of every phase
+`scope_for(project, phases, limit)` picks the services of some phases (or of every phase
 that deploys services; optional phases and nodes only when asked for by `--phase` or
-`--limit`) and the nodes they, or the phase, run on. `dependencies` finds, in each
+`--limit`) and the nodes they, or the phases, run on. `dependencies` finds, in each
 service's rendered definition and config files, the address:port of a service on
 another node — LiteLLM's config names every vLLM, GPT Researcher's env names LiteLLM —
 so the network check tests exactly the links the rendered fleet will use.
@@ -28,39 +28,49 @@ from orchestrator.render.services import Service, build_services
 class Scope:
     """The nodes and services one preflight run checks."""
 
-    phase: int | None
+    phases: tuple[int, ...] | None
     nodes: tuple[Node, ...]
     services: tuple[Service, ...]
+
+    @property
+    def phase(self) -> int | None:
+        """The one phase checked, if it is one (reports and events name it)."""
+        return self.phases[0] if self.phases is not None and len(self.phases) == 1 else None
 
     def services_on(self, node: str) -> list[Service]:
         return [s for s in self.services if s.node == node]
 
 
 def scope_for(
-    project: Project, phase: int | None, limit: str | None = None,
+    project: Project, phases: Sequence[int] | int | None, limit: str | None = None,
     nodes: Sequence[str] | None = None,
 ) -> Scope:
-    """Services of `phase` (None: every service phase) on the nodes `limit` selects."""
+    """Services of `phases` (None: every service phase) on the nodes `limit` selects."""
     book, inventory = project.playbook, project.inventory
-    if phase is not None and book.phase(phase).kind == "preflight":
-        phase = None  # phase 0, validation, is the preflight of every phase
-    phases = [book.phase(phase)] if phase is not None else [
+    wanted_ids = [phases] if isinstance(phases, int) else list(phases) if phases is not None else None
+    if wanted_ids is not None:
+        wanted_ids = [i for i in wanted_ids if book.phase(i).kind != "preflight"] or None
+        # phase 0, validation, is the preflight of every phase
+    phase = wanted_ids[0] if wanted_ids is not None and len(wanted_ids) == 1 else None
+    explicit_phase = wanted_ids is not None
+    phases_list = [book.phase(i) for i in wanted_ids] if wanted_ids is not None else [
         p for p in book.phases if p.kind != "preflight" and not p.spec.optional
     ]
     explicit = {n.name for n in inventory.select(limit)} if limit else None
     wanted = set(nodes) if nodes is not None else explicit
-    hosts = [h for p in phases for h in p.hosts if h in inventory.nodes]
+    hosts = [h for p in phases_list for h in p.hosts if h in inventory.nodes]
     chosen = [
         inventory.node(h) for h in dict.fromkeys(hosts)
-        if _is_chosen(inventory.node(h), wanted, phase is not None)
+        if _is_chosen(inventory.node(h), wanted, explicit_phase)
     ]
     if not chosen:
-        what = f"phase {phase}" if phase is not None else "any phase"
+        what = f"phase {phase}" if phase is not None else (
+            f"phases {', '.join(map(str, wanted_ids))}" if wanted_ids else "any phase")
         raise InputError(f"--limit {limit!r} matches no host of {what}")
     names = {n.name for n in chosen}
-    ids = {p.id for p in phases}
+    ids = {p.id for p in phases_list}
     services = tuple(s for s in build_services(project) if s.phase in ids and s.node in names)
-    return Scope(phase, tuple(chosen), services)
+    return Scope(tuple(wanted_ids) if wanted_ids is not None else None, tuple(chosen), services)
 
 
 def _is_chosen(node: Node, wanted: set[str] | None, explicit_phase: bool) -> bool:
@@ -141,5 +151,6 @@ def as_needs(
     return [VramNeed(svc, gpu, needed, budget, svc in up) for svc, gpu, needed, budget in rows]
 
 
-def fleet_render(project: Project, scope: Scope) -> FleetRender:
-    return render_fleet(project, sorted({s.node for s in scope.services}) or None, for_node=True)
+def fleet_render(project: Project, scope: Scope, everyone: Sequence[Service] | None = None) -> FleetRender:
+    return render_fleet(project, sorted({s.node for s in scope.services}) or None, for_node=True,
+                        services=list(everyone) if everyone is not None else None)

@@ -83,8 +83,10 @@ def _public_vars(ctx: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in ctx.items() if k not in {"node", "vault", "consul"}}
 
 
-def render_fleet(project: Project, nodes: list[str] | None = None, *, for_node: bool = False) -> FleetRender:
-    services = build_services(project)
+def render_fleet(project: Project, nodes: list[str] | None = None, *, for_node: bool = False,
+                 services: list[Service] | None = None) -> FleetRender:
+    """Each node's project; `services` (all of the playbook's, built once) when the caller has them."""
+    services = build_services(project) if services is None else services
     fleet = fleet_view(services)
     names = nodes or list(project.inventory.nodes)
     out: dict[str, NodeRender] = {}

@@ -1,32 +1,36 @@
 """Releases: the content a node receives, its identity, and what a node says it runs.
 
 A release is the node's rendered compose project + config files + env files (secret
-values from Vault, mode 0600). Its id is UTC time + a short hash of the content. The
-node keeps `releases/<id>/release.json` with, per service, the hash of the definition
-that was actually applied — a later phase or a no-op run compares those hashes and
+values from Vault, mode 0600). Its id is UTC time + a short hash of the content, stamped
+under the node's lock so ids strictly increase per node (`release_id`). The node keeps
+`releases/<id>/release.json` with, per service, the hash of the definition that was
+actually applied, and the same as `applied.txt` lines (`service hash`) that the run's
+first command compares without parsing JSON — a no-op run compares those hashes and
 nothing else.
 """
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import io
 import json
 import tarfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from orchestrator.errors import InputError
-from orchestrator.facts.containers import label
 from orchestrator.render.fleet import NodeRender
 from orchestrator.render.services import Service
 from orchestrator.render.templates import render_string
 from orchestrator.secrets import Secret
 
 RELEASE_FILE = "release.json"
+APPLIED_FILE = "applied.txt"
 ENV_MODE = 0o600
 FILE_MODE = 0o644
 
@@ -73,12 +77,6 @@ class ReleaseContent:
     store: dict[str, bytes]          # relative to deploy_root (content-addressed configs)
     service_hashes: dict[str, str]
     hash: str
-    created: float = field(default_factory=time.time)
-
-    @property
-    def id(self) -> str:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.created))
-        return f"{stamp}-{self.hash[:8]}"
 
     def mode(self, path: str) -> int:
         return ENV_MODE if path.startswith("env/") else FILE_MODE
@@ -116,31 +114,79 @@ def service_hash(svc: Service, env: bytes) -> str:
     return hashlib.sha256(body + b"\0" + hashlib.sha256(env).digest()).hexdigest()[:16]
 
 
-def manifest(content: ReleaseContent, *, phase: int, applied: dict[str, str], by: str,
-             previous: str | None) -> dict[str, Any]:
+_STAMP = "%Y%m%dT%H%M%SZ"
+
+
+def release_id(content_hash: str, existing: Iterable[str], now: float | None = None) -> str:
+    """UTC time + short hash, strictly after every release the node already has.
+
+    Stamped under the node's lock from the release list read under it, so two deploys
+    can neither collide nor sort out of order; a clock behind the newest release (or a
+    second release in the same second) moves the stamp one second past it.
+    """
+    stamp = time.gmtime(time.time() if now is None else now)
+    newest = max((r for r in existing if _stamp_of(r) is not None), default=None)
+    if newest is not None:
+        last = _stamp_of(newest)
+        assert last is not None
+        if time.strftime(_STAMP, stamp) <= time.strftime(_STAMP, last):
+            stamp = time.gmtime(calendar.timegm(last) + 1)
+    return f"{time.strftime(_STAMP, stamp)}-{content_hash[:8]}"
+
+
+def _stamp_of(release: str) -> time.struct_time | None:
+    try:
+        return time.strptime(release.split("-", 1)[0], _STAMP)
+    except ValueError:
+        return None
+
+
+def manifest(content: ReleaseContent, *, release: str, phase: int, applied: dict[str, str],
+             by: str, previous: str | None, **extra: Any) -> dict[str, Any]:
     return {
-        "id": content.id,
+        "id": release,
         "node": content.node,
         "hash": content.hash,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(content.created)),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "phase": phase,
         "by": by,
         "previous": previous,
         "services": content.service_hashes,
         "applied": applied,
+        **extra,
     }
 
 
-def tarball(content: ReleaseContent, release_dir: str, release_json: dict[str, Any]) -> bytes:
-    """One tar (extracted at deploy_root) carrying the release dir and new config-store files."""
+def applied_lines(applied: dict[str, str]) -> bytes:
+    """The applied map as `service hash` lines: what the run's first command greps."""
+    return "".join(f"{name} {digest}\n" for name, digest in sorted(applied.items())).encode()
+
+
+def tarball(content: ReleaseContent, release: str, release_json: dict[str, Any]) -> bytes:
+    """One tar, extracted under releases/ (`commands.extract_release`): the release in
+    `.tmp-<id>/` and the config-store directories it needs in `.tmp-<id>.store/`."""
+    tmp = f".tmp-{release}"
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        _add_dir(tar, release_dir)
+        _add_dir(tar, tmp)
         for path, data in content.files.items():
-            _add(tar, f"{release_dir}/{path}", data, content.mode(path))
-        _add(tar, f"{release_dir}/{RELEASE_FILE}", json.dumps(release_json, indent=2).encode(), FILE_MODE)
+            _add(tar, f"{tmp}/{path}", data, content.mode(path))
+        _add(tar, f"{tmp}/{RELEASE_FILE}", json.dumps(release_json, indent=2).encode(), FILE_MODE)
+        _add(tar, f"{tmp}/{APPLIED_FILE}", applied_lines(dict(release_json.get("applied", {}))),
+             FILE_MODE)
         for path, data in content.store.items():
-            _add(tar, path, data, FILE_MODE)
+            _add(tar, f"{tmp}.store/{path.removeprefix('configs/')}", data, FILE_MODE)
+    return buf.getvalue()
+
+
+def record_tarball(release: str, release_json: dict[str, Any]) -> bytes:
+    """Only the record files (release.json, applied.txt) of a release built on the node."""
+    tmp = f".tmp-{release}"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _add(tar, f"{tmp}/{RELEASE_FILE}", json.dumps(release_json, indent=2).encode(), FILE_MODE)
+        _add(tar, f"{tmp}/{APPLIED_FILE}", applied_lines(dict(release_json.get("applied", {}))),
+             FILE_MODE)
     return buf.getvalue()
 
 
@@ -158,48 +204,3 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
     info.mode = mode
     info.mtime = int(time.time())
     tar.addfile(info, io.BytesIO(data))
-
-
-# ---------------------------------------------------------------- what a node runs
-
-
-@dataclass(frozen=True)
-class NodeState:
-    """What the facts command found on a node."""
-
-    node: str
-    current: dict[str, Any] | None
-    releases: tuple[str, ...]
-    containers: tuple[dict[str, Any], ...]
-
-    @property
-    def current_id(self) -> str | None:
-        return self.current["id"] if self.current else None
-
-    @property
-    def applied(self) -> dict[str, str]:
-        return dict(self.current.get("applied", {})) if self.current else {}
-
-    def container_of(self, service: str) -> dict[str, Any] | None:
-        for c in self.containers:
-            if label(c, "com.docker.compose.service") == service:
-                return c
-        return None
-
-    def previous_of(self, release_id: str) -> str | None:
-        older = [r for r in self.releases if r < release_id]
-        return older[-1] if older else None
-
-
-def parse_release_json(text: str | None, node: str) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return {"id": "unknown", "applied": {}, "corrupt": True}
-    return data if isinstance(data, dict) else None
-
-
-def parse_releases(stdout: str) -> tuple[str, ...]:
-    return tuple(sorted(r for r in stdout.split() if r and not r.startswith(".")))

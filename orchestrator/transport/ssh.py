@@ -6,9 +6,8 @@ always verified against the inventory's known_hosts file; an unknown or changed 
 refused with a hint, and `trust()` is the one explicit way to record a key.
 Connection failures become one-line `TransportError`s that say what to do.
 
-`Fleet` opens and drives many hosts in parallel with bounded concurrency (`forks`) and
-returns a per-host `GroupResult` (host -> result or exception), so one bad host never
-cancels the work on the healthy ones.
+Keepalives (`keepalive_interval` x `keepalive_count`, from the inventory) notice a dead
+link: the connection is closed and every command on it fails with a `TransportError`.
 """
 
 from __future__ import annotations
@@ -16,21 +15,17 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import asyncssh
 
-from orchestrator.commands import Runnable
 from orchestrator.errors import TransportError
 from orchestrator.transport.base import (
     ExecTimeout,
-    Result,
     ShellTransport,
-    Transport,
-    TransportStats,
 )
 
 if TYPE_CHECKING:
@@ -55,6 +50,8 @@ class SshTarget:
     known_hosts: Path | None = None
     connect_timeout: float = 10.0
     command_timeout: float | None = 120.0
+    keepalive_interval: float = 10.0
+    keepalive_count: int = 3
 
     @property
     def endpoint(self) -> str:
@@ -73,6 +70,8 @@ def target_for(inventory: Inventory, node: Node) -> SshTarget:
         known_hosts=inventory.resolve_path(ssh.known_hosts),
         connect_timeout=ssh.connect_timeout,
         command_timeout=ssh.command_timeout,
+        keepalive_interval=ssh.keepalive_interval,
+        keepalive_count=ssh.keepalive_count,
     )
 
 
@@ -92,6 +91,10 @@ class SshTransport(ShellTransport):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    @property
+    def is_connected(self) -> bool:
+        return self._conn is not None
 
     async def connect(self) -> None:
         """Open the connection unless it is open already (safe to call concurrently)."""
@@ -210,7 +213,8 @@ def _connect(target: SshTarget) -> Awaitable[asyncssh.SSHClientConnection]:
         preferred_auth=("publickey",),
         connect_timeout=target.connect_timeout,
         login_timeout=target.connect_timeout,
-        keepalive_interval=30,
+        keepalive_interval=target.keepalive_interval,
+        keepalive_count_max=target.keepalive_count,
     )
 
 
@@ -345,88 +349,3 @@ async def trust(address: str, port: int, known_hosts: Path) -> HostKey:
     host_key = await fetch_host_key(address, port)
     record_host_key(host_key, known_hosts)
     return host_key
-
-
-# --------------------------------------------------------------------------- fleet
-
-
-class GroupResult(dict[str, "T | BaseException"], Generic[T]):
-    """host -> result or the exception that host raised (fabric's GroupResult)."""
-
-    @property
-    def succeeded(self) -> dict[str, T]:
-        return {h: r for h, r in self.items() if not isinstance(r, BaseException)}
-
-    @property
-    def failed(self) -> dict[str, BaseException]:
-        return {h: r for h, r in self.items() if isinstance(r, BaseException)}
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-
-class Fleet:
-    """Many transports driven in parallel, at most `forks` hosts at a time."""
-
-    def __init__(self, transports: Iterable[Transport], *, forks: int = DEFAULT_FORKS) -> None:
-        if forks < 1:
-            raise ValueError("forks must be at least 1")
-        self.transports: dict[str, Transport] = {t.host: t for t in transports}
-        self._forks = asyncio.Semaphore(forks)
-
-    @classmethod
-    def over_ssh(cls, targets: Iterable[SshTarget], *, forks: int = DEFAULT_FORKS) -> Fleet:
-        return cls([SshTransport(t) for t in targets], forks=forks)
-
-    def __getitem__(self, host: str) -> Transport:
-        return self.transports[host]
-
-    async def map(self, work: Callable[[Transport], Awaitable[T]]) -> GroupResult[T]:
-        """Run `work` once per host; every host gets its own result or exception."""
-        hosts = list(self.transports)
-        outcomes = await asyncio.gather(
-            *(self._bounded(work, self.transports[h]) for h in hosts), return_exceptions=True
-        )
-        return GroupResult(zip(hosts, outcomes, strict=True))
-
-    async def connect(self) -> GroupResult[None]:
-        return await self.map(_connect_transport)
-
-    async def run(
-        self,
-        command: Runnable,
-        *,
-        timeout: float | None = None,
-        check: bool = True,
-        input: bytes | None = None,
-    ) -> GroupResult[Result]:
-        """The same command on every host."""
-
-        async def one(transport: Transport) -> Result:
-            return await transport.run(command, timeout=timeout, check=check, input=input)
-
-        return await self.map(one)
-
-    async def close(self) -> None:
-        await asyncio.gather(*(t.close() for t in self.transports.values()), return_exceptions=True)
-
-    def stats(self) -> Mapping[str, TransportStats]:
-        return {h: t.stats for h, t in self.transports.items()}
-
-    def total_stats(self) -> TransportStats:
-        """Summed over hosts: a no-op run should be ~1 connection + 1 command each."""
-        return sum(self.stats().values(), TransportStats())
-
-    async def _bounded(self, work: Callable[[Transport], Awaitable[T]], t: Transport) -> T:
-        async with self._forks:
-            return await work(t)
-
-
-async def _connect_transport(transport: Transport) -> None:
-    connect = getattr(transport, "connect", None)
-    if connect is not None:
-        await connect()
-
-
-ConnectionPool = Fleet

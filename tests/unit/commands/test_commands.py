@@ -88,7 +88,7 @@ def test_commands_carry_mutates_flag() -> None:
 def test_docker_builders_argv() -> None:
     assert c.compose_up("ai-swarm", "/r/compose.yml", ["vllm"], wait=True).argv == (
         "docker", "compose", "-p", "ai-swarm", "-f", "/r/compose.yml",
-        "up", "-d", "--remove-orphans", "--wait", "--", "vllm",
+        "up", "-d", "--wait", "--", "vllm",
     )  # fmt: skip
     assert c.compose_config_hash("p", "f").argv[-3:] == ("config", "--hash", "*")
     assert c.compose_ps("p", "f").argv[-4:] == ("ps", "--all", "--format", "json")

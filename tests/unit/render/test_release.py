@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config.project import load_project
-from orchestrator.engine.deploy import audit_line, mask_env
+from orchestrator.engine.deploy import mask_env
+from orchestrator.engine.steps import audit_line
 from orchestrator.errors import InputError
 from orchestrator.render.fleet import render_fleet
 from orchestrator.render.release import build_release, env_file_body, tarball
@@ -48,13 +49,15 @@ def test_missing_secret_names_the_service(fleet) -> None:
 
 def test_tarball_has_env_files_0600_and_the_config_store(fleet) -> None:
     content = build_release(fleet.nodes["oracle"], SECRETS)
-    data = tarball(content, "releases/.tmp-x", {"id": content.id})
+    data = tarball(content, "R1", {"id": "R1", "applied": {"haproxy": "abc", "vault": "def"}})
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         members = {m.name: m for m in tar.getmembers()}
-    assert members["releases/.tmp-x/env/litellm.env"].mode == 0o600
-    assert members["releases/.tmp-x/compose.yml"].mode == 0o644
-    assert any(name.startswith("configs/haproxy/") and name.endswith("haproxy.cfg") for name in members)
-    assert "releases/.tmp-x/release.json" in members
+        applied = tar.extractfile(".tmp-R1/applied.txt").read().decode()  # type: ignore[union-attr]
+    assert members[".tmp-R1/env/litellm.env"].mode == 0o600
+    assert members[".tmp-R1/compose.yml"].mode == 0o644
+    assert any(name.startswith(".tmp-R1.store/haproxy/") and name.endswith("haproxy.cfg") for name in members)
+    assert ".tmp-R1/release.json" in members
+    assert applied == "haproxy abc\nvault def\n"  # what the run's first command greps
 
 
 def test_hashes_change_only_for_the_service_whose_secret_changed(fleet) -> None:

@@ -18,8 +18,8 @@ import pytest
 from orchestrator import commands as c
 from orchestrator.errors import CommandFailed, TransportError
 from orchestrator.transport.base import Transport
+from orchestrator.transport.fleet import Fleet
 from orchestrator.transport.ssh import (
-    Fleet,
     SshTransport,
     fetch_host_key,
     known_keys,

@@ -1,0 +1,60 @@
+"""`swarm render | plan`: what the project renders and whether it fits the hardware (no node is touched)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from orchestrator.cli.common import Context, fail, handle_errors, pass_ctx, project_options
+
+
+@click.command()
+@click.option("--out", type=click.Path(path_type=Path), help="output directory (default compose/)")
+@click.option("--check", is_flag=True, help="exit 1 if the rendered tree on disk is stale")
+@project_options
+@pass_ctx
+@handle_errors
+def render(ctx: Context, out: Path | None, check: bool) -> None:
+    """Render one compose project (+ config files) per node."""
+    from orchestrator.render.fleet import render_fleet, stale_files, write_tree
+
+    project = ctx.project()
+    out_dir = out or project.root / "compose"
+    fleet = render_fleet(project)
+    if check:
+        stale = stale_files(fleet, out_dir)
+        if stale:
+            for path in stale:
+                click.echo(f"stale: {out_dir / path}", err=True)
+            fail(f"{len(stale)} rendered file(s) differ from what the roles produce now: run `swarm render`", 1)
+        click.echo(f"{out_dir}: up to date ({sum(len(n.files) for n in fleet.nodes.values())} files)")
+        return
+    written = write_tree(fleet, out_dir)
+    for name, nr in fleet.nodes.items():
+        click.echo(f"{name}: {len(nr.services)} services, {len(nr.files)} files, {nr.content_hash()[:12]}")
+    click.echo(f"{len(written)} file(s) changed under {out_dir}")
+
+
+@click.command()
+@click.option("--phase", type=int, help="only this phase's services")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@project_options
+@pass_ctx
+@handle_errors
+def plan(ctx: Context, phase: int | None, output: str) -> None:
+    """Show what runs where, port use, RAM and the GPU memory budget; exit 2 if it cannot fit."""
+    from orchestrator.render.plan import as_dict, describe, make_plan, require_feasible
+
+    project = ctx.project()
+    result = make_plan(project, phase)
+    if output == "json":
+        click.echo(json.dumps(as_dict(result), indent=2, default=str))
+    else:
+        for line in describe(result):
+            click.echo(line)
+    require_feasible(result, project.inventory.path)
+
+
+COMMANDS = (render, plan)

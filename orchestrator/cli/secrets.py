@@ -1,0 +1,115 @@
+"""`swarm secrets | vault`: secrets in Vault (names and versions only, never values) and its bootstrap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from orchestrator.cli.common import Context, fail, handle_errors, pass_ctx, project_options
+
+
+@click.group()
+def secrets() -> None:
+    """Secrets in Vault (KV v2): push from an env file, list names and versions, check what is missing."""
+
+
+@secrets.command("push")
+@click.option("--env-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True)
+@click.option("--mount", help="KV v2 mount (default: inventory vault.mount)")
+@click.option("--path", "base", help="base path (default: inventory vault.path)")
+@project_options
+@pass_ctx
+@handle_errors
+def secrets_push(ctx: Context, env_file: Path, mount: str | None, base: str | None) -> None:
+    """Write the env file's keys into Vault, one secret per path the playbook declares (check-and-set)."""
+    from orchestrator.clients.secrets_source import SecretSource, match_env_keys, push
+    from orchestrator.clients.vault import parse_env_file
+    from orchestrator.errors import InputError
+
+    project = ctx.project()
+    source = SecretSource.from_project(project)
+    source.mount = mount or source.mount
+    source.base_path = (base or source.base_path).strip("/")
+    values, unknown = match_env_keys(parse_env_file(env_file), source.declared)
+    for key in unknown:
+        click.echo(f"skipped {key}: not a secret the playbook declares", err=True)
+    if not values:
+        raise InputError(f"no key of {env_file} matches a secret the playbook declares", file=str(env_file))
+    for path, version, keys, changed in push(source, values):
+        state = "written" if changed else "unchanged"
+        click.echo(f"{source.mount}/{path}: {state}, version {version} ({', '.join(keys)})")
+
+
+@secrets.command("list")
+@project_options
+@pass_ctx
+@handle_errors
+def secrets_list(ctx: Context) -> None:
+    """Secret names and versions under the fleet's path — never values."""
+    from orchestrator.clients.secrets_source import SecretSource
+
+    source = SecretSource.from_project(ctx.project())
+    for info in source.client().list_secrets(source.mount, source.base_path):
+        state = " (deleted)" if info.deleted else ""
+        click.echo(f"{source.mount}/{info.path}  v{info.version}{state}  keys: {', '.join(info.keys) or '-'}")
+
+
+@secrets.command("check")
+@click.option("--phase", type=int, help="only what this phase needs")
+@project_options
+@pass_ctx
+@handle_errors
+def secrets_check(ctx: Context, phase: int | None) -> None:
+    """Exit 1 listing the secrets the playbook needs that Vault does not hold."""
+    from orchestrator.clients.secrets_source import SecretSource
+    from orchestrator.render.services import build_services
+
+    project = ctx.project()
+    source = SecretSource.from_project(project)
+    services = [s for s in build_services(project) if phase is None or s.phase == phase]
+    missing = source.missing(source.names_for(services))
+    for name in missing:
+        spec = source.declared[name]
+        click.echo(f"missing: {name} ({source.mount}/{source.full_path(spec)} key {spec.key})")
+    if missing:
+        fail(f"{len(missing)} secret(s) missing in Vault: push them with `swarm secrets push --env-file FILE`", 1)
+    click.echo("all secrets present")
+
+
+@click.group()
+def vault() -> None:
+    """Bootstrap the fleet's Vault: initialise and unseal once, keys kept in a 0600 file."""
+
+
+@vault.command("init")
+@click.option("--key-file", type=click.Path(path_type=Path), required=True, help="where to keep unseal keys + root token (0600)")
+@click.option("--shares", type=int, default=1, show_default=True)
+@click.option("--threshold", type=int, default=1, show_default=True)
+@project_options
+@pass_ctx
+@handle_errors
+def vault_init(ctx: Context, key_file: Path, shares: int, threshold: int) -> None:
+    """Initialise (if fresh) and unseal the inventory's Vault, and mount KV v2."""
+    from orchestrator.clients.vault import bootstrap
+
+    addr = ctx.project().inventory.spec.vault.addr
+    result = bootstrap(addr, key_file, shares=shares, threshold=threshold)
+    click.echo(f"Vault at {addr}: {'initialised and ' if result.initialized else ''}unsealed; keys in {key_file}")
+
+
+@vault.command("unseal")
+@click.option("--key-file", type=click.Path(path_type=Path, exists=True), required=True)
+@project_options
+@pass_ctx
+@handle_errors
+def vault_unseal(ctx: Context, key_file: Path) -> None:
+    """Unseal the inventory's Vault with the keys kept by `swarm vault init`."""
+    from orchestrator.clients.vault import unseal
+
+    addr = ctx.project().inventory.spec.vault.addr
+    status = unseal(addr, key_file)
+    click.echo(f"Vault at {addr}: {'sealed' if status.sealed else 'unsealed'}")
+
+
+COMMANDS = (secrets, vault)

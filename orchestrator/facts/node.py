@@ -1,0 +1,236 @@
+"""What a node runs, read in a run's first command on it: the look.
+
+`look_script(request)` is one `Script`: lock, then look. Its first step takes the node's
+deploy lock unless the node already runs every wanted service definition (a no-op run
+costs this one command and takes no lock); the next steps read the current release,
+the release list, the containers, whether the infrastructure is in place and — for a
+rollback — every release's record; the preflight facts follow, guarded so they run only
+when this run took the lock (a node about to change). `parse_look` turns the answer
+into a frozen `NodeState`; the plan is made from that, and only that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from orchestrator import commands as cmd
+from orchestrator.commands import Command, Script, StepResult
+from orchestrator.errors import RuntimeFailure
+from orchestrator.facts.containers import label, parse_containers
+
+RELEASE_FILE = "release.json"
+
+
+@dataclass(frozen=True)
+class LookRequest:
+    """What one node is asked in the run's first command."""
+
+    deploy_root: str
+    run_id: str
+    holder: str = "{}"                      # who/when/what, JSON, written into the lock
+    expected: tuple[str, ...] = ()          # `service hash` lines the node should run
+    directories: tuple[str, ...] = ()       # deploy dirs an infrastructure phase makes
+    network: str | None = None              # the fleet network, when a phase creates it
+    docker: bool = True                     # False: an SSH-only node (plain directories)
+    lock: bool = True                       # False under --check: read only, never lock
+    force_lock: bool = False                # lock even if nothing looks different
+    manifests: bool = False                 # every release's release.json (rollback)
+    preflight: tuple[Command, ...] = ()     # read only when the lock was taken here
+
+
+@dataclass(frozen=True)
+class LockState:
+    """The lock as the look left it."""
+
+    taken: bool = False                     # this run holds it now
+    held_by: dict[str, Any] | None = None   # someone else's holder record
+    error: str | None = None                # could not even try (permissions, ...)
+
+    @property
+    def is_held_elsewhere(self) -> bool:
+        return self.held_by is not None and not self.taken
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """What the look found on a node."""
+
+    node: str
+    current: dict[str, Any] | None = None
+    releases: tuple[str, ...] = ()
+    containers: tuple[dict[str, Any], ...] = ()
+    lock: LockState = LockState()
+    infra_ready: bool = True
+    manifests: tuple[dict[str, Any], ...] = ()
+    preflight: tuple[StepResult, ...] = field(default=(), repr=False)
+    docker_error: str | None = None
+
+    @property
+    def current_id(self) -> str | None:
+        return str(self.current["id"]) if self.current and "id" in self.current else None
+
+    @property
+    def applied(self) -> dict[str, str]:
+        return dict(self.current.get("applied", {})) if self.current else {}
+
+    def container_of(self, service: str, project: str | None = None) -> dict[str, Any] | None:
+        for c in self.containers:
+            if label(c, "com.docker.compose.service") != service:
+                continue
+            if project is None or label(c, "com.docker.compose.project") == project:
+                return c
+        return None
+
+    def is_running(self, service: str, project: str) -> bool:
+        container = self.container_of(service, project)
+        return container is not None and str(container.get("State", "")) == "running"
+
+    def manifest(self, release_id: str) -> dict[str, Any] | None:
+        return next((m for m in self.manifests if m.get("id") == release_id), None)
+
+    def after(self, release: dict[str, Any]) -> NodeState:
+        """The state once this run switched the node to `release` (its own record)."""
+        rid = str(release["id"])
+        releases = tuple(sorted({*self.releases, rid}))
+        return replace(self, current=release, releases=releases,
+                       manifests=(*self.manifests, release) if self.manifests else ())
+
+
+# --------------------------------------------------------------------------- the command
+
+_FIXED = ("lock", "current", "releases")
+
+
+def look_script(request: LookRequest) -> Script:
+    """The run's first command on a node (see the module docstring)."""
+    root = request.deploy_root
+    steps: list[Command] = [_lock_step(request),
+                            cmd.read_file(f"{root}/current/{RELEASE_FILE}"),
+                            cmd.list_releases(root)]
+    if request.docker:
+        steps.append(cmd.docker_ps_all())
+    if request.directories or request.network:
+        steps.append(cmd.infra_ready(root, request.network, _dirs(request)))
+    if request.manifests:
+        steps.append(cmd.release_manifests(root))
+    marker = cmd.run_marker(root, request.run_id)
+    steps.extend(cmd.only_if_locked(marker, c) for c in request.preflight)
+    return Script.of(*steps, stop_on_error=False)
+
+
+def _lock_step(request: LookRequest) -> Command:
+    if not request.lock:  # --check: say whether someone holds it, change nothing
+        return cmd.lock_holder(f"{request.deploy_root}/.lock")
+    return cmd.look_lock(request.deploy_root, request.holder, request.run_id, request.expected,
+                         _dirs(request), force=request.force_lock)
+
+
+def _dirs(request: LookRequest) -> list[str]:
+    return list(dict.fromkeys(["releases", *request.directories]))
+
+
+def parse_look(request: LookRequest, steps: Sequence[StepResult], node: str) -> NodeState:
+    """Split the look's answer into a `NodeState`; a node that could not answer raises."""
+    if len(steps) < len(_FIXED) or steps[1].exit_status is None:
+        raise RuntimeFailure(f"{node}: could not read the node's state")
+    rest = list(steps[len(_FIXED):])
+    docker = rest.pop(0) if request.docker else None
+    infra = rest.pop(0) if (request.directories or request.network) else None
+    manifests = rest.pop(0) if request.manifests else None
+    containers, docker_error = _containers(docker)
+    return NodeState(
+        node=node,
+        current=parse_release_json(cmd.parse_read_file(steps[1].stdout)),
+        releases=parse_releases(steps[2].stdout),
+        containers=containers,
+        lock=_lock_state(request, steps[0]),
+        infra_ready=infra is None or infra.stdout.strip() == "ready",
+        manifests=parse_manifests(manifests.stdout) if manifests is not None else (),
+        preflight=tuple(rest),
+        docker_error=docker_error,
+    )
+
+
+def _containers(step: StepResult | None) -> tuple[tuple[dict[str, Any], ...], str | None]:
+    if step is None:
+        return (), None
+    if not step.ok:
+        return (), (step.stderr.strip() or step.stdout.strip())[:200] or f"exit {step.exit_status}"
+    return parse_containers(step.stdout), None
+
+
+def _lock_state(request: LookRequest, step: StepResult) -> LockState:
+    if not request.lock:
+        text = cmd.parse_read_file(step.stdout) if step.ok else None
+        return LockState(held_by=holder_record(text) if text is not None else None)
+    first, _, rest = step.stdout.partition("\n")
+    if step.ok and first.strip() == cmd.LOOK_LOCKED:
+        return LockState(taken=True)
+    if step.ok and first.strip() == cmd.LOOK_UNCHANGED:
+        return LockState(held_by=holder_record(rest) if rest.strip() else None)
+    if step.exit_status == cmd.LOCK_HELD_EXIT:
+        return LockState(held_by=holder_record(step.stdout))
+    detail = (step.stderr.strip() or step.stdout.strip())[:200]
+    return LockState(error=detail or f"exit {step.exit_status}")
+
+
+def holder_record(text: str) -> dict[str, Any]:
+    """A lock's holder file: JSON, or (an old or foreign lock) its raw text."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return {"by": text.strip()[:200] or "unknown holder"}
+    return data if isinstance(data, dict) else {"by": str(data)[:200]}
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    action = holder.get("action", "deploy")
+    phases = holder.get("phases", holder.get("phase", "?"))
+    where = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
+    return (f"{holder.get('by', '?')} ({action} of phase {phases}, {where}, "
+            f"since {holder.get('since', '?')})")
+
+
+def is_stale(holder: dict[str, Any], this_host: str) -> bool:
+    """A holder on this controller whose process is gone: nobody will release that lock."""
+    pid = holder.get("pid")
+    if holder.get("host") != this_host or not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def parse_release_json(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return {"id": "unknown", "applied": {}, "corrupt": True}
+    return data if isinstance(data, dict) else None
+
+
+def parse_releases(stdout: str) -> tuple[str, ...]:
+    return tuple(sorted(r for r in stdout.split() if r and not r.startswith(".")))
+
+
+def parse_manifests(stdout: str) -> tuple[dict[str, Any], ...]:
+    """`release_manifests`: the current target, then one compacted release.json per line."""
+    out = []
+    for line in stdout.splitlines()[1:]:
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict) and "id" in data:
+            out.append(data)
+    return tuple(sorted(out, key=lambda d: str(d["id"])))

@@ -1,0 +1,203 @@
+"""A fleet of replayed nodes for the engine's data tests: facts in, commands out.
+
+Each node answers with what the lab recorded (tests/unit/fixtures/lab/), its release
+record rewritten so that its `applied` hashes are what the project renders now — except
+the services a case says changed, are missing, or stopped. Probes reach a network that
+answers like the healthy services would (the HTTP/TCP boundary, as the replay is for SSH).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from orchestrator.clients.vault import parse_env_file
+from orchestrator.config.project import Project, load_project
+from orchestrator.engine.consul import ConsulSync
+from orchestrator.engine.deploy import Deploy, DeployResult, Options
+from orchestrator.engine.gate import ProbeNetwork
+from orchestrator.engine.plan import content_for
+from orchestrator.engine.selection import select
+from orchestrator.engine.signals import Interrupts
+from orchestrator.events import EventBus
+from orchestrator.render.fleet import FleetRender, render_fleet
+from orchestrator.secrets import Secret
+from orchestrator.transport.fleet import Fleet
+from orchestrator.transport.replay import Answer, ReplayTransport, Reply
+from tests.unit.lab_answers import answer, docker_ps, recorded, release_record, states
+
+REPO = Path(__file__).resolve().parents[3]
+FAKE = "0" * 16
+
+
+def lab_secrets(project: Project) -> dict[str, Secret]:
+    from orchestrator.clients.secrets_source import match_env_keys
+
+    values, _ = match_env_keys(parse_env_file(REPO / "examples/lab-secrets.env"), project.playbook.spec.secrets)
+    return values
+
+
+async def _answer_http(request: httpx.Request) -> httpx.Response:
+    if request.url.path == "/v1/models":  # vLLM: the served model, as the probe expects
+        return httpx.Response(200, json={"data": [{"id": _MODELS.get(request.url.port or 0, "?")}]})
+    return httpx.Response(200, text="ok haproxy_process healthy")
+
+
+_MODELS: dict[int, str] = {}
+
+
+async def _tcp_ok(address: str, port: int, timeout: float) -> None:
+    return None
+
+
+def healthy_network(project: Project, fleet: FleetRender) -> ProbeNetwork:
+    for svc in fleet.all_services():
+        for probe in svc.probes:
+            want = probe.json_field.get("data.0.id")
+            if want is not None and probe.port:
+                _MODELS[int(probe.port)] = str(want)
+    return ProbeNetwork(http_transport=httpx.MockTransport(_answer_http), tcp=_tcp_ok)
+
+
+@dataclass
+class NodeCase:
+    """How one replayed node looks at the start of a run."""
+
+    changed: Iterable[str] = ()          # recorded applied hash differs from the render
+    missing: Iterable[str] = ()          # not in the current release at all
+    stopped: Iterable[str] = ()          # its container exited
+    first_deploy: bool = False           # no current release, no releases
+    lock: str = "auto"                   # auto | locked | unchanged | held
+    holder: dict[str, Any] = field(default_factory=lambda: {"by": "alice@other", "pid": 4242,
+                                                            "host": "elsewhere", "phases": [3]})
+    fail_on: dict[str, int] = field(default_factory=dict)
+    replies: dict[str, Reply] = field(default_factory=dict)
+    releases: list[str] | None = None
+    dead: bool = False                   # unreachable from the start
+    die_after: dict[str, int] = field(default_factory=dict)  # key -> the link dies after the Nth such command
+
+
+def fast_gates(project: Project) -> Project:
+    """The project with gates that hold for a moment: a data test is about logic, not minutes."""
+    from dataclasses import replace
+
+    from orchestrator.config.playbook import GateSpec
+
+    gate = GateSpec(healthy_deadline=5.0, min_healthy_time=0.1, poll_interval=0.02)
+    phases = tuple(replace(p, spec=p.spec.model_copy(update={"gate": gate})) for p in project.playbook.phases)
+    return replace(project, playbook=replace(project.playbook, phases=phases))
+
+
+class ReplayFleet:
+    def __init__(self, project: Project | None = None) -> None:
+        self.project = project or fast_gates(load_project(REPO))
+        self.secrets = lab_secrets(self.project)
+        self.render = render_fleet(self.project, for_node=True)
+        self.transports: dict[str, ReplayTransport] = {}
+
+    def wanted(self, node: str) -> dict[str, str]:
+        render = self.render.nodes[node]
+        out: dict[str, str] = {}
+        for phase in sorted({s.phase for s in render.services}):
+            out.update(content_for(render, phase, self.secrets).service_hashes)
+        return out
+
+    def node(self, name: str, case: NodeCase | None = None) -> ReplayTransport:
+        case = case or NodeCase()
+        if case.dead:
+            transport = ReplayTransport(name, dead=True)
+            self.transports[name] = transport
+            return transport
+        record = release_record(name)
+        applied = {k: (FAKE if k in set(case.changed) else v) for k, v in self.wanted(name).items()
+                   if k not in set(case.missing)}
+        record["applied"] = applied
+        rows = docker_ps(name)
+        for svc in case.stopped:
+            rows = _stopped(rows, svc)
+        releases = case.releases if case.releases is not None else \
+            recorded(name)["list-releases"]["stdout"].split()
+        replies: dict[str, Reply] = {
+            "look-lock": self._lock_answer(case),
+            "read-file": Answer(0, "swarm:missing\n") if case.first_deploy else
+            Answer(0, "swarm:present\n" + json.dumps(record, indent=2)),
+            "list-releases": Answer(0, "" if case.first_deploy else "\n".join(releases) + "\n"),
+            "docker-ps": Answer(0, rows),
+            "infra-ready": Answer(0, "ready\n"),
+            "container-states": states(name),
+            "node-clock": answer(name, "node-clock"),
+            **case.replies,
+        }
+        transport = ReplayTransport(name, replies=replies, fail_on=dict(case.fail_on), dead=case.dead)
+        for key, nth in case.die_after.items():
+            transport.replies[key] = _then(transport, key, nth, transport.replies.get(key, Answer()),
+                                           lambda t=transport: setattr(t, "dead", True))
+        self.transports[name] = transport
+        return transport
+
+    def _lock_answer(self, case: NodeCase) -> Reply:
+        holder = json.dumps(case.holder)
+        if case.lock == "held":
+            return Answer(75, holder + "\n")
+        if case.lock == "unchanged":
+            return Answer(0, "unchanged\n")
+        if case.lock == "locked" or case.changed or case.missing or case.first_deploy:
+            return Answer(0, "locked\n")
+        return Answer(0, "unchanged\n")
+
+    def deploy(self, *, phases: str | None = None, limit: str | None = None, check: bool = False,
+               interrupts: Interrupts | None = None, state_dir: Path, bus: EventBus | None = None,
+               nodes: Mapping[str, NodeCase] | None = None) -> DeployResult:
+        from orchestrator.engine.selection import parse_phases
+
+        ids = parse_phases(phases, self.project)
+        sel = select(self.project, ids, limit)
+        for node in sel.nodes:
+            if node.name not in self.transports:
+                self.node(node.name, (nodes or {}).get(node.name))
+        fleet = Fleet([self.transports[n.name] for n in sel.nodes])
+        bus = bus or EventBus()
+        run = Deploy(self.project, Options(phases=ids, limit=limit, check=check, skip_preflight=True, by="tester"),
+                     bus, interrupts=interrupts, fleet=fleet, state_dir=state_dir, secrets=self.secrets,
+                     consul=ConsulSync(addr=None, fleet="ai-swarm", bus=bus),
+                     network=healthy_network(self.project, self.render))
+        return asyncio.run(run.run())
+
+
+def _then(transport: ReplayTransport, key: str, nth: int, reply: Reply, action: Any) -> Reply:
+    """The same reply, and after the Nth command of this kind, `action()` (a link dies, a signal)."""
+    seen = {"n": 0}
+
+    def answer(command: Any) -> Answer:
+        seen["n"] += 1
+        if callable(reply):
+            got = reply(command)
+        elif isinstance(reply, Answer):
+            got = reply
+        else:
+            got = reply[min(seen["n"], len(reply)) - 1]
+        if seen["n"] == nth:
+            action()
+        return got
+
+    return answer
+
+
+def on_command(transport: ReplayTransport, key: str, nth: int, action: Any) -> None:
+    transport.replies[key] = _then(transport, key, nth, transport.replies.get(key, Answer()), action)
+
+
+def _stopped(rows: str, service: str) -> str:
+    out = []
+    for line in rows.splitlines():
+        data = json.loads(line)
+        if f"com.docker.compose.service={service}," in data.get("Labels", "") + ",":
+            data["State"], data["Status"] = "exited", "Exited (1) 3 seconds ago"
+        out.append(json.dumps(data))
+    return "\n".join(out) + "\n"
