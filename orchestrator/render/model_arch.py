@@ -219,5 +219,5 @@ def _compressed_tensors(qc: Mapping[str, Any]) -> Quantization:
 def _int(cfg: Mapping[str, Any], key: str) -> int:
     value = cfg.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"config.json: {key} must be a positive integer, got {value!r}")
+        raise ValueError(f"{key} must be a positive integer, got {value!r}")
     return value

@@ -19,7 +19,13 @@ import pytest
 import yaml
 
 from orchestrator.render.model_arch import GIB, ModelArch, arch_from_config
-from orchestrator.render.vllm_memory import Card, StartupEstimate, VllmSettings, estimate, parse_version
+from orchestrator.render.vllm_memory import (
+    Card,
+    StartupEstimate,
+    VllmSettings,
+    estimate,
+    parse_version,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "vllm"
 WEIGHTS_TOLERANCE = 0.05
@@ -93,6 +99,11 @@ def error(predicted: float, logged: float) -> float:
     return (predicted - logged) / abs(logged) if logged else 0.0
 
 
+def show(report: str) -> None:
+    """The per-case table is what this file is for (issue 15): visible with `pytest -s`."""
+    print("\n" + report)  # noqa: T201
+
+
 def table(title: str, rows: list[tuple[str, str, str, float]]) -> str:
     lines = [title, f"  {'case':<40} {'predicted':>12} {'logged':>18} {'error':>8}"]
     lines += [f"  {n:<40} {p:>12} {lg:>22} {e:>+7.1%}" for n, p, lg, e in rows]
@@ -148,7 +159,7 @@ def test_weights_within_five_percent_of_model_loading_took() -> None:
         predicted, logged = case.predict().weights_gib, float(case.logged["weights_gib"])
         rows.append((case.name, f"{predicted:.3f} GiB", f"{logged:.4f} GiB", error(predicted, logged)))
     report = table("weights (Model loading took)", rows)
-    print("\n" + report)
+    show(report)
     assert len(rows) >= 9
     assert all(abs(e) <= WEIGHTS_TOLERANCE for *_, e in rows), report
 
@@ -160,7 +171,7 @@ def test_kv_cache_tokens_within_ten_percent_of_the_log() -> None:
         predicted = case.predict().kv_cache_tokens
         rows.append((case.name, f"{predicted:,}", f"{logged:,} ({how})", _token_error(predicted, logged, case)))
     report = table("KV cache tokens", rows)
-    print("\n" + report)
+    show(report)
     assert all(abs(e) <= TOKENS_TOLERANCE for *_, e in rows), report
 
 
@@ -182,7 +193,7 @@ def test_max_concurrency_where_vllm_logged_it() -> None:
              error(c.predict().max_concurrency, float(c.logged["max_concurrency"])))
             for c in kv_cases() if "max_concurrency" in c.logged]
     report = table("max concurrency at max_model_len", rows)
-    print("\n" + report)
+    show(report)
     assert len(rows) >= 4 and all(abs(e) <= TOKENS_TOLERANCE for *_, e in rows), report
 
 
