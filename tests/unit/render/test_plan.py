@@ -14,18 +14,26 @@ from click.testing import CliRunner
 from orchestrator.cli.main import main
 from orchestrator.config.project import load_project
 from orchestrator.errors import PlanError
-from orchestrator.render.model_arch import GIB, arch_from_config
-from orchestrator.render.plan import as_dict, load_catalog, make_plan, require_feasible
+from orchestrator.render.model_arch import GIB, ModelArch, arch_from_config
+from orchestrator.render.plan import (
+    InstanceEstimate,
+    Plan,
+    as_dict,
+    load_catalog,
+    make_plan,
+    require_feasible,
+)
+from orchestrator.render.vllm_memory import StartupEstimate
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "tests/unit/fixtures/vllm/configs"
 
 
-def catalog_arch(name: str):  # noqa: ANN201 - test helper
+def catalog_arch(name: str) -> ModelArch:
     return load_catalog(load_project(REPO)).models[name].arch()
 
 
-def instances(plan):  # noqa: ANN001, ANN201
+def instances(plan: Plan) -> dict[str, InstanceEstimate]:
     return {e.service: e for n in plan.nodes for c in n.cards for e in c.instances}
 
 
@@ -65,7 +73,7 @@ def test_shipped_fleet_plans_ok_with_tokens_and_concurrency_for_every_instance()
 def test_version_changes_the_answer_v0_profiles_the_whole_context(project_copy: Path, edit_yaml) -> None:
     """The same 32K Mistral-7B on 0.33 of a 4090: vLLM 0.6.3 (V0) profiles 32768 tokens at once
     and cannot keep one sequence; 0.10.1 (V1, chunked prefill of 2048 tokens) can."""
-    def at_32k(tag: str):  # noqa: ANN202
+    def at_32k(tag: str) -> StartupEstimate:
         def change(d: dict) -> None:
             d["nodes"]["starlord"]["services"]["vllm-secondary"].update(
                 {"max_model_len": 32768, "image_tag": tag})
