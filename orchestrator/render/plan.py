@@ -1,7 +1,8 @@
 """Plan: what a phase will run where, and whether it fits: ports, RAM and GPU memory.
 
 Every vLLM instance is sized the way vLLM itself sizes it at start-up (render/vllm_memory.py,
-checked against published start-up logs): its share of the card, gpu_memory_utilization x
+checked against published start-up logs), from the engine arguments of its rendered command
+line and the vLLM version of its image: its share of the card, gpu_memory_utilization x
 total, less the weights (from the model's config.json figures, render/model_arch.py), the
 activation peak of the profiling run and runtime overheads, is its KV cache. The plan
 reports per instance the weights, overhead, KV budget, `kv_cache_tokens` and
@@ -39,9 +40,11 @@ from orchestrator.render.vllm_memory import (
     Card,
     StartupEstimate,
     VllmSettings,
+    engine_args,
     estimate,
     longest_context,
     parse_version,
+    settings_from_args,
     utilization_needed,
 )
 
@@ -177,29 +180,24 @@ class InstanceEstimate:
         }
 
 
-def vllm_settings(svc: Service) -> VllmSettings:
-    v = svc.vars
-    tag = v.get("image_tag") or svc.upstream_image.rpartition(":")[2]
-    return VllmSettings(
-        version=parse_version(str(tag)),
-        gpu_memory_utilization=float(v["gpu_memory_utilization"]),
-        max_model_len=int(v["max_model_len"]),
-        max_num_seqs=_int_or_none(v.get("max_num_seqs")),
-        max_num_batched_tokens=_int_or_none(v.get("max_num_batched_tokens")),
-        kv_cache_dtype=str(v.get("kv_cache_dtype") or "auto"),
-        block_size=_int_or_none(v.get("block_size")) or 16,
-        tensor_parallel_size=_int_or_none(v.get("tensor_parallel_size")) or 1,
-        enforce_eager=bool(v.get("enforce_eager", False)),
-    )
+def vllm_command(svc: Service) -> list[str]:
+    """The argv the container will run: the rendered command, so the plan sizes what starts."""
+    command = svc.compose.get("command")
+    return [str(a) for a in command] if isinstance(command, list) else []
 
 
-def _int_or_none(value: Any) -> int | None:
-    return None if value in (None, "") else int(value)
+def vllm_settings(svc: Service, model: ResolvedModel) -> tuple[VllmSettings, dict[str, str | bool]]:
+    args = engine_args(vllm_command(svc))
+    env = svc.compose.get("environment")
+    environ = {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {}
+    version = parse_version(svc.upstream_image.rpartition(":")[2])
+    return settings_from_args(args, version, model.arch.max_position_embeddings, environ), args
 
 
 def instance_estimate(svc: Service, model: ResolvedModel, card: Card) -> InstanceEstimate:
-    settings = vllm_settings(svc)
-    arch = model.arch.with_quantization(svc.vars.get("quantization"))
+    settings, args = vllm_settings(svc, model)
+    quantization = args.get("quantization")
+    arch = model.arch.with_quantization(str(quantization) if isinstance(quantization, str) else None)
     startup = estimate(arch, settings, card)
     est = InstanceEstimate(svc.name, str(svc.vars["model"]), model.origin, settings, startup,
                            model.native_context)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from orchestrator.render.model_arch import GIB, ModelArch
@@ -147,6 +148,63 @@ class StartupEstimate:
     def sequence_gib(self) -> float:
         """KV cache one full-length sequence needs."""
         return self.kv_bytes_per_token * self.max_model_len / GIB
+
+
+# ---------------------------------------------------------------- from a command line
+
+_VALUE_FLAGS = {
+    "--max-model-len": "max_model_len", "--gpu-memory-utilization": "gpu_memory_utilization",
+    "--max-num-seqs": "max_num_seqs", "--max-num-batched-tokens": "max_num_batched_tokens",
+    "--kv-cache-dtype": "kv_cache_dtype", "--block-size": "block_size",
+    "--tensor-parallel-size": "tensor_parallel_size", "-tp": "tensor_parallel_size",
+    "--quantization": "quantization", "-q": "quantization", "--model": "model",
+}
+_SWITCHES = {"--enforce-eager": "enforce_eager", "--enable-chunked-prefill": "enable_chunked_prefill"}
+DEFAULT_UTILIZATION = 0.9
+
+
+def engine_args(argv: Sequence[str]) -> dict[str, str | bool]:
+    """The arguments of `vllm serve` / the OpenAI server that move the memory arithmetic."""
+    out: dict[str, str | bool] = {}
+    items = [str(a) for a in argv]
+    for i, item in enumerate(items):
+        flag, eq, inline = item.partition("=")
+        key = flag.replace("_", "-") if flag.startswith("--") else flag
+        if key in _SWITCHES:
+            out[_SWITCHES[key]] = True
+        elif key in _VALUE_FLAGS:
+            value = inline if eq else (items[i + 1] if i + 1 < len(items) else "")
+            out[_VALUE_FLAGS[key]] = value
+    return out
+
+
+def settings_from_args(args: Mapping[str, str | bool], version: tuple[int, ...],
+                       model_max_len: int, environ: Mapping[str, str] | None = None) -> VllmSettings:
+    """VllmSettings for what the container will actually run (absent flags: vLLM's defaults)."""
+    env = environ or {}
+    engine = {"0": "v0", "1": "v1"}.get(str(env.get("VLLM_USE_V1", "")))
+    chunked = bool(args.get("enable_chunked_prefill"))
+    batched = _opt_int(args.get("max_num_batched_tokens"))
+    if chunked and batched is None and not (engine == "v1" or (engine is None and version >= (0, 8))):
+        batched = V0_CHUNKED_TOKENS
+    return VllmSettings(
+        version=version,
+        gpu_memory_utilization=float(str(args.get("gpu_memory_utilization") or DEFAULT_UTILIZATION)),
+        max_model_len=_opt_int(args.get("max_model_len")) or model_max_len,
+        max_num_seqs=_opt_int(args.get("max_num_seqs")),
+        max_num_batched_tokens=batched,
+        kv_cache_dtype=str(args.get("kv_cache_dtype") or "auto"),
+        block_size=_opt_int(args.get("block_size")) or 16,
+        tensor_parallel_size=_opt_int(args.get("tensor_parallel_size")) or 1,
+        enforce_eager=bool(args.get("enforce_eager")),
+        engine=engine,
+    )
+
+
+def _opt_int(value: str | bool | None) -> int | None:
+    if value in (None, "", True, False):
+        return None
+    return int(str(value))
 
 
 # ---------------------------------------------------------------- defaults per version

@@ -85,6 +85,15 @@ def test_version_changes_the_answer_v0_profiles_the_whole_context(project_copy: 
     assert v1.activation_gib < v0.activation_gib / 3
 
 
+def test_the_plan_sizes_the_rendered_command_not_loose_vars(project_copy: Path, edit_yaml) -> None:
+    """A var the vllm role does not pass to vLLM changes nothing: vLLM would never see it."""
+    before = instances(make_plan(load_project(project_copy)))["vllm-backup"].startup
+    edit_yaml(project_copy / "inventory/swarm.yml",
+              lambda d: d["nodes"]["thanos"]["services"]["vllm-backup"].update({"max_num_batched_tokens": 512}))
+    after = instances(make_plan(load_project(project_copy)))["vllm-backup"].startup
+    assert after == before and after.batched_tokens == 16384
+
+
 def test_refusal_names_card_numbers_and_the_two_cheapest_fixes(project_copy: Path, edit_yaml) -> None:
     edit_yaml(project_copy / "inventory/swarm.yml",
               lambda d: d["nodes"]["thanos"]["services"]["vllm-backup"].update({"max_model_len": 32768}))

@@ -21,9 +21,11 @@ from orchestrator.render.vllm_memory import (
     VllmSettings,
     batch_defaults,
     cuda_graph_reserve_gib,
+    engine_args,
     estimate,
     longest_context,
     parse_version,
+    settings_from_args,
     utilization_needed,
 )
 
@@ -144,3 +146,23 @@ def test_the_fixes_are_exact_edges(version: str) -> None:
     if util <= 1.0:
         assert estimate(arch, replace(s32, gpu_memory_utilization=util), RTX_3090).starts
         assert not estimate(arch, replace(s32, gpu_memory_utilization=round(util - 0.01, 2)), RTX_3090).starts
+
+
+# --- what the container will run ----------------------------------------------------------------
+
+
+def test_engine_args_read_both_flag_forms_and_switches() -> None:
+    argv = ["--host", "0.0.0.0", "--model", "m", "--max-model-len=4096", "-tp", "2",
+            "--gpu_memory_utilization", "0.7", "--enforce-eager", "--kv-cache-dtype", "fp8"]
+    args = engine_args(argv)
+    assert args == {"model": "m", "max_model_len": "4096", "tensor_parallel_size": "2",
+                    "gpu_memory_utilization": "0.7", "enforce_eager": True, "kv_cache_dtype": "fp8"}
+    s = settings_from_args(args, parse_version("0.10.1"), 32768)
+    assert (s.max_model_len, s.tensor_parallel_size, s.gpu_memory_utilization, s.enforce_eager) == (4096, 2, 0.7, True)
+
+
+def test_absent_flags_are_vllms_defaults_and_the_environment_can_pin_v0() -> None:
+    s = settings_from_args({}, parse_version("0.8.5"), 40960, {"VLLM_USE_V1": "0"})
+    assert not s.is_v1 and s.max_model_len == 40960 and s.gpu_memory_utilization == 0.9
+    chunked = settings_from_args({"enable_chunked_prefill": True}, parse_version("0.6.3"), 8192)
+    assert batch_defaults(chunked, RTX_3090)[0] == 512
