@@ -11,6 +11,7 @@ with plain data.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,8 +29,6 @@ from orchestrator.facts.containers import published_ports
 from orchestrator.preflight.facts import SMOKE_RUN_TIMEOUT_S, NodeFacts
 from orchestrator.preflight.report import CheckResult, Status
 from orchestrator.render.services import Service
-
-GIB_MIB = 1024
 
 
 def result(
@@ -199,13 +198,20 @@ def check_smoke(node: str, image: str, platform: str, step: StepResult | None) -
 
 @dataclass(frozen=True)
 class VramNeed:
-    """What one vLLM instance will claim on a card: the plan's estimate and its budget."""
+    """What one vLLM instance will claim on a card, from the plan's start-up model (MiB).
+
+    vLLM takes its whole share, gpu_memory_utilization x the card's CUDA total, whatever the
+    model needs: `claim_mib`. `start_mib` is the least share at which one full-length sequence
+    still fits beside weights and overheads, so a card partly used by something else can be
+    told apart: lower the utilization, or free the card.
+    """
 
     service: str
     gpu: int
-    needed_gib: float
-    budget_gib: float
-    running: bool
+    claim_mib: int
+    start_mib: int
+    total_mib: int
+    running: bool = False
 
 
 def check_gpus(
@@ -268,28 +274,36 @@ def check_runtime(node: Node, facts: NodeFacts) -> CheckResult:
 
 
 def check_free_vram(node: str, reading: gpu_mod.GpuReading, needs: Sequence[VramNeed]) -> CheckResult:
-    """Free VRAM now against what the phase's vLLM instances not yet running will claim."""
+    """Free VRAM now against the shares the phase's vLLM instances not yet running will claim."""
     subject = f"GPU {reading.index}"
     new = [n for n in needs if not n.running]
     if not new:
         names = ", ".join(n.service for n in needs)
         return result("gpu-free-vram", subject, node, "pass", f"{names} already running on it")
-    needed_mib = round(sum(n.needed_gib for n in new) * GIB_MIB)
-    finding = gpu_mod.check_free_vram(reading, needed_mib)
     names = ", ".join(n.service for n in new)
-    if finding.status != "pass":
-        return _finding("gpu-free-vram", subject, node, finding, f" (for {names})")
-    budget_mib = round(sum(n.budget_gib for n in new) * GIB_MIB)
-    free = reading.memory_free_mib or 0
-    if free < budget_mib:
-        return result(
-            "gpu-free-vram", subject, node, "warn",
-            f"GPU {reading.index}: {free} MiB free covers the plan's {needed_mib} MiB but not "
-            f"the {budget_mib} MiB gpu_memory_utilization claims for {names}",
-            hint="vLLM refuses to start when free memory is below its utilisation target; "
-            "stop what holds VRAM or lower gpu_memory_utilization",
-        )
-    return _finding("gpu-free-vram", subject, node, finding, f" (for {names})")
+    claim = sum(n.claim_mib for n in new)
+    finding = gpu_mod.check_free_vram(reading, claim)
+    free = reading.memory_free_mib
+    if finding.status != "fail" or free is None:
+        return _finding("gpu-free-vram", subject, node, finding, f" (gpu_memory_utilization of {names})")
+    return result(
+        "gpu-free-vram", subject, node, "fail",
+        f"GPU {reading.index}: {free} MiB free now, but {names} claim {claim} MiB "
+        f"(gpu_memory_utilization x the card's {new[0].total_mib} MiB): vLLM refuses to start below "
+        "its utilization target (V1) or runs out of memory allocating its KV cache (V0)",
+        hint=_free_vram_hint(new, free),
+    )
+
+
+def _free_vram_hint(new: Sequence[VramNeed], free: int) -> str:
+    stop = ("stop what holds VRAM (`nvidia-smi --query-compute-apps=pid,used_memory "
+            "--format=csv`)")
+    start = sum(n.start_mib for n in new)
+    if len(new) == 1 and free >= start:
+        util = math.floor(free / new[0].total_mib * 100) / 100
+        return (f"{stop}, or lower {new[0].service}'s gpu_memory_utilization to {util:.2f}: "
+                f"{free} MiB still hold one full-length sequence (it needs {start} MiB)")
+    return f"{stop}: even the least that starts {'them' if len(new) > 1 else 'it'} is {start} MiB"
 
 
 def _finding(

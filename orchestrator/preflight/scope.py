@@ -11,9 +11,10 @@ so the network check tests exactly the links the rendered fleet will use.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project
@@ -22,6 +23,7 @@ from orchestrator.preflight.checks import Dependency, VramNeed
 from orchestrator.render.fleet import FleetRender, render_fleet
 from orchestrator.render.plan import make_plan
 from orchestrator.render.services import Service, build_services
+from orchestrator.render.vllm_memory import MIB
 
 
 @dataclass(frozen=True)
@@ -129,26 +131,25 @@ def _names_endpoint(text: str, address: str, port: int) -> bool:
 # --- VRAM ------------------------------------------------------------------------------------
 
 
-def vram_needs(project: Project, scope: Scope) -> dict[str, list[tuple[str, int, float, float]]]:
-    """Per node: (service, GPU index, needed GiB, budget GiB) from the plan's estimates."""
+def vram_needs(project: Project, scope: Scope) -> dict[str, list[VramNeed]]:
+    """Per node, what each vLLM instance of the scope will claim, from the plan's estimates."""
     plan = make_plan(project, scope.phase)
     names = {s.name for s in scope.services}
-    out: dict[str, list[tuple[str, int, float, float]]] = {}
+    out: dict[str, list[VramNeed]] = {}
     for node_plan in plan.nodes:
         for card in node_plan.cards:
+            total_mib = card.card.total_bytes // MIB
             for est in card.instances:
                 if est.service in names:
-                    out.setdefault(card.node, []).append(
-                        (est.service, card.index, est.needed_gib, est.budget_gib)
-                    )
+                    out.setdefault(card.node, []).append(VramNeed(
+                        est.service, card.index, round(est.budget_gib * 1024),
+                        math.ceil(est.needed_gib * 1024), total_mib))
     return out
 
 
-def as_needs(
-    rows: Sequence[tuple[str, int, float, float]], running: Iterable[str]
-) -> list[VramNeed]:
+def as_needs(needs: Sequence[VramNeed], running: Iterable[str]) -> list[VramNeed]:
     up = set(running)
-    return [VramNeed(svc, gpu, needed, budget, svc in up) for svc, gpu, needed, budget in rows]
+    return [replace(n, running=n.service in up) for n in needs]
 
 
 def fleet_render(project: Project, scope: Scope, everyone: Sequence[Service] | None = None) -> FleetRender:

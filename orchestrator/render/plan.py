@@ -1,19 +1,23 @@
-"""Plan: what a phase will run where, and whether it fits — ports, RAM and GPU memory.
+"""Plan: what a phase will run where, and whether it fits: ports, RAM and GPU memory.
 
-GPU memory per vLLM instance (all figures in GiB = 2**30 bytes):
+Every vLLM instance is sized the way vLLM itself sizes it at start-up (render/vllm_memory.py,
+checked against published start-up logs), from the engine arguments of its rendered command
+line and the vLLM version of its image: its share of the card, gpu_memory_utilization x
+total, less the weights (from the model's config.json figures, render/model_arch.py), the
+activation peak of the profiling run and runtime overheads, is its KV cache. The plan
+reports per instance the weights, overhead, KV budget, `kv_cache_tokens` and
+`max_concurrency` at max_model_len, and refuses (exit 2) where fewer than one full-length
+sequence fits, the case where vLLM itself refuses to start, with the two cheapest fixes:
+the longest max_model_len that starts, and the utilization the current one needs.
 
-    weights  = parameters x bits/8 x (1 + 0.10 if quantized)   # scales, zeros, fp16 embeddings
-    kv_cache = 2 x layers x kv_heads x head_dim x kv_bytes x max_model_len
-               (room for at least one full-length sequence; kv_bytes 1 for fp8, 2 otherwise)
-    overhead = 1.5                                              # CUDA context, activations, graphs
-    needed   = weights + kv_cache + overhead  <=  gpu_memory_utilization x card VRAM
-
-and the utilisation fractions of all instances sharing one card must sum to at most 1.
+The model's figures come from roles/vllm/models.yml (config.json figures with their source),
+else from the model's own config.json (render/hf_config.py). The utilization fractions of
+all instances sharing one card must sum to at most 1.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +28,74 @@ from orchestrator.config.models import Model
 from orchestrator.config.project import Project
 from orchestrator.config.yamlfile import load_yaml, validate
 from orchestrator.errors import PlanError
+from orchestrator.render.hf_config import cache_roots, find_config, load_arch
+from orchestrator.render.model_arch import (
+    FP8_KV,
+    ModelArch,
+    Quantization,
+    quantization_named,
+)
 from orchestrator.render.services import Service, build_services
+from orchestrator.render.vllm_memory import (
+    Card,
+    StartupEstimate,
+    VllmSettings,
+    engine_args,
+    estimate,
+    longest_context,
+    parse_version,
+    settings_from_args,
+    utilization_needed,
+)
 
-GIB = 2**30
-RUNTIME_OVERHEAD_GIB = 1.5
-QUANT_OVERHEAD = 0.10
 RAM_RESERVE_GB = 2.0
-_BITS = {"gptq": 4, "awq": 4, "int4": 4, "bitsandbytes": 4, "fp8": 8, "int8": 8,
-         "gptq_8bit": 8, "bf16": 16, "fp16": 16, "float16": 16, "bfloat16": 16, "auto": 16}
-_KV_BYTES = {"fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "auto": 2, "fp16": 2, "bf16": 2}
 
 
 class ModelFacts(Model):
-    params_b: float = Field(gt=0)
-    layers: int = Field(gt=0)
-    kv_heads: int = Field(gt=0)
-    head_dim: int = Field(gt=0)
-    native_context: int = Field(gt=0)
-    weights: str = "bf16"
+    """One catalog entry: the config.json figures vLLM builds the model from, and their source."""
+
+    hidden_size: int = Field(gt=0)
+    intermediate_size: int = Field(gt=0)
+    num_hidden_layers: int = Field(gt=0)
+    num_attention_heads: int = Field(gt=0)
+    num_key_value_heads: int = Field(gt=0)
+    head_dim: int | None = Field(None, gt=0)
+    vocab_size: int = Field(gt=0)
+    max_position_embeddings: int = Field(gt=0)
+    tie_word_embeddings: bool = False
+    num_experts: int = Field(0, ge=0)
+    num_experts_per_tok: int = Field(0, ge=0)
+    moe_intermediate_size: int = Field(0, ge=0)
+    quantization: str | None = None
+    bits: int | None = Field(None, gt=0, le=16)
+    group_size: int | None = Field(None, ge=0)
+    native_context: int | None = Field(None, gt=0)
     source: str
+    quantization_source: str | None = None
+    context_source: str | None = None
+
+    def arch(self) -> ModelArch:
+        return ModelArch(
+            hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads,
+            head_dim=self.head_dim or self.hidden_size // self.num_attention_heads,
+            vocab_size=self.vocab_size, max_position_embeddings=self.max_position_embeddings,
+            tie_word_embeddings=self.tie_word_embeddings, num_experts=self.num_experts,
+            num_experts_per_tok=self.num_experts_per_tok,
+            moe_intermediate_size=self.moe_intermediate_size, quant=self._quant(), source=self.source,
+        )
+
+    def _quant(self) -> Quantization:
+        named = quantization_named(self.quantization)
+        if not named.is_quantized:
+            return named
+        return Quantization(named.method, self.bits or named.bits,
+                            named.group_size if self.group_size is None else self.group_size)
+
+    @property
+    def context(self) -> int:
+        return self.native_context or self.max_position_embeddings
 
 
 class Catalog(Model):
@@ -56,58 +109,102 @@ def load_catalog(project: Project) -> Catalog:
     return validate(Catalog, load_yaml(path, what="model catalog"), "model catalog")
 
 
-# ---------------------------------------------------------------- VRAM arithmetic
+@dataclass(frozen=True)
+class ResolvedModel:
+    arch: ModelArch
+    native_context: int
+    origin: str   # "roles/vllm/models.yml" or the config.json it was read from
+
+
+def resolve_model(project: Project, catalog: Catalog, svc: Service) -> ResolvedModel | None:
+    name = str(svc.vars["model"])
+    facts = catalog.models.get(name)
+    if facts is not None:
+        return ResolvedModel(facts.arch(), facts.context, "roles/vllm/models.yml")
+    path = find_config(name, project.root, cache_roots(svc.vars))
+    if path is None:
+        return None
+    arch = load_arch(path)
+    return ResolvedModel(arch, arch.max_position_embeddings, str(path))
+
+
+# ---------------------------------------------------------------- one vLLM instance
 
 
 @dataclass(frozen=True)
-class VramEstimate:
+class InstanceEstimate:
+    """One vLLM instance on one card: vLLM's start-up figures and what would make it start."""
+
     service: str
     model: str
-    weights_gib: float
-    kv_gib: float
-    overhead_gib: float
-    budget_gib: float
-    utilization: float
-    kv_per_token_bytes: int
-    max_model_len: int
+    model_source: str
+    settings: VllmSettings
+    startup: StartupEstimate
+    native_context: int
+    fix_max_model_len: int | None = None
+    fix_utilization: float | None = None
+
+    @property
+    def utilization(self) -> float:
+        return self.settings.gpu_memory_utilization
+
+    @property
+    def budget_gib(self) -> float:
+        return self.startup.budget_gib
 
     @property
     def needed_gib(self) -> float:
-        return self.weights_gib + self.kv_gib + self.overhead_gib
+        """The least budget that starts: weights, overhead and one full-length sequence."""
+        s = self.startup
+        return s.weights_gib + s.overhead_gib + s.sequence_gib
 
     @property
-    def fits(self) -> bool:
-        return self.needed_gib <= self.budget_gib
+    def starts(self) -> bool:
+        return self.startup.starts
 
-    def max_context(self) -> int:
-        """Longest sequence whose KV cache fits beside weights and overhead."""
-        room = self.budget_gib - self.weights_gib - self.overhead_gib
-        return max(0, int(room * GIB // self.kv_per_token_bytes))
+    def as_dict(self) -> dict[str, Any]:
+        s = self.startup
+        return {
+            "service": self.service, "model": self.model, "model_source": self.model_source,
+            "vllm_version": s.version, "engine": s.engine, "utilization": self.utilization,
+            "total_gib": round(s.total_gib, 3), "budget_gib": round(s.budget_gib, 3),
+            "weights_gib": round(s.weights_gib, 3), "activation_gib": round(s.activation_gib, 3),
+            "non_torch_gib": round(s.non_torch_gib, 3), "cuda_graph_gib": round(s.cuda_graph_gib, 3),
+            "overhead_gib": round(s.overhead_gib, 3), "kv_budget_gib": round(s.kv_gib, 3),
+            "kv_cache_dtype": self.settings.kv_cache_dtype, "kv_bytes_per_token": s.kv_bytes_per_token,
+            "kv_cache_tokens": s.kv_cache_tokens, "max_model_len": s.max_model_len,
+            "max_concurrency": round(s.max_concurrency, 2), "max_num_batched_tokens": s.batched_tokens,
+            "max_num_seqs": s.num_seqs, "needed_gib": round(self.needed_gib, 3), "starts": s.starts,
+            "fits": s.starts,
+            "fixes": {"max_model_len": self.fix_max_model_len, "gpu_memory_utilization": self.fix_utilization},
+        }
 
 
-def weights_gib(facts: ModelFacts, quantization: str | None) -> float:
-    fmt = (quantization or facts.weights).lower()
-    bits = _BITS.get(fmt, 16)
-    overhead = QUANT_OVERHEAD if bits < 16 else 0.0
-    return facts.params_b * 1e9 * bits / 8 * (1 + overhead) / GIB
+def vllm_command(svc: Service) -> list[str]:
+    """The argv the container will run: the rendered command, so the plan sizes what starts."""
+    command = svc.compose.get("command")
+    return [str(a) for a in command] if isinstance(command, list) else []
 
 
-def kv_bytes_per_token(facts: ModelFacts, kv_cache_dtype: str) -> int:
-    return 2 * facts.layers * facts.kv_heads * facts.head_dim * _KV_BYTES.get(kv_cache_dtype, 2)
+def vllm_settings(svc: Service, model: ResolvedModel) -> tuple[VllmSettings, dict[str, str | bool]]:
+    args = engine_args(vllm_command(svc))
+    env = svc.compose.get("environment")
+    environ = {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {}
+    version = parse_version(svc.upstream_image.rpartition(":")[2])
+    return settings_from_args(args, version, model.arch.max_position_embeddings, environ), args
 
 
-def estimate(svc: Service, facts: ModelFacts, vram_mib: int) -> VramEstimate:
-    v = svc.vars
-    per_token = kv_bytes_per_token(facts, str(v.get("kv_cache_dtype", "auto")))
-    length = int(v["max_model_len"])
-    util = float(v["gpu_memory_utilization"])
-    return VramEstimate(
-        service=svc.name, model=str(v["model"]),
-        weights_gib=weights_gib(facts, v.get("quantization")),
-        kv_gib=per_token * length / GIB, overhead_gib=RUNTIME_OVERHEAD_GIB,
-        budget_gib=util * vram_mib / 1024, utilization=util,
-        kv_per_token_bytes=per_token, max_model_len=length,
-    )
+def instance_estimate(svc: Service, model: ResolvedModel, card: Card) -> InstanceEstimate:
+    settings, args = vllm_settings(svc, model)
+    quantization = args.get("quantization")
+    arch = model.arch.with_quantization(str(quantization) if isinstance(quantization, str) else None)
+    startup = estimate(arch, settings, card)
+    est = InstanceEstimate(svc.name, str(svc.vars["model"]), model.origin, settings, startup,
+                           model.native_context)
+    if startup.starts:
+        return est
+    return replace(est, fix_max_model_len=longest_context(arch, settings, card) or None,
+                   fix_utilization=utilization_needed(arch, settings, card))
 
 
 # ---------------------------------------------------------------- plan
@@ -119,11 +216,19 @@ class CardPlan:
     index: int
     model: str
     vram_mib: int
-    instances: list[VramEstimate] = field(default_factory=list)
+    instances: list[InstanceEstimate] = field(default_factory=list)
 
     @property
     def utilization(self) -> float:
         return sum(i.utilization for i in self.instances)
+
+    @property
+    def card(self) -> Card:
+        return Card(self.model, self.vram_mib)
+
+    @property
+    def where(self) -> str:
+        return f"{self.node} GPU {self.index} ({self.model}, {self.card.total_gib:.2f} GiB usable)"
 
 
 @dataclass
@@ -156,11 +261,12 @@ def make_plan(project: Project, phase: int | None = None) -> Plan:
     for node in project.inventory.nodes.values():
         mine = [s for s in services if s.node == node.name]
         if mine:
-            plans.append(_node_plan(node, mine, catalog, problems))
+            plans.append(_node_plan(project, node, mine, catalog, problems))
     return Plan(nodes=plans, problems=problems)
 
 
-def _node_plan(node: Node, services: list[Service], catalog: Catalog, problems: list[str]) -> NodePlan:
+def _node_plan(project: Project, node: Node, services: list[Service], catalog: Catalog,
+               problems: list[str]) -> NodePlan:
     ports = _ports(node, services, problems)
     ram = sum(s.ram_gb for s in services)
     if ram > node.spec.ram_gb - RAM_RESERVE_GB:
@@ -168,7 +274,7 @@ def _node_plan(node: Node, services: list[Service], catalog: Catalog, problems: 
             f"{node.name}: services need {ram:.1f} GB of RAM but the node has {node.spec.ram_gb:g} GB "
             f"(keeping {RAM_RESERVE_GB:g} GB for the OS): move a service to another node"
         )
-    cards = _cards(node, services, catalog, problems)
+    cards = _cards(project, node, services, catalog, problems)
     return NodePlan(node=node, services=services, ports=ports, ram_needed_gb=ram, cards=cards)
 
 
@@ -184,9 +290,12 @@ def _ports(node: Node, services: list[Service], problems: list[str]) -> dict[int
     return dict(sorted(used.items()))
 
 
-def _cards(node: Node, services: list[Service], catalog: Catalog, problems: list[str]) -> list[CardPlan]:
-    cards = {g.index if g.index is not None else i: CardPlan(node.name, g.index if g.index is not None else i, g.model, g.vram_mib)
-             for i, g in enumerate(node.gpus)}
+def _cards(project: Project, node: Node, services: list[Service], catalog: Catalog,
+           problems: list[str]) -> list[CardPlan]:
+    cards = {}
+    for i, g in enumerate(node.gpus):
+        index = g.index if g.index is not None else i
+        cards[index] = CardPlan(node.name, index, g.model, g.vram_mib)
     for svc in services:
         if not svc.gpu:
             continue
@@ -196,73 +305,78 @@ def _cards(node: Node, services: list[Service], catalog: Catalog, problems: list
             problems.append(f"{node.name}: {svc.name} needs GPU {index} but the inventory lists {have}")
             continue
         if "gpu_memory_utilization" in svc.vars and "model" in svc.vars:
-            _vllm_on_card(node, svc, cards[index], catalog, problems)
+            _vllm_on_card(project, node, svc, cards[index], catalog, problems)
     for card in cards.values():
-        if card.utilization > 1.0 + 1e-9:
-            parts = " + ".join(f"{i.service} {i.utilization:g}" for i in card.instances)
-            problems.append(
-                f"{node.name} GPU {card.index} ({card.model}): gpu_memory_utilization adds up to "
-                f"{card.utilization:.2f} ({parts}); instances sharing a card must sum to at most 1.0"
-            )
+        _check_sharing(card, problems)
     return list(cards.values())
 
 
-def _vllm_on_card(node: Node, svc: Service, card: CardPlan, catalog: Catalog, problems: list[str]) -> None:
-    model = str(svc.vars["model"])
-    facts = catalog.models.get(model)
-    if facts is None:
+def _check_sharing(card: CardPlan, problems: list[str]) -> None:
+    if card.utilization > 1.0 + 1e-9:
+        parts = " + ".join(f"{i.service} {i.utilization:g}" for i in card.instances)
         problems.append(
-            f"{node.name}: {svc.name} serves {model!r}, which is not in roles/vllm/models.yml: "
-            "add its parameters, layers, kv_heads, head_dim and native_context"
+            f"{card.node} GPU {card.index} ({card.model}): gpu_memory_utilization adds up to "
+            f"{card.utilization:.2f} ({parts}); instances sharing a card must sum to at most 1.0"
+        )
+
+
+def _vllm_on_card(project: Project, node: Node, svc: Service, card: CardPlan, catalog: Catalog,
+                  problems: list[str]) -> None:
+    model = str(svc.vars["model"])
+    resolved = resolve_model(project, catalog, svc)
+    if resolved is None:
+        problems.append(
+            f"{node.name}: {svc.name} serves {model!r}, which is not in roles/vllm/models.yml and "
+            "has no config.json swarm can read: add its config.json figures to the catalog (with "
+            "their source), point `model` at a local directory, or set `hf_cache` to a Hugging "
+            "Face cache holding it"
         )
         return
-    est = estimate(svc, facts, card.vram_mib)
+    est = instance_estimate(svc, resolved, card.card)
     card.instances.append(est)
-    where = f"{node.name} GPU {card.index} ({card.model}, {card.vram_mib / 1024:.1f} GiB)"
-    if est.max_model_len > facts.native_context:
+    if est.settings.max_model_len > resolved.native_context:
         problems.append(
-            f"{where}: {svc.name} max_model_len {est.max_model_len} exceeds {model}'s native "
-            f"context of {facts.native_context} tokens: set max_model_len <= {facts.native_context}"
+            f"{card.where}: {svc.name} max_model_len {est.settings.max_model_len} exceeds {model}'s "
+            f"native context of {resolved.native_context} tokens: set max_model_len <= {resolved.native_context}"
         )
-    if not est.fits:
-        problems.append(f"{where}: {svc.name} does not fit: {_shortfall(est, facts, svc, card)}")
+    if not est.starts:
+        problems.append(f"{card.where}: {svc.name} cannot start: {refusal(est, card)}")
 
 
-def _shortfall(est: VramEstimate, facts: ModelFacts, svc: Service, card: CardPlan) -> str:
-    short = est.needed_gib - est.budget_gib
-    text = (f"needs {est.needed_gib:.1f} GiB (weights {est.weights_gib:.1f} + KV cache "
-            f"{est.kv_gib:.1f} for {est.max_model_len} tokens + runtime {est.overhead_gib:.1f}) but "
-            f"gpu_memory_utilization {est.utilization:g} gives {est.budget_gib:.1f} GiB — "
-            f"{short:.1f} GiB over. ")
-    return text + "Would fit: " + "; ".join(_suggestions(est, facts, svc, card))
+# ---------------------------------------------------------------- messages
 
 
-def _suggestions(est: VramEstimate, facts: ModelFacts, svc: Service, card: CardPlan) -> list[str]:
-    card_gib = card.vram_mib / 1024
+def refusal(est: InstanceEstimate, card: CardPlan) -> str:
+    s = est.startup
+    text = (f"vLLM {s.version} ({s.engine}) keeps {s.kv_cache_tokens:,} tokens of KV cache "
+            f"({_budget_sum(s)}) but one {s.max_model_len}-token sequence needs "
+            f"{s.sequence_gib:.2f} GiB ({s.max_concurrency:.2f} sequences fit). ")
+    return text + "Cheapest fixes: " + "; or ".join(fixes(est, card))
+
+
+def _budget_sum(s: StartupEstimate) -> str:
+    return (f"{s.kv_gib:.2f} GiB = {s.utilization:g} x {s.total_gib:.2f} GiB - weights "
+            f"{s.weights_gib:.2f} - activation {s.activation_gib:.2f} - runtime "
+            f"{s.non_torch_gib + s.cuda_graph_gib:.2f}")
+
+
+def fixes(est: InstanceEstimate, card: CardPlan) -> list[str]:
     out: list[str] = []
-    if est.weights_gib + est.overhead_gib >= card_gib:
-        four_bit = weights_gib(facts, "awq")
-        fix = (f"a 4-bit quantization ({four_bit:.1f} GiB)" if four_bit + est.overhead_gib < card_gib
-               else f"a smaller model, or a card with at least {est.needed_gib:.0f} GiB")
-        out.append(f"nothing on this card — the weights alone ({est.weights_gib:.1f} GiB) plus runtime "
-                   f"fill the {card_gib:.1f} GiB card: use {fix}")
-        return out
-    ctx = est.max_context()
-    if ctx >= 1024:
-        out.append(f"max_model_len <= {ctx // 1024 * 1024}")
-    if svc.vars.get("kv_cache_dtype", "auto") not in ("fp8", "fp8_e4m3", "fp8_e5m2"):
-        fp8 = VramEstimate(**{**est.__dict__, "kv_per_token_bytes": est.kv_per_token_bytes // 2,
-                              "kv_gib": est.kv_gib / 2})
-        out.append(f"kv_cache_dtype fp8 (KV cache {fp8.kv_gib:.1f} GiB)")
-    need_util = est.needed_gib / card_gib
+    if est.fix_max_model_len:
+        out.append(f"max_model_len {est.fix_max_model_len} (the longest that starts at "
+                   f"gpu_memory_utilization {est.utilization:g})")
+    util = est.fix_utilization
     others = card.utilization - est.utilization
-    if need_util + others <= 1.0:
-        out.append(f"gpu_memory_utilization >= {need_util:.2f}")
-    else:
-        out.append(f"gpu_memory_utilization {need_util:.2f} alone, which leaves {max(0.0, 1 - need_util):.2f} "
-                   "for the other instances on this card")
-    if facts.weights in {"bf16", "fp16"} and not svc.vars.get("quantization"):
-        out.append(f"a 4-bit quantization (weights {weights_gib(facts, 'awq'):.1f} GiB)")
+    if util is not None and util <= 1.0 and util + others <= 1.0 + 1e-9:
+        out.append(f"gpu_memory_utilization {util:.2f} (keeps max_model_len {est.settings.max_model_len})")
+    elif util is not None and util <= 1.0:
+        out.append(f"gpu_memory_utilization {util:.2f}, which the other instances on this card "
+                   f"(taking {others:.2f}) leave no room for")
+    if est.settings.kv_cache_dtype.lower() not in FP8_KV:
+        out.append("kv_cache_dtype fp8 (halves the KV cache per token)")
+    if not out or est.startup.weights_gib + est.startup.overhead_gib >= est.startup.total_gib:
+        out.append(f"a smaller or more quantized model: the weights alone are "
+                   f"{est.startup.weights_gib:.2f} GiB of the card's {est.startup.total_gib:.2f} GiB")
     return out
 
 
@@ -283,15 +397,23 @@ def describe(plan: Plan) -> list[str]:
             lines.append(f"  {svc.name:<20} {svc.role:<18} ports {ports:<14} {svc.upstream_image}{flag}")
         lines.append(f"  RAM: {np_.ram_needed_gb:.1f} of {n.spec.ram_gb:g} GB")
         for card in np_.cards:
-            lines.append(f"  GPU {card.index} {card.model} {card.vram_mib / 1024:.1f} GiB, "
-                         f"utilization {card.utilization:.2f} of 1.00")
-            for e in card.instances:
-                ok = "ok" if e.fits else "DOES NOT FIT"
-                lines.append(
-                    f"    {e.service:<18} weights {e.weights_gib:5.1f} + KV {e.kv_gib:5.1f} "
-                    f"({e.max_model_len} tok) + runtime {e.overhead_gib:.1f} = {e.needed_gib:5.1f} GiB "
-                    f"of {e.budget_gib:5.1f} ({e.utilization:g}) {ok}")
+            lines.append(f"  GPU {card.index} {card.model} {card.vram_mib / 1024:.1f} GiB "
+                         f"({card.card.total_gib:.2f} usable), utilization {card.utilization:.2f} of 1.00")
+            lines.extend(line for e in card.instances for line in _describe_instance(e))
     return lines
+
+
+def _describe_instance(e: InstanceEstimate) -> list[str]:
+    s = e.startup
+    verdict = "ok" if s.starts else "CANNOT START"
+    return [
+        f"    {e.service:<18} vLLM {s.version} {s.engine}: budget {s.budget_gib:.2f} GiB "
+        f"({e.utilization:g}) = weights {s.weights_gib:.2f} + activation/overhead {s.overhead_gib:.2f}"
+        f" + KV {s.kv_gib:.2f}",
+        f"    {'':<18} kv_cache_tokens {s.kv_cache_tokens:,} ({e.settings.kv_cache_dtype}, "
+        f"{s.kv_bytes_per_token // 1024} KiB/token), max_concurrency {s.max_concurrency:.2f}x at "
+        f"{s.max_model_len} tokens: {verdict}",
+    ]
 
 
 def as_dict(plan: Plan) -> dict[str, Any]:
@@ -304,9 +426,8 @@ def as_dict(plan: Plan) -> dict[str, Any]:
                 "ports": {str(k): v for k, v in np_.ports.items()},
                 "ram_needed_gb": np_.ram_needed_gb,
                 "gpus": [{"index": c.index, "model": c.model, "vram_mib": c.vram_mib,
-                          "utilization": c.utilization,
-                          "instances": [{**e.__dict__, "needed_gib": e.needed_gib, "fits": e.fits}
-                                        for e in c.instances]} for c in np_.cards],
+                          "usable_gib": round(c.card.total_gib, 3), "utilization": c.utilization,
+                          "instances": [e.as_dict() for e in c.instances]} for c in np_.cards],
             } for np_ in plan.nodes
         },
     }

@@ -25,7 +25,7 @@ from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project, load_project
 from orchestrator.engine.gate import Outcome
 from orchestrator.errors import ServiceError
-from orchestrator.facts.gpu import GpuReading
+from orchestrator.facts.gpu import GpuReading, parse_nvidia_smi
 from orchestrator.preflight import checks
 from orchestrator.preflight.facts import (
     FactsRequest,
@@ -37,12 +37,14 @@ from orchestrator.preflight.facts import (
 )
 from orchestrator.preflight.report import Report
 from orchestrator.preflight.run import require_passed
-from orchestrator.preflight.scope import dependencies, scope_for
+from orchestrator.preflight.scope import dependencies, scope_for, vram_needs
 from orchestrator.render.fleet import render_fleet
+from orchestrator.render.plan import make_plan
 from orchestrator.render.services import Service, build_services
 from orchestrator.transport.local import LocalTransport
 
 REPO = Path(__file__).resolve().parents[3]
+GPU_FIXTURES = REPO / "tests/unit/fixtures/gpu"
 GIB = 1024 * 1024  # KiB
 
 
@@ -219,14 +221,49 @@ def test_missing_nvidia_smi_and_runtime_fail(project: Project) -> None:
 
 def test_free_vram_counts_only_instances_not_running_yet() -> None:
     reading = GpuReading(0, "RTX 4090", 24564, 20000, 4564, 50, "550", 0)
-    needs = [checks.VramNeed("vllm-primary", 0, 12.7, 14.4, running=False),
-             checks.VramNeed("vllm-secondary", 0, 7.2, 7.9, running=True)]
+    needs = [checks.VramNeed("vllm-primary", 0, 14470, 12000, 24114, running=False),
+             checks.VramNeed("vllm-secondary", 0, 7958, 6500, 24114, running=True)]
     res = checks.check_free_vram("starlord", reading, needs)
-    assert res.status == "fail" and "13005 MiB" in res.message and "vllm-primary" in res.message
+    assert res.status == "fail" and "4564 MiB free now" in res.message
+    assert "vllm-primary claim 14470 MiB" in res.message and "vllm-secondary" not in res.message
     all_up = [replace(n, running=True) for n in needs]
     assert checks.check_free_vram("starlord", reading, all_up).status == "pass"
-    roomy = replace(reading, memory_free_mib=14000)
-    assert checks.check_free_vram("starlord", roomy, needs[:1]).status == "warn"  # < 14.4 GiB budget
+    roomy = replace(reading, memory_free_mib=14500)
+    assert checks.check_free_vram("starlord", roomy, needs).status == "pass"
+
+
+def thanos_needs(project: Project) -> list[checks.VramNeed]:
+    """What the plan says thanos's vLLM will claim (phase 4), as preflight gets it."""
+    return vram_needs(project, scope_for(project, 4))["thanos"]
+
+
+def test_a_recorded_busy_card_fails_against_the_plans_claim(project: Project) -> None:
+    """The recorded RTX 3080 (telegraf's nvidia-smi dump) has 660 MiB free: far below the
+    0.85 x 9790 MiB vllm-backup claims, and below the least it could start with."""
+    [reading] = parse_nvidia_smi((GPU_FIXTURES / "rtx3080-595.58.03.csv").read_text())
+    [need] = thanos_needs(project)
+    assert need.claim_mib == round(0.85 * (10240 - 450))
+    res = checks.check_free_vram("thanos", reading, [need])
+    assert res.status == "fail"
+    assert "660 MiB free now" in res.message and f"claim {need.claim_mib} MiB" in res.message
+    assert "stop what holds VRAM" in (res.hint or "") and "--query-compute-apps" in (res.hint or "")
+
+
+def test_a_partly_used_card_is_told_the_utilization_that_still_starts(
+    project: Project, project_copy: Path, edit_yaml
+) -> None:
+    """The same 3080 with a desktop session holding 2.7 GiB: 7500 MiB free cannot take the
+    8322 MiB claim, but still holds one full-length sequence at a lower utilization."""
+    [recorded] = parse_nvidia_smi((GPU_FIXTURES / "rtx3080-595.58.03.csv").read_text())
+    reading = replace(recorded, memory_used_mib=2740, memory_free_mib=7500)
+    [need] = thanos_needs(project)
+    res = checks.check_free_vram("thanos", reading, [need])
+    assert res.status == "fail"
+    assert "lower vllm-backup's gpu_memory_utilization to 0.76" in (res.hint or "")
+    edit_yaml(project_copy / "inventory/swarm.yml",
+              lambda d: d["nodes"]["thanos"]["services"]["vllm-backup"].update({"gpu_memory_utilization": 0.76}))
+    at_076 = make_plan(load_project(project_copy))
+    assert at_076.feasible, at_076.problems   # the hint is true: at 0.76 the plan starts
 
 
 # --- ports and protected services -----------------------------------------------------------
