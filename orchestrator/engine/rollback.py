@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -39,7 +40,7 @@ from orchestrator.engine.deploy import (
     new_run,
     whoami,
 )
-from orchestrator.engine.gate import Gate, GateTarget
+from orchestrator.engine.gate import Gate, GateTarget, ProbeNetwork
 from orchestrator.engine.pending import Pending, PendingStore
 from orchestrator.engine.runner import RESTORE_HOLD, NodeWork, PhaseWork, Runner, describe_cause
 from orchestrator.engine.selection import PhaseScope, Selection, select
@@ -220,10 +221,16 @@ def rollback_tar(plan: RollbackPlan) -> bytes:
 
 class Rollback:
     def __init__(self, project: Project, options: RollbackOptions, bus: EventBus, *,
-                 interrupts: Interrupts | None = None) -> None:
+                 interrupts: Interrupts | None = None, fleet: Fleet | None = None,
+                 state_dir: Path | None = None, secrets: dict[str, Any] | None = None,
+                 consul: ConsulSync | None = None, network: ProbeNetwork | None = None) -> None:
         self.project, self.opts, self.bus = project, options, bus
         self.interrupts = interrupts or Interrupts()
-        self.consul = ConsulSync.from_project(project, bus)
+        self.consul = consul or ConsulSync.from_project(project, bus)
+        self._fleet = fleet
+        self.state_dir = state_dir or local_state_dir()
+        self.given_secrets = secrets
+        self.network = network
         self.states: dict[str, NodeState] = {}
         self.locked: set[str] = set()
         self._plans: list[RollbackPlan] = []
@@ -231,7 +238,8 @@ class Rollback:
     async def run(self) -> dict[str, str]:
         sel = select(self.project, self.opts.phases, self.opts.limit)
         self.ctx = new_run(self.opts.by, "rollback", sel.phase_ids)
-        async with Fleet.for_nodes(self.project.inventory, sel.nodes, forks=self.opts.forks) as fleet:
+        fleet = self._fleet or Fleet.for_nodes(self.project.inventory, sel.nodes, forks=self.opts.forks)
+        async with fleet:
             sel = await self._connect(fleet, sel)
             try:
                 await self._look(fleet, sel)
@@ -272,10 +280,10 @@ class Rollback:
 
     async def _phases(self, fleet: Fleet, sel: Selection) -> dict[str, str]:
         runner = Runner(fleet, self.bus, run_id=self.ctx.run_id, by=self.opts.by, consul=self.consul,
-                        pending=PendingStore(local_state_dir(), self.project.inventory.fleet),
+                        pending=PendingStore(self.state_dir, self.project.inventory.fleet),
                         secrets=await self._bearer_secrets(sel),
                         thermal={n.name: n.thermal_limit_c for n in sel.nodes if n.gpus},
-                        interrupts=self.interrupts)
+                        interrupts=self.interrupts, network=self.network)
         plans = {scope.id: self._targets(scope, sel) for scope in sel.phases}  # refuse before any change
         done: dict[str, str] = {}
         for scope in reversed(sel.phases):
@@ -365,6 +373,8 @@ class Rollback:
                         gated=gated)
 
     async def _bearer_secrets(self, sel: Selection) -> dict[str, Any]:
+        if self.given_secrets is not None:
+            return self.given_secrets
         return await bearer_secrets(self.project, sel.selected_services())
 
     async def _unlock(self, fleet: Fleet) -> None:

@@ -44,12 +44,39 @@ def lab_secrets(project: Project) -> dict[str, Secret]:
 
 
 async def _answer_http(request: httpx.Request) -> httpx.Response:
-    if request.url.path == "/v1/models":  # vLLM: the served model, as the probe expects
-        return httpx.Response(200, json={"data": [{"id": _MODELS.get(request.url.port or 0, "?")}]})
-    return httpx.Response(200, text="ok haproxy_process healthy")
+    """What a healthy service answers: the JSON each probe expects, or a body with its marker."""
+    wanted = _EXPECTED.get((request.url.host, request.url.port or 0, request.url.path))
+    if wanted is not None:
+        return httpx.Response(200, json=_json_of(wanted))
+    return httpx.Response(200, text=" ".join(_MARKERS.get((request.url.host, request.url.port or 0), ["ok"])))
 
 
-_MODELS: dict[int, str] = {}
+_EXPECTED: dict[tuple[str, int, str], dict[str, Any]] = {}
+_MARKERS: dict[tuple[str, int], list[str]] = {}
+
+
+def _json_of(dotted: dict[str, Any]) -> Any:
+    """{"data.0.id": "m"} -> {"data": [{"id": "m"}]}: the document a probe's expectations describe."""
+    root: dict[str, Any] = {}
+    for path, value in dotted.items():
+        _put(root, path.split("."), value)
+    return root
+
+
+def _put(node: Any, parts: list[str], value: Any) -> None:
+    head, rest = parts[0], parts[1:]
+    fresh: Any = ([] if rest[0].isdigit() else {}) if rest else value
+    if isinstance(node, list):
+        index = int(head)
+        node.extend([None] * (index + 1 - len(node)))
+        if not rest or node[index] is None:
+            node[index] = fresh
+    elif not rest:
+        node[head] = value
+    else:
+        node.setdefault(head, fresh)
+    if rest:
+        _put(node[int(head)] if isinstance(node, list) else node[head], rest, value)
 
 
 async def _tcp_ok(address: str, port: int, timeout: float) -> None:
@@ -59,9 +86,12 @@ async def _tcp_ok(address: str, port: int, timeout: float) -> None:
 def healthy_network(project: Project, fleet: FleetRender) -> ProbeNetwork:
     for svc in fleet.all_services():
         for probe in svc.probes:
-            want = probe.json_field.get("data.0.id")
-            if want is not None and probe.port:
-                _MODELS[int(probe.port)] = str(want)
+            if probe.kind != "http" or not probe.port:
+                continue
+            if probe.json_field:
+                _EXPECTED[(svc.address, int(probe.port), probe.path)] = dict(probe.json_field)
+            if probe.body_contains:
+                _MARKERS.setdefault((svc.address, int(probe.port)), ["ok"]).append(probe.body_contains)
     return ProbeNetwork(http_transport=httpx.MockTransport(_answer_http), tcp=_tcp_ok)
 
 

@@ -1,0 +1,186 @@
+"""`swarm rollback` as data: which release a phase goes back to, what the node is told, and what
+it never is (a protected service in a compose command; another phase's releases)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from orchestrator.engine.consul import ConsulSync
+from orchestrator.engine.pending import Pending, PendingNode, PendingStore
+from orchestrator.engine.rollback import Rollback, RollbackOptions, find_target, merged_compose
+from orchestrator.engine.signals import Interrupts
+from orchestrator.errors import InputError, SwarmError
+from orchestrator.events import EventBus
+from orchestrator.facts.node import NodeState
+from orchestrator.transport.fleet import Fleet
+from orchestrator.transport.replay import Answer, ReplayTransport
+from tests.unit.engine.replay_fleet import ReplayFleet, healthy_network, on_command
+from tests.unit.lab_answers import answer, docker_ps, states
+
+PHASE3 = ("qdrant", "vllm-primary", "vllm-secondary", "gpu-monitor")
+
+
+def record(rid: str, phase: int, applied: dict[str, str], **extra: Any) -> dict[str, Any]:
+    services = {k: v for k, v in applied.items() if k in PHASE3} if phase == 3 else {}
+    return {"id": rid, "node": "starlord", "phase": phase, "by": "tester", "applied": applied,
+            "services": services, "created": rid[:15], **extra}
+
+
+def releases(*records: dict[str, Any], current: str) -> Answer:
+    lines = [f"releases/{current}"] + [json.dumps(r) for r in records]
+    return Answer(0, "\n".join(lines) + "\n")
+
+
+def compose(fleet: ReplayFleet, change_secondary: bool = False) -> str:
+    text = fleet.render.nodes["starlord"].files["compose.yml"].decode()
+    data = yaml.safe_load(text)
+    if change_secondary:
+        data["services"]["vllm-secondary"]["command"] = ["--max-num-seqs", "4"]
+    return "swarm:present\n" + yaml.safe_dump(data)
+
+
+def starlord(fleet: ReplayFleet, manifests: Answer, current: dict[str, Any], texts: list[str]) -> ReplayTransport:
+    transport = ReplayTransport("starlord", replies={
+        "look-lock": Answer(0, "locked\n"),
+        "read-file": [Answer(0, "swarm:present\n" + json.dumps(current)), *(Answer(0, t) for t in texts)],
+        "list-releases": Answer(0, "\n".join(json.loads(line)["id"] for line in manifests.stdout.splitlines()[1:]) + "\n"),
+        "release-manifests": manifests,
+        "docker-ps": Answer(0, docker_ps("starlord")),
+        "container-states": states("starlord"),
+        "node-clock": answer("starlord", "node-clock"),
+    })
+    fleet.transports["starlord"] = transport
+    return transport
+
+
+def run_rollback(fleet: ReplayFleet, tmp_path: Path, to: str | None = None,
+                 interrupts: Interrupts | None = None) -> dict[str, str]:
+    bus = EventBus()
+    run = Rollback(fleet.project, RollbackOptions(phases=(3,), limit="starlord", to=to, by="tester"), bus,
+                   fleet=Fleet([fleet.transports["starlord"]]), state_dir=tmp_path, secrets=fleet.secrets,
+                   consul=ConsulSync(addr=None, fleet="ai-swarm", bus=bus),
+                   network=healthy_network(fleet.project, fleet.render), interrupts=interrupts)
+    return asyncio.run(run.run())
+
+
+@pytest.fixture
+def fleet() -> ReplayFleet:
+    return ReplayFleet()
+
+
+def test_a_phase_right_after_its_first_deploy_has_nothing_of_its_own_to_go_back_to(fleet, tmp_path) -> None:
+    """The phase-1 release before it is another phase's: refused, nothing removed (Qdrant above all)."""
+    wanted = fleet.wanted("starlord")
+    r0 = record("20261201T100000Z-aaaaaaaa", 1, {})
+    r1 = record("20261201T110000Z-bbbbbbbb", 3, wanted)
+    transport = starlord(fleet, releases(r0, r1, current=r1["id"]), r1, [])
+    with pytest.raises(InputError, match="phase 3 has no release before 20261201T110000Z-bbbbbbbb"):
+        run_rollback(fleet, tmp_path)
+    assert not any("compose" in line for trip in transport.round_trips for line in trip)
+    assert transport.round_trips[-1][-1].startswith("unlock-if-mine")
+
+
+def test_rollback_brings_back_only_what_differs_and_never_names_qdrant(fleet, tmp_path) -> None:
+    wanted = fleet.wanted("starlord")
+    r0 = record("20261201T100000Z-aaaaaaaa", 1, {})
+    r1 = record("20261201T110000Z-bbbbbbbb", 3, {**wanted, "vllm-secondary": "1111111111111111",
+                                                  "qdrant": "2222222222222222"})
+    r2 = record("20261201T120000Z-cccccccc", 3, wanted)
+    transport = starlord(fleet, releases(r0, r1, r2, current=r2["id"]), r2,
+                         [compose(fleet), compose(fleet, change_secondary=True)])
+    done = run_rollback(fleet, tmp_path)
+    new = done["starlord"]
+    assert new > r2["id"]
+    trips = transport.round_trips
+    apply = next(t for t in trips if t and t[0].startswith("remove-stale-tmp"))
+    assert apply[1:3] == [f"copy-release /opt/ai-swarm {r2['id']} {new}",
+                          f"take-services /opt/ai-swarm {r1['id']} {new} vllm-primary vllm-secondary gpu-monitor"]
+    assert apply[-1] == (f"docker compose -p swarm-starlord -f /opt/ai-swarm/releases/{new}/compose.yml "
+                         "up -d -- vllm-secondary")
+    assert not any("qdrant" in line for trip in trips for line in trip if line.startswith("docker compose"))
+    switch = next(t for t in trips if t and t[0].startswith("switch-symlink"))
+    assert switch[0] == f"switch-symlink releases/{new} /opt/ai-swarm/current"
+    uploaded = _tar_record(transport)
+    assert uploaded["rolled_back_to"] == r1["id"] and uploaded["previous"] == r2["id"]
+    assert uploaded["applied"]["vllm-secondary"] == "1111111111111111"
+    assert uploaded["applied"]["qdrant"] == wanted["qdrant"]  # protected: as it runs, not as it was
+
+
+def test_rolling_back_again_goes_further_back_not_forth(fleet, tmp_path) -> None:
+    """After rolling phase 3 back from C to B (release D runs B), the next rollback goes to A."""
+    wanted = fleet.wanted("starlord")
+    a = record("20261201T100000Z-aaaaaaaa", 3, {**wanted, "gpu-monitor": "aaaaaaaaaaaaaaaa"})
+    b = record("20261201T110000Z-bbbbbbbb", 3, {**wanted, "gpu-monitor": "bbbbbbbbbbbbbbbb"})
+    c = record("20261201T120000Z-cccccccc", 3, wanted)
+    d = record("20261201T130000Z-dddddddd", 3, b["applied"], rolled_back_to=b["id"], action="rollback")
+    state = NodeState(node="starlord", current=d, releases=tuple(r["id"] for r in (a, b, c, d)),
+                      manifests=(a, b, c, d))
+    assert find_target("starlord", state, 3, None).release["id"] == a["id"]
+    with pytest.raises(InputError, match="no release 'nope' of phase 3"):
+        find_target("starlord", state, 3, "nope")
+
+
+def test_merged_compose_takes_some_services_from_the_target() -> None:
+    current = yaml.safe_dump({"services": {"a": {"image": "a:2"}, "b": {"image": "b:2"}, "q": {"image": "q:1"}},
+                              "networks": {"n": {}}})
+    target = yaml.safe_dump({"services": {"a": {"image": "a:1"}}, "volumes": {"v": {}}})
+    merged = yaml.safe_load(merged_compose(current, target, ["a"], ["b"]).decode())
+    assert merged["services"] == {"a": {"image": "a:1"}, "q": {"image": "q:1"}}
+    assert set(merged["volumes"]) == {"v"} and set(merged["networks"]) == {"n"}
+
+
+def test_resume_finishes_a_cut_off_unwind_from_the_pending_record(fleet, tmp_path, monkeypatch) -> None:
+    from orchestrator.engine.rollback import resume_pending
+
+    monkeypatch.setenv("SWARM_STATE_DIR", str(tmp_path))
+    store = PendingStore(tmp_path, "ai-swarm")
+    undo = [["sh", "-c", 'rm -rf -- "$1/releases/$2"', "sh", "/opt/ai-swarm", "20261201T130000Z-dddddddd"]]
+    store.save(Pending(run_id="abc123", by="tester", action="deploy", phase=3, reason="interrupted",
+                       nodes={"starlord": PendingNode(node="starlord", undo=undo, restore=[],
+                                                      failed_release="20261201T130000Z-dddddddd",
+                                                      previous="20261201T120000Z-cccccccc")}))
+    transport = ReplayTransport("starlord", replies={"look-lock": Answer(0, "locked\n"),
+                                                     "read-file": Answer(0, "swarm:missing\n")})
+    monkeypatch.setattr("orchestrator.engine.rollback.Fleet.for_nodes",
+                        classmethod(lambda cls, inv, nodes, **kw: Fleet([transport])))
+    done = asyncio.run(resume_pending(fleet.project, EventBus(), limit_to=None, interrupts=Interrupts(),
+                                      required=True))
+    assert done and store.load() is None
+    look = transport.round_trips[0][0]
+    assert look.startswith("look-lock /opt/ai-swarm") and " abc123 1 " in look  # the cut-off run's own lock
+    assert transport.round_trips[1][0].endswith("20261201T130000Z-dddddddd")
+    assert transport.round_trips[1][-1] == "append-file /opt/ai-swarm/audit.log"
+    assert transport.round_trips[-1] == ["unlock-if-mine /opt/ai-swarm abc123"]
+
+
+def test_a_signal_during_a_rollback_unwinds_it(fleet, tmp_path) -> None:
+    wanted = fleet.wanted("starlord")
+    r1 = record("20261201T110000Z-bbbbbbbb", 3, {**wanted, "vllm-secondary": "1111111111111111"})
+    r2 = record("20261201T120000Z-cccccccc", 3, wanted)
+    transport = starlord(fleet, releases(r1, r2, current=r2["id"]), r2,
+                         [compose(fleet), compose(fleet, change_secondary=True)])
+    interrupts = Interrupts()
+    on_command(transport, "container-states", 1, lambda: interrupts.request(signal.SIGTERM))
+    with pytest.raises(SwarmError) as err:
+        run_rollback(fleet, tmp_path, interrupts=interrupts)
+    assert err.value.exit_code == 143
+    unwind = next(t for t in transport.round_trips if t and t[-1] == "append-file /opt/ai-swarm/audit.log"
+                  and t[0] == "date +%s")
+    assert unwind[1].endswith(f"releases/{r2['id']}/compose.yml up -d -- vllm-secondary")
+
+
+def _tar_record(transport: ReplayTransport) -> dict[str, Any]:
+    import io
+    import tarfile
+
+    data = next(i for i in transport.inputs if i and b"/release.json" in i)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("/release.json"))
+        return dict(json.loads(tar.extractfile(member).read()))  # type: ignore[union-attr]
