@@ -54,8 +54,8 @@ _LOOK = (
     f'cat -- "$root/.lock/{_HOLDER_FILE}" 2>/dev/null; exit 0; fi; '
     'mkdir -p -- "$root" || exit 1; '
     'if mkdir -- "$root/.lock" 2>/dev/null; then '
-    f'printf "%s\\n" "$holder" > "$root/.lock/{_HOLDER_FILE}" && : > "$root/.lock/run-$run" '
-    f'&& echo {LOOK_LOCKED}; '
+    f'if printf "%s\\n" "$holder" > "$root/.lock/{_HOLDER_FILE}" && : > "$root/.lock/run-$run"; '
+    f'then echo {LOOK_LOCKED}; else rm -rf -- "$root/.lock"; exit 1; fi; '  # a full disk: no half lock
     f'elif [ -e "$root/.lock/run-$run" ]; then echo {LOOK_LOCKED}; '
     f'else cat -- "$root/.lock/{_HOLDER_FILE}" 2>/dev/null; exit {LOCK_HELD_EXIT}; fi'
 )

@@ -37,7 +37,7 @@ from orchestrator.transport.base import Result, check_result
 from orchestrator.transport.fleet import Fleet, as_swarm_error
 
 RESTORE_HOLD = 3.0       # a restored service that was healthy before: seconds it must stay up
-RECONNECT_ATTEMPTS = 2
+RECONNECT_ATTEMPTS = 3      # with 2 s between: a node whose sshd restarts within ~4 s is still rolled back
 
 
 @dataclass
@@ -377,6 +377,9 @@ def _after_unwind(work: PhaseWork, cause: BaseException, reason: str) -> SwarmEr
     if isinstance(cause, StopRequested):
         return Interrupted(cause.signum, f"phase {work.phase} ({work.name}) was interrupted and rolled back")
     hint = cause.hint if isinstance(cause, SwarmError) else None
+    if "No space left on device" in reason:
+        node = getattr(cause, "host", "the node")
+        hint = f"free space under the deploy root on {node} (old releases, images), then deploy again"
     if not isinstance(cause, SwarmError | asyncio.CancelledError | KeyboardInterrupt):
         hint = "this is a bug in swarm: run with -v and report it"
     return PhaseFailed(f"phase {work.phase} ({work.name}) failed and was rolled back: {reason}", hint=hint)

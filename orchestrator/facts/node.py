@@ -190,6 +190,8 @@ def holder_record(text: str) -> dict[str, Any]:
 def describe_holder(holder: dict[str, Any]) -> str:
     action = holder.get("action", "deploy")
     phases = holder.get("phases", holder.get("phase", "?"))
+    if isinstance(phases, list):
+        phases = ", ".join(map(str, phases)) or "?"
     where = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
     return (f"{holder.get('by', '?')} ({action} of phase {phases}, {where}, "
             f"since {holder.get('since', '?')})")

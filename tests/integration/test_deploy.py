@@ -100,6 +100,8 @@ def test_broken_release_rolls_back_every_node_of_the_phase(deployed, tmp_path: P
 
 
 def test_rollback_on_demand_and_to_a_named_release(deployed, tmp_path: Path) -> None:
+    """A rollback is a new release of the same phase running an older one's definitions:
+    `current` moves forward, its record says which release it went back to."""
     lab = deployed
     first = node_sh(lab, "thanos", "readlink", "/opt/ai-swarm/current").strip().rsplit("/", 1)[-1]
     inventory = lab_inventory_copy(lab, tmp_path, lambda d: d["nodes"]["thanos"]["services"]["vllm-backup"]
@@ -110,14 +112,17 @@ def test_rollback_on_demand_and_to_a_named_release(deployed, tmp_path: Path) -> 
     release = json.loads(node_sh(lab, "thanos", "cat", "/opt/ai-swarm/current/release.json"))
     assert "@sha256:" in release["images"]["vllm-backup"]  # the digest preflight checked
     ok(swarm(lab, "rollback", "--phase", "4"))
-    assert node_sh(lab, "thanos", "readlink", "/opt/ai-swarm/current").strip().endswith(first)
+    back = json.loads(node_sh(lab, "thanos", "cat", "/opt/ai-swarm/current/release.json"))
+    assert back["rolled_back_to"] == first and back["previous"] == second and back["id"] > second
     cmdline = node_sh(lab, "thanos", "docker", "inspect", "-f", "{{json .Args}}", "swarm-thanos-vllm-backup-1")
     assert '"6"' not in cmdline
     listing = ok(swarm(lab, "releases", "--limit", "thanos")).stdout
-    assert f"* {first}" in listing and second in listing
+    assert f"* {back['id']}" in listing and f"rollback to {first}" in listing and second in listing
     ok(swarm(lab, "rollback", "--phase", "4", "--to", second))
-    assert node_sh(lab, "thanos", "readlink", "/opt/ai-swarm/current").strip().endswith(second)
-    ok(swarm(lab, "rollback", "--phase", "4", "--to", first))
+    again = json.loads(node_sh(lab, "thanos", "cat", "/opt/ai-swarm/current/release.json"))
+    assert again["rolled_back_to"] == second
+    assert '"6"' in node_sh(lab, "thanos", "docker", "inspect", "-f", "{{json .Args}}", "swarm-thanos-vllm-backup-1")
+    ok(swarm(lab, "deploy", "--phase", "4"))  # back to the shipped settings
 
 
 def test_concurrent_deploy_exits_4_then_succeeds(deployed, tmp_path: Path) -> None:

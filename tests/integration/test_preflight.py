@@ -4,17 +4,16 @@ staged fault is caught on the right node with a message that names it.
 Faults: an amd64-only image moved to oracle (arm64), starlord's GPU at 90 °C, a foreign
 container on a port the phase publishes, a secret deleted from Vault, the protected Qdrant
 stopped, and the thanos <-> oracle link cut. Every fault is undone in a `finally`. The
-checks run in-process through the `swarm preflight` click command (JSON output) and,
-for the deploy gate, through `gate_phase` over transports opened here.
+checks run in-process through the `swarm preflight` click command (JSON output); the
+deploy's own use of them (facts in its first command) is in tests/unit/engine and the
+fault suite.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,11 +28,7 @@ from click.testing import CliRunner
 
 from orchestrator.cli.main import main
 from orchestrator.config.project import load_project
-from orchestrator.engine.deploy import open_transports
-from orchestrator.events import EventBus
 from orchestrator.lab.api import Lab
-from orchestrator.preflight.cli import attach
-from orchestrator.preflight.run import _connect_each, gate_phase
 
 REPO = Path(__file__).resolve().parents[2]
 SECRETS_FILE = REPO / "examples/lab-secrets.env"
@@ -41,28 +36,7 @@ SQUATTER = "swarm-preflight-squatter"
 
 pytestmark = pytest.mark.lab
 
-if "preflight" not in main.commands:  # until orchestrator.cli.main attaches it itself
-    attach(main)
-
-
 # --- the lab, deployed ------------------------------------------------------------------------
-
-
-def running_lab() -> Lab | None:
-    """A lab someone already brought up (reused, never torn down from here)."""
-    try:
-        lab = Lab.load()
-    except Exception:
-        return None
-    return lab if all(_open(addr, 22) for addr in lab.nodes.values()) else None
-
-
-def _open(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def deploy(lab: Lab, phase: str, timeout: float = 240) -> None:
@@ -93,7 +67,7 @@ def swarm_cmd(lab: Lab, *args: str, check: bool = True) -> subprocess.CompletedP
 @pytest.fixture(scope="module")
 def fleet(request: pytest.FixtureRequest) -> Iterator[Lab]:
     """The lab with phases 1-4 deployed (a no-op when the deploy tests did it already)."""
-    lab = running_lab() or request.getfixturevalue("lab")
+    lab = request.getfixturevalue("lab")
     keys = lab.paths.root / "vault-keys.json"
     deploy(lab, "1")
     if keys.exists() and not vault_initialized(lab):
@@ -179,26 +153,6 @@ def test_every_check_passes_on_the_deployed_fleet(fleet: Lab) -> None:
 def secret_values() -> list[str]:
     lines = SECRETS_FILE.read_text().splitlines()
     return [line.split("=", 1)[1] for line in lines if "=" in line and not line.startswith("#")]
-
-
-def test_gate_costs_one_command_per_node_over_open_transports(fleet: Lab) -> None:
-    project = load_project(REPO, fleet.inventory_path)
-    nodes = [project.inventory.node(n) for n in ("oracle", "starlord", "thanos")]
-
-    async def gate() -> tuple[Any, list[Any]]:
-        transports = open_transports(project, nodes, check=False)
-        try:
-            assert await _connect_each(transports) == {}
-            report = await gate_phase(project, 4, nodes, transports, EventBus())
-            return report, [t.stats for t in transports.values()]
-        finally:
-            await asyncio.gather(*(t.close() for t in transports.values()))
-
-    report, stats = asyncio.run(gate())
-    assert not report.failed, report.failed
-    assert {r.node for r in report.results} == {"thanos"}  # phase 4 runs on thanos only
-    assert [s.connections for s in stats] == [1, 1, 1]
-    assert [s.commands for s in stats] == [0, 0, 1]
 
 
 # --- staged faults ---------------------------------------------------------------------------
