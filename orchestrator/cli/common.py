@@ -120,8 +120,8 @@ def phases_of(project: Project, text: str | None) -> tuple[int, ...] | None:
 
 def make_bus(ctx: Context, output: str) -> EventBus:
     """The event stream with its renderers: live view on a terminal, plain lines otherwise, or JSON."""
-    from orchestrator.engine.deploy import local_state_dir
     from orchestrator.events import AuditLog, EventBus, JsonRenderer, LiveRenderer, PlainRenderer
+    from orchestrator.paths import local_state_dir
 
     bus = EventBus()
     if output == "json":

@@ -28,7 +28,7 @@ from orchestrator.cli.common import Context
 @click.pass_context
 def main(ctx: click.Context, inventory: Path | None, playbook: Path | None, root: Path | None, verbose: int) -> None:
     """swarm — deploy and check a home GPU fleet over SSH."""
-    from orchestrator.config.project import find_root
+    from orchestrator.paths import find_root
 
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

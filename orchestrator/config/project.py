@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from orchestrator.config.playbook import Playbook, load_playbook
 from orchestrator.config.roles import Role, load_roles, secret_names
 from orchestrator.config.yamlfile import load_yaml
 from orchestrator.errors import InputError
+from orchestrator.paths import find_root
 
 DEFAULT_INVENTORY = Path("inventory/swarm.yml")
 DEFAULT_PLAYBOOK = Path("playbooks/ai-swarm.yml")
@@ -26,18 +26,6 @@ class Project:
     @property
     def roles_dir(self) -> Path:
         return self.root / "roles"
-
-
-def find_root(start: Path | None = None) -> Path:
-    """The project root: $SWARM_PROJECT, else the nearest directory holding roles/."""
-    env = os.environ.get("SWARM_PROJECT")
-    if env:
-        return Path(env)
-    here = (start or Path.cwd()).resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / "roles").is_dir() and (candidate / "playbooks").is_dir():
-            return candidate
-    return here
 
 
 def load_project(

@@ -200,7 +200,7 @@ class Conformance:
 
 
 def default_preflight() -> Path:
-    from orchestrator.engine.deploy import local_state_dir
+    from orchestrator.paths import local_state_dir
 
     return local_state_dir() / "preflight.json"
 

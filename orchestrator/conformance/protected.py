@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.engine.deploy import local_state_dir
+from orchestrator.paths import local_state_dir
 
 STATE_FILE = "verify-protected.json"
 

@@ -66,6 +66,7 @@ from orchestrator.facts.node import (
     look_script,
     parse_look,
 )
+from orchestrator.paths import local_state_dir
 from orchestrator.render.release import manifest, release_id, tarball
 from orchestrator.render.services import Service
 from orchestrator.secrets import MASK, Secret, scrub
@@ -76,10 +77,6 @@ from orchestrator.transport.ssh import DEFAULT_FORKS
 
 def whoami() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
-
-
-def local_state_dir() -> Path:
-    return Path(os.environ.get("SWARM_STATE_DIR", Path.home() / ".local/state/swarm"))
 
 
 @dataclass(frozen=True)

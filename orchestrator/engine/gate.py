@@ -23,9 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from orchestrator import commands as cmd
 from orchestrator.commands import Command, Script
@@ -37,6 +35,9 @@ from orchestrator.facts.gpu import NVIDIA_SMI_QUERY, GpuReading, parse_nvidia_sm
 from orchestrator.render.services import Probe, Service
 from orchestrator.secrets import Secret, scrub
 from orchestrator.transport.base import Transport
+
+if TYPE_CHECKING:  # httpx is imported when a gate runs, not by the no-op deploy path
+    import httpx
 
 MAX_SLEEP = 5.0
 NODE_READ_TIMEOUT = 30.0
@@ -156,6 +157,8 @@ async def http_probe(client: httpx.AsyncClient, address: str, probe: Probe,
     headers = {}
     if probe.bearer_secret and probe.bearer_secret in secrets:
         headers["Authorization"] = f"Bearer {secrets[probe.bearer_secret].reveal()}"
+    import httpx
+
     try:
         resp = await client.get(f"http://{address}:{probe.port}{probe.path}", headers=headers,
                                 timeout=probe.timeout)
@@ -174,6 +177,8 @@ async def http_probe(client: httpx.AsyncClient, address: str, probe: Probe,
 
 
 def _http_error(exc: httpx.HTTPError) -> str:
+    import httpx
+
     if isinstance(exc, httpx.ConnectError):
         return "connection refused or unreachable"
     if isinstance(exc, httpx.TimeoutException):
@@ -314,6 +319,8 @@ class Gate:
         self.started = time.monotonic()
         watches = [self._watch(s) for s in self.services]
         sleep = self.spec.poll_interval
+        import httpx
+
         async with httpx.AsyncClient(transport=self.network.http_transport) as client:
             while True:
                 self.interrupts.check(unwinding=self.unwinding)

@@ -33,13 +33,7 @@ from orchestrator import commands as cmd
 from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project
 from orchestrator.engine.consul import ConsulSync
-from orchestrator.engine.deploy import (
-    RunContext,
-    local_state_dir,
-    lock_held,
-    new_run,
-    whoami,
-)
+from orchestrator.engine.deploy import RunContext, lock_held, new_run, whoami
 from orchestrator.engine.gate import Gate, GateTarget, ProbeNetwork
 from orchestrator.engine.pending import Pending, PendingStore
 from orchestrator.engine.runner import RESTORE_HOLD, NodeWork, PhaseWork, Runner, describe_cause
@@ -57,6 +51,7 @@ from orchestrator.engine.steps import (
 from orchestrator.errors import InputError, RollbackFailed, RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
 from orchestrator.facts.node import LookRequest, NodeState, look_script, parse_look
+from orchestrator.paths import local_state_dir
 from orchestrator.render.release import RELEASE_FILE, applied_lines
 from orchestrator.render.services import Service
 from orchestrator.transport.base import check_result

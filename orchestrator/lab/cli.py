@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from orchestrator.errors import SwarmError
-from orchestrator.lab import api, lock
+from orchestrator.lab import lock
 from orchestrator.lab.layout import REGISTRY, LabPaths
 
 _ROOT = click.option("--root", type=click.Path(path_type=Path), default=None,
@@ -36,6 +36,8 @@ def lab() -> None:
 @_ROOT
 def up(nodes: str | None, light: bool, source: Path | None, root: Path | None) -> None:
     """Bring the lab up (removing any earlier one first)."""
+    from orchestrator.lab import api
+
     started = time.monotonic()
     try:
         with lock.hold("swarm lab up", say=click.echo):
@@ -65,6 +67,8 @@ def up(nodes: str | None, light: bool, source: Path | None, root: Path | None) -
 @_ROOT
 def status(root: Path | None) -> None:
     """Show each lab node: namespace, sshd, dockerd."""
+    from orchestrator.lab import api
+
     try:
         result, nodes, registry_up = api.status(root)
     except SwarmError as exc:
@@ -85,6 +89,8 @@ def status(root: Path | None) -> None:
 @_ROOT
 def down(root: Path | None) -> None:
     """Stop every lab process and remove namespaces, links and the bridge."""
+    from orchestrator.lab import api
+
     try:
         with lock.hold("swarm lab down", say=click.echo):
             api.down(LabPaths(root) if root else None, say=click.echo)

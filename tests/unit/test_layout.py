@@ -1,0 +1,89 @@
+"""The package's shape: no import cycles among its modules, and each command imports only what
+it needs (`swarm --help` loads no engine, no SSH, no validation models)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = REPO / "orchestrator"
+
+
+def module_graph() -> dict[str, set[str]]:
+    """module -> the orchestrator modules it imports at load time (not inside functions,
+    not under `if TYPE_CHECKING`)."""
+    mods = {}
+    for path in PACKAGE.rglob("*.py"):
+        if "standins" in path.parts:  # run inside lab images as plain scripts
+            continue
+        parts = path.relative_to(REPO).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        mods[name] = path
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for name, path in mods.items():
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            graph[name].update(t for t in targets if t in mods and t != name)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles_among_orchestrator_modules() -> None:
+    graph = module_graph()
+    assert len(graph) > 50
+    assert cycles(graph) == []
+
+
+def imported_by(*argv: str) -> set[str]:
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "orchestrator.cli", *argv],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+
+
+def test_help_and_version_load_no_engine() -> None:
+    for argv in (("--help",), ("--version",), ("deploy", "--help")):
+        loaded = imported_by(*argv)
+        heavy = {m for m in loaded if m.split(".")[0] in {"asyncssh", "pydantic", "jinja2", "httpx", "hvac",
+                                                          "consul", "requests", "rich", "docker"}}
+        assert heavy == set(), f"swarm {' '.join(argv)} imports {sorted(heavy)}"
+        assert not {m for m in loaded if m.startswith(("orchestrator.engine", "orchestrator.lab.api"))}
