@@ -40,6 +40,12 @@ class Context:
 
         return load_project(self.root, self.inventory, self.playbook)
 
+    def inventory_path(self) -> Path:
+        return self.inventory or self.root / "inventory" / "swarm.yml"
+
+    def playbook_path(self) -> Path:
+        return self.playbook or self.root / "playbooks" / "ai-swarm.yml"
+
 
 def fail(message: str, code: int) -> None:
     from orchestrator.secrets import scrub

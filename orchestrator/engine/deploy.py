@@ -35,6 +35,16 @@ from orchestrator.clients.secrets_source import SecretSource
 from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project
 from orchestrator.engine.consul import ConsulSync
+from orchestrator.engine.fastpath import (
+    ConsulAccess,
+    FastOutcome,
+    NodePlan,
+    PlanCache,
+    PlanRecord,
+    VaultAccess,
+    expected_registration,
+    secrets_digest,
+)
 from orchestrator.engine.gate import ProbeNetwork
 from orchestrator.engine.pending import PendingStore
 from orchestrator.engine.plan import (
@@ -131,7 +141,9 @@ class Deploy:
                  secret_source: SecretSource | None = None, interrupts: Interrupts | None = None,
                  fleet: Fleet | None = None, state_dir: Path | None = None,
                  secrets: dict[str, Secret] | None = None, consul: ConsulSync | None = None,
-                 network: ProbeNetwork | None = None) -> None:
+                 network: ProbeNetwork | None = None, handover: FastOutcome | None = None,
+                 run_ctx: RunContext | None = None, plan_cache: PlanCache | None = None,
+                 plan_key: str | None = None) -> None:
         self.project = project
         self.opts = options
         self.bus = bus
@@ -147,13 +159,23 @@ class Deploy:
         self.states: dict[str, NodeState] = {}
         self.pins: dict[str, str] = {}
         self._records: dict[str, tuple[dict[str, Any], bool, list[str]]] = {}
+        self.handover = handover          # what the fast path already opened, read and locked
+        self.given_ctx = run_ctx
+        self.plan_cache, self.plan_key = plan_cache, plan_key
+        if handover is not None:
+            self._fleet = self._fleet or handover.fleet
+            if self.given_secrets is None and handover.secrets is not None:
+                self.given_secrets = handover.secrets
+            self.locked.update(n for n, s in handover.states.items() if s.lock.taken)
 
     # ------------------------------------------------------------ entry
 
     async def run(self) -> DeployResult:
         sel = select(self.project, self.opts.phases, self.opts.limit)
-        self.run_ctx = new_run(self.opts.by, "deploy", sel.phase_ids)
-        self.bus.emit("run", "start", message=self._headline(sel))
+        self.selected = sel
+        self.run_ctx = self.given_ctx or new_run(self.opts.by, "deploy", sel.phase_ids)
+        if self.handover is None:
+            self.bus.emit("run", "start", message=self._headline(sel))
         names = self.source.names_for(sel.selected_services())
         secrets_task = asyncio.ensure_future(self._secrets(names))
         fleet = self._fleet or Fleet.for_nodes(self.project.inventory, sel.nodes, forks=self.opts.forks,
@@ -219,13 +241,76 @@ class Deploy:
         if not moving:
             await self._reconcile_consul(sel)
             self.bus.emit("run", "unchanged", message="nothing to change: every node runs what is wanted")
+            self._remember(secrets)
             return self._finish(result, fleet, sel)
         self.interrupts.check()
         await self._preflight(sel, moving)
         await self._phases(fleet, sel, changes, secrets, result)
         await self._reconcile_consul(sel, skip={c.phase.id for c in moving})
         self.bus.emit("run", "ok", message=f"{len(result.changed_nodes)} node(s) on new releases, healthy")
+        self._remember(secrets)
         return self._finish(result, fleet, sel)
+
+    # ------------------------------------------------------------ the plan record (fastpath.py)
+
+    def _remember(self, secrets: Mapping[str, Secret]) -> None:
+        """Leave the record the next run's fast path checks against (best effort)."""
+        if self.plan_cache is None or self.plan_key is None:
+            return
+        try:
+            self.plan_cache.save(self._plan_record(secrets))
+        except (OSError, SwarmError) as exc:
+            self.bus.emit("run", "info", message=f"plan record not written: {exc}")
+
+    def _plan_record(self, secrets: Mapping[str, Secret]) -> PlanRecord:
+        from dataclasses import asdict as to_dict
+
+        from orchestrator.transport.ssh import target_for
+
+        sel, inventory = self.selected, self.project.inventory
+        targets = {n.name: target_for(inventory, n) for n in sel.nodes}
+        nodes = {}
+        for node in sel.nodes:
+            request = self._look_request(sel, node, secrets, force=False)
+            target = {k: (str(v) if isinstance(v, Path) else v) for k, v in to_dict(targets[node.name]).items()}
+            services = [s.name for scope in sel.phases_of(node.name) for s in sel.services_of(scope.id, node.name)
+                        if not s.protected]
+            nodes[node.name] = NodePlan(target=target, deploy_root=node.deploy_root, project=node.project,
+                                        expected=list(request.expected), directories=list(request.directories),
+                                        network=request.network, docker=request.docker, services=services,
+                                        optional=sel.is_optional(node.name))
+        return PlanRecord(key=self.plan_key or "", phases=list(sel.phase_ids), holder_phases=list(sel.phase_ids),
+                          nodes=nodes, vault=self._vault_access(secrets), secrets=secrets_digest(secrets),
+                          consul=self._consul_access(sel))
+
+    def _vault_access(self, secrets: Mapping[str, Secret]) -> VaultAccess | None:
+        if not secrets:
+            return None
+        source = self.source
+        paths = {n: [source.full_path(source.declared[n]), source.declared[n].key] for n in secrets}
+        ca = getattr(self.project.inventory.spec.vault, "ca_cert", None)
+        ca_path = self.project.inventory.resolve_path(ca) if ca else None
+        return VaultAccess(addr=str(source.addr), mount=source.mount, paths=paths,
+                           token_file=str(source.token_file) if source.token_file else None,
+                           ca_cert=str(ca_path) if ca_path else None)
+
+    def _consul_access(self, sel: Selection) -> ConsulAccess | None:
+        if self.consul.addr is None:
+            return None
+        from orchestrator.engine.consul import registration
+
+        spec = self.project.inventory.spec.consul
+        token = self.project.inventory.resolve_path(spec.token_file)
+        expected = {}
+        for scope in sel.phases:
+            for svc in sel.phase_services(scope.id):
+                state = self.states.get(svc.node)
+                if svc.consul is None or state is None or svc.name not in state.applied:
+                    continue
+                payload = registration(svc, state.current_id or "", self.project.inventory.fleet).to_payload()
+                expected[payload["ID"]] = expected_registration(payload, svc.node)
+        return ConsulAccess(addr=str(self.consul.addr), token_file=str(token) if token else None,
+                            token_env=spec.token_env, expected=expected)
 
     def _finish(self, result: DeployResult, fleet: Fleet, sel: Selection) -> DeployResult:
         for node in sel.nodes:
@@ -535,7 +620,9 @@ def mask_env(text: str) -> str:
 
 
 async def deploy(project: Project, options: Options, bus: EventBus, *,
-                 interrupts: Interrupts | None = None) -> DeployResult:
+                 interrupts: Interrupts | None = None, handover: FastOutcome | None = None,
+                 run_ctx: RunContext | None = None, plan_cache: PlanCache | None = None,
+                 plan_key: str | None = None) -> DeployResult:
     """Finish a pending unwind on these nodes first (a cut-off run), then deploy."""
     from orchestrator.engine.rollback import resume_pending
 
@@ -544,7 +631,8 @@ async def deploy(project: Project, options: Options, bus: EventBus, *,
         await resume_pending(project, bus, limit_to=_selected_names(project, options),
                              interrupts=interrupts)
     try:
-        return await Deploy(project, options, bus, interrupts=interrupts).run()
+        return await Deploy(project, options, bus, interrupts=interrupts, handover=handover, run_ctx=run_ctx,
+                            plan_cache=plan_cache, plan_key=plan_key).run()
     except StopRequested as stop:  # stopped before any node moved: locks are already released
         raise Interrupted(stop.signum, "interrupted before anything changed; nothing to roll back") from None
 

@@ -183,7 +183,8 @@ class ReplayFleet:
 
     def deploy(self, *, phases: str | None = None, limit: str | None = None, check: bool = False,
                interrupts: Interrupts | None = None, state_dir: Path, bus: EventBus | None = None,
-               nodes: Mapping[str, NodeCase] | None = None) -> DeployResult:
+               nodes: Mapping[str, NodeCase] | None = None, plan_cache: Any = None, plan_key: str | None = None,
+               handover: Any = None, fleet_override: Fleet | None = None) -> DeployResult:
         from orchestrator.engine.selection import parse_phases
 
         ids = parse_phases(phases, self.project)
@@ -191,12 +192,14 @@ class ReplayFleet:
         for node in sel.nodes:
             if node.name not in self.transports:
                 self.node(node.name, (nodes or {}).get(node.name))
-        fleet = Fleet([self.transports[n.name] for n in sel.nodes])
+        fleet = fleet_override or Fleet([self.transports[n.name] for n in sel.nodes])
         bus = bus or EventBus()
         run = Deploy(self.project, Options(phases=ids, limit=limit, check=check, skip_preflight=True, by="tester"),
-                     bus, interrupts=interrupts, fleet=fleet, state_dir=state_dir, secrets=self.secrets,
+                     bus, interrupts=interrupts, fleet=fleet, state_dir=state_dir,
+                     secrets=None if handover is not None else self.secrets,
                      consul=ConsulSync(addr=None, fleet="ai-swarm", bus=bus),
-                     network=healthy_network(self.project, self.render))
+                     network=healthy_network(self.project, self.render), handover=handover,
+                     plan_cache=plan_cache, plan_key=plan_key)
         return asyncio.run(run.run())
 
 
