@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's first command: bring the local lab fleet up and deploy the reference fleet
-# to it, phase by phase, then show where to look. Safe to re-run (every step is idempotent).
+# to it, then show where to look. Safe to re-run (every step is idempotent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -24,10 +24,8 @@ echo "== Vault: initialise + unseal once (keys in $LAB_DIR/vault-keys.json, 0600
 swarm -i "$INV" vault init --key-file "$LAB_DIR/vault-keys.json"
 swarm -i "$INV" secrets push --env-file examples/lab-secrets.env
 
-for phase in 2 3 4; do
-  echo "== phase $phase"
-  swarm -i "$INV" deploy --phase "$phase"
-done
+echo "== every phase in order (2 control plane, 3 starlord, 4 thanos; 5 overflow is optional and off)"
+swarm -i "$INV" deploy
 
 oracle=$(awk '/^  oracle:/{f=1} f&&/address:/{print $2; exit}' "$INV")
 echo
