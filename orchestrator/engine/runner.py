@@ -156,7 +156,7 @@ class Runner:
             self._save_pending(journal)
             check_result(node, result)
             self.bus.emit(step.name, "changed", host=node, phase=journal.work.phase,
-                          message=_done_message(step, journal.work), release=journal.by_node()[node].release)
+                          message=step.summary, release=journal.by_node()[node].release)
             return result
 
         names = list(steps)
@@ -386,25 +386,8 @@ def _after_unwind(work: PhaseWork, cause: BaseException, reason: str) -> SwarmEr
 
 
 def _step_message(step: NodeStep, work: PhaseWork) -> str:
-    node = next(w for w in work.nodes if w.node.name == step.node)
-    if step.name == "apply":
-        return f"release {node.release}"
-    return f"current -> {node.release}"
-
-
-def _done_message(step: NodeStep, work: PhaseWork) -> str:
-    node = next(w for w in work.nodes if w.node.name == step.node)
-    if step.name == "apply":
-        return f"up: {', '.join(_applied_names(step)) or '-'}"
-    return f"current -> {node.release}"
-
-
-def _applied_names(step: NodeStep) -> list[str]:
-    for command in step.script.commands:
-        argv = command.argv
-        if argv[:2] == ("docker", "compose") and "up" in argv and "--" in argv:
-            return list(argv[argv.index("--") + 1:])
-    return []
+    release = next(w.release for w in work.nodes if w.node.name == step.node)
+    return f"release {release}" if step.name == "apply" else step.summary
 
 
 __all__ = ["NodeWork", "PhaseWork", "Runner", "RESTORE_HOLD", "RuntimeFailure"]

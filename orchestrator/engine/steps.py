@@ -42,6 +42,7 @@ class NodeStep:
     undo: tuple[Command, ...] = ()            # after the step ran, or may have
     undo_unstarted: tuple[Command, ...] = ()  # when it stopped before command `touches_from`
     touches_from: int | None = None           # first command that changes containers or `current`
+    summary: str = ""                         # what it does, for events ("up: haproxy")
 
     def undo_for(self, result: Result | None) -> tuple[Command, ...]:
         """What takes this step back, given what its answer shows (None: no answer at all)."""
@@ -97,9 +98,10 @@ def apply_step(node: Node, release: str, *, previous: str | None, previous_appli
         commands.append(cmd.compose_up(project, compose_file(node, release), list(to_apply)))
     restore = restore_of(previous, previous_applied, to_apply, to_remove)
     undo = [*_undo_services(node, release, previous, restore), cmd.remove_release(root, release)]
+    summary = ", ".join([*(f"up {s}" for s in to_apply), *(f"rm {s}" for s in to_remove)]) or "infrastructure"
     return NodeStep(name="apply", node=node.name, script=Script.of(*commands), input=tar,
                     undo=tuple(undo), undo_unstarted=(cmd.remove_release(root, release),),
-                    touches_from=touches if touches < len(commands) else None)
+                    touches_from=touches if touches < len(commands) else None, summary=summary)
 
 
 def restore_of(previous: str | None, previous_applied: dict[str, str], to_apply: Sequence[str],
@@ -132,7 +134,7 @@ def switch_step(node: Node, release: str, *, previous: str | None, audit: bytes,
     back = (cmd.switch_symlink(f"releases/{previous}", f"{root}/current") if previous
             else cmd.remove_current(root))
     return NodeStep(name="switch", node=node.name, script=Script.of(*commands), input=audit,
-                    undo=(back,), touches_from=0)
+                    undo=(back,), touches_from=0, summary=f"current -> {release}")
 
 
 def unwind_script(node: Node, undo: Sequence[Command]) -> Script:
