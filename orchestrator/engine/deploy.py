@@ -205,8 +205,10 @@ class Deploy:
             " [check]" if self.opts.check else "")
 
     async def _connect(self, fleet: Fleet, sel: Selection) -> Selection:
-        """Every connection at once; an optional node that is down is skipped, a required one stops the run."""
-        await fleet.connect()
+        """Every connection at once; an optional node that is down is skipped, a required one stops the run.
+
+        Connections the fast path opened are kept; a node it found unreachable is not tried twice."""
+        await fleet.connect([h for h in fleet.hosts if h not in fleet.unreachable] if self.handover else None)
         for name in fleet.hosts:
             if name in fleet.unreachable:
                 self.bus.emit("connect", "failed", host=name, message=fleet.unreachable[name].message)
