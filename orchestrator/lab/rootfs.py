@@ -235,6 +235,7 @@ PG_SHARE = Path("/usr/share/postgresql/15")
 PG_PROGRAMS = ("postgres", "initdb", "pg_ctl", "psql", "pg_isready")
 _PG_LIB_SKIP = ("llvmjit",)  # the JIT drags in libLLVM (~100 MB); jit is off without it
 ZONEINFO = Path("/usr/share/zoneinfo")
+LOCALE_C_UTF8 = Path("/usr/lib/locale/C.utf8")
 
 
 def _tree_files(root: Path) -> list[Path]:
@@ -248,6 +249,8 @@ def postgres_entries() -> list[Entry]:
     entries += [oci.host_file(str(p), p) for p in _tree_files(PG_SHARE)]
     entries += [oci.host_file(str(ZONEINFO / name), ZONEINFO / name)
                 for name in ("UTC", "Etc/UTC") if (ZONEINFO / name).exists()]
+    if LOCALE_C_UTF8.is_dir():  # initdb --locale=C.UTF-8 (glibc's locale files)
+        entries += [oci.host_file(str(p), p) for p in _tree_files(LOCALE_C_UTF8)]
     entries += [oci.symlink_entry(f"/usr/local/bin/{name}", str(PG_BIN / name))
                 for name in PG_PROGRAMS]
     return entries + [oci.dir_entry("/var/lib/postgresql", 0o755, 70, 70),
