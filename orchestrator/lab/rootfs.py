@@ -305,10 +305,20 @@ exec swarm-faults "$@"
 POSTGRES_ENTRYPOINT = """#!/bin/sh
 # postgres image entrypoint, as the official image's (docker-library/postgres): flags alone
 # mean postgres; an empty PGDATA is initialised first with POSTGRES_USER, POSTGRES_PASSWORD
-# (scram-sha-256 for TCP, trust on the container's own socket) and POSTGRES_DB.
+# (scram-sha-256 for TCP, trust on the container's own socket) and POSTGRES_DB;
+# `postgres --version` / `--help` only print, as there.
 set -e
 if [ $# -eq 0 ] || [ "${1#-}" != "$1" ]; then set -- postgres "$@"; fi
-if [ "$1" = postgres ] && [ ! -s "${PGDATA:?}/PG_VERSION" ]; then
+want_help=
+for arg; do case "$arg" in -'?'|--help|--describe-config|-V|--version) want_help=1;; esac; done
+if [ "$1" = postgres ] && [ -z "$want_help" ] && [ "$(id -u)" = 0 ]; then
+  # as root (no `user:`): own the data and socket dirs, then run as postgres (gosu there)
+  mkdir -p "${PGDATA:?}" /run/postgresql
+  chown -R postgres:postgres "$PGDATA" /run/postgresql
+  chmod 700 "$PGDATA"
+  exec su -p -s /bin/sh postgres -c 'exec "$0" "$@"' "$0" "$@"
+fi
+if [ "$1" = postgres ] && [ -z "$want_help" ] && [ ! -s "${PGDATA:?}/PG_VERSION" ]; then
   user=${POSTGRES_USER:-postgres}; db=${POSTGRES_DB:-$user}
   if [ -z "${POSTGRES_PASSWORD:-}" ]; then
     echo "Error: Database is uninitialized and superuser password is not specified." >&2

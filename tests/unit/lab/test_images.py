@@ -105,12 +105,6 @@ def test_postgres_layer_has_the_server_client_and_init_files_but_no_jit() -> Non
     assert dirs["/run/postgresql"].uid == 70  # the server's socket directory, for user 70
 
 
-def test_postgres_entrypoint_initialises_as_the_official_image_does() -> None:
-    script = rootfs.POSTGRES_ENTRYPOINT
-    assert "POSTGRES_PASSWORD" in script and "--auth-host=scram-sha-256" in script
-    assert 'CREATE DATABASE "%s"' in script and "PG_VERSION" in script
-
-
 def test_prometheus_layer_has_the_server_and_a_default_config_it_accepts(tmp_path: Path) -> None:
     """As prom/prometheus: /bin/prometheus, and /etc/prometheus/prometheus.yml for a bare run."""
     names = _names(rootfs.prometheus_entries())
@@ -134,3 +128,61 @@ def test_prometheus_image_owns_its_data_dir_as_nobody(tmp_path: Path) -> None:
     layer = [e for e in rootfs.prometheus_entries() if e.path == "/prometheus"]
     tar = tarfile.open(fileobj=io.BytesIO(oci.layer_tar(layer)))
     assert tar.getmember("prometheus").uid == 65534
+
+
+def _run_postgres_entrypoint(tmp_path: Path, *args: str, password: str = "pw",
+                             uid: int = 70) -> tuple[int, str]:
+    """The entrypoint under the host's sh (busybox ash would run its own `id`/`su` applets
+    before PATH stubs), with initdb/postgres/swarm-faults/su recording their
+    argv and `id -u` answering `uid`."""
+    bin_dir, data = tmp_path / "bin", tmp_path / "data"
+    bin_dir.mkdir(exist_ok=True)
+    log = tmp_path / "calls.log"
+    fake_initdb = f'#!/bin/sh\necho "initdb $*" >>{log}\nfor a; do case "$a" in -D) d=1;; *) [ -n "$d" ] && mkdir -p "$a" && echo 15 >"$a/PG_VERSION" && touch "$a/postgresql.conf" "$a/pg_hba.conf"; d=;; esac; done\n'
+    stubs = {"initdb": fake_initdb,
+             "postgres": f'#!/bin/sh\necho "postgres $* <$(cat)>" >>{log}\n',
+             "swarm-faults": f'#!/bin/sh\necho "exec $*" >>{log}\n',
+             "id": f"#!/bin/sh\necho {uid}\n",
+             "chown": f'#!/bin/sh\necho "chown $*" >>{log}\n',
+             "su": f'#!/bin/sh\necho "su $*" >>{log}\n'}
+    for name, text in stubs.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    script = tmp_path / "docker-entrypoint.sh"
+    script.write_text(rootfs.POSTGRES_ENTRYPOINT)
+    env = {"PATH": f"{bin_dir}:/bin:/usr/bin", "PGDATA": str(data), "POSTGRES_USER": "litellm",
+           "POSTGRES_DB": "litellm", "POSTGRES_PASSWORD": password, "TMPDIR": str(tmp_path)}
+    result = subprocess.run(["/bin/sh", str(script), *args], env=env,
+                            capture_output=True, text=True, timeout=30, check=False)
+    return result.returncode, (log.read_text() if log.exists() else "") + result.stderr
+
+
+def test_postgres_entrypoint_initialises_once_then_runs_the_server(tmp_path: Path) -> None:
+    code, calls = _run_postgres_entrypoint(tmp_path, "postgres", "-c", "hba_file=/etc/x")
+    assert code == 0, calls
+    lines = calls.splitlines()
+    assert lines[0].startswith("initdb --username=litellm --pwfile=")
+    assert "--auth-host=scram-sha-256" in lines[0] and "--locale=C.UTF-8" in lines[0]
+    assert lines[1] == 'postgres --single -D ' + str(tmp_path / "data") + ' postgres <CREATE DATABASE "litellm";>'
+    assert lines[2] == "exec postgres -c hba_file=/etc/x"
+    assert "listen_addresses = '*'" in (tmp_path / "data/postgresql.conf").read_text()
+    (tmp_path / "calls.log").unlink()
+    code, calls = _run_postgres_entrypoint(tmp_path, "postgres")  # PGDATA is initialised now
+    assert code == 0 and calls.splitlines() == ["exec postgres"]
+
+
+def test_postgres_entrypoint_version_and_missing_password(tmp_path: Path) -> None:
+    code, calls = _run_postgres_entrypoint(tmp_path, "postgres", "--version", password="")
+    assert code == 0 and calls.splitlines() == ["exec postgres --version"]
+    code, calls = _run_postgres_entrypoint(tmp_path, "postgres", password="")
+    assert code == 1 and "superuser password is not specified" in calls
+
+
+def test_postgres_entrypoint_as_root_hands_over_to_postgres(tmp_path: Path) -> None:
+    """As the official image with gosu: root owns nothing of the data, postgres runs it all."""
+    code, calls = _run_postgres_entrypoint(tmp_path, "postgres", "-c", "x=1", uid=0)
+    script = str(tmp_path / "docker-entrypoint.sh")
+    assert code == 0, calls
+    assert calls.splitlines() == [
+        f"chown -R postgres:postgres {tmp_path / 'data'} /run/postgresql",
+        f'su -p -s /bin/sh postgres -c exec "$0" "$@" {script} postgres -c x=1']
