@@ -165,6 +165,20 @@ def test_prometheus_is_real_and_runs_the_rendered_config(deployed) -> None:
     assert groups == {"swarm-gpu", "swarm-services"}
 
 
+def _target_health(base: str) -> dict[tuple[str, str], str]:
+    targets = httpx.get(f"{base}/targets", timeout=10).json()["data"]["activeTargets"]
+    return {(t["labels"]["job"], t["labels"].get("service", "")): t["health"] for t in targets}
+
+
+def test_prometheus_scrapes_litellm_and_haproxy(deployed) -> None:
+    """Real Prometheus scraping the real LiteLLM's /metrics (its prometheus callback) and
+    HAProxy's exporter, as the rendered scrape jobs say."""
+    base = f"http://{deployed.nodes['oracle']}:9090/api/v1"
+    wanted = {("litellm", "litellm"), ("haproxy", "haproxy")}
+    wait_for(lambda: all(_target_health(base).get(k) == "up" for k in wanted), 45,
+             "litellm and haproxy targets up")
+
+
 def test_prometheus_refuses_a_bogus_scrape_interval(deployed) -> None:
     image = json.loads(node_sh(deployed, "oracle", "docker", "inspect", "swarm-oracle-prometheus-1"))[0]
     script = ("printf 'global:\\n  scrape_interval: bogus\\n' > /tmp/p.yml && "
