@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(docker.io openssh-server docker-registry haproxy prometheus busybox-static
-              iproute2 redis-server redis-tools iptables systemd python3-venv)
+              iproute2 redis-server redis-tools iptables systemd python3-venv
+              postgresql-15 postgresql-client-15)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -22,6 +23,7 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Debian starts daemons on install where it can; the lab runs its own per node.
   pkill -x redis-server 2>/dev/null || true
+  pg_ctlcluster 15 main stop 2>/dev/null || true
 fi
 
 PY=${PYTHON:-python3}

@@ -286,3 +286,51 @@ def thermal_problems(gpus: Sequence[GpuReading], limit_c: float, expected: int) 
         if not finding.ok:  # a temperature the driver does not report cannot be judged either
             problems.append(finding.message)
     return problems
+
+
+# ---------------------------------------------------------------- real servers answer as themselves
+
+POSTGRES_QUERY = "SELECT current_database(), current_user, version()"
+
+
+def postgres_query_problems(name: str, exit_code: int, output: str, database: str,
+                            user: str) -> list[str]:
+    """POSTGRES_QUERY run with psql -tA in the container: a real answer, from the role's db/user."""
+    text = output.strip()
+    if exit_code != 0:
+        return [f"{name}: `{POSTGRES_QUERY}` failed (exit {exit_code}): {text[:200]}"]
+    parts = text.split("|", 2)
+    if len(parts) != 3:
+        return [f"{name}: `{POSTGRES_QUERY}` answered {text[:200]!r}, not three columns"]
+    got_db, got_user, version = parts
+    problems = []
+    if got_db != database:
+        problems.append(f"{name} answered from database {got_db!r}, the role says {database!r}")
+    if got_user != user:
+        problems.append(f"{name} answered as user {got_user!r}, the role says {user!r}")
+    if not version.startswith("PostgreSQL "):
+        problems.append(f"{name} does not say it is PostgreSQL: {version[:80]!r}")
+    return problems
+
+
+def prometheus_problems(name: str, buildinfo: Mapping[str, Any] | None,
+                        loaded: Mapping[str, Any] | None,
+                        rendered: Mapping[str, Any]) -> list[str]:
+    """/api/v1/status/buildinfo answers with a version; the config Prometheus loaded
+    (/api/v1/status/config, parsed) has the rendered global scrape_interval and every job."""
+    problems = []
+    data = (buildinfo or {}).get("data") or {}
+    if (buildinfo or {}).get("status") != "success" or not data.get("version"):
+        problems.append(f"{name}: /api/v1/status/buildinfo gave no version ({buildinfo!r:.120})")
+    if loaded is None:
+        return [*problems, f"{name}: /api/v1/status/config gave no configuration"]
+    want = str((rendered.get("global") or {}).get("scrape_interval", ""))
+    have = str((loaded.get("global") or {}).get("scrape_interval", ""))
+    if want and have != want:
+        problems.append(f"{name} scrapes every {have or '?'}, the render says {want}")
+    jobs = {str(j.get("job_name")) for j in loaded.get("scrape_configs") or []}
+    missing_jobs = sorted({str(j.get("job_name")) for j in rendered.get("scrape_configs") or []}
+                          - jobs)
+    if missing_jobs:
+        problems.append(f"{name} has not loaded scrape job(s) {', '.join(missing_jobs)} of the render")
+    return problems

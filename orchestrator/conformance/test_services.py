@@ -1,15 +1,32 @@
-"""Per service of the node's phases: its container runs as the render says, and protected ones stay."""
+"""Per service of the node's phases: its container runs as the render says, protected ones
+stay, and the servers behind PostgreSQL and Prometheus answer as themselves."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
 import pytest
+import yaml
 
+from orchestrator import commands
 from orchestrator.conformance import checks, protected
-from orchestrator.conformance.plugin import Conformance
+from orchestrator.conformance.plugin import Conformance, context, node_of, param_id
 from orchestrator.render.services import Service
+
+# Services of one role, parametrized here as plugin.PARAMETERS does for the others.
+ROLE_PARAMETERS = {"postgres_service": "postgres", "prometheus_service": "prometheus"}
+HTTP_TIMEOUT = 10.0
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    for argname, role in ROLE_PARAMETERS.items():
+        if argname in metafunc.fixturenames:
+            services = [s for s in context(metafunc.config).scope.services if s.role == role]
+            metafunc.parametrize(argname, [
+                pytest.param(s, id=param_id(s), marks=pytest.mark.xdist_group(node_of(s)))
+                for s in services])
 
 
 def explain(problems: list[str]) -> str:
@@ -74,4 +91,39 @@ def test_protected_not_recreated(swarm: Conformance, protected_service: Service)
     now = protected.seen_from(container(swarm, svc))
     before = protected.swap(protected.record_key(svc.node, svc.address, svc.name), now)
     problems = protected.recreate_problems(svc.name, before, now)
+    assert not problems, explain(problems)
+
+
+def test_postgres_answers_a_query(swarm: Conformance, postgres_service: Service) -> None:
+    svc = postgres_service
+    name = checks.name_of(container(swarm, svc))
+    user, database = str(svc.vars["db_user"]), str(svc.vars["db_name"])
+    query = commands.read_only("docker", "exec", name, "psql", "-U", user, "-d", database,
+                               "-tAc", checks.POSTGRES_QUERY)
+    result = swarm.host(svc.node).run(query.shell)
+    problems = checks.postgres_query_problems(name, result.rc, result.stdout or result.stderr,
+                                              database, user)
+    assert not problems, explain(problems)
+
+
+def _get_json(url: str) -> Any:
+    try:
+        response = httpx.get(url, timeout=HTTP_TIMEOUT)
+        return response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def test_prometheus_runs_the_rendered_config(swarm: Conformance, prometheus_service: Service) -> None:
+    svc = prometheus_service
+    base = f"http://{svc.address}:{svc.ports[0].port}/api/v1"
+    status = _get_json(f"{base}/status/config") or {}
+    loaded_text = (status.get("data") or {}).get("yaml")
+    loaded = yaml.safe_load(loaded_text) if isinstance(loaded_text, str) else None
+    rendered_file = swarm.scope.render.nodes[svc.node].files.get(f"config/{svc.name}/prometheus.yml")
+    if rendered_file is None:
+        pytest.fail(f"the render has no config/{svc.name}/prometheus.yml", pytrace=False)
+    problems = checks.prometheus_problems(svc.name, _get_json(f"{base}/status/buildinfo"),
+                                          loaded if isinstance(loaded, dict) else None,
+                                          yaml.safe_load(rendered_file) or {})
     assert not problems, explain(problems)

@@ -279,7 +279,7 @@ class _ImagesThread(threading.Thread):
 def push_images(paths: LabPaths, say: Say = _log_say) -> list[str]:
     """Build (cached) and push every catalog image; returns the repo paths pushed."""
     cache = images.LayerCache(paths.cache)
-    builder, pusher = images.Builder(cache), registry.Pusher(cache)
+    builder, pusher = images.Builder(cache, say), registry.Pusher(cache)
     ready, skipped = images.buildable(images.catalog())
     for spec in skipped:
         say(f"skipping {spec.ref}: stand-in {spec.needs_standin}.py not written yet")

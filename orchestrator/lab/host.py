@@ -33,6 +33,9 @@ REQUIRED_FILES = {
     "/usr/sbin/ip": "iproute2",
     "/usr/bin/redis-server": "redis-server",
     "/usr/bin/redis-cli": "redis-tools",
+    "/usr/lib/postgresql/15/bin/postgres": "postgresql-15",
+    "/usr/lib/postgresql/15/bin/psql": "postgresql-client-15",
+    "/usr/bin/prometheus": "prometheus",
     "/usr/bin/python3.11": "python3",
     "/usr/bin/nsenter": "util-linux",
 }
@@ -63,6 +66,21 @@ def install_packages(packages: list[str], say: Callable[[str], None]) -> None:
     proc.run(["apt-get", "update", "-qq"], timeout=600, env=env)
     proc.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
              timeout=1200, env=env)
+    _stop_host_services(packages)
+
+
+# Debian starts these servers on install where it can; the lab runs its own, per node.
+HOST_SERVICE_STOP = {
+    "postgresql-15": ["pg_ctlcluster", "15", "main", "stop"],
+    "prometheus": ["/etc/init.d/prometheus", "stop"],
+}
+
+
+def _stop_host_services(packages: list[str]) -> None:
+    for package in packages:
+        argv = HOST_SERVICE_STOP.get(package)
+        if argv and shutil.which(argv[0]):
+            proc.run(argv, check=False, timeout=60)
 
 
 def compose_binary() -> Path | None:

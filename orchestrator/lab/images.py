@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.clients import images as image_refs
-from orchestrator.lab import oci, rootfs
+from orchestrator.lab import oci, pypi, rootfs
 from orchestrator.lab.layout import REGISTRY
 from orchestrator.lab.oci import Blob, Entry, Layer, RuntimeConfig
 
@@ -25,6 +25,10 @@ BOTH = ("amd64", "arm64")
 AMD64 = ("amd64",)
 ENV_BASE = (f"PATH={rootfs.IMAGE_PATH}",)
 ENV_PY = (*ENV_BASE, "SWARM_STANDIN_SELF=1", "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1")
+# The real LiteLLM, offline: the bundled model cost map instead of fetching it at start.
+ENV_LITELLM = (*ENV_BASE, "PYTHONUNBUFFERED=1", "LITELLM_LOCAL_MODEL_COST_MAP=True")
+REAL = {"org.swarm.lab": "debian-binary"}
+REAL_PYPI = {"org.swarm.lab": "pypi-package"}
 
 
 @dataclass(frozen=True)
@@ -77,22 +81,20 @@ def _vllm(ref: str, env: tuple[str, ...] = ()) -> ImageSpec:
 
 def catalog() -> list[ImageSpec]:
     """Every lab image, as the contract table lists them."""
-    real = {"org.swarm.lab": "debian-binary"}
     return [
-        _python_image("postgres:15-alpine", BOTH, ("docker-entrypoint.sh",), ("postgres",),
-                      ("PGDATA=/var/lib/postgresql/data",),
-                      (rootfs.python_wrapper("postgres", "postgres.py"),
-                       rootfs.python_wrapper("pg_isready", "postgres.py", "pg_isready"),
-                       rootfs.entrypoint_script("postgres")), ("5432/tcp",)),
+        ImageSpec("postgres:15-alpine", BOTH, ("base", "postgres"),
+                  RuntimeConfig(("docker-entrypoint.sh",), ("postgres",),
+                                (*ENV_BASE, "PGDATA=/var/lib/postgresql/data", "LANG=C.UTF-8"),
+                                "/", ("5432/tcp",), REAL)),
         ImageSpec("redis:7-alpine", BOTH, ("base", "redis"),
                   RuntimeConfig(("docker-entrypoint.sh",), ("redis-server",), ENV_BASE, "/data",
-                                ("6379/tcp",), real),
+                                ("6379/tcp",), REAL),
                   extra=(oci.script_entry("/usr/local/bin/docker-entrypoint.sh",
                                           rootfs.REDIS_ENTRYPOINT),)),
         ImageSpec("haproxy:2.8-alpine", BOTH, ("base", "haproxy"),
                   RuntimeConfig(("docker-entrypoint.sh",),
                                 ("haproxy", "-f", "/usr/local/etc/haproxy/haproxy.cfg"),
-                                ENV_BASE, "/", (), real),
+                                ENV_BASE, "/", (), REAL),
                   extra=(oci.script_entry("/usr/local/bin/docker-entrypoint.sh",
                                           rootfs.HAPROXY_ENTRYPOINT),)),
         _python_image("hashicorp/consul:1.17", BOTH, ("docker-entrypoint.sh",),
@@ -102,14 +104,20 @@ def catalog() -> list[ImageSpec]:
         _python_image("hashicorp/vault:1.15", BOTH, ("docker-entrypoint.sh",), ("server", "-dev"),
                       (), (rootfs.python_wrapper("vault", "vault.py"),
                            rootfs.entrypoint_script("vault")), ("8200/tcp",), needs="vault"),
-        _python_image("ghcr.io/berriai/litellm:main-v1.55.8", BOTH,
-                      ("swarm-entrypoint", "litellm"), ("--port", "4000"), (),
-                      (rootfs.python_wrapper("litellm", "litellm.py"),), ("4000/tcp",), "/app"),
+        ImageSpec("ghcr.io/berriai/litellm:main-v1.55.8", BOTH, ("base", "python", "litellm"),
+                  RuntimeConfig(("swarm-entrypoint", "litellm"), ("--port", "4000"),
+                                ENV_LITELLM, "/app", ("4000/tcp",), REAL_PYPI),
+                  extra=(oci.dir_entry("/app"),)),
         _generic("ghcr.io/open-webui/open-webui:v0.3.35", BOTH, "open-webui", 8080,
                  "/health,/api/health", "0.3.35"),
         _generic("grafana/grafana:10.4.2", BOTH, "grafana", 3000, "/api/health", "10.4.2"),
-        _generic("prom/prometheus:v2.51.2", BOTH, "prometheus", 9090, "/-/ready,/-/healthy",
-                 "2.51.2"),
+        ImageSpec("prom/prometheus:v2.51.2", BOTH, ("base", "prometheus"),
+                  RuntimeConfig(("swarm-faults", "/bin/prometheus"),
+                                ("--config.file=/etc/prometheus/prometheus.yml",
+                                 "--storage.tsdb.path=/prometheus"),
+                                ENV_BASE, "/prometheus", ("9090/tcp",), REAL),
+                  extra=(oci.file_entry("/etc/prometheus/prometheus.yml",
+                                        rootfs.PROMETHEUS_DEFAULT_CONFIG),)),
         _vllm("vllm/vllm-openai:v0.6.3"),
         _vllm("vllm/vllm-openai:v0.6.3-broken", ("SWARM_STANDIN_MODE=never-healthy",)),
         _python_image("qdrant/qdrant:v1.9.2", BOTH, ("swarm-entrypoint", "qdrant"), (), (),
@@ -136,7 +144,11 @@ LAYER_SETS: dict[str, Callable[[], list[Entry]]] = {
     "standins": rootfs.standin_entries,
     "redis": rootfs.redis_entries,
     "haproxy": rootfs.haproxy_entries,
+    "postgres": rootfs.postgres_entries,
+    "prometheus": rootfs.prometheus_entries,
 }
+# Layer sets installed from PyPI (pypi.py): keyed by what is installed, not by the files.
+PYPI_SETS: dict[str, pypi.Distribution] = {"litellm": pypi.LITELLM}
 
 
 class LayerCache:
@@ -159,6 +171,18 @@ class LayerCache:
         if cached is not None:
             return cached
         layer, data = oci.compress_layer(oci.layer_tar(entries))
+        self.put(layer.blob.digest, data)
+        meta.write_text(json.dumps({"digest": layer.blob.digest, "size": layer.blob.size,
+                                    "diff_id": layer.diff_id}))
+        return layer
+
+    def keyed_layer(self, key: str, entries: Callable[[], list[Entry]]) -> Layer:
+        """A layer cached under a key the caller derives (entries are listed only on a miss)."""
+        meta = self.index / f"named-{key}.json"
+        cached = self._load(meta)
+        if cached is not None:
+            return cached
+        layer, data = oci.compress_layer(oci.layer_tar(entries()))
         self.put(layer.blob.digest, data)
         meta.write_text(json.dumps({"digest": layer.blob.digest, "size": layer.blob.size,
                                     "diff_id": layer.diff_id}))
@@ -195,14 +219,23 @@ class BuiltImage:
 class Builder:
     """Builds catalog images, reusing layer sets across images and runs."""
 
-    def __init__(self, cache: LayerCache) -> None:
+    def __init__(self, cache: LayerCache, say: Callable[[str], None] = log.info) -> None:
         self.cache = cache
+        self.say = say
         self._sets: dict[str, Layer] = {}
 
     def layer_set(self, name: str) -> Layer:
         if name not in self._sets:
-            self._sets[name] = self.cache.layer(LAYER_SETS[name]())
+            self._sets[name] = self._build_set(name)
         return self._sets[name]
+
+    def _build_set(self, name: str) -> Layer:
+        dist = PYPI_SETS.get(name)
+        if dist is None:
+            return self.cache.layer(LAYER_SETS[name]())
+        site = pypi.ensure_installed(dist, self.cache.root, self.say)
+        key = f"{site.name}-{pypi.LAYOUT}"
+        return self.cache.keyed_layer(key, lambda: pypi.layer_entries(dist, site))
 
     def build(self, spec: ImageSpec) -> BuiltImage:
         layers = [self.layer_set(name) for name in spec.layers]

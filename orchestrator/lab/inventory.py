@@ -2,8 +2,9 @@
 
 Works on raw YAML data on purpose: the lab must keep every key the fleet inventory has
 (services, vars, thermal limits...) without knowing them, and change only what makes it
-the lab — addresses, SSH credentials, the registry mirror, Vault/Consul addresses and
-the compose subnet. Nodes the lab does not run are dropped, except `optional: true`
+the lab — addresses, SSH credentials, the registry mirror, Vault/Consul addresses, the
+compose subnet, and the few fleet vars that name the fleet's networks or what the lab
+cannot run (LAB_VARS). Nodes the lab does not run are dropped, except `optional: true`
 ones (overflow): they stay optional, on the lab address they would have, with nothing
 listening there — as an optional machine that is switched off.
 """
@@ -18,7 +19,9 @@ from typing import Any
 import yaml
 
 from orchestrator.lab.layout import (
+    BRIDGE_ADDRESS,
     COMPOSE_SUBNET,
+    LAB_NET,
     REFERENCE_NUMBERS,
     REGISTRY,
     Gpu,
@@ -28,6 +31,16 @@ from orchestrator.lab.layout import (
 )
 
 Raw = dict[str, Any]
+
+# Fleet vars the lab replaces: the tailnet is the lab network; only the controller (the
+# host, where `swarm` and the tests run) is on LiteLLM's allowlist, so the other lab
+# addresses — the nodes — are turned away with 403 as an outsider would be; and LiteLLM
+# runs without its database, since DB-backed keys need Prisma's downloaded engines.
+LAB_VARS: Raw = {
+    "tailnet_cidr": str(LAB_NET),
+    "allowed_ips": [BRIDGE_ADDRESS, "127.0.0.1"],
+    "use_database": False,
+}
 
 
 def load_source(path: Path) -> Raw | None:
@@ -64,6 +77,7 @@ def rewrite(source: Raw | None, specs: list[NodeSpec], paths: LabPaths) -> Raw:
                          token_file=str(paths.root / "vault-keys.json"))
     data["consul"] = dict(data.get("consul") or {}, addr=f"http://{control}:8500")
     data["network"] = dict(data.get("network") or {"name": "aiswarm"}, subnet=COMPOSE_SUBNET)
+    data["vars"] = dict(data.get("vars") or {}, **LAB_VARS)
     source_nodes = data.get("nodes") or {}
     nodes = {s.name: _node(source_nodes, s) for s in specs}
     nodes.update(_switched_off(source_nodes, specs))

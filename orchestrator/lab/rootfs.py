@@ -7,7 +7,9 @@ Layer sets, stacked per image (see images.py):
 - `python`: Debian's python3.11 interpreter, its `ldd` libraries and a trimmed stdlib
   (with the host's `.pyc` files, whose source mtimes the layer keeps).
 - `standins`: `orchestrator/lab/standins/*.py` under /opt/swarm-standin.
-- `redis`, `haproxy`: the real Debian binaries plus their `ldd` libraries.
+- `redis`, `haproxy`, `postgres`, `prometheus`: the real Debian binaries plus their `ldd`
+  libraries (PostgreSQL 15 with its share/ and lib/ trees, without the LLVM JIT).
+- `litellm` (pypi.py): the real LiteLLM proxy and its dependencies from PyPI.
 """
 
 from __future__ import annotations
@@ -227,6 +229,46 @@ def haproxy_entries() -> list[Entry]:
                       oci.dir_entry("/var/lib/haproxy", 0o755, 99, 99)]
 
 
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_LIB = Path("/usr/lib/postgresql/15/lib")
+PG_SHARE = Path("/usr/share/postgresql/15")
+PG_PROGRAMS = ("postgres", "initdb", "pg_ctl", "psql", "pg_isready")
+_PG_LIB_SKIP = ("llvmjit",)  # the JIT drags in libLLVM (~100 MB); jit is off without it
+ZONEINFO = Path("/usr/share/zoneinfo")
+LOCALE_C_UTF8 = Path("/usr/lib/locale/C.utf8")
+
+
+def _tree_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def postgres_entries() -> list[Entry]:
+    """Debian's PostgreSQL 15: server, initdb, pg_ctl, psql, pg_isready, lib/ and share/."""
+    libs = [p for p in sorted(PG_LIB.glob("*.so")) if not p.name.startswith(_PG_LIB_SKIP)]
+    entries = binary_entries([PG_BIN / name for name in PG_PROGRAMS] + libs)
+    entries += [oci.host_file(str(p), p) for p in _tree_files(PG_SHARE)]
+    entries += [oci.host_file(str(ZONEINFO / name), ZONEINFO / name)
+                for name in ("UTC", "Etc/UTC") if (ZONEINFO / name).exists()]
+    if LOCALE_C_UTF8.is_dir():  # initdb --locale=C.UTF-8 (glibc's locale files)
+        entries += [oci.host_file(str(p), p) for p in _tree_files(LOCALE_C_UTF8)]
+    entries += [oci.symlink_entry(f"/usr/local/bin/{name}", str(PG_BIN / name))
+                for name in PG_PROGRAMS]
+    return entries + [oci.dir_entry("/var/lib/postgresql", 0o755, 70, 70),
+                      oci.dir_entry("/var/lib/postgresql/data", 0o700, 70, 70),
+                      oci.dir_entry("/run/postgresql", 0o2775, 70, 70),
+                      oci.script_entry("/usr/local/bin/docker-entrypoint.sh",
+                                       POSTGRES_ENTRYPOINT)]
+
+
+def prometheus_entries() -> list[Entry]:
+    """Debian's Prometheus server and promtool; /prometheus owned by nobody, as upstream."""
+    entries = binary_entries([Path("/usr/bin/prometheus"), Path("/usr/bin/promtool")])
+    entries += [oci.symlink_entry("/bin/prometheus", "/usr/bin/prometheus"),
+                oci.symlink_entry("/bin/promtool", "/usr/bin/promtool")]
+    return entries + [oci.dir_entry("/etc/prometheus"),
+                      oci.dir_entry("/prometheus", 0o755, 65534, 65534)]
+
+
 def python_wrapper(program: str, script: str, *prefix: str) -> Entry:
     """`/usr/local/bin/<program>` running a stand-in with the packed Python."""
     args = " ".join(prefix)
@@ -258,6 +300,56 @@ set -e
 if [ $# -eq 0 ] || [ "${1#-}" != "$1" ]; then set -- haproxy "$@"; fi
 if [ "$1" = haproxy ]; then shift; set -- haproxy -W -db "$@"; fi
 exec swarm-faults "$@"
+"""
+
+POSTGRES_ENTRYPOINT = """#!/bin/sh
+# postgres image entrypoint, as the official image's (docker-library/postgres): flags alone
+# mean postgres; an empty PGDATA is initialised first with POSTGRES_USER, POSTGRES_PASSWORD
+# (scram-sha-256 for TCP, trust on the container's own socket) and POSTGRES_DB;
+# `postgres --version` / `--help` only print, as there.
+set -e
+if [ $# -eq 0 ] || [ "${1#-}" != "$1" ]; then set -- postgres "$@"; fi
+want_help=
+for arg; do case "$arg" in -'?'|--help|--describe-config|-V|--version) want_help=1;; esac; done
+if [ "$1" = postgres ] && [ -z "$want_help" ] && [ "$(id -u)" = 0 ]; then
+  # as root (no `user:`): own the data and socket dirs, then run as postgres (gosu there)
+  mkdir -p "${PGDATA:?}" /run/postgresql
+  chown -R postgres:postgres "$PGDATA" /run/postgresql
+  chmod 700 "$PGDATA"
+  exec su -p -s /bin/sh postgres -c 'exec "$0" "$@"' "$0" "$@"
+fi
+if [ "$1" = postgres ] && [ -z "$want_help" ] && [ ! -s "${PGDATA:?}/PG_VERSION" ]; then
+  user=${POSTGRES_USER:-postgres}; db=${POSTGRES_DB:-$user}
+  if [ -z "${POSTGRES_PASSWORD:-}" ]; then
+    echo "Error: Database is uninitialized and superuser password is not specified." >&2
+    echo "       You must specify POSTGRES_PASSWORD to a non-empty value." >&2
+    exit 1
+  fi
+  mkdir -p "$PGDATA"; chmod 700 "$PGDATA"
+  pwfile=$(mktemp)
+  printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"
+  TZ=UTC initdb --username="$user" --pwfile="$pwfile" --auth-local=trust \
+    --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 ${POSTGRES_INITDB_ARGS:-} \
+    -D "$PGDATA"
+  rm -f "$pwfile"
+  printf "listen_addresses = '*'\n" >>"$PGDATA/postgresql.conf"
+  printf 'host all all all scram-sha-256\n' >>"$PGDATA/pg_hba.conf"
+  if [ "$db" != postgres ]; then
+    printf 'CREATE DATABASE "%s";\n' "$db" | postgres --single -D "$PGDATA" postgres >/dev/null
+  fi
+  echo "PostgreSQL init process complete; ready for start up."
+fi
+exec swarm-faults "$@"
+"""
+
+# The configuration prom/prometheus ships in /etc/prometheus (Prometheus scraping itself).
+PROMETHEUS_DEFAULT_CONFIG = """global:
+  scrape_interval: 15s
+  evaluation_interval: 15s
+scrape_configs:
+  - job_name: prometheus
+    static_configs:
+      - targets: ["localhost:9090"]
 """
 
 VLLM_API_SERVER = f"""import runpy, sys

@@ -6,7 +6,8 @@ part of Consul's HTTP API that swarm uses, the way a single-node `consul agent -
 answers it (https://developer.hashicorp.com/consul/api-docs):
 
 - agent: service register/deregister, services, service/<id>, checks, TTL check updates
-- health/service/<name> (?passing, ?tag), catalog/services, catalog/service/<name>
+- health/service/<name> (?passing, ?tag), health/state/<state> (any, passing, warning,
+  critical), catalog/services, catalog/service/<name>
 - kv/<key> get/put/delete (?cas, ?recurse, ?keys, ?flags), status/leader, status/peers
 - blocking queries (?index=&wait=) on health, catalog and KV reads
 - X-Consul-Index / -Knownleader / -Lastcontact headers on those reads, 404 included
@@ -19,6 +20,15 @@ Not modelled: several nodes/datacenters (one agent = one server node), gossip, s
 and locks, prepared queries, DNS, `DeregisterCriticalServiceAfter` reaping, script /
 gRPC / Docker checks (accepted, never run), ACL policies (one management token),
 `?filter=` expressions (ignored).
+
+Each behaviour follows the page of the API docs it implements (https://developer.hashicorp.com/consul/api-docs/<page>,
+and Consul's agent/*_endpoint.go for the exact error texts): agent/service
+(register: a check `Status` other than passing/warning/critical is refused with 400
+"Status for checks must 'passing', 'warning', 'critical'", as agent_endpoint.go does),
+agent/check (TTL updates), health ("List Checks in State": `any` is the wildcard, an
+unknown state matches nothing, an empty one is 400 "Missing check state"; the agent's
+own `serfHealth` check is listed as on a real node), catalog, kv, status, and
+features/blocking for `?index=&wait=`.
 
 Register bodies are accepted with keys in any casing (PascalCase, lowercase or
 snake_case), as Consul's decoder does. It runs in-process for tests via
@@ -57,6 +67,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 VERSION = "1.17.3"
 PASSING, WARNING, CRITICAL = "passing", "warning", "critical"
+CHECK_STATES = (PASSING, WARNING, CRITICAL)
+ANY_STATE = "any"
 MAX_WAIT_S = 600.0
 DEFAULT_WAIT_S = 300.0
 DEFAULT_CHECK_TIMEOUT_S = 10.0
@@ -216,6 +228,13 @@ def validate_check(check: dict[str, Any]) -> None:
             "Invalid check: Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or GRPC checks",
         )
     parse_duration(check.get("Timeout"))
+
+
+def validate_status(check: dict[str, Any]) -> None:
+    """An initial `Status` must be one Consul knows (agent_endpoint.go, AgentRegisterService)."""
+    status = check.get("Status")
+    if status and status not in CHECK_STATES:
+        raise ApiError(400, "Status for checks must 'passing', 'warning', 'critical'")
 
 
 # --------------------------------------------------------------------------- state
@@ -454,6 +473,8 @@ class Agent:
         svc_def = parse_service(body)
         for check in svc_def["Checks"]:
             validate_check(check)
+        for check in svc_def["Checks"]:
+            validate_status(check)
         with self.cond:
             old = self.services.get(svc_def["ID"])
             index = self.bump()
@@ -857,6 +878,18 @@ class Handler(BaseHTTPRequestHandler):
             entries = [e for e in entries if all(c["Status"] == PASSING for c in e["Checks"])]
         self.send_json(entries)
 
+    def health_state(self, state: str) -> None:
+        """GET /v1/health/state/<state>: every check in that state, `any` for all of them."""
+        if not state:
+            raise ApiError(400, "Missing check state")
+        allowed = self.acl("service:read", "", filtered=True)
+        self.blocking_read()
+        node = self.agent.config.node
+        with self.agent.cond:
+            checks = [self._serf_check()] if allowed else []
+            checks += [c.to_json(node) for c in self.agent.checks.values()] if allowed else []
+        self.send_json([c for c in checks if state == ANY_STATE or c["Status"] == state])
+
     def _instances(self, name: str, tags: list[str]) -> list[Service]:
         return [
             s
@@ -1053,6 +1086,7 @@ ROUTES: list[Route] = [
     _route("PUT", r"/v1/agent/service/deregister/(.+)", Handler.service_deregister),
     _route("PUT", r"/v1/agent/check/(pass|warn|fail|update)/(.+)", Handler.check_ttl),
     _route("GET", r"/v1/health/service/(.+)", Handler.health_service),
+    _route("GET", r"/v1/health/state/(.*)", Handler.health_state),
     _route("GET", r"/v1/catalog/services", Handler.catalog_services),
     _route("GET", r"/v1/catalog/service/(.+)", Handler.catalog_service),
     _route("GET", r"/v1/kv/(.*)", Handler.kv_get),

@@ -191,3 +191,42 @@ def test_thermal() -> None:
     problems = checks.thermal_problems([cool, hot, unknown], 85, 3)
     assert "90 °C" in problems[0] and "not reported" in problems[1]
     assert "lists 1 GPU(s), the inventory says 2" in checks.thermal_problems([cool], 85, 2)[0]
+
+
+# ---------------------------------------------------------------- real servers
+
+
+def test_postgres_query_answer_from_the_roles_database() -> None:
+    ok = "litellm|litellm|PostgreSQL 15.18 (Debian 15.18-0+deb12u1) on x86_64-pc-linux-gnu\n"
+    assert checks.postgres_query_problems("pg", 0, ok, "litellm", "litellm") == []
+    assert checks.postgres_query_problems("pg", 0, ok, "other", "litellm") == [
+        "pg answered from database 'litellm', the role says 'other'"]
+    assert checks.postgres_query_problems("pg", 0, "x|litellm|stand-in 0.0", "x", "litellm") == [
+        "pg does not say it is PostgreSQL: 'stand-in 0.0'"]
+
+
+def test_postgres_query_failures_are_named() -> None:
+    failed = checks.postgres_query_problems("pg", 2, "psql: error: connection refused", "d", "u")
+    assert failed[0].startswith("pg: `SELECT current_database()") and "exit 2" in failed[0]
+    assert "not three columns" in checks.postgres_query_problems("pg", 0, "", "d", "u")[0]
+
+
+RENDERED = {"global": {"scrape_interval": "15s"},
+            "scrape_configs": [{"job_name": "prometheus"}, {"job_name": "vllm"}]}
+BUILD = {"status": "success", "data": {"version": "2.42.0+ds"}}
+
+
+def test_prometheus_runs_what_the_render_says() -> None:
+    loaded = {"global": {"scrape_interval": "15s", "scrape_timeout": "10s"},
+              "scrape_configs": [{"job_name": "prometheus"}, {"job_name": "vllm"}]}
+    assert checks.prometheus_problems("prom", BUILD, loaded, RENDERED) == []
+
+
+def test_prometheus_drift_and_a_server_without_build_info() -> None:
+    loaded = {"global": {"scrape_interval": "1m"}, "scrape_configs": [{"job_name": "prometheus"}]}
+    assert checks.prometheus_problems("prom", BUILD, loaded, RENDERED) == [
+        "prom scrapes every 1m, the render says 15s",
+        "prom has not loaded scrape job(s) vllm of the render"]
+    problems = checks.prometheus_problems("prom", None, None, RENDERED)
+    assert problems[0].startswith("prom: /api/v1/status/buildinfo gave no version")
+    assert problems[1] == "prom: /api/v1/status/config gave no configuration"

@@ -299,6 +299,44 @@ def test_health_of_unknown_service_is_empty_list(http: httpx.Client) -> None:
     assert resp.headers["X-Consul-Lastcontact"] == "0"
 
 
+def test_health_state_lists_checks_in_that_state(client: consul.Consul, http: httpx.Client) -> None:
+    """health#list-checks-in-state: `any` is the wildcard (the node's serfHealth included),
+    passing/warning/critical filter by status, an unknown state matches no check (200 []),
+    and py-consul's health.state() reads the same list."""
+    client.agent.service.register("web", service_id="w1", check=consul.Check.ttl("30s"))
+    client.agent.service.register("db", service_id="d1", check=consul.Check.ttl("30s"))
+    client.agent.check.ttl_pass("service:w1")
+    everything = http.get("/v1/health/state/any")
+    assert everything.status_code == 200 and int(everything.headers["X-Consul-Index"]) > 0
+    assert {c["CheckID"] for c in everything.json()} == {"serfHealth", "service:w1", "service:d1"}
+    _, passing = client.health.state("passing")
+    assert {c["CheckID"] for c in passing} == {"serfHealth", "service:w1"}
+    critical = http.get("/v1/health/state/critical").json()
+    assert [(c["CheckID"], c["ServiceName"]) for c in critical] == [("service:d1", "db")]
+    assert http.get("/v1/health/state/warning").json() == []
+    assert http.get("/v1/health/state/bogus").json() == []
+
+
+def test_health_state_without_a_state_is_400(http: httpx.Client) -> None:
+    """health#list-checks-in-state: the state is required (health_endpoint.go: "Missing check
+    state")."""
+    resp = http.get("/v1/health/state/")
+    assert resp.status_code == 400 and resp.text == "Missing check state"
+
+
+def test_register_with_unknown_check_status_is_400(http: httpx.Client, client: consul.Consul) -> None:
+    """agent/service#register-service: a check's initial Status must be passing, warning or
+    critical (agent_endpoint.go); nothing is registered. A known one is taken as given."""
+    body = {"Name": "web", "ID": "w1", "Check": {"TTL": "30s", "Status": "bogus"}}
+    resp = http.put("/v1/agent/service/register", json=body)
+    assert resp.status_code == 400
+    assert resp.text == "Status for checks must 'passing', 'warning', 'critical'"
+    assert client.agent.services() == {}
+    body["Check"]["Status"] = "warning"
+    assert http.put("/v1/agent/service/register", json=body).status_code == 200
+    assert check_status(client, "service:w1") == "warning"
+
+
 def test_catalog_services_and_service(client: consul.Consul) -> None:
     """catalog#list-services (name -> tags, the consul service included) and
     catalog#list-nodes-for-service (flat Service* fields)."""

@@ -102,3 +102,32 @@ def test_lab_inventories_load_with_the_fleet_loader(tmp_path: Path) -> None:
     light = inventory.light(layout.parse_nodes_option("5", light=True), paths)
     inventory.write(light, tmp_path / "light.yml")
     assert load_inventory(tmp_path / "light.yml") is not None
+
+
+def test_lab_vars_name_the_lab_networks_and_what_it_cannot_run(tmp_path: Path) -> None:
+    """The allowlist admits only the controller, the "tailnet" is the lab net, LiteLLM runs
+    without its database; every other fleet var is kept."""
+    out = inventory.rewrite(_source(), layout.parse_nodes_option(None, False), layout.LabPaths(tmp_path))
+    assert out["vars"]["allowed_ips"] == [layout.BRIDGE_ADDRESS, "127.0.0.1"]
+    assert out["vars"]["tailnet_cidr"] == "198.18.0.0/15"
+    assert out["vars"]["use_database"] is False
+    assert out["vars"]["timezone"] == _source()["vars"]["timezone"]
+
+
+def test_lab_render_has_the_lab_allowlist_and_no_litellm_database(tmp_path: Path) -> None:
+    """What the lab deploys: HAProxy's ACL lists the controller; LiteLLM's config names no
+    database and its env file has no DATABASE_URL (both would need Prisma's engines)."""
+    from orchestrator.config.project import load_project
+    from orchestrator.render.fleet import render_fleet
+
+    paths = layout.LabPaths(tmp_path)
+    inventory.write(inventory.rewrite(_source(), layout.parse_nodes_option(None, False), paths),
+                    tmp_path / "lab.yml")
+    fleet = render_fleet(load_project(REPO, tmp_path / "lab.yml"))
+    files = fleet.nodes["oracle"].files
+    assert "acl allowed_client src 198.18.0.1 127.0.0.1" in files["config/haproxy/haproxy.cfg"].decode()
+    litellm = yaml.safe_load(files["config/litellm/config.yaml"])
+    assert "database_url" not in litellm["general_settings"]
+    service = next(s for s in fleet.all_services() if s.name == "litellm")
+    assert "DATABASE_URL" not in service.secret_env
+    assert "host    all       all   198.18.0.0/15" in files["config/postgres/pg_hba.conf"].decode()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from orchestrator.lab import rootfs
-from orchestrator.lab.standins import _base, generic, litellm, postgres, qdrant, vllm
+from orchestrator.lab.standins import _base, generic, qdrant, vllm
 
 HEALTHY = _base.Mode()
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -101,38 +101,6 @@ def test_vllm_never_healthy(servers: list[ThreadingHTTPServer]) -> None:
     assert call(f"{url}/health")[0] == 503
 
 
-def test_litellm_proxies_to_the_first_models_api_base(
-        servers: list[ThreadingHTTPServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    upstream = _vllm(servers, "--model", "mistral", "--api-key", "up-key")
-    monkeypatch.setenv("UP_KEY", "up-key")
-    config = litellm.load_yaml(f"""
-model_list:
-  - model_name: chat
-    litellm_params:
-      model: openai/mistral
-      api_base: {upstream}/v1
-      api_key: os.environ/UP_KEY
-general_settings:
-  master_key: sk-master
-""")
-    url, server = serve(litellm.make_handler(config, "sk-master"))
-    servers.append(server)
-    assert call(f"{url}/health/liveliness") == (200, "I'm alive!")
-    assert call(f"{url}/v1/models")[0] == 401
-    assert call(f"{url}/v1/models", key="sk-master")[1]["data"][0]["id"] == "chat"
-    status, body = call(f"{url}/v1/chat/completions", {"model": "chat", "messages": [
-        {"role": "user", "content": "hello"}]}, key="sk-master")
-    assert status == 200 and body["model"] == "mistral"
-
-
-def test_litellm_reports_unreachable_upstream(servers: list[ThreadingHTTPServer]) -> None:
-    config = {"model_list": [{"model_name": "x", "litellm_params": {
-        "model": "openai/x", "api_base": "http://127.0.0.1:9/v1"}}]}
-    url, server = serve(litellm.make_handler(config, None))
-    servers.append(server)
-    assert call(f"{url}/v1/chat/completions", {"model": "x", "messages": []})[0] == 502
-
-
 def test_qdrant_collections_persist(servers: list[ThreadingHTTPServer], tmp_path: Path) -> None:
     url, server = serve(qdrant.make_handler(qdrant.Store(tmp_path), None))
     servers.append(server)
@@ -161,19 +129,6 @@ def test_generic_port_sources(monkeypatch: pytest.MonkeyPatch) -> None:
     assert generic.listen_port([]) == 3000
     assert generic.listen_port(["--web.listen-address=:9090"]) == 9090
     assert generic.listen_port(["--port", "81", "--unknown"]) == 81
-
-
-def test_postgres_wire_probe() -> None:
-    server = postgres.Server(("127.0.0.1", 0), postgres.PgHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        port = server.server_address[1]
-        assert postgres.probe("127.0.0.1", port, 2.0)
-        assert postgres.pg_isready(["-h", "localhost", "-p", str(port), "-q"]) == 0
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert postgres.pg_isready(["-h", "127.0.0.1", "-p", str(port), "-t", "1", "-q"]) == 2
 
 
 @pytest.mark.skipif(not Path("/bin/busybox").exists(), reason="busybox not installed")

@@ -31,7 +31,7 @@ def test_env_file_carries_secret_literally_and_composes_templates(fleet) -> None
     litellm = fleet.service("litellm")
     body = env_file_body(litellm, SECRETS).decode()
     assert "LITELLM_MASTER_KEY='value-of-litellm_master_key-$HOME-`x`'" in body
-    assert "DATABASE_URL='postgresql://litellm:value-of-postgres_password-$HOME-`x`@postgres:5432/litellm'" in body
+    assert "LITELLM_DB_URL='postgresql://litellm:value-of-postgres_password-$HOME-`x`@postgres:5432/litellm'" in body
 
 
 def test_env_file_refuses_values_it_cannot_carry(fleet) -> None:

@@ -86,7 +86,11 @@ def test_litellm_routes_every_vllm_with_fallbacks(fleet) -> None:
     fallbacks = {k: v for item in cfg["router_settings"]["fallbacks"] for k, v in item.items()}
     assert fallbacks["primary"] == ["secondary", "backup", "cloud-fallback"]
     assert cfg["litellm_settings"]["cache_params"]["type"] == "redis"
-    assert cfg["general_settings"]["allowed_ips"] == ["100.64.0.0/10", "127.0.0.1"]
+    # LiteLLM's allowed_ips needs an Enterprise licence: the allowlist is HAProxy's.
+    assert "allowed_ips" not in cfg["general_settings"]
+    haproxy = fleet.nodes["oracle"].files["config/haproxy/haproxy.cfg"].decode()
+    assert "acl allowed_client src 100.64.0.0/10 127.0.0.1" in haproxy
+    assert "http-request deny deny_status 403 if is_api !allowed_client" in haproxy
 
 
 def test_registry_mirror_rewrites_images(project_copy: Path, edit_yaml) -> None:
