@@ -102,12 +102,14 @@ def project_options(fn: F) -> F:
 @pass_ctx
 @handle_errors
 def render(ctx: Context, out: Path | None, check: bool) -> None:
-    """Render one compose project (+ config files) per node."""
-    from orchestrator.render.fleet import render_fleet, stale_files, write_tree
+    """Render one compose project (+ config files) per node; the real tools check them first."""
+    from orchestrator.render.fleet import output_dir, render_fleet, stale_files, write_tree
+    from orchestrator.render.validate import check_rendered
 
     project = ctx.project()
-    out_dir = out or project.root / "compose"
+    out_dir = output_dir(out, project.root / "compose")
     fleet = render_fleet(project)
+    check_rendered(project, fleet)
     if check:
         stale = stale_files(fleet, out_dir)
         if stale:
@@ -130,9 +132,13 @@ def render(ctx: Context, out: Path | None, check: bool) -> None:
 @handle_errors
 def plan(ctx: Context, phase: int | None, output: str) -> None:
     """Show what runs where, port use, RAM and the GPU memory budget; exit 2 if it cannot fit."""
+    from orchestrator.render.fleet import render_fleet
     from orchestrator.render.plan import as_dict, describe, make_plan, require_feasible
+    from orchestrator.render.validate import check_rendered
 
     project = ctx.project()
+    if phase is not None:
+        project.playbook.phase(phase)  # an unknown phase is bad input, before anything else
     result = make_plan(project, phase)
     if output == "json":
         click.echo(json.dumps(as_dict(result), indent=2, default=str))
@@ -140,6 +146,7 @@ def plan(ctx: Context, phase: int | None, output: str) -> None:
         for line in describe(result):
             click.echo(line)
     require_feasible(result, project.inventory.path)
+    check_rendered(project, render_fleet(project))  # what would be deployed must also be valid
 
 
 def make_bus(ctx: Context, output: str) -> Any:
@@ -383,10 +390,14 @@ def vault() -> None:
 @handle_errors
 def vault_init(ctx: Context, key_file: Path, shares: int, threshold: int) -> None:
     """Initialise (if fresh) and unseal the inventory's Vault, and mount KV v2."""
-    from orchestrator.clients.vault import bootstrap
+    from orchestrator.clients.secrets_source import SecretSource
+    from orchestrator.clients.vault import bootstrap, check_init_options
 
-    addr = ctx.project().inventory.spec.vault.addr
-    result = bootstrap(addr, key_file, shares=shares, threshold=threshold)
+    check_init_options(key_file, shares, threshold)  # bad options: exit 2 before connecting
+    source = SecretSource.from_project(ctx.project())
+    addr = source.addr
+    result = bootstrap(addr, key_file, shares=shares, threshold=threshold, kv_mount=source.mount,
+                       verify=source.tls()["verify"])  # type: ignore[arg-type]
     click.echo(f"Vault at {addr}: {'initialised and ' if result.initialized else ''}unsealed; keys in {key_file}")
 
 
