@@ -96,12 +96,12 @@ def project_options(fn: F) -> F:
 
 
 @main.command()
-@click.option("--out", type=click.Path(path_type=Path), help="output directory (default compose/)")
+@click.option("--out", help="output directory (default compose/)")
 @click.option("--check", is_flag=True, help="exit 1 if the rendered tree on disk is stale")
 @project_options
 @pass_ctx
 @handle_errors
-def render(ctx: Context, out: Path | None, check: bool) -> None:
+def render(ctx: Context, out: str | None, check: bool) -> None:
     """Render one compose project (+ config files) per node; the real tools check them first."""
     from orchestrator.render.fleet import output_dir, render_fleet, stale_files, write_tree
     from orchestrator.render.validate import check_rendered

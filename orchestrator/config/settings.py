@@ -203,7 +203,7 @@ def role_settings(defaults: dict[str, Any], required: list[str],
                   declared: dict[str, SettingSpec]) -> dict[str, SettingSpec]:
     """Every setting a role's instances may set, with its form."""
     out = dict(ENGINE_SETTINGS)
-    out.update({k: infer(k, v) for k, v in defaults.items()})
+    out.update({k: infer(k, v) for k, v in defaults.items() if k not in ENGINE_SETTINGS})
     out.update({k: SettingSpec(type="any") for k in required if k not in defaults})
     out.update(declared)
     return out

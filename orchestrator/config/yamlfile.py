@@ -129,6 +129,7 @@ def load_yaml(path: Path, *, what: str = "file") -> YamlDoc:
 def parse_yaml(text: str, path: Path) -> YamlDoc:
     if len(text) > MAX_BYTES:
         raise InputError(f"more than the {MAX_BYTES} bytes allowed", file=str(path))
+    node: yaml.Node | None = None
     try:
         if not _surely_shallow(text):
             _scan_depth(text, path)
@@ -145,8 +146,8 @@ def parse_yaml(text: str, path: Path) -> YamlDoc:
         line = f":{mark.line + 1}" if mark else ""
         problem = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
         if isinstance(exc, yaml.constructor.ConstructorError):
-            problem = exc.problem or problem
-            raise InputError(f"YAML: {problem}", file=f"{path}{line}") from None
+            key = _key_at(node, mark.line + 1) if mark else ""
+            raise InputError(f"{key}{exc.problem or problem}", file=f"{path}{line}") from None
         raise InputError(f"YAML syntax error: {problem}", file=f"{path}{line}") from None
     except yaml.YAMLError as exc:
         raise InputError(f"YAML error: {exc}", file=str(path)) from None
@@ -173,6 +174,16 @@ def parse_foreign_yaml(text: str, path: Path | str) -> YamlDoc:
     except (yaml.YAMLError, ValueError, TypeError) as exc:
         raise InputError(f"YAML error: {type(exc).__name__}", file=str(where)) from None
     return YamlDoc(path=where, data=data, text=text, node=node)
+
+
+def _key_at(node: yaml.Node | None, line: int) -> str:
+    """`key.path: ` of the deepest value on `line` (for errors found while building the data)."""
+    if node is None:
+        return ""
+    lines: dict[PathKey, int] = {}
+    _index_lines(node, (), lines, set())
+    paths = [p for p, n in lines.items() if n == line and p]
+    return f"{format_loc(max(paths, key=len))}: " if paths else ""
 
 
 # ---------------------------------------------------------------- limits
@@ -259,7 +270,8 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 
 def _limit(path: Path, mark: Any, problem: str) -> None:
     line = mark.line + 1 if mark is not None else 0
-    raise InputError(f"YAML document too large: {problem}", file=f"{path}:{line}" if line else str(path))
+    head = "YAML alias loops" if "alias refers" in problem else "YAML document too large"
+    raise InputError(f"{head}: {problem}", file=f"{path}:{line}" if line else str(path))
 
 
 # ---------------------------------------------------------------- strict scalars
@@ -366,7 +378,8 @@ def format_loc(loc: Sequence[str | int]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{_short(part, 64)}" if out else _short(part, 64)
+            text = _short(part, 64) if part else '""'
+            out += f".{text}" if out else text
     return out or "(top level)"
 
 
@@ -388,10 +401,33 @@ def validate(model: type[M], doc: YamlDoc, what: str) -> M:
 def validation_error(exc: ValidationError, doc: YamlDoc, prefix: PathKey = ()) -> InputError:
     errors = exc.errors(include_url=False)
     first = errors[0]
-    loc = prefix + tuple(p for p in first["loc"] if not _is_union_tag(p))
-    message = describe_error(first)
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    loc = prefix + _clean_loc(first["loc"])
+    same = [e for e in errors if _clean_loc(e["loc"]) == _clean_loc(first["loc"])]
+    message = _describe_union(same) if len(same) > 1 and _is_union(first["loc"]) else describe_error(first)
+    others = len({_clean_loc(e["loc"]) for e in errors}) - 1
+    more = f" (and {others} more)" if others > 0 else ""
     return InputError(f"{format_loc(loc)}: {message}{more}", file=doc.where(loc))
+
+
+_MEMBERS = {"int", "str", "float", "bool", "none", "list", "dict", "bytes"}
+
+
+def _clean_loc(loc: Sequence[str | int]) -> PathKey:
+    return tuple(p for p in loc if not _is_union_tag(p) and p not in _MEMBERS)
+
+
+def _is_union(loc: Sequence[str | int]) -> bool:
+    return any(isinstance(p, str) and (p in _MEMBERS or "[" in p) for p in loc)
+
+
+def _describe_union(errors: list[Any]) -> str:
+    kinds = {"int_type": "a number", "int_parsing": "a number", "float_type": "a number", "string_type": "text",
+             "bool_type": "true or false", "list_type": "a list", "dict_type": "a mapping"}
+    wanted = list(dict.fromkeys(kinds[e["type"]] for e in errors if e["type"] in kinds))
+    if len(wanted) < 2:
+        return describe_error(errors[0])
+    choices = ", ".join(wanted[:-1]) + f" or {wanted[-1]}"
+    return f"expected {choices}, got {_show(errors[0].get('input'))}"
 
 
 def _is_union_tag(part: str | int) -> bool:

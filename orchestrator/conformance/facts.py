@@ -31,7 +31,7 @@ _CONTAINERS = ('ids=$(docker ps -aq --no-trunc) || exit 1; [ -n "$ids" ] || exit
 INSPECT_FORMAT = (
     '{"Id":{{json .Id}},"Name":{{json .Name}},"Created":{{json .Created}},"Image":{{json .Image}},'
     '"State":{"Running":{{json .State.Running}},"Restarting":{{json .State.Restarting}},'
-    '"Status":{{json .State.Status}},"ExitCode":{{json .State.ExitCode}},"Health":{{json .State.Health}}},'
+    '"Status":{{json .State.Status}},"ExitCode":{{json .State.ExitCode}},"Health":{{json (index .State "Health")}}},'
     '"Config":{"Image":{{json .Config.Image}},"User":{{json .Config.User}},"Labels":{{json .Config.Labels}},'
     '"Env":[{{range .Config.Env}}{{if eq (index (split . "=") 0) "NVIDIA_VISIBLE_DEVICES"}}{{json .}}'
     '{{end}}{{end}}]},'

@@ -180,8 +180,11 @@ def output_dir(value: Path | str | None, default: Path) -> Path:
     if not text.strip() or any(ord(c) < 32 for c in text):
         raise InputError(f"--out: expected a directory, got {text!r}")
     path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise InputError(f"--out: {path} exists and is not a directory")
+    try:
+        if path.exists() and not path.is_dir():
+            raise InputError(f"--out: {path} exists and is not a directory")
+    except OSError as exc:
+        raise InputError(f"--out: cannot use {text!r}: {exc.strerror}") from None
     return path
 
 
@@ -199,15 +202,18 @@ _Dumper.add_representer(str, _str)
 
 def write_tree(render: FleetRender, out_dir: Path) -> list[Path]:
     """Write every node's files under out_dir/<node>/; nothing is written outside out_dir."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    root = out_dir.resolve()
-    written: list[Path] = []
-    for name, nr in render.nodes.items():
-        for rel, data in nr.files.items():
-            path = _inside(root, f"{name}/{rel}")
-            if not path.exists() or path.read_bytes() != data:
-                path.write_bytes(data)
-                written.append(out_dir / name / rel)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        root = out_dir.resolve()
+        written: list[Path] = []
+        for name, nr in render.nodes.items():
+            for rel, data in nr.files.items():
+                path = _inside(root, f"{name}/{rel}")
+                if not path.exists() or path.read_bytes() != data:
+                    path.write_bytes(data)
+                    written.append(out_dir / name / rel)
+    except OSError as exc:
+        raise InputError(f"cannot write the rendered tree under {out_dir}: {exc.strerror}") from None
     return written
 
 
@@ -227,6 +233,13 @@ def _inside(root: Path, rel: str) -> Path:
 
 def stale_files(render: FleetRender, out_dir: Path) -> list[str]:
     """Paths under out_dir that differ from what rendering produces now (missing/extra too)."""
+    try:
+        return _stale(render, out_dir)
+    except OSError as exc:
+        raise InputError(f"cannot read the rendered tree under {out_dir}: {exc.strerror}") from None
+
+
+def _stale(render: FleetRender, out_dir: Path) -> list[str]:
     expected = {f"{name}/{rel}": data for name, nr in render.nodes.items() for rel, data in nr.files.items()}
     stale = [p for p, data in expected.items()
              if not (out_dir / p).is_file() or (out_dir / p).read_bytes() != data]
@@ -234,4 +247,3 @@ def stale_files(render: FleetRender, out_dir: Path) -> list[str]:
         present = {str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file()}
         stale += sorted(present - set(expected))
     return sorted(stale)
-
