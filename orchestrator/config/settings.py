@@ -177,7 +177,7 @@ ENGINE_SETTINGS: dict[str, SettingSpec] = {
     "image_tag": SettingSpec(type="string", pattern=r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}",
                              description="the image tag, for roles whose image names {{ image_tag }}"),
 }
-"""Settings every service understands, whatever its role (documented in docs/contracts.md)."""
+"""Settings every service understands, whatever its role (documented in docs/validation.md)."""
 
 
 def infer(name: str, default: Any) -> SettingSpec:

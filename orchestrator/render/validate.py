@@ -30,6 +30,7 @@ which is for controllers where a tool truly cannot be installed.
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import re
@@ -48,6 +49,7 @@ from orchestrator.errors import InputError, SwarmError
 from orchestrator.render.fleet import FleetRender, NodeRender
 from orchestrator.render.services import Service
 
+log = logging.getLogger(__name__)
 TOOL_TIMEOUT_S = 20.0
 SKIP_ENV = "SWARM_SKIP_VALIDATORS"
 
@@ -93,6 +95,8 @@ def check_rendered(project: Project, fleet: FleetRender) -> None:
     Secrets are never involved: env files are placeholders.
     """
     skip = {s.strip() for s in os.environ.get(SKIP_ENV, "").split(",") if s.strip()}
+    if skip:
+        log.warning("not checking rendered configs with %s ($%s)", ", ".join(sorted(skip)), SKIP_ENV)
     with tempfile.TemporaryDirectory(prefix="swarm-check-") as tmp:
         root = Path(tmp)
         jobs: list[Job] = []
