@@ -30,6 +30,7 @@ which is for controllers where a tool truly cannot be installed.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import posixpath
@@ -51,6 +52,7 @@ from orchestrator.render.services import Service
 
 log = logging.getLogger(__name__)
 TOOL_TIMEOUT_S = 20.0
+CHECKS_VERSION = 1   # bump when a check changes, so remembered results are not reused
 SKIP_ENV = "SWARM_SKIP_VALIDATORS"
 
 
@@ -82,21 +84,52 @@ class Job:
     run: Callable[[], list[str]]
 
 
-def check_rendered(project: Project, fleet: FleetRender) -> None:
-    """Check every rendered file of `fleet` with the real tools; raise on the first broken fleet.
+def check_rendered(project: Project, fleet: FleetRender, *, cache_dir: Path | None = None) -> None:
+    """Check every rendered file of `fleet` with the real tools; raise if any is refused.
 
     Contract (for `swarm render`, `render --check`, `plan` and the deploy's preflight):
     pure with respect to the project and the nodes — it reads `fleet` (either layout:
     `render_fleet(project)` or `render_fleet(project, for_node=True)`), writes only inside
-    a private temporary directory it removes, and never connects anywhere. Returns None
-    when every file passes; raises `InputError` (exit 2) listing each broken file as
-    `<node>/<release path>:<line>` with the tool's own message; raises `ValidatorMissing`
-    (exit 1) when a needed program is absent and not named in $SWARM_SKIP_VALIDATORS.
-    Secrets are never involved: env files are placeholders.
+    a private temporary directory it removes (and, with `cache_dir`, one empty marker file
+    per content that passed, so that a no-op deploy does not run the tools again), and
+    never connects anywhere. Returns None when every file passes; raises `InputError`
+    (exit 2) listing each broken file as `<node>/<release path>:<line>` with the tool's own
+    message; raises `ValidatorMissing` (exit 1) when a needed program is absent and not
+    named in $SWARM_SKIP_VALIDATORS. Secrets are never involved: env files are placeholders.
+    Takes about 0.5 s for the reference fleet (every tool runs at once).
     """
     skip = {s.strip() for s in os.environ.get(SKIP_ENV, "").split(",") if s.strip()}
     if skip:
         log.warning("not checking rendered configs with %s ($%s)", ", ".join(sorted(skip)), SKIP_ENV)
+    marker = cache_dir / _fingerprint(fleet, skip) if cache_dir is not None else None
+    if marker is not None and marker.is_file():
+        return
+    _check(project, fleet, skip)
+    if marker is not None:
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        except OSError as exc:
+            log.warning("cannot remember the checked configs in %s: %s", cache_dir, exc.strerror)
+
+
+def _fingerprint(fleet: FleetRender, skip: set[str]) -> str:
+    """Content of every node's files + which tools (and their versions, by mtime) check them."""
+    from orchestrator import __version__
+
+    digest = hashlib.sha256(f"{__version__} {CHECKS_VERSION} {','.join(sorted(skip))}".encode())
+    for name, nr in sorted(fleet.nodes.items()):
+        digest.update(f"node {name} {nr.content_hash()}\0".encode())
+        for path, data in sorted(nr.store.items()):
+            digest.update(path.encode() + b"\0" + data + b"\0")
+    for tool in ("haproxy", "promtool", *(_compose_binary() or [])):
+        found = shutil.which(tool)
+        stamp = os.stat(found).st_mtime_ns if found else 0
+        digest.update(f"{tool} {found} {stamp}\0".encode())
+    return digest.hexdigest()[:32]
+
+
+def _check(project: Project, fleet: FleetRender, skip: set[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="swarm-check-") as tmp:
         root = Path(tmp)
         jobs: list[Job] = []

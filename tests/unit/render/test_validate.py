@@ -143,3 +143,17 @@ def test_render_writes_nothing_when_a_check_fails(project: Path, tmp_path: Path)
     assert result.exit_code == 2, result.output
     assert "bogus-directive" in result.output and "internal error" not in result.output
     assert not out.exists()
+
+
+def test_a_passed_content_is_remembered_and_a_change_is_checked_again(project: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "validated"
+    p = load_project(project)
+    check_rendered(p, render_fleet(p), cache_dir=cache)
+    assert len(list(cache.iterdir())) == 1
+    check_rendered(p, render_fleet(p), cache_dir=cache)  # same content: nothing new
+    assert len(list(cache.iterdir())) == 1
+    _insert(project / "roles/haproxy/haproxy.cfg.j2", "    stats timeout 30s\n", "    bogus-directive 1\n")
+    p = load_project(project)
+    with pytest.raises(InputError, match="bogus-directive"):
+        check_rendered(p, render_fleet(p), cache_dir=cache)
+    assert len(list(cache.iterdir())) == 1
