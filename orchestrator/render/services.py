@@ -151,8 +151,18 @@ def merge_settings(project: Project, svc: ServiceInstance, role: Role, node: Nod
         origins[key] = Origin(inv, node.var_origins.get(key, ("nodes", node.name, "vars", key)))
     layer(svc.vars, book, (*book.loc_of(svc.name), "vars"))
     layer(node.service_vars(svc.name), inv, ("nodes", node.name, "services", svc.name))
+    for key in values.keys() & BUILTIN_NAMES:
+        message, file = origins[key].blame(f"`{key}` is set by swarm for every service (see docs/validation.md): "
+                                           "give this variable another name")
+        raise InputError(message, file=file)
     specs = role_settings(role.spec.defaults, role.spec.required_vars, role.spec.settings)
     return Settings(values=values, origins=origins, specs=specs)
+
+
+BUILTIN_NAMES = frozenset({"instance", "node", "network", "deploy_root", "config_dir", "fleet_name",
+                           "thermal_limit_c", "nodes", "vault", "consul", "fleet", "secrets"})
+"""What templates get from swarm itself (`_builtins`, plus `fleet` in config files and `secrets`
+in secret_env): a variable of the same name would silently replace it."""
 
 
 def check_unknown(project: Project, svc: ServiceInstance, role: Role, node: Node,

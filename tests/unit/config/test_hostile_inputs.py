@@ -81,6 +81,8 @@ DATA_CASES: list[tuple[str, str, Edit, list[str]]] = [
     ("mirror-url", INV, lambda d: d["registry"].update(mirror="http://mirror"), ["registry.mirror"]),
     ("vault-addr", INV, lambda d: d["vault"].update(addr="vault; id"), ["vault.addr", "not an http(s) URL"]),
     ("vault-path-escape", INV, lambda d: d["vault"].update(path="../sys"), ["vault.path", "leaves its directory"]),
+    ("shadow-builtin", INV, lambda d: d["vars"].update(config_dir="/etc"),
+     ["vars.config_dir", "`config_dir` is set by swarm"]),
     ("ram-bool", INV, lambda d: d["nodes"]["oracle"].update(ram_gb=True), ["nodes.oracle.ram_gb"]),
     ("network-name", INV, lambda d: d["network"].update(name="a b"), ["network.name"]),
     ("role-escape", BOOK, lambda d: _svc(d, "postgres").update(role="../roles/postgres"),
