@@ -382,13 +382,13 @@ def vault() -> None:
 
 
 @vault.command("init")
-@click.option("--key-file", type=click.Path(path_type=Path), required=True, help="where to keep unseal keys + root token (0600)")
+@click.option("--key-file", required=True, help="where to keep unseal keys + root token (0600)")
 @click.option("--shares", type=int, default=1, show_default=True)
 @click.option("--threshold", type=int, default=1, show_default=True)
 @project_options
 @pass_ctx
 @handle_errors
-def vault_init(ctx: Context, key_file: Path, shares: int, threshold: int) -> None:
+def vault_init(ctx: Context, key_file: str, shares: int, threshold: int) -> None:
     """Initialise (if fresh) and unseal the inventory's Vault, and mount KV v2."""
     from orchestrator.clients.secrets_source import SecretSource
     from orchestrator.clients.vault import bootstrap, check_init_options

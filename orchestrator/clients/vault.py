@@ -618,8 +618,8 @@ def bootstrap(
     return BootstrapResult(path, fresh, tuple(keys["unseal_keys"]), keys["root_token"])
 
 
-def check_init_options(key_file: Path, shares: int, threshold: int) -> None:
-    """What `vault operator init` would refuse, said before anything connects."""
+def check_init_options(key_file: str | os.PathLike[str], shares: int, threshold: int) -> Path:
+    """What `vault operator init` would refuse, said before anything connects; the key file's path."""
     if not 1 <= shares <= 255:
         raise InputError(f"--shares: Vault splits its key into 1 to 255 shares, got {shares}")
     if not 1 <= threshold <= shares:
@@ -630,8 +630,10 @@ def check_init_options(key_file: Path, shares: int, threshold: int) -> None:
     text = str(key_file)
     if not text.strip() or any(ord(c) < 32 for c in text):
         raise InputError(f"--key-file: expected a file path, got {text!r}")
-    if key_file.is_dir():
-        raise InputError(f"--key-file: {key_file} is a directory; name the file to keep the keys in")
+    path = Path(text)
+    if path.is_dir():
+        raise InputError(f"--key-file: {path} is a directory; name the file to keep the keys in")
+    return path
 
 
 def unseal(
