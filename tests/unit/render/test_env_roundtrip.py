@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from orchestrator.errors import InputError
 from orchestrator.render.release import env_file_body
 from orchestrator.render.services import Service
 from orchestrator.render.validate import _compose_binary
-from orchestrator.secrets import Secret
+from orchestrator.secrets import REGISTRY, Secret
 
 NAMES = [f"S{i}" for i in range(8)]
 # Printable text in every script, plus the characters env syntaxes treat specially.
@@ -24,6 +25,13 @@ printable = st.text(st.characters(blacklist_categories=("Cc", "Cs"), blacklist_c
 special = st.lists(st.sampled_from(list("'\"\\$`#= \t{}!*?~&|;<>()\n\r") + ["\r\n", "${X}", "$$", "\\'"]),
                    max_size=12).map("".join)
 values = st.one_of(printable, special, st.builds(lambda a, b: a + b, printable, special))
+
+
+@pytest.fixture(autouse=True)
+def forget_random_secrets() -> Iterator[None]:
+    """Random values ("x", "0") would otherwise be masked in every later test's output."""
+    yield
+    REGISTRY.clear()
 
 
 def service(secret_env: dict[str, str]) -> Service:
