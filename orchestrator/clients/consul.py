@@ -169,11 +169,32 @@ def worst(statuses: Iterable[str]) -> str:
 # --------------------------------------------------------------------------- client
 
 
+class _Consul(consul.Consul):  # type: ignore[misc]
+    """py-consul's client with its ACL token held as a `Secret`: py-consul keeps the token as
+    a plain attribute, which a repr, `vars()` or a traceback with locals would print."""
+
+    _secret: Secret | None = None
+
+    @property
+    def token(self) -> str | None:
+        return self._secret.reveal() if self._secret is not None else None
+
+    @token.setter
+    def token(self, value: str | Secret | None) -> None:
+        self._secret = Secret(value, "consul-token") if isinstance(value, str) and value else (
+            value if isinstance(value, Secret) else None)
+
+
 class ConsulClient:
-    """swarm's view of one Consul agent (the control node's)."""
+    """swarm's view of one Consul agent (the control node's).
+
+    TLS: an https `addr` is verified against `ca_cert` (else the system CAs); `client_cert`
+    and `client_key` are sent when the agent asks for them (`verify_incoming`).
+    """
 
     def __init__(
-        self, addr: str, token: Secret | str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S
+        self, addr: str, token: Secret | str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S,
+        ca_cert: str | None = None, client_cert: tuple[str, str] | None = None,
     ) -> None:
         parts = urlsplit(addr if "://" in addr else f"http://{addr}")
         self.addr = addr.rstrip("/")
@@ -184,14 +205,33 @@ class ConsulClient:
         if token is None:
             token = os.environ.get("CONSUL_HTTP_TOKEN") or None
         self._token = Secret(token, "consul-token") if isinstance(token, str) else token
-        self._consul = consul.Consul(
+        self._consul = _Consul(
             host=parts.hostname,
             port=parts.port or 8500,
             scheme=parts.scheme or "http",
+            verify=ca_cert if ca_cert else True,
+            cert=client_cert,
             connections_timeout=timeout,
         )
         # py-consul prefers CONSUL_HTTP_TOKEN over the token it is given; ours wins.
-        self._consul.token = self._token.reveal() if self._token else None
+        self._consul.token = self._token
+
+    @classmethod
+    def from_inventory(cls, settings: Any, resolve: Callable[[str | None], Any]) -> ConsulClient:
+        """A client as the inventory's `consul:` block says: address, TLS files, and the ACL token
+        from `token_file` (refused when others can read it) or the `token_env` variable."""
+        from orchestrator.clients.secrets_source import read_token_file
+
+        token: Secret | None = None
+        path = resolve(settings.token_file)
+        if path is not None:
+            token = read_token_file(path, what="Consul ACL token")
+        elif os.environ.get(settings.token_env):
+            token = Secret(os.environ[settings.token_env], "consul-token")
+        cert = (str(resolve(settings.client_cert)), str(resolve(settings.client_key))) \
+            if settings.client_cert else None
+        ca = resolve(settings.ca_cert)
+        return cls(settings.addr, token, ca_cert=str(ca) if ca else None, client_cert=cert)
 
     def __repr__(self) -> str:
         return f"ConsulClient(addr={self.addr!r}, token={'set' if self._token else 'none'})"

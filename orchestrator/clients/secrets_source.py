@@ -8,6 +8,8 @@ any node is touched when Vault is sealed, refuses the token, or lacks a key.
 from __future__ import annotations
 
 import asyncio
+import shlex
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING
 from orchestrator.config.playbook import SecretSpec
 from orchestrator.config.project import Project
 from orchestrator.config.roles import secret_names
+from orchestrator.config.yamlfile import read_bounded
 from orchestrator.errors import InputError, ServiceError
 from orchestrator.render.services import Service
 from orchestrator.secrets import Secret
@@ -24,19 +27,38 @@ if TYPE_CHECKING:
     from orchestrator.clients.vault import VaultClient
 
 
-def read_token_file(path: Path) -> Secret:
-    """A token file holds the token, or the JSON `swarm vault init` wrote (its root_token)."""
+def require_private(path: Path, what: str) -> None:
+    """Refuse a credential file that the group or others can read (or write)."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise InputError(f"cannot read the {what} file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"the {what} file {path} is not a regular file")
+    if info.st_mode & 0o077:
+        raise InputError(
+            f"the {what} file {path} is readable by others (mode {stat.S_IMODE(info.st_mode):04o}): "
+            "anyone on this machine could use it",
+            hint=f"chmod 600 {shlex.quote(str(path))}")
+
+
+def read_token_file(path: Path, what: str = "Vault token") -> Secret:
+    """A token file holds the token, or the JSON `swarm vault init` wrote (its root_token).
+    It must be private to its owner (mode 0600 or stricter)."""
     import json
 
+    require_private(path, what)
     try:
-        text = path.read_text().strip()
-    except OSError as exc:
-        raise InputError(f"cannot read the Vault token file {path}: {exc.strerror}") from None
+        text = read_bounded(path, f"{what} file", 64 * 1024).decode("utf-8", "replace").strip()
+    except InputError as exc:
+        raise InputError(f"cannot read the {what} file {path}: {exc.message}") from None
     if text.startswith("{"):
         try:
             text = str(json.loads(text)["root_token"])
-        except (ValueError, KeyError):
+        except (ValueError, KeyError, TypeError):
             raise InputError(f"{path} is JSON without a root_token") from None
+    if not text:
+        raise InputError(f"the {what} file {path} is empty")
     return Secret(text, "vault-token")
 
 
@@ -47,13 +69,25 @@ class SecretSource:
     base_path: str
     declared: dict[str, SecretSpec]
     token_file: Path | None = None
+    ca_cert: Path | None = None
+    client_cert: tuple[Path, Path] | None = None
 
     @classmethod
     def from_project(cls, project: Project) -> SecretSource:
-        vault = project.inventory.spec.vault
+        inv = project.inventory
+        vault = inv.spec.vault
+        cert = inv.resolve_path(vault.client_cert)
+        key = inv.resolve_path(vault.client_key)
         return cls(addr=vault.addr, mount=vault.mount, base_path=vault.path.strip("/"),
                    declared=dict(project.playbook.spec.secrets),
-                   token_file=project.inventory.resolve_path(vault.token_file))
+                   token_file=inv.resolve_path(vault.token_file),
+                   ca_cert=inv.resolve_path(vault.ca_cert),
+                   client_cert=(cert, key) if cert and key else None)
+
+    def tls(self) -> dict[str, object]:
+        """hvac/requests TLS arguments from the inventory (verify against ca_cert; client cert)."""
+        return {"verify": str(self.ca_cert) if self.ca_cert else True,
+                "cert": tuple(str(p) for p in self.client_cert) if self.client_cert else None}
 
     def full_path(self, spec: SecretSpec) -> str:
         return f"{self.base_path}/{spec.path}".strip("/")
@@ -72,7 +106,7 @@ class SecretSource:
         token = None
         if self.token_file is not None and self.token_file.exists():
             token = read_token_file(self.token_file)
-        client = connect(self.addr, token=token)
+        client = connect(self.addr, token=token, **self.tls())  # type: ignore[arg-type]
         client.require_unsealed()
         return client
 

@@ -152,11 +152,12 @@ class VaultClient:
     """An authenticated connection to one Vault; see `connect` for how auth is chosen."""
 
     def __init__(
-        self, addr: str, token: Secret | None = None, *, timeout: float = DEFAULT_TIMEOUT_S
+        self, addr: str, token: Secret | None = None, *, timeout: float = DEFAULT_TIMEOUT_S,
+        verify: bool | str = True, cert: tuple[str, str] | None = None,
     ) -> None:
         self.addr = addr.rstrip("/")
         self._errors = _Translator(self.addr)
-        self._hvac = hvac.Client(url=self.addr, timeout=timeout)
+        self._hvac = _hvac_client(self.addr, timeout, verify, cert)
         self._token = token
         if token is not None:
             self._hvac.token = token.reveal()
@@ -385,6 +386,12 @@ class VaultClient:
         return list(self._read_data(mount, path) or {})
 
 
+def _hvac_client(addr: str, timeout: float, verify: bool | str = True,
+                 cert: tuple[str, str] | None = None) -> hvac.Client:
+    """hvac's client; TLS verified against `verify` (a CA file, or the system CAs)."""
+    return hvac.Client(url=addr.rstrip("/"), timeout=timeout, verify=verify, cert=cert)
+
+
 def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
@@ -407,6 +414,8 @@ def connect(
     approle_mount: str = "approle",
     env: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
+    verify: bool | str = True,
+    cert: tuple[str, str] | None = None,
 ) -> VaultClient:
     """An authenticated client. Auth, first match wins: `token`; AppRole from arguments or
     files; `VAULT_TOKEN`; AppRole from `VAULT_ROLE_ID` / `VAULT_SECRET_ID` (or their
@@ -429,8 +438,8 @@ def connect(
             hint="set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID for AppRole",
         )
     if token is not None or (explicit_role is None and tok is not None):
-        return VaultClient(addr, tok, timeout=timeout)
-    client = VaultClient(addr, timeout=timeout)
+        return VaultClient(addr, tok, timeout=timeout, verify=verify, cert=cert)
+    client = VaultClient(addr, timeout=timeout, verify=verify, cert=cert)
     role = explicit_role or env_role
     assert role is not None
     client.login_approle(*role, mount=approle_mount)
@@ -466,6 +475,9 @@ def _approle_from(
 def _read_cred_file(path: str | os.PathLike[str] | None, name: str) -> Secret | None:
     if not path:
         return None
+    from orchestrator.clients.secrets_source import require_private
+
+    require_private(Path(path), name)
     try:
         text = Path(path).read_text(encoding="utf-8").strip()
     except OSError as err:
@@ -575,6 +587,7 @@ def bootstrap(
     kv_mount: str = "secret",
     enable_approle: bool = False,
     timeout: float = DEFAULT_TIMEOUT_S,
+    verify: bool | str = True,
 ) -> BootstrapResult:
     """Initialise + unseal a fresh Vault once; keys and root token go to `key_file` (0600).
 
@@ -584,7 +597,8 @@ def bootstrap(
     enabled at `approle/` when asked).
     """
     path = Path(key_file)
-    client = hvac.Client(url=addr.rstrip("/"), timeout=timeout)
+    check_init_options(path, shares, threshold)
+    client = _hvac_client(addr, timeout, verify)
     errors = _Translator(addr.rstrip("/"))
     try:
         fresh = not client.sys.is_initialized()
@@ -604,17 +618,36 @@ def bootstrap(
     return BootstrapResult(path, fresh, tuple(keys["unseal_keys"]), keys["root_token"])
 
 
+def check_init_options(key_file: str | os.PathLike[str], shares: int, threshold: int) -> Path:
+    """What `vault operator init` would refuse, said before anything connects; the key file's path."""
+    if not 1 <= shares <= 255:
+        raise InputError(f"--shares: Vault splits its key into 1 to 255 shares, got {shares}")
+    if not 1 <= threshold <= shares:
+        raise InputError(f"--threshold: between 1 and --shares ({shares}) keys unseal Vault, got {threshold}")
+    if shares > 1 and threshold == 1:
+        raise InputError("--threshold 1 with several shares: any one key unseals Vault; use --shares 1 "
+                         "or a threshold of at least 2")
+    text = str(key_file)
+    if not text.strip() or any(ord(c) < 32 for c in text):
+        raise InputError(f"--key-file: expected a file path, got {text!r}")
+    path = Path(text)
+    if path.is_dir():
+        raise InputError(f"--key-file: {path} is a directory; name the file to keep the keys in")
+    return path
+
+
 def unseal(
-    addr: str, key_file: str | os.PathLike[str], *, timeout: float = DEFAULT_TIMEOUT_S
+    addr: str, key_file: str | os.PathLike[str], *, timeout: float = DEFAULT_TIMEOUT_S,
+    verify: bool | str = True,
 ) -> VaultStatus:
     """Submit the unseal keys kept in `key_file`; returns the status afterwards."""
-    client = hvac.Client(url=addr.rstrip("/"), timeout=timeout)
+    client = _hvac_client(addr, timeout, verify)
     keys = _read_key_file(Path(key_file), addr)
     try:
         client.sys.submit_unseal_keys([k.reveal() for k in keys["unseal_keys"]])
     except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as err:
         _Translator(addr).fail(err, "unseal")
-    return VaultClient(addr, timeout=timeout).status()
+    return VaultClient(addr, timeout=timeout, verify=verify).status()
 
 
 def _init_vault(client: hvac.Client, path: Path, shares: int, threshold: int) -> dict[str, Any]:
@@ -664,6 +697,10 @@ def _create_private(path: Path) -> int:
 
 
 def _read_key_file(path: Path, addr: str) -> dict[str, Any]:
+    if path.exists():
+        from orchestrator.clients.secrets_source import require_private
+
+        require_private(path, "Vault key")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         keys = doc.get("unseal_keys_hex") or doc["unseal_keys_b64"]

@@ -8,16 +8,24 @@ set of service instances (a role + vars, on one node) up behind a health gate.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, model_validator
 
-from orchestrator.config.inventory import Inventory
-from orchestrator.config.models import NAME_RE, Duration, Model
-from orchestrator.config.yamlfile import YamlDoc, load_yaml, validate
+from orchestrator.config.inventory import Inventory, did_you_mean
+from orchestrator.config.models import Duration, Model, Name, NonEmptyLine, RelPath, quoted
+from orchestrator.config.yamlfile import PathKey, YamlDoc, format_loc, load_yaml, validate
 from orchestrator.errors import InputError
+
+_SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def _secret_key(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", value):
+        raise ValueError(f"a Vault key uses letters, digits, '_', '.' and '-', got {quoted(value)}")
+    return value
 
 
 class GateSpec(Model):
@@ -27,33 +35,36 @@ class GateSpec(Model):
     min_healthy_time: Duration = 10.0
     poll_interval: Duration = 2.0
 
+    @model_validator(mode="after")
+    def _order(self) -> GateSpec:
+        if self.min_healthy_time > self.healthy_deadline:
+            raise ValueError(f"min_healthy_time ({self.min_healthy_time:g}s) is longer than healthy_deadline "
+                             f"({self.healthy_deadline:g}s): the gate could never pass")
+        if not 0 < self.poll_interval <= max(self.healthy_deadline, 0.1):
+            raise ValueError(f"poll_interval must be more than 0 and at most healthy_deadline, "
+                             f"got {self.poll_interval:g}s")
+        return self
+
 
 class ServiceInstance(Model):
-    name: str
-    role: str
-    host: str
+    name: Name
+    role: Name
+    host: Name
     vars: dict[str, Any] = {}
-    depends_on: list[str] = []
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not re.match(NAME_RE, value):
-            raise ValueError("service names use lowercase letters, digits, '-' and '_'")
-        return value
+    depends_on: list[Name] = []
 
 
 class InfrastructureSpec(Model):
     network: bool = True
-    directories: list[str] = ["releases", "data", "backups"]
+    directories: list[RelPath] = ["releases", "data", "backups"]
 
 
 class PhaseSpec(Model):
-    id: int = Field(ge=0)
-    name: str
+    id: int = Field(ge=0, le=999)
+    name: NonEmptyLine
     description: str = ""
     kind: Literal["preflight", "infrastructure", "services"] = "services"
-    hosts: list[str] | Literal["all"] = []
+    hosts: list[Name] | Literal["all"] = []
     optional: bool = False
     services: list[ServiceInstance] = []
     infrastructure: InfrastructureSpec = InfrastructureSpec()
@@ -62,16 +73,16 @@ class PhaseSpec(Model):
 
 
 class SecretSpec(Model):
-    path: str
-    key: str
+    path: RelPath
+    key: Annotated[str, AfterValidator(_secret_key)]
     description: str = ""
 
 
 class PlaybookFile(Model):
-    name: str
+    name: NonEmptyLine
     description: str = ""
     secrets: dict[str, SecretSpec] = {}
-    phases: list[PhaseSpec] = Field(min_length=1)
+    phases: list[PhaseSpec] = Field(min_length=1, max_length=1000)
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,19 @@ class Playbook:
     path: Path
     spec: PlaybookFile
     phases: tuple[Phase, ...]
+    doc: YamlDoc | None = field(default=None, repr=False, compare=False)
+
+    def where(self, loc: PathKey) -> str:
+        """`file:line` of a key path in the playbook (the file alone when unknown)."""
+        return self.doc.where(loc) if self.doc is not None else str(self.path)
+
+    def loc_of(self, service: str) -> PathKey:
+        """The key path of a service instance: ("phases", i, "services", j)."""
+        for i, phase in enumerate(self.spec.phases):
+            for j, svc in enumerate(phase.services):
+                if svc.name == service:
+                    return ("phases", i, "services", j)
+        return ()
 
     def phase(self, phase_id: int) -> Phase:
         for phase in self.phases:
@@ -132,9 +156,19 @@ def load_playbook(path: Path, inventory: Inventory) -> Playbook:
     doc = load_yaml(path, what="playbook")
     spec = validate(PlaybookFile, doc, "playbook")
     _check_ids(spec, doc)
+    _check_secret_names(spec, doc)
     phases = tuple(_resolve_phase(i, p, inventory, doc) for i, p in enumerate(spec.phases))
     _check_services(spec, inventory, doc)
-    return Playbook(path=path, spec=spec, phases=phases)
+    _check_cycles(spec, doc)
+    _check_inventory_refs(spec, inventory)
+    return Playbook(path=path, spec=spec, phases=phases, doc=doc)
+
+
+def _check_secret_names(spec: PlaybookFile, doc: YamlDoc) -> None:
+    for name in spec.secrets:
+        if not _SECRET_NAME.fullmatch(name):
+            raise InputError(f"secrets.{name[:64]}: secret names use letters, digits and '_' (they are "
+                             "written as secrets.<name> in templates)", file=doc.where(("secrets", name)))
 
 
 def _check_ids(spec: PlaybookFile, doc: YamlDoc) -> None:
@@ -157,14 +191,15 @@ def _resolve_phase(i: int, phase: PhaseSpec, inventory: Inventory, doc: YamlDoc)
                 hosts.extend(n.name for n in inventory.group_members(word))
             else:
                 raise InputError(
-                    f"phases[{i}].hosts[{j}]: no node or group named {word!r} in the inventory",
+                    f"phases[{i}].hosts[{j}]: no node or group named {word!r} in the inventory"
+                    f"{did_you_mean(word, [*inventory.nodes, *inventory.spec.groups])}",
                     file=doc.where(("phases", i, "hosts", j)),
                 )
     for j, svc in enumerate(phase.services):
         if svc.host not in inventory.nodes:
             raise InputError(
                 f"phases[{i}].services[{j}].host: service {svc.name!r} is assigned to node "
-                f"{svc.host!r}, which is not in the inventory {inventory.path}",
+                f"{svc.host!r}, which is not in the inventory {inventory.path}{did_you_mean(svc.host, inventory.nodes)}",
                 file=doc.where(("phases", i, "services", j, "host")),
             )
         if svc.host not in hosts:
@@ -187,13 +222,57 @@ def _check_services(spec: PlaybookFile, inventory: Inventory, doc: YamlDoc) -> N
             for k, dep in enumerate(svc.depends_on):
                 if dep not in names_here and dep not in seen:
                     raise InputError(
-                        f"phases[{i}].services[{j}].depends_on[{k}]: no service named {dep!r}",
+                        f"phases[{i}].services[{j}].depends_on[{k}]: no service named {dep!r} in this or an "
+                        f"earlier phase{did_you_mean(dep, [*names_here, *seen])}",
                         file=doc.where(("phases", i, "services", j, "depends_on", k)),
                     )
+
+
+def _check_cycles(spec: PlaybookFile, doc: YamlDoc) -> None:
+    """depends_on must not loop: compose would refuse the project, the deploy order is undefined."""
+    deps = {s.name: list(s.depends_on) for p in spec.phases for s in p.services}
+    where = {s.name: (i, j) for i, p in enumerate(spec.phases) for j, s in enumerate(p.services)}
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for dep in deps.get(name, []):
+            if state.get(dep) == 1:
+                cycle = [*trail[trail.index(dep):], dep] if dep in trail else [name, dep]
+                i, j = where[name]
+                k = deps[name].index(dep)
+                raise InputError(
+                    f"phases[{i}].services[{j}].depends_on[{k}]: services depend on each other in a "
+                    f"cycle: {' -> '.join(cycle)}",
+                    file=doc.where(("phases", i, "services", j, "depends_on", k)))
+            if state.get(dep) is None and dep in deps:
+                visit(dep, [*trail, dep])
+        state[name] = 2
+
+    for name in deps:
+        if state.get(name) is None:
+            visit(name, [name])
+
+
+def _check_inventory_refs(spec: PlaybookFile, inventory: Inventory) -> None:
+    """nodes.<n>.services.<s> and nodes.<n>.protected must name services the playbook runs there."""
+    hosts = {s.name: s.host for p in spec.phases for s in p.services}
     for node in inventory.nodes.values():
         for name in node.spec.services:
-            if name not in seen:
+            loc: PathKey = ("nodes", node.name, "services", name)
+            if name not in hosts:
                 raise InputError(
-                    f"nodes.{node.name}.services.{name}: no service named {name!r} in the playbook",
-                    file=str(inventory.path),
-                )
+                    f"{format_loc(loc)}: no service named {name!r} in the playbook{did_you_mean(name, hosts)}",
+                    file=inventory.where(loc))
+            if hosts[name] != node.name:
+                raise InputError(
+                    f"{format_loc(loc)}: service {name!r} runs on {hosts[name]}, not {node.name}: "
+                    f"these settings would never be used (move them to nodes.{hosts[name]}.services)",
+                    file=inventory.where(loc))
+        mine = {s for s, h in hosts.items() if h == node.name}
+        for k, name in enumerate(node.spec.protected):
+            if name not in mine:
+                loc = ("nodes", node.name, "protected", k)
+                raise InputError(
+                    f"{format_loc(loc)}: no service named {name!r} runs on {node.name}, so nothing would be "
+                    f"protected{did_you_mean(name, mine)}", file=inventory.where(loc))

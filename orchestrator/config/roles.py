@@ -2,46 +2,80 @@
 
 A role lives in `roles/<name>/role.yml` beside its config templates. String values may
 hold Jinja expressions (`"{{ port }}"`) that are rendered per service instance with the
-instance's variables; `render.py` turns a role + instance into a concrete service.
+instance's variables; `render/services.py` turns a role + instance into a concrete service.
+
+A role declares its settings: every key of `defaults` and `required_vars`, typed by its
+default (an int default makes an int setting, `port`/`*_port` a port) or explicitly in
+`settings:` (type, range, allowed values) — see `config/settings.py`. Anything else set on
+one of its instances is a typo and an error.
+
+Loading checks what the role could get wrong on a node: template paths stay inside the
+role directory and the release, env names are names, and no secret is expanded into a
+command line (`ps` on the node would show it): a program gets a secret through its
+environment, or its standard input from a here-document.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 
-from orchestrator.config.models import Duration, Model
-from orchestrator.config.yamlfile import load_yaml, validate
+from orchestrator.config.models import (
+    Duration,
+    EnvName,
+    Line,
+    Model,
+    NonEmptyLine,
+    RelPath,
+    quoted,
+)
+from orchestrator.config.settings import SettingSpec
+from orchestrator.config.yamlfile import YamlDoc, load_yaml, validate
 from orchestrator.errors import InputError
 
 Templated = int | str
 _ARCHES = ("amd64", "arm64")
 
 
+def parse_mode(value: Any) -> int:
+    """A file mode: "0640", "0o640", "640" or 640 (octal digits, as chmod reads them)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a file mode like \"0640\", got {value!r}")
+    text = str(value).strip() if isinstance(value, int | str) else ""
+    digits = text[2:] if text.lower().startswith("0o") else text
+    if not re.fullmatch(r"[0-7]{3,4}", digits) or int(digits, 8) > 0o777:
+        raise ValueError(f"expected a file mode like \"0640\" (octal, at most 0777), got {quoted(value)}")
+    return int(digits, 8)
+
+
+Mode = Annotated[int, BeforeValidator(parse_mode)]
+
+
 class ImageSpec(Model):
-    name: str
-    by_arch: dict[Literal["amd64", "arm64"], str] = {}
-    platforms: list[str] = ["linux/amd64", "linux/arm64"]
-    version_command: list[str] = []
+    name: NonEmptyLine
+    by_arch: dict[Literal["amd64", "arm64"], NonEmptyLine] = {}
+    platforms: list[Literal["linux/amd64", "linux/arm64"]] = ["linux/amd64", "linux/arm64"]
+    version_command: list[Line] = []
 
 
 class PortSpec(Model):
     port: Templated
     target: Templated
     protocol: Literal["tcp", "udp"] = "tcp"
+    host_ip: str | None = None       # templated; "" publishes on every interface
     when: bool | str = True
 
 
 class HealthcheckSpec(Model):
-    test: list[str]
+    test: list[Templated]
     shell: bool = False
     interval: Duration = 10.0
     timeout: Duration = 5.0
-    retries: int = Field(5, ge=1)
+    retries: int = Field(5, ge=1, le=1000)
     start_period: Duration = 0.0
 
 
@@ -53,8 +87,9 @@ class LimitsSpec(Model):
 class ProbeSpec(Model):
     kind: Literal["http", "tcp", "compose"]
     port: Templated | None = None
-    path: str = "/"
-    status: int = 200
+    scheme: Literal["http", "https"] | str = "http"
+    path: Line = "/"
+    status: int = Field(200, ge=100, le=599)
     json_field: dict[str, Any] = Field({}, alias="json")
     body_contains: str | None = None
     bearer_secret: str | None = None
@@ -64,7 +99,7 @@ class ProbeSpec(Model):
     @classmethod
     def _path(cls, value: str) -> str:
         if not value.startswith("/"):
-            raise ValueError(f"an HTTP probe path starts with '/', got {value!r}")
+            raise ValueError(f"an HTTP probe path starts with '/', got {quoted(value)}")
         return value
 
 
@@ -77,27 +112,32 @@ class HealthSpec(Model):
 class ConsulCheckSpec(Model):
     kind: Literal["http", "tcp"]
     port: Templated
-    path: str = "/"
+    path: Line = "/"
     interval: Duration = 10.0
     timeout: Duration = 5.0
 
 
 class ConsulSpec(Model):
     name: str | None = None
-    tags: list[str] = []
-    meta: dict[str, str] = {}
+    tags: list[Templated] = []
+    meta: dict[str, Templated] = {}
     check: ConsulCheckSpec | None = None
 
 
+ConfigCheck = Literal["haproxy", "prometheus", "prometheus-rules", "litellm", "grafana-datasources",
+                      "grafana-dashboards", "none"]
+
+
 class TemplateSpec(Model):
-    src: str
-    dest: str
-    mode: int = 0o644
+    src: RelPath
+    dest: RelPath
+    mode: Mode = 0o644
+    check: ConfigCheck | None = None   # which program's check applies (default: known from the mount)
 
 
 class ResourcesSpec(Model):
-    ram_gb: float = Field(0.25, ge=0)
-    disk_gb: float = Field(1.0, ge=0)
+    ram_gb: float = Field(0.25, ge=0, le=100_000)
+    disk_gb: float = Field(1.0, ge=0, le=1_000_000)
 
 
 class RoleSpec(Model):
@@ -105,14 +145,15 @@ class RoleSpec(Model):
     image: ImageSpec
     defaults: dict[str, Any] = {}
     required_vars: list[str] = []
+    settings: dict[str, SettingSpec] = {}
     command: list[Templated] | None = None
-    entrypoint: list[str] | None = None
+    entrypoint: list[Templated] | None = None
     user: str | None = None
     root_reason: str | None = None
     ports: list[PortSpec] = []
     volumes: list[str] = []
-    env: dict[str, Templated | bool | float | None] = {}
-    secret_env: dict[str, str] = {}
+    env: dict[EnvName, Templated | bool | float | None] = {}
+    secret_env: dict[EnvName, NonEmptyLine] = {}
     healthcheck: HealthcheckSpec | None = None
     restart: Literal["no", "always", "on-failure", "unless-stopped"] = "unless-stopped"
     limits: LimitsSpec = LimitsSpec()
@@ -135,6 +176,14 @@ class RoleSpec(Model):
             raise ValueError("use user: null with a root_reason to run as root")
         return value
 
+    @field_validator("cap_add")
+    @classmethod
+    def _caps(cls, value: list[str]) -> list[str]:
+        for cap in value:
+            if not re.fullmatch(r"[A-Z][A-Z_]{1,40}", cap):
+                raise ValueError(f"not a Linux capability name like IPC_LOCK, got {quoted(cap)}")
+        return value
+
 
 _SECRET_REF = re.compile(r"secrets\.([A-Za-z0-9_]+)")
 
@@ -151,6 +200,7 @@ class Role:
     name: str
     dir: Path
     spec: RoleSpec
+    doc: YamlDoc | None = field(default=None, repr=False, compare=False)
 
     @property
     def file(self) -> Path:
@@ -159,27 +209,116 @@ class Role:
     def template_path(self, src: str) -> Path:
         return self.dir / src
 
+    def where(self, loc: tuple[str | int, ...]) -> str:
+        """`file:line` of a key path in role.yml."""
+        return self.doc.where(loc) if self.doc is not None else str(self.file)
+
+
+def known_roles(roles_dir: Path) -> list[str]:
+    if not roles_dir.is_dir():
+        return []
+    return sorted(p.name for p in roles_dir.iterdir() if (p / "role.yml").is_file())
+
 
 def load_role(roles_dir: Path, name: str) -> Role:
     role_dir = roles_dir / name
     file = role_dir / "role.yml"
     if not file.is_file():
-        known = ", ".join(sorted(p.name for p in roles_dir.iterdir() if (p / "role.yml").is_file())) if roles_dir.is_dir() else ""
-        raise InputError(f"no role named {name!r} in {roles_dir} (known: {known})")
+        raise InputError(f"no role named {name!r} in {roles_dir} (known: {', '.join(known_roles(roles_dir))})")
     doc = load_yaml(file, what="role")
     spec = validate(RoleSpec, doc, "role")
+    role = Role(name=name, dir=role_dir, spec=spec, doc=doc)
     if spec.user is None and not spec.root_reason:
         raise InputError(
             "user: runs as root without a root_reason: set user (e.g. '1000:1000') or say why",
             file=doc.where(("user",)),
         )
-    for i, tpl in enumerate(spec.templates):
-        if not (role_dir / tpl.src).is_file():
-            raise InputError(
-                f"templates[{i}].src: no template file {tpl.src!r} in {role_dir}",
-                file=doc.where(("templates", i, "src")),
-            )
-    return Role(name=name, dir=role_dir, spec=spec)
+    _check_templates(role)
+    _check_settings(role)
+    _check_secret_arguments(role)
+    return role
+
+
+def _check_templates(role: Role) -> None:
+    dests: dict[str, int] = {}
+    base = role.dir.resolve()
+    for i, tpl in enumerate(role.spec.templates):
+        src = role.dir / tpl.src
+        if not src.is_file() or not src.resolve().is_relative_to(base):
+            raise InputError(f"templates[{i}].src: no template file {tpl.src!r} in {role.dir}",
+                             file=role.where(("templates", i, "src")))
+        if tpl.dest in dests:
+            raise InputError(f"templates[{i}].dest: {tpl.dest!r} is also written by templates[{dests[tpl.dest]}]",
+                             file=role.where(("templates", i, "dest")))
+        dests[tpl.dest] = i
+
+
+def _check_settings(role: Role) -> None:
+    spec = role.spec
+    for key in [*spec.defaults, *spec.required_vars, *spec.settings]:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", key):
+            loc = ("settings" if key in spec.settings else "defaults", key)
+            raise InputError(f"{loc[0]}.{key[:64]}: setting names use letters, digits and '_'",
+                             file=role.where(loc))
+    for key, setting in spec.settings.items():
+        if key in spec.defaults and not _is_template(spec.defaults[key]):
+            problem = setting.problem(spec.defaults[key])
+            if problem:
+                raise InputError(f"defaults.{key}: {problem}", file=role.where(("defaults", key)))
+
+
+def _is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+# ---------------------------------------------------------------- secrets on command lines
+
+_HEREDOC = re.compile(r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1")
+_ASSIGNMENT = re.compile(r"(?:^|[\s;&|(])(?:export\s+)?[A-Za-z_][A-Za-z0-9_]*=\"?$")
+
+
+def _expansions(text: str, names: set[str]) -> list[str]:
+    """Secret env names the shell would expand into a program's arguments in `text`.
+
+    Allowed: the right-hand side of a variable assignment (`PGPASSWORD="$$X" psql ...` puts
+    it in psql's environment) and a here-document body (the program's stdin).
+    """
+    found: list[str] = []
+    lines = text.replace("$$", "$").split("\n")
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        for name in names:
+            for match in re.finditer(rf"\$\{{?{name}(?![A-Za-z0-9_])", line):
+                if not _ASSIGNMENT.search(line[:match.start()]):
+                    found.append(name)
+        heredoc = _HEREDOC.search(line)
+        i += 1
+        if heredoc:  # the body goes to the program's stdin, not its arguments
+            while i < len(lines) and lines[i].strip() != heredoc.group(2):
+                i += 1
+            i += 1
+    return found
+
+
+def _check_secret_arguments(role: Role) -> None:
+    names = set(role.spec.secret_env)
+    if not names:
+        return
+    spec = role.spec
+    places: list[tuple[tuple[str | int, ...], list[Templated]]] = [
+        (("command",), spec.command or []), (("entrypoint",), spec.entrypoint or []),
+        (("healthcheck", "test"), spec.healthcheck.test if spec.healthcheck else [])]
+    for loc, items in places:
+        for i, item in enumerate(items):
+            used = _expansions(str(item), names)
+            if used:
+                raise InputError(
+                    f"{'.'.join(str(p) for p in loc)}[{i}]: expands secret_env {used[0]} into a command "
+                    "line, where every user of the node can read it (ps, /proc): pass it in the program's "
+                    "environment (an assignment like PGPASSWORD=\"$$X\" before the command, or a variable "
+                    "it reads, e.g. REDISCLI_AUTH) or on its stdin (a here-document)",
+                    file=role.where((*loc, i)))
 
 
 def load_roles(roles_dir: Path, names: set[str]) -> dict[str, Role]:

@@ -150,9 +150,17 @@ def port_problems(ports: Sequence[Port], container: Mapping[str, Any]) -> list[s
     problems = [f"{name} does not publish {p}->{t}/{pr}" for p, t, pr in sorted(expected - set(actual))]
     problems += [f"{name} publishes {p}->{t}/{pr}, which the role does not declare"
                  for p, t, pr in sorted(set(actual) - expected)]
-    for (p, t, pr), ips in sorted(actual.items()):
+    bound = {(p.port, p.target, p.protocol): p.host_ip for p in ports}
+    for key, ips in sorted(actual.items()):
+        p, _, pr = key
+        want = bound.get(key)
+        if want:  # the role publishes it on one address (node.bind_address): exactly there
+            other = sorted(ip or "all addresses" for ip in ips if ip != want)
+            if other:
+                problems.append(f"{name} publishes {p}/{pr} on {', '.join(other)}, not only on {want}")
+            continue
         narrow = sorted(ip for ip in ips if ip not in ALL_ADDRESSES)
-        if (p, t, pr) in expected and narrow:
+        if key in expected and narrow:
             problems.append(f"{name} publishes {p}/{pr} only on {', '.join(narrow)}, not on all addresses")
     return problems
 

@@ -4,7 +4,8 @@ One `Script` of read-only commands per node (containers, images, listeners, dock
 socket mode, the current release and its files, the config store, secret-like files,
 nvidia-smi): one round trip over the node's one SSH connection, cached for the session.
 Env files are listed with mode and owner only — their content and hashes never leave
-the node.
+the node, and neither does a container's environment: `docker inspect` is asked for the
+fields the checks read (INSPECT_FORMAT), nothing else.
 """
 
 from __future__ import annotations
@@ -21,9 +22,23 @@ from orchestrator.render.release import RELEASE_FILE
 
 # A container may vanish between `ps` and `inspect` (auto-removed ones): inspect prints the
 # others and exits 1, which is not a failure to read the node.
-_CONTAINERS = ('ids=$(docker ps -aq --no-trunc) || exit 1; [ -n "$ids" ] || { echo "[]"; exit 0; }; '
-               'out=$(docker inspect -- $ids 2>/dev/null); if [ -n "$out" ]; then printf "%s\\n" "$out"; '
-               'else docker inspect -- $ids; fi')
+_CONTAINERS = ('ids=$(docker ps -aq --no-trunc) || exit 1; [ -n "$ids" ] || exit 0; '
+               'out=$(docker inspect --format "$1" -- $ids 2>/dev/null); if [ -n "$out" ]; then '
+               'printf "%s\\n" "$out"; else docker inspect --format "$1" -- $ids; fi')
+
+# Only what the checks read, one JSON object per container: never the full environment
+# (env files put every secret there) — of Config.Env only NVIDIA_VISIBLE_DEVICES leaves the node.
+INSPECT_FORMAT = (
+    '{"Id":{{json .Id}},"Name":{{json .Name}},"Created":{{json .Created}},"Image":{{json .Image}},'
+    '"State":{"Running":{{json .State.Running}},"Restarting":{{json .State.Restarting}},'
+    '"Status":{{json .State.Status}},"ExitCode":{{json .State.ExitCode}},"Health":{{json (index .State "Health")}}},'
+    '"Config":{"Image":{{json .Config.Image}},"User":{{json .Config.User}},"Labels":{{json .Config.Labels}},'
+    '"Env":[{{range .Config.Env}}{{if eq (index (split . "=") 0) "NVIDIA_VISIBLE_DEVICES"}}{{json .}}'
+    '{{end}}{{end}}]},'
+    '"HostConfig":{"RestartPolicy":{{json .HostConfig.RestartPolicy}},"Memory":{{json .HostConfig.Memory}},'
+    '"NanoCpus":{{json .HostConfig.NanoCpus}},"PortBindings":{{json .HostConfig.PortBindings}},'
+    '"Runtime":{{json .HostConfig.Runtime}}}}'
+)
 _IMAGES = ("docker ps -aq --no-trunc | xargs -r docker inspect -f '{{.Image}}' 2>/dev/null | sort -u "
            "| xargs -r docker image inspect -f '{{.Id}} {{json .RepoDigests}}' 2>/dev/null; true")
 _FILES = ('[ -d "$1/current/" ] || exit 0; cd "$1/current/" && '
@@ -81,7 +96,7 @@ def facts_script(deploy_root: str, store_paths: Sequence[str], gpu: bool) -> cmd
     """The one command that reads a node; its steps are in STEPS order."""
     steps = [
         cmd.read_only("id", "-un"),
-        _sh(_CONTAINERS),
+        _sh(_CONTAINERS, INSPECT_FORMAT),
         _sh(_IMAGES),
         cmd.listening_ports(),
         cmd.read_only("docker", "info", "--format", "{{json .Runtimes}}"),
@@ -129,11 +144,25 @@ def _rel(path: str) -> str:
 
 
 def parse_json_list(text: str) -> list[dict[str, Any]]:
+    """A JSON array, or one JSON object per line (`docker inspect --format`); junk is skipped."""
     text = text.strip()
     if not text:
         return []
-    data = json.loads(text)
-    return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+    if text.startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            return []
+        return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+    out: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(item, dict):
+            out.append(item)
+    return out
 
 
 def parse_json_dict(text: str) -> dict[str, Any]:

@@ -18,16 +18,17 @@ import json
 import tarfile
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from orchestrator.config.roles import secret_names
 from orchestrator.errors import InputError
 from orchestrator.render.fleet import NodeRender
 from orchestrator.render.services import Service
 from orchestrator.render.templates import render_string
-from orchestrator.secrets import Secret
+from orchestrator.secrets import Secret, env_quote
 
 RELEASE_FILE = "release.json"
 APPLIED_FILE = "applied.txt"
@@ -39,24 +40,39 @@ FILE_MODE = 0o644
 
 
 def env_file_body(svc: Service, secrets: dict[str, Secret]) -> bytes:
-    """KEY='value' lines for compose's env_file; values are single-quoted, so compose takes them literally."""
+    """KEY=value lines for compose's env_file that compose reads back byte for byte.
+
+    A value without `'`, `\\`, CR or LF is single-quoted (compose takes it literally, `$`
+    included); any other is double-quoted with `\\`, `"`, `$`, LF and CR escaped. Both
+    forms are proven against the real compose parser (tests/unit/render/test_env_roundtrip.py).
+    A value compose cannot carry (a NUL or another control character) is refused naming the
+    secret, never showing it.
+    """
     lines = [f"# {svc.name}: written by swarm from Vault; mode 0600"]
     for env_name, ref in sorted(svc.secret_env.items()):
         value = _secret_value(svc, env_name, ref, secrets)
-        if "'" in value or "\n" in value or "\r" in value:
+        bad = next((c for c in value if _unrepresentable(c)), None)
+        if bad is not None:
+            used = ", ".join(secret_names(ref))
             raise InputError(
-                f"secret for {svc.name} {env_name} contains a quote or newline, which an env file "
-                "cannot carry literally: rotate it to a value without them"
-            )
-        lines.append(f"{env_name}='{value}'")
+                f"{svc.name}: {env_name} (from secret {used}) holds a control character "
+                f"(U+{ord(bad):04X}) that an env file cannot carry: rotate the secret to a value without it")
+        lines.append(f"{env_name}={env_quote(value)}")
     return ("\n".join(lines) + "\n").encode()
+
+
+def _unrepresentable(char: str) -> bool:
+    code = ord(char)
+    return (code < 32 and char not in "\t\n\r") or code == 127 or 0xD800 <= code <= 0xDFFF
 
 
 def _secret_value(svc: Service, env_name: str, ref: str, secrets: dict[str, Secret]) -> str:
     if "{{" not in ref:
         return _lookup(svc, env_name, ref, secrets).reveal()
+    for name in secret_names(ref):
+        _lookup(svc, env_name, name, secrets)
     context = {**svc.vars, "secrets": {k: v.reveal() for k, v in secrets.items()}}
-    return render_string(ref, context, f"secret_env.{env_name} of {svc.name}")
+    return render_string(ref, context, f"secret_env.{env_name} of {svc.name}", sensitive=True)
 
 
 def _lookup(svc: Service, env_name: str, name: str, secrets: dict[str, Secret]) -> Secret:
@@ -77,9 +93,11 @@ class ReleaseContent:
     store: dict[str, bytes]          # relative to deploy_root (content-addressed configs)
     service_hashes: dict[str, str]
     hash: str
+    modes: dict[str, int] = field(default_factory=dict)   # files/store paths with a role-set mode
 
     def mode(self, path: str) -> int:
-        return ENV_MODE if path.startswith("env/") else FILE_MODE
+        """The file's mode on the node: env files 0600, a template's own `mode`, else 0644."""
+        return ENV_MODE if path.startswith("env/") else self.modes.get(path, FILE_MODE)
 
     def public_files(self) -> dict[str, bytes]:
         """Files safe to show (diff, check): everything but env files."""
@@ -105,8 +123,11 @@ def build_release(render: NodeRender, secrets: dict[str, Secret],
     digest = hashlib.sha256()
     for path in sorted(files):
         digest.update(path.encode() + b"\0" + files[path] + b"\0")
+    for path, mode in render.modes.items():  # a mode change is a change of the release
+        if path in files:
+            digest.update(f"{path}\0mode {mode:o}\0".encode())
     return ReleaseContent(node=render.node.name, files=dict(sorted(files.items())), store=render.store,
-                          service_hashes=hashes, hash=digest.hexdigest())
+                          service_hashes=hashes, hash=digest.hexdigest(), modes=dict(render.modes))
 
 
 def service_hash(svc: Service, env: bytes) -> str:
@@ -175,18 +196,7 @@ def tarball(content: ReleaseContent, release: str, release_json: dict[str, Any])
         _add(tar, f"{tmp}/{APPLIED_FILE}", applied_lines(dict(release_json.get("applied", {}))),
              FILE_MODE)
         for path, data in content.store.items():
-            _add(tar, f"{tmp}.store/{path.removeprefix('configs/')}", data, FILE_MODE)
-    return buf.getvalue()
-
-
-def record_tarball(release: str, release_json: dict[str, Any]) -> bytes:
-    """Only the record files (release.json, applied.txt) of a release built on the node."""
-    tmp = f".tmp-{release}"
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        _add(tar, f"{tmp}/{RELEASE_FILE}", json.dumps(release_json, indent=2).encode(), FILE_MODE)
-        _add(tar, f"{tmp}/{APPLIED_FILE}", applied_lines(dict(release_json.get("applied", {}))),
-             FILE_MODE)
+            _add(tar, f"{tmp}.store/{path.removeprefix('configs/')}", data, content.mode(path))
     return buf.getvalue()
 
 

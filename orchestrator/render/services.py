@@ -1,33 +1,51 @@
 """Services: a role + instance vars -> one concrete service (compose definition, ports,
-probes, Consul registration) for its node. Variables merge as in Ansible; see instance_vars."""
+probes, Consul registration) for its node. Variables merge as in Ansible; see instance_vars.
+
+This is where the values of a service are checked in their final, rendered form: its
+settings against the role's declared forms (`config/settings.py`), its image reference,
+ports (1..65535, one owner per host port and protocol on a node), env names, limits,
+gate timings. Every problem is blamed on the file, line and key that set the value.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from orchestrator.clients.images import mirrored
-from orchestrator.config.inventory import Node
-from orchestrator.config.models import Model, parse_duration
+from orchestrator.clients.images import mirrored, parse_image_ref
+from orchestrator.config.inventory import Node, did_you_mean
+from orchestrator.config.models import Model, is_env_name, is_ip, parse_duration
 from orchestrator.config.playbook import Phase, ServiceInstance
 from orchestrator.config.project import Project
 from orchestrator.config.roles import ConsulSpec, HealthcheckSpec, ProbeSpec, Role
-from orchestrator.config.yamlfile import format_loc
+from orchestrator.config.settings import Origin, SettingSpec, role_settings
+from orchestrator.config.yamlfile import PathKey, describe_error, format_loc, show_value
 from orchestrator.errors import InputError
-from orchestrator.render.templates import render_value
+from orchestrator.render.templates import Where, render_value
 
 
 class Port(Model):
-    port: int
-    target: int
+    port: int = Field(ge=1, le=65535)
+    target: int = Field(ge=1, le=65535)
     protocol: str = "tcp"
+    host_ip: str = ""
+
+    @field_validator("host_ip")
+    @classmethod
+    def _host_ip(cls, value: str) -> str:
+        if value and not is_ip(value):
+            raise ValueError(f"a published port binds to an IP address (or \"\" for every interface), "
+                             f"got {show_value(value)}")
+        return value
 
 
 class Probe(Model):
     kind: str
-    port: int | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    scheme: str = "http"
     path: str = "/"
     status: int = 200
     json_field: dict[str, Any] = {}
@@ -35,10 +53,17 @@ class Probe(Model):
     bearer_secret: str | None = None
     timeout: float = 5.0
 
+    @field_validator("scheme")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if value not in ("http", "https"):
+            raise ValueError(f"a probe scheme is http or https, got {show_value(value)}")
+        return value
+
 
 class ConsulCheck(Model):
     kind: str
-    port: int
+    port: int = Field(ge=1, le=65535)
     path: str = "/"
     interval: float = 10.0
     timeout: float = 5.0
@@ -90,37 +115,128 @@ class Service:
         return "healthcheck" in self.compose
 
 
-def instance_vars(project: Project, svc: ServiceInstance, role: Role, node: Node) -> dict[str, Any]:
+# ---------------------------------------------------------------- variables
+
+
+@dataclass(frozen=True)
+class Settings:
+    """An instance's merged variables, where each came from, and the forms they must have."""
+
+    values: dict[str, Any]
+    origins: dict[str, Origin]
+    specs: dict[str, SettingSpec]
+
+    def blame(self, key: str, problem: str, default: str) -> InputError:
+        origin = self.origins.get(key)
+        if origin is None:
+            return InputError(f"{key}: {problem}", file=default)
+        message, file = origin.blame(problem)
+        return InputError(message, file=file)
+
+
+def merge_settings(project: Project, svc: ServiceInstance, role: Role, node: Node) -> Settings:
     """role defaults < fleet/group/host vars < playbook service vars < node.services[name]."""
-    merged: dict[str, Any] = dict(role.spec.defaults)
-    merged.update(node.vars)
-    merged.update(svc.vars)
-    merged.update(node.service_vars(svc.name))
+    inv, book = project.inventory, project.playbook
+    values: dict[str, Any] = {}
+    origins: dict[str, Origin] = {}
+
+    def layer(table: dict[str, Any], source: Any, prefix: PathKey) -> None:
+        for key, value in table.items():
+            values[key] = value
+            origins[key] = Origin(source, (*prefix, key))
+
+    layer(role.spec.defaults, role, ("defaults",))
+    for key, value in node.vars.items():
+        values[key] = value
+        origins[key] = Origin(inv, node.var_origins.get(key, ("nodes", node.name, "vars", key)))
+    layer(svc.vars, book, (*book.loc_of(svc.name), "vars"))
+    layer(node.service_vars(svc.name), inv, ("nodes", node.name, "services", svc.name))
+    for key in values.keys() & BUILTIN_NAMES:
+        message, file = origins[key].blame(f"`{key}` is set by swarm for every service (see docs/validation.md): "
+                                           "give this variable another name")
+        raise InputError(message, file=file)
+    specs = role_settings(role.spec.defaults, role.spec.required_vars, role.spec.settings)
+    return Settings(values=values, origins=origins, specs=specs)
+
+
+BUILTIN_NAMES = frozenset({"instance", "node", "network", "deploy_root", "config_dir", "fleet_name",
+                           "thermal_limit_c", "nodes", "vault", "consul", "fleet", "secrets"})
+"""What templates get from swarm itself (`_builtins`, plus `fleet` in config files and `secrets`
+in secret_env): a variable of the same name would silently replace it."""
+
+
+def check_unknown(project: Project, svc: ServiceInstance, role: Role, node: Node,
+                  specs: dict[str, SettingSpec]) -> None:
+    """Keys set for this one instance must be settings its role knows: anything else is a typo."""
+    book, inv = project.playbook, project.inventory
+    places: list[tuple[Any, PathKey, dict[str, Any]]] = [
+        (book, (*book.loc_of(svc.name), "vars"), svc.vars),
+        (inv, ("nodes", node.name, "services", svc.name), node.service_vars(svc.name))]
+    for source, prefix, table in places:
+        for key in table:
+            if key not in specs:
+                loc = (*prefix, key)
+                raise InputError(
+                    f"{format_loc(loc)}: unknown setting `{key}` for role {role.name}"
+                    f"{did_you_mean(key, specs)}", file=source.where(loc))
+
+
+def instance_vars(project: Project, svc: ServiceInstance, role: Role, node: Node) -> dict[str, Any]:
+    """The instance's variables, rendered and checked; builtins (node, instance, ...) included."""
+    settings = merge_settings(project, svc, role, node)
+    check_unknown(project, svc, role, node, settings.specs)
+    merged = settings.values
     missing = [v for v in role.spec.required_vars if v not in merged or merged[v] in (None, "")]
     if missing:
+        loc = project.playbook.loc_of(svc.name)
         raise InputError(
-            f"service {svc.name!r} (role {role.name}) on {node.name} needs vars: "
-            f"{', '.join(missing)} — set them in the playbook or nodes.{node.name}.services.{svc.name}",
-            file=str(project.inventory.path),
+            f"{format_loc(loc)}: service {svc.name!r} (role {role.name}) on {node.name} needs vars: "
+            f"{', '.join(missing)} — set them in {format_loc((*loc, 'vars'))} or "
+            f"nodes.{node.name}.services.{svc.name}",
+            file=project.playbook.where(loc),
         )
     builtins = _builtins(project, svc, node)
     context = {**builtins, **merged}
-    where = f"{role.file} (service {svc.name} on {node.name})"
     for _ in range(3):  # vars may refer to other vars: `served_model_name: "{{ model }}"`
-        rendered = render_value(merged, context, where)
+        rendered = {k: _render_setting(settings, k, v, context, role) for k, v in merged.items()}
         if rendered == merged:
             break
         merged = rendered
         context = {**builtins, **merged}
+    _check_values(settings, merged, role)
     return {**builtins, **merged}
+
+
+def _render_setting(settings: Settings, key: str, value: Any, context: dict[str, Any], role: Role) -> Any:
+    origin = settings.origins.get(key)
+    if origin is None:
+        return render_value(value, context, str(role.file), (key,))
+    return render_value(value, context, origin.source.where, origin.loc)
+
+
+def _check_values(settings: Settings, values: dict[str, Any], role: Role) -> None:
+    for key, spec in settings.specs.items():
+        if key not in values:
+            continue
+        problem = spec.problem(values[key])
+        if problem:
+            raise settings.blame(key, problem, str(role.file))
+    extra = values.get("extra_env") or {}
+    for name, value in extra.items():
+        if not isinstance(name, str) or not is_env_name(name):
+            raise settings.blame("extra_env", f"{show_value(name)} is not an environment variable name",
+                                 str(role.file))
+        if isinstance(value, dict | list):
+            raise settings.blame("extra_env", f"{name}: expected a single value, got {show_value(value)}",
+                                 str(role.file))
 
 
 def _builtins(project: Project, svc: ServiceInstance, node: Node) -> dict[str, Any]:
     inv = project.inventory.spec
     return {
         "instance": svc.name,
-        "node": {"name": node.name, "address": node.address, "arch": node.arch,
-                 "platform": node.platform, "gpus": [g.model_dump() for g in node.gpus]},
+        "node": {"name": node.name, "address": node.address, "bind_address": node.bind_address,
+                 "arch": node.arch, "platform": node.platform, "gpus": [g.model_dump() for g in node.gpus]},
         "network": inv.network.model_dump(),
         "deploy_root": node.deploy_root,
         "config_dir": f"./config/{svc.name}",
@@ -132,78 +248,138 @@ def _builtins(project: Project, svc: ServiceInstance, node: Node) -> dict[str, A
     }
 
 
+# ---------------------------------------------------------------- one service
+
+
 def build_service(project: Project, phase: Phase, svc: ServiceInstance) -> Service:
     role = project.roles[svc.role]
     node = project.inventory.node(svc.host)
     ctx = instance_vars(project, svc, role, node)
-    where = str(role.file)
+    where = role.where
     spec = role.spec
     image_ref = spec.image.by_arch.get(node.arch, spec.image.name)
-    upstream = str(render_value(image_ref, ctx, where, ("image", "name")))
+    image_loc = ("image", "by_arch", node.arch) if node.arch in spec.image.by_arch else ("image", "name")
+    upstream = str(render_value(image_ref, ctx, where, image_loc))
+    _check_image(upstream, role, image_loc, svc)
     image = mirrored(upstream, project.inventory.spec.registry.mirror)
-    try:
-        ports = tuple(Port.model_validate(_port_data(p.model_dump(), ctx, where, i))
-                      for i, p in enumerate(spec.ports) if _enabled(p.when, ctx, where, i))
-        probes = tuple(_probe(p, ctx, where, i, ports) for i, p in enumerate(spec.health.probes))
-        consul = _consul(spec.consul, ctx, where, svc.name, ports)
-    except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        raise InputError(f"{format_loc(err['loc'])}: {err['msg']} after rendering (service {svc.name})", file=where) from None
+    ports = tuple(_port(p.model_dump(), ctx, role, i, svc)
+                  for i, p in enumerate(spec.ports) if _enabled(p.when, ctx, where, i))
+    probes = tuple(_probe(p, ctx, role, i, ports) for i, p in enumerate(spec.health.probes))
+    consul = _consul(spec.consul, ctx, role, svc.name)
     compose = compose_service(project, svc, role, node, ctx, image, ports)
+    deadline = _duration_var(ctx, "healthy_deadline", spec.health.healthy_deadline, role)
+    min_healthy = _duration_var(ctx, "min_healthy_time", spec.health.min_healthy_time, role)
+    _check_gate(project, phase, svc, role, ctx, deadline, min_healthy)
     return Service(
         name=svc.name, role=role.name, node=node.name, address=node.address, phase=phase.id,
         image=image, upstream_image=upstream, platform=node.platform,
-        vars={k: v for k, v in ctx.items()}, ports=ports, probes=probes, consul=consul,
+        vars=dict(ctx), ports=ports, probes=probes, consul=consul,
         secret_env=dict(spec.secret_env), gpu=spec.gpu, protected=node.is_protected(svc.name),
-        ram_gb=spec.resources.ram_gb,
-        healthy_deadline=_duration_var(ctx, "healthy_deadline", spec.health.healthy_deadline, where),
-        min_healthy_time=_duration_var(ctx, "min_healthy_time", spec.health.min_healthy_time, where),
+        ram_gb=spec.resources.ram_gb, healthy_deadline=deadline, min_healthy_time=min_healthy,
         compose=compose,
     )
 
 
-def _duration_var(ctx: dict[str, Any], key: str, default: float | None, where: str) -> float | None:
-    """Per-instance override of a role's gate timing (e.g. a short deadline in the lab)."""
+def _check_image(ref: str, role: Role, loc: PathKey, svc: ServiceInstance) -> None:
+    if not ref.strip() or any(c.isspace() or ord(c) < 32 for c in ref):
+        raise InputError(f"{format_loc(loc)}: the image reference of {svc.name} is {show_value(ref)} after "
+                         "rendering: expected e.g. vllm/vllm-openai:v0.6.3", file=role.where(loc))
+    try:
+        parse_image_ref(ref)
+    except InputError as exc:
+        raise InputError(f"{format_loc(loc)}: {exc.message} (service {svc.name})", file=role.where(loc),
+                         hint=exc.hint) from None
+
+
+def _invalid(exc: ValidationError, role: Role, prefix: PathKey, svc: str) -> InputError:
+    err = exc.errors(include_url=False)[0]
+    loc = (*prefix, *(p for p in err["loc"] if isinstance(p, str | int)))
+    return InputError(f"{format_loc(loc)}: {describe_error(err)} after rendering (service {svc})",
+                      file=role.where(loc))
+
+
+def _duration_var(ctx: dict[str, Any], key: str, default: float | None, role: Role) -> float | None:
+    """Per-instance override of a role's gate timing (checked with the settings)."""
     if key not in ctx or ctx[key] is None:
         return default
     try:
         return parse_duration(ctx[key])
     except ValueError as exc:
-        raise InputError(f"{key}: {exc}", file=where) from None
+        raise InputError(f"{key}: {exc}", file=str(role.file)) from None
 
 
-def _enabled(when: bool | str, ctx: dict[str, Any], where: str, i: int) -> bool:
+def _check_gate(project: Project, phase: Phase, svc: ServiceInstance, role: Role, ctx: dict[str, Any],
+                deadline: float | None, min_healthy: float | None) -> None:
+    """The gate's own arithmetic (engine/gate.py): min_healthy_time must fit in the deadline."""
+    gate = phase.spec.gate
+    own_deadline = ctx.get("healthy_deadline") is not None
+    effective = (deadline or 0.0) if own_deadline else max(gate.healthy_deadline, deadline or 0.0)
+    needed = min_healthy if min_healthy is not None else gate.min_healthy_time
+    if needed > effective:
+        key = "min_healthy_time" if ctx.get("min_healthy_time") is not None else "healthy_deadline"
+        loc = (*project.playbook.loc_of(svc.name), "vars", key)
+        raise InputError(
+            f"{format_loc(loc)}: service {svc.name} must stay healthy for {needed:g}s but its gate gives "
+            f"up after {effective:g}s: min_healthy_time must be at most healthy_deadline",
+            file=project.playbook.where(loc))
+
+
+def _enabled(when: bool | str, ctx: dict[str, Any], where: Where, i: int) -> bool:
     if isinstance(when, bool):
         return when
     value = render_value(when, ctx, where, ("ports", i, "when"))
     return str(value).strip().lower() not in {"", "false", "0", "no", "none"}
 
 
-def _port_data(data: dict[str, Any], ctx: dict[str, Any], where: str, i: int) -> dict[str, Any]:
+def _port(data: dict[str, Any], ctx: dict[str, Any], role: Role, i: int, svc: ServiceInstance) -> Port:
     data.pop("when", None)
-    return dict(render_value(data, ctx, where, ("ports", i)))
+    if data.get("host_ip") is None:
+        data.pop("host_ip", None)
+    rendered = dict(render_value(data, ctx, role.where, ("ports", i)))
+    for key in ("port", "target"):
+        rendered[key] = _int_text(rendered.get(key))
+    try:
+        return Port.model_validate(rendered)
+    except ValidationError as exc:
+        raise _invalid(exc, role, ("ports", i), svc.name) from None
 
 
-def _probe(p: ProbeSpec, ctx: dict[str, Any], where: str, i: int, ports: tuple[Port, ...]) -> Probe:
-    data = render_value(p.model_dump(), ctx, where, ("health", "probes", i))
+def _int_text(value: Any) -> Any:
+    """A port rendered from text ("8080") is the number; anything else is left to validation."""
+    if isinstance(value, str) and re.fullmatch(r"\d{1,5}", value.strip()):
+        return int(value)
+    return value
+
+
+def _probe(p: ProbeSpec, ctx: dict[str, Any], role: Role, i: int, ports: tuple[Port, ...]) -> Probe:
+    data = render_value(p.model_dump(), ctx, role.where, ("health", "probes", i))
     if data.get("port") is None and p.kind in {"http", "tcp"}:
         if not ports:
-            raise InputError(f"health.probes[{i}]: an {p.kind} probe needs a port", file=where)
+            raise InputError(f"health.probes[{i}]: an {p.kind} probe needs a port",
+                             file=role.where(("health", "probes", i)))
         data["port"] = ports[0].port
-    return Probe.model_validate(data)
+    data["port"] = _int_text(data.get("port"))
+    try:
+        return Probe.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid(exc, role, ("health", "probes", i), str(ctx.get("instance"))) from None
 
 
-def _consul(spec: ConsulSpec | None, ctx: dict[str, Any], where: str, name: str,
-            ports: tuple[Port, ...]) -> ConsulService | None:
+def _consul(spec: ConsulSpec | None, ctx: dict[str, Any], role: Role, name: str) -> ConsulService | None:
     if spec is None:
         return None
-    data = render_value(spec.model_dump(), ctx, where, ("consul",))
+    data = render_value(spec.model_dump(), ctx, role.where, ("consul",))
     data["name"] = data.get("name") or name
-    return ConsulService.model_validate(data)
+    if isinstance(data.get("check"), dict):
+        data["check"]["port"] = _int_text(data["check"].get("port"))
+    try:
+        return ConsulService.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid(exc, role, ("consul",), name) from None
 
 
-def _healthcheck(hc: HealthcheckSpec, ctx: dict[str, Any], where: str) -> dict[str, Any]:
-    test = [str(t) for t in render_value(hc.test, ctx, where, ("healthcheck", "test"))]
+def _healthcheck(hc: HealthcheckSpec, ctx: dict[str, Any], where: Where) -> dict[str, Any]:
+    test = [str(t) for t in render_value(hc.test, ctx, where, ("healthcheck", "test")) if str(t) != ""]
     return {
         "test": ["CMD-SHELL", " ".join(test)] if hc.shell else ["CMD", *test],
         "interval": _dur(hc.interval),
@@ -217,40 +393,43 @@ def _dur(seconds: float) -> str:
     return f"{int(seconds)}s" if seconds == int(seconds) else f"{int(seconds * 1000)}ms"
 
 
+# ---------------------------------------------------------------- compose
+
+
 def compose_service(project: Project, svc: ServiceInstance, role: Role, node: Node,
-                     ctx: dict[str, Any], image: str, ports: tuple[Port, ...]) -> dict[str, Any]:
-    spec, where = role.spec, str(role.file)
+                    ctx: dict[str, Any], image: str, ports: tuple[Port, ...]) -> dict[str, Any]:
+    spec, where = role.spec, role.where
     out: dict[str, Any] = {"image": image, "platform": node.platform}
     if spec.entrypoint is not None:
-        out["entrypoint"] = render_value(spec.entrypoint, ctx, where, ("entrypoint",))
+        out["entrypoint"] = _argv(render_value(spec.entrypoint, ctx, where, ("entrypoint",)), role, "entrypoint")
     if spec.command is not None:
-        out["command"] = [str(c) for c in render_value(spec.command, ctx, where, ("command",)) if str(c) != ""]
+        out["command"] = _argv(render_value(spec.command, ctx, where, ("command",)), role, "command")
     if spec.user:
-        out["user"] = render_value(spec.user, ctx, where, ("user",))
+        out["user"] = _user(render_value(spec.user, ctx, where, ("user",)), role)
     env = {k: _env_str(v) for k, v in render_value(spec.env, ctx, where, ("env",)).items() if v is not None}
     if spec.gpu:
-        gpu_index = ctx.get("gpu", 0)
         out["runtime"] = "nvidia"
-        env.update({"NVIDIA_VISIBLE_DEVICES": str(gpu_index), "NVIDIA_DRIVER_CAPABILITIES": "compute,utility"})
+        env.update({"NVIDIA_VISIBLE_DEVICES": str(ctx.get("gpu", 0)), "NVIDIA_DRIVER_CAPABILITIES": "compute,utility"})
     env.update({k: _env_str(v) for k, v in dict(ctx.get("extra_env", {}) or {}).items()})
     if env:
         out["environment"] = dict(sorted(env.items()))
     if spec.secret_env:
         out["env_file"] = [f"./env/{svc.name}.env"]
     if ports:
-        out["ports"] = [f"{p.port}:{p.target}" + ("/udp" if p.protocol == "udp" else "") for p in ports]
+        out["ports"] = [_port_text(p) for p in ports]
     if spec.volumes:
         volumes = [str(v) for v in render_value(spec.volumes, ctx, where, ("volumes",)) if str(v) != ""]
+        _check_lines(volumes, role, "volumes")
         if volumes:
             out["volumes"] = volumes
     if spec.healthcheck:
         out["healthcheck"] = _healthcheck(spec.healthcheck, ctx, where)
     out["restart"] = spec.restart
-    _limits(out, spec.limits.cpus, spec.limits.memory, ctx, where, node.spec.cpus)
-    for key in ("shm_size", "read_only"):
-        value = getattr(spec, key)
-        if value:
-            out[key] = value
+    _limits(out, spec.limits.cpus, spec.limits.memory, ctx, role, node.spec.cpus)
+    if spec.shm_size:
+        out["shm_size"] = _size(render_value(spec.shm_size, ctx, where, ("shm_size",)), role, ("shm_size",))
+    if spec.read_only:
+        out["read_only"] = True
     if spec.tmpfs:
         out["tmpfs"] = list(spec.tmpfs)
     if spec.cap_add:
@@ -271,22 +450,71 @@ def compose_service(project: Project, svc: ServiceInstance, role: Role, node: No
     return out
 
 
+def _port_text(p: Port) -> str:
+    host = f"[{p.host_ip}]:" if ":" in p.host_ip else (f"{p.host_ip}:" if p.host_ip else "")
+    return f"{host}{p.port}:{p.target}" + ("/udp" if p.protocol == "udp" else "")
+
+
+def _argv(items: Any, role: Role, key: str) -> list[str]:
+    out = [str(c) for c in items if str(c) != ""]
+    for i, item in enumerate(out):
+        if "\0" in item:
+            raise InputError(f"{key}[{i}]: an argument cannot hold a NUL byte", file=role.where((key,)))
+    return out
+
+
+def _check_lines(items: list[str], role: Role, key: str) -> None:
+    for i, item in enumerate(items):
+        if any(ord(c) < 32 for c in item):
+            raise InputError(f"{key}[{i}]: control characters (a newline?) in {show_value(item)} after rendering",
+                             file=role.where((key, i)))
+
+
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?")
+
+
+def _user(value: Any, role: Role) -> str:
+    text = str(value)
+    if not _USER.fullmatch(text):
+        raise InputError(f"user: expected uid[:gid] or a user name, got {show_value(text)}", file=role.where(("user",)))
+    return text
+
+
 def _env_str(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
 
 
-def _limits(out: dict[str, Any], cpus: Any, memory: Any, ctx: dict[str, Any], where: str,
+_SIZE = re.compile(r"\d{1,15}(?:\.\d{1,6})?\s?(?:[kKmMgGtTpP][iI]?)?[bB]?")
+
+
+def _size(value: Any, role: Role, loc: PathKey) -> str:
+    text = str(value).strip()
+    if not _SIZE.fullmatch(text) or isinstance(value, bool):
+        raise InputError(f"{format_loc(loc)}: expected a size like 512m or 2g, got {show_value(value)}",
+                         file=role.where(loc))
+    return text
+
+
+def _limits(out: dict[str, Any], cpus: Any, memory: Any, ctx: dict[str, Any], role: Role,
             node_cpus: float | None) -> None:
     limits: dict[str, Any] = {}
     if cpus is not None:
-        value = float(render_value(cpus, ctx, where, ("limits", "cpus")))
+        rendered = render_value(cpus, ctx, role.where, ("limits", "cpus"))
+        try:
+            value = float(rendered) if not isinstance(rendered, bool) else -1.0
+        except (TypeError, ValueError):
+            value = -1.0
+        if not 0 < value <= 100_000:
+            raise InputError(f"limits.cpus: expected a number of CPUs like 2 or 0.5, got {show_value(rendered)}",
+                             file=role.where(("limits", "cpus")))
         if node_cpus is not None:  # docker refuses a limit above the machine's cores
             value = min(value, node_cpus)
         limits["cpus"] = f"{value:g}"
     if memory is not None:
-        limits["memory"] = str(render_value(memory, ctx, where, ("limits", "memory")))
+        limits["memory"] = _size(render_value(memory, ctx, role.where, ("limits", "memory")), role,
+                                 ("limits", "memory"))
     if limits:
         out["deploy"] = {"resources": {"limits": limits}}
 
@@ -296,6 +524,27 @@ def _same_node(project: Project, service: str, node: str) -> bool:
     return svc.host == node
 
 
-def build_services(project: Project) -> list[Service]:
-    return [build_service(project, phase, svc) for phase, svc in project.playbook.all_services()]
+# ---------------------------------------------------------------- the fleet's services
 
+
+def build_services(project: Project) -> list[Service]:
+    services = [build_service(project, phase, svc) for phase, svc in project.playbook.all_services()]
+    check_port_owners(project, services)
+    return services
+
+
+def check_port_owners(project: Project, services: list[Service]) -> None:
+    """One service per published host port and protocol on a node (docker would refuse the second)."""
+    owners: dict[tuple[str, int, str], Service] = {}
+    for svc in services:
+        for port in svc.ports:
+            key = (svc.node, port.port, port.protocol)
+            other = owners.get(key)
+            if other is not None and other.name != svc.name:
+                loc = (*project.playbook.loc_of(svc.name), "name")
+                raise InputError(
+                    f"{format_loc(loc[:-1])}: {svc.name} publishes port {port.port}/{port.protocol} on "
+                    f"{svc.node}, which {other.name} already publishes: give one of them another port "
+                    f"(vars.port or nodes.{svc.node}.services.{svc.name}.port)",
+                    file=project.playbook.where(loc))
+            owners[key] = svc

@@ -1,20 +1,100 @@
-"""Jinja for roles: one strict environment; strings and template files rendered with the
-instance variables. An undefined variable is an error naming the file and line."""
+"""Jinja for roles: one sandboxed, strict environment for every string and template file.
+
+Every inventory, playbook and role value may hold Jinja, and every one of them is rendered
+on the controller — the machine that holds the SSH key and the Vault token. So templates
+run in Jinja's immutable sandbox (no attribute starting with `_`, no mutation of lists or
+dicts, no `lipsum`/`cycler`/`joiner`/`namespace`), with budgets on what a template can make
+the controller do: `range` and `*` are bounded, calls refuse huge arguments, the output is
+capped, recursion ends. An escape attempt or a runtime error (`1 // 0`, an unknown filter,
+a missing include, a macro that never returns, bytes that are not UTF-8) is an InputError
+naming the file and line (a template file) or the file, line and key (a value in YAML).
+
+Template files are read through `RoleLoader`: only regular files inside the role's
+directory, bounded in size, UTF-8.
+"""
 
 from __future__ import annotations
 
+import contextvars
+import operator
+from collections.abc import Callable, Iterator, Sequence
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.sandbox
 import yaml
+from jinja2.exceptions import SecurityError
 
+from orchestrator.config.models import relative_path_problem
 from orchestrator.config.roles import Role
-from orchestrator.config.yamlfile import format_loc
+from orchestrator.config.yamlfile import decode_utf8, format_loc, read_bounded
 from orchestrator.errors import InputError
+from orchestrator.secrets import scrub
+
+MAX_OUTPUT = 8 * 1024 * 1024        # characters one template may produce
+MAX_ITEMS = 1_000_000               # range() items and sequence repetition, per render
+MAX_ARGUMENT = 1024 * 1024          # characters of one string passed to a call
+MAX_TEMPLATE_BYTES = 1024 * 1024
+
+Where = str | Callable[[tuple[str | int, ...]], str]
+
+_budget: contextvars.ContextVar[list[int]] = contextvars.ContextVar("jinja_budget")
+
+
+class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with limits on what a template can make the controller compute."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: jinja2.runtime.Context, op: str, left: Any, right: Any) -> Any:
+        if op == "**" and isinstance(right, int | float) and abs(right) > 1000:
+            raise SecurityError("exponent too large")
+        if op == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(times, int):
+                    _spend(len(seq) * max(times, 0))
+            return operator.mul(left, right)
+        return super().call_binop(context, op, left, right)
+
+    def call(__self, __context: jinja2.runtime.Context, __obj: Any,  # noqa: N805 - jinja's signature
+             *args: Any, **kwargs: Any) -> Any:
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, str) and len(value) > MAX_ARGUMENT:
+                raise SecurityError("argument too large")
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+def _spend(items: int) -> None:
+    left = _budget.get([MAX_ITEMS])
+    left[0] -= items
+    if left[0] < 0:
+        raise SecurityError(f"the template makes more than {MAX_ITEMS} items")
+
+
+def _bounded_range(*args: int) -> range:
+    items = range(*args)
+    _spend(len(items))
+    return items
+
+
+def _to_yaml(value: Any) -> str:
+    return yaml.safe_dump(value, sort_keys=False, default_flow_style=False)
+
+
+def _quote_haproxy(value: Any) -> str:
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _is_ip(value: Any) -> bool:
+    from orchestrator.config.models import is_ip
+
+    return isinstance(value, str) and is_ip(value)
 
 
 def jinja_env(loader: jinja2.BaseLoader | None = None) -> jinja2.Environment:
-    env = jinja2.Environment(
+    env = _Sandbox(
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -22,36 +102,138 @@ def jinja_env(loader: jinja2.BaseLoader | None = None) -> jinja2.Environment:
         autoescape=False,  # noqa: S701 - config files, not HTML
         loader=loader,
     )
-    env.filters["to_yaml"] = lambda v: yaml.safe_dump(v, sort_keys=False, default_flow_style=False)
-    env.filters["quote_haproxy"] = lambda v: '"' + str(v).replace('"', '\\"') + '"'
+    for name in ("lipsum", "cycler", "joiner", "namespace"):
+        env.globals.pop(name, None)
+    env.globals["range"] = _bounded_range
+    env.filters["to_yaml"] = _to_yaml
+    env.filters["quote_haproxy"] = _quote_haproxy
+    env.tests["ip"] = _is_ip
     return env
+
+
+class RoleLoader(jinja2.BaseLoader):
+    """Templates (and their includes) from one role directory: regular files inside it only."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
+        if relative_path_problem(template):
+            raise jinja2.TemplateNotFound(template)
+        path = self.root / template
+        try:
+            inside = path.resolve().is_relative_to(self.root.resolve())
+        except OSError:
+            inside = False
+        if not inside or not path.is_file():
+            raise jinja2.TemplateNotFound(template)
+        source = decode_utf8(read_bounded(path, "template", MAX_TEMPLATE_BYTES), path, "template")
+        stamp = _mtime(path)
+        return source, str(path), lambda: _mtime(path) == stamp
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return -1
+
+
+def role_env(role: Role) -> jinja2.Environment:
+    return _role_env(role.dir)
+
+
+@lru_cache(maxsize=64)
+def _role_env(directory: Path) -> jinja2.Environment:
+    return jinja_env(RoleLoader(directory))
 
 
 _STRING_ENV = jinja_env()
 
 
-def render_string(text: str, context: dict[str, Any], where: str) -> str:
+@lru_cache(maxsize=4096)
+def _compiled(text: str) -> jinja2.Template:
+    return _STRING_ENV.from_string(text)
+
+
+def _render(template: jinja2.Template, context: dict[str, Any]) -> str:
+    token = _budget.set([MAX_ITEMS])
     try:
-        return _STRING_ENV.from_string(text).render(context)
-    except jinja2.UndefinedError as exc:
-        raise InputError(f"{exc.message} (in {text!r})", file=where) from None
-    except jinja2.TemplateError as exc:
-        raise InputError(f"template error: {exc} (in {text!r})", file=where) from None
+        return _collect(template.generate(context))
+    finally:
+        _budget.reset(token)
 
 
-def render_value(value: Any, context: dict[str, Any], where: str, loc: tuple[str | int, ...] = ()) -> Any:
-    """Render every string inside `value`; a string that is only one expression keeps its type."""
+def _collect(chunks: Iterator[str]) -> str:
+    out: list[str] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_OUTPUT:
+            raise SecurityError(f"the template writes more than {MAX_OUTPUT} characters")
+        out.append(chunk)
+    return "".join(out)
+
+
+def describe(exc: BaseException, *, sensitive: bool = False) -> str:
+    """What went wrong in a template, without the values it was working on when `sensitive`."""
+    if isinstance(exc, SecurityError):
+        return f"template refused by the sandbox: {exc}"
+    if sensitive:  # the context holds secret values: say what kind of error, nothing it saw
+        kind = "an undefined name or key" if isinstance(exc, jinja2.UndefinedError) else type(exc).__name__
+        return f"template error: {kind} (check the secrets.<name> it uses)"
+    if isinstance(exc, jinja2.UndefinedError):
+        return scrub(str(exc.message))
+    if isinstance(exc, jinja2.TemplateNotFound):
+        return f"template not found: {exc.name}"
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return f"template syntax error: {exc.message}"
+    if isinstance(exc, RecursionError):
+        return "template error: recursion too deep (a macro or include that never ends?)"
+    if isinstance(exc, MemoryError):
+        return "template error: out of memory"
+    return scrub(f"template error: {type(exc).__name__}: {exc}"[:300])
+
+
+def render_string(text: str, context: dict[str, Any], where: str, *, sensitive: bool = False) -> str:
+    """Render one YAML string value; errors name `where` (file:line: key) and never the context."""
+    try:
+        return _render(_compiled(text), context)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a template is user code: anything it raises is bad input
+        shown = "" if sensitive else f" (in {_short(text)!r})"
+        raise InputError(f"{describe(exc, sensitive=sensitive)}{shown}", file=where) from None
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def render_value(value: Any, context: dict[str, Any], where: Where, loc: tuple[str | int, ...] = ()) -> Any:
+    """Render every string inside `value`; a string that is only one expression keeps its type.
+
+    `where` is the file (a string) or a function from a key path to `file:line`, so an error
+    names the line of the very value that failed.
+    """
     if isinstance(value, str):
         if "{{" not in value and "{%" not in value:
             return value
-        here = f"{where}: {format_loc(loc)}" if loc else where
-        out = render_string(value, context, here)
+        out = render_string(value, context, _where(where, loc))
         return _native(out) if _is_single_expr(value) else out
     if isinstance(value, dict):
         return {k: render_value(v, context, where, loc + (k,)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [render_value(v, context, where, loc + (i,)) for i, v in enumerate(value)]
     return value
+
+
+def _where(where: Where, loc: Sequence[str | int]) -> str:
+    if callable(where):
+        file = where(tuple(loc))
+    else:
+        file = where
+    return f"{file}: {format_loc(loc)}" if loc else file
 
 
 def _is_single_expr(text: str) -> bool:
@@ -64,25 +246,30 @@ def _native(text: str) -> Any:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
-    return value if isinstance(value, int | float | bool) and not isinstance(value, bool) else text
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else text
 
 
 def render_template(env: jinja2.Environment, role: Role, src: str, ctx: dict[str, Any]) -> str:
+    """Render a role's template file; every error names the template file and line."""
     try:
-        return env.get_template(src).render(ctx)
-    except jinja2.UndefinedError as exc:
-        line = template_line(exc, src)
-        raise InputError(f"{exc.message}", file=f"{role.dir / src}{line}") from None
+        return _render(env.get_template(src), ctx)
+    except InputError:
+        raise
     except jinja2.TemplateSyntaxError as exc:
-        raise InputError(f"template syntax error: {exc.message}", file=f"{role.dir / src}:{exc.lineno}") from None
+        name = exc.filename or str(role.dir / src)
+        raise InputError(f"template syntax error: {exc.message}", file=f"{name}:{exc.lineno}") from None
+    except Exception as exc:  # noqa: BLE001 - a template is user code
+        raise InputError(describe(exc), file=template_location(exc, role.dir, role.dir / src)) from None
 
 
-def template_line(exc: BaseException, src: str) -> str:
+def template_location(exc: BaseException, directory: Path, default: Path) -> str:
+    """`file:line` of the innermost template frame in the traceback (includes count)."""
     tb = exc.__traceback__
-    line = ""
+    found = str(default)
+    prefix = str(directory) + "/"
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename.endswith(src):
-            line = f":{tb.tb_lineno}"
+        name = tb.tb_frame.f_code.co_filename
+        if name.startswith(prefix) and not name.endswith(".py"):
+            found = f"{name}:{tb.tb_lineno}"
         tb = tb.tb_next
-    return line
-
+    return found

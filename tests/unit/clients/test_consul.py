@@ -292,3 +292,26 @@ def test_something_that_is_not_consul() -> None:
 def test_bad_address() -> None:
     with pytest.raises(InputError, match="not a Consul address"):
         ConsulClient("http://")
+
+
+def test_acl_token_never_prints(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONSUL_HTTP_TOKEN", raising=False)
+    client = ConsulClient("http://198.18.0.254:8500", "acl-token-do-not-print")
+    shown = repr(client) + repr(vars(client)) + repr(vars(client._consul)) + str(client.__dict__)
+    assert "acl-token-do-not-print" not in shown
+    assert client._consul.prepare_headers() == {"X-Consul-Token": "acl-token-do-not-print"}  # still sent
+
+
+def test_token_file_readable_by_others_is_refused(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.config.inventory import ConsulSettings
+
+    token = tmp_path / "consul.token"
+    token.write_text("t0ken\n")
+    token.chmod(0o644)
+    settings = ConsulSettings(addr="http://198.18.0.254:8500", token_file=str(token))
+    with pytest.raises(InputError, match=r"readable by others \(mode 0644\)") as err:
+        ConsulClient.from_inventory(settings, lambda p: tmp_path / p if p else None)
+    assert err.value.hint == f"chmod 600 {token}"
+    token.chmod(0o600)
+    client = ConsulClient.from_inventory(settings, lambda p: tmp_path / p if p else None)
+    assert client._consul.prepare_headers() == {"X-Consul-Token": "t0ken"}

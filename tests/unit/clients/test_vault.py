@@ -298,10 +298,24 @@ def test_approle_from_files(server: standin.StandinServer, tmp_path: Path) -> No
     role_id, secret_id = make_approle(server)
     (tmp_path / "role_id").write_text(role_id + "\n")
     (tmp_path / "secret_id").write_text(secret_id)
+    for name in ("role_id", "secret_id"):
+        (tmp_path / name).chmod(0o600)
     client = vault.connect(
         server.url, role_id_file=tmp_path / "role_id", secret_id_file=tmp_path / "secret_id", env={}
     )
     assert client.check_token()["policies"] == ["default", "swarm"]
+
+
+def test_credential_files_readable_by_others_are_refused_before_connecting(tmp_path: Path) -> None:
+    (tmp_path / "role_id").write_text("r")
+    (tmp_path / "secret_id").write_text("s")
+    (tmp_path / "secret_id").chmod(0o640)
+    (tmp_path / "role_id").chmod(0o600)
+    with pytest.raises(InputError) as err:  # the address is unreachable: refused before any request
+        vault.connect("http://198.18.0.254:9", role_id_file=tmp_path / "role_id",
+                      secret_id_file=tmp_path / "secret_id", env={})
+    assert "readable by others (mode 0640)" in str(err.value)
+    assert f"chmod 600 {tmp_path / 'secret_id'}" in str(err.value)
 
 
 def test_approle_wrong_secret_id(server: standin.StandinServer) -> None:

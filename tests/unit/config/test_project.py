@@ -46,8 +46,10 @@ def test_two_services_on_one_port_of_one_node(project_copy: Path, edit_yaml: Cal
     book = project_copy / "playbooks/ai-swarm.yml"
     edit_yaml(book, lambda d: _phase(d, "thanos")["services"].append(
         {"name": "redis-two", "role": "redis", "host": "thanos", "vars": {"port": 8080}}))
-    plan = make_plan(load_project(project_copy))
-    assert "thanos: port 8080 is published by both sillytavern and redis-two" in plan.problems
+    with pytest.raises(InputError) as err:  # render refuses it too, not only plan
+        make_plan(load_project(project_copy))
+    assert "ai-swarm.yml:" in str(err.value) and "phases[4].services[7]" in str(err.value)
+    assert "redis-two publishes port 8080/tcp on thanos, which sillytavern already publishes" in str(err.value)
 
 
 def test_undefined_template_variable_names_template_and_line(project_copy: Path) -> None:

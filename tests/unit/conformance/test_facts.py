@@ -85,3 +85,33 @@ def test_a_failed_step_is_recorded_not_guessed() -> None:
     facts = parse_facts("oracle", "/opt/ai-swarm", steps, gpu=False)
     assert facts.errors == {"containers": "permission denied"}
     assert facts.containers == () and facts.release is None
+
+
+# Recorded from dockerd 20.10.24 (Debian) for a container created with
+# `-e NVIDIA_VISIBLE_DEVICES=0 -e SECRET_PW=hunter2 --restart unless-stopped --memory 64m`.
+RECORDED_INSPECT = (
+    '{"Id":"606ea576f645","Name":"/t1","Created":"2026-12-01T20:38:36.129687531Z","Image":"sha256:4487f4",'
+    '"State":{"Running":false,"Restarting":false,"Status":"created","ExitCode":0,"Health":null},'
+    '"Config":{"Image":"bb:1","User":"","Labels":{"org.swarm.service":"t1"},"Env":["NVIDIA_VISIBLE_DEVICES=0"]},'
+    '"HostConfig":{"RestartPolicy":{"MaximumRetryCount":0,"Name":"unless-stopped"},"Memory":67108864,'
+    '"NanoCpus":0,"PortBindings":{},"Runtime":"runc"}}\n'
+)
+
+
+def test_containers_are_read_without_their_environment() -> None:
+    from orchestrator.conformance.facts import INSPECT_FORMAT
+
+    script = facts_script("/opt/ai-swarm", [], gpu=False)
+    assert INSPECT_FORMAT in script.commands[1].argv
+    assert "{{json .Config.Env}}" not in INSPECT_FORMAT and "{{json .Config}}" not in INSPECT_FORMAT
+    assert '"NVIDIA_VISIBLE_DEVICES"' in INSPECT_FORMAT
+
+
+def test_recorded_inspect_lines_parse_into_what_the_checks_read() -> None:
+    from orchestrator.conformance import checks
+    from orchestrator.conformance.facts import parse_json_list
+
+    [row] = parse_json_list(RECORDED_INSPECT)
+    assert checks.restart_problems("unless-stopped", row) == []
+    assert checks.labels(row) == {"org.swarm.service": "t1"}
+    assert row["Config"]["Env"] == ["NVIDIA_VISIBLE_DEVICES=0"]

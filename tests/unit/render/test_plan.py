@@ -86,10 +86,11 @@ def test_version_changes_the_answer_v0_profiles_the_whole_context(project_copy: 
 
 
 def test_the_plan_sizes_the_rendered_command_not_loose_vars(project_copy: Path, edit_yaml) -> None:
-    """A var the vllm role does not pass to vLLM changes nothing: vLLM would never see it."""
+    """A setting the vllm role does not pass to vLLM changes nothing: vLLM would never see it.
+    (A setting the role does not know at all is refused when the project loads.)"""
     before = instances(make_plan(load_project(project_copy)))["vllm-backup"].startup
     edit_yaml(project_copy / "inventory/swarm.yml",
-              lambda d: d["nodes"]["thanos"]["services"]["vllm-backup"].update({"max_num_batched_tokens": 512}))
+              lambda d: d["nodes"]["thanos"]["services"]["vllm-backup"].update({"healthy_deadline": "20m"}))
     after = instances(make_plan(load_project(project_copy)))["vllm-backup"].startup
     assert after == before and after.batched_tokens == 16384
 

@@ -35,10 +35,29 @@ def test_env_file_carries_secret_literally_and_composes_templates(fleet) -> None
 
 
 def test_env_file_refuses_values_it_cannot_carry(fleet) -> None:
-    bad = {**SECRETS, "vllm_api_key": Secret("it's", "vllm_api_key")}
-    with pytest.raises(InputError, match="contains a quote or newline") as err:
+    bad = {**SECRETS, "vllm_api_key": Secret("ab\x00cd-secret", "vllm_api_key")}
+    with pytest.raises(InputError, match="VLLM_API_KEY .from secret vllm_api_key. holds a control character") as err:
         env_file_body(fleet.service("vllm-primary"), bad)
-    assert "it's" not in str(err.value)
+    assert "cd-secret" not in str(err.value)
+
+
+def test_env_file_quotes_what_single_quotes_cannot_carry(fleet) -> None:
+    odd = {**SECRETS, "vllm_api_key": Secret("it's a \\ \"$HOME\"\n", "vllm_api_key")}
+    body = env_file_body(fleet.service("vllm-primary"), odd).decode()
+    assert 'VLLM_API_KEY="it\'s a \\\\ \\"\\$HOME\\"\\n"' in body
+
+
+def test_template_modes_reach_the_tarball(project_copy: Path) -> None:
+    role = project_copy / "roles/redis/role.yml"
+    role.write_text(role.read_text().replace("{src: redis.conf.j2, dest: redis.conf}",
+                                             '{src: redis.conf.j2, dest: redis.conf, mode: "0640"}'))
+    node = render_fleet(load_project(project_copy), for_node=True).nodes["oracle"]
+    content = build_release(node, SECRETS)
+    with tarfile.open(fileobj=io.BytesIO(tarball(content, "x", {}))) as tar:
+        modes = {m.name: m.mode for m in tar.getmembers()}
+    assert modes[".tmp-x/config/redis/redis.conf"] == 0o640
+    assert [m for n, m in modes.items() if n.startswith(".tmp-x.store/redis/")] == [0o640]
+    assert modes[".tmp-x/config/haproxy/haproxy.cfg"] == 0o644
 
 
 def test_missing_secret_names_the_service(fleet) -> None:

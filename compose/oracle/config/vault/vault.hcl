@@ -7,8 +7,9 @@ storage "file" {
   path = "/vault/file"
 }
 
-# Served on the tailnet only; HAProxy does not front Vault.
+# Published on the node's address only (the tailnet in production); HAProxy does not front Vault.
 listener "tcp" {
   address     = "0.0.0.0:8200"
+  # Plain HTTP: set vault.tls (and an https vault.addr) in the inventory to serve TLS.
   tls_disable = true
 }
