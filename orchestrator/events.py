@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from orchestrator.secrets import scrub
+from orchestrator.secrets import scrub, scrub_data
 
 States = ("start", "ok", "changed", "unchanged", "waiting", "failed", "skipped", "info", "rolled-back")
 
@@ -55,7 +55,8 @@ class EventBus:
 
     def emit(self, kind: str, state: str, *, host: str | None = None, phase: int | None = None,
              message: str = "", **data: Any) -> Event:
-        event = Event(kind=kind, state=state, host=host, phase=phase, message=scrub(message), data=data)
+        event = Event(kind=kind, state=state, host=host, phase=phase, message=scrub(message),
+                      data=scrub_data(data))
         with self._lock:
             self.history.append(event)
             for sub in self._subscribers:

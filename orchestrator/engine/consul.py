@@ -24,7 +24,8 @@ def registration(svc: Service, release: str, fleet: str) -> Any:
     assert spec is not None
     check = None
     if spec.check is not None:
-        target = (f"http://{svc.address}:{spec.check.port}{spec.check.path}" if spec.check.kind == "http"
+        scheme = str(svc.vars.get("scheme", "http"))  # roles serving TLS (Vault, Consul) set it
+        target = (f"{scheme}://{svc.address}:{spec.check.port}{spec.check.path}" if spec.check.kind == "http"
                   else f"{svc.address}:{spec.check.port}")
         check = CheckSpec(kind="http" if spec.check.kind == "http" else "tcp", target=target, interval=f"{int(spec.check.interval)}s",
                           timeout=f"{int(spec.check.timeout)}s")
@@ -40,23 +41,24 @@ class ConsulSync:
     addr: str | None
     fleet: str
     bus: EventBus
-    token: str | None = field(default=None, repr=False)  # an ACL token: never in a repr
+    settings: Any = field(default=None, repr=False)     # the inventory's consul block (token, TLS)
+    resolve: Any = field(default=None, repr=False)      # its paths, relative to the inventory
     undo_log: list[tuple[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_project(cls, project: Project, bus: EventBus) -> ConsulSync:
         spec = project.inventory.spec.consul
-        token = None
-        path = project.inventory.resolve_path(spec.token_file)
-        if path is not None and path.is_file():
-            token = path.read_text().strip()
-        return cls(addr=spec.addr if spec.register_services else None, fleet=project.inventory.fleet, bus=bus, token=token)
+        return cls(addr=str(spec.addr) if spec.register_services else None, fleet=project.inventory.fleet,
+                   bus=bus, settings=spec, resolve=project.inventory.resolve_path)
 
     def _client(self) -> Any:
+        """A client as the inventory says (token file refused when others can read it, TLS files)."""
         from orchestrator.clients.consul import ConsulClient
 
         assert self.addr is not None
-        return ConsulClient(self.addr, self.token)
+        if self.settings is None:
+            return ConsulClient(self.addr)
+        return ConsulClient.from_inventory(self.settings, self.resolve)
 
     async def register(self, phase: int, services: list[Service], releases: dict[str, str]) -> None:
         wanted = [s for s in services if s.consul is not None]

@@ -433,12 +433,15 @@ class Deploy:
             require_passed,
         )
 
+        from orchestrator.render.validate import check_rendered
+
         started = time.monotonic()
         names = sorted({c.node.name for c in moving})
         scope = self._preflight_scope(sel, names)
         requests = plan_requests(self.project, scope, list(sel.services), sel.fleet)
         facts = {n: (parse_node_facts(requests, n, self.states[n].preflight), 0.0) for n in names}
-        answers = await external_answers(self.project, scope, vault=False)
+        checked = asyncio.to_thread(check_rendered, self.project, sel.fleet, cache_dir=local_state_dir() / "validated")
+        answers, _ = await asyncio.gather(external_answers(self.project, scope, vault=False), checked)
         results, pins = judge(self.project, scope, requests, facts, {}, answers)
         report = Report.of(results, pins, duration_s=time.monotonic() - started)
         emit_report(self.bus, report, scope.phase)

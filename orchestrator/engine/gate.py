@@ -160,8 +160,8 @@ async def http_probe(client: httpx.AsyncClient, address: str, probe: Probe,
     import httpx
 
     try:
-        resp = await client.get(f"http://{address}:{probe.port}{probe.path}", headers=headers,
-                                timeout=probe.timeout)
+        resp = await client.get(f"{getattr(probe, 'scheme', 'http')}://{address}:{probe.port}{probe.path}",
+                                headers=headers, timeout=probe.timeout)
     except httpx.HTTPError as exc:
         return Outcome(False, name, _http_error(exc))
     answer = scrub(f"{resp.status_code} {resp.text[:120].strip()!r}")

@@ -167,7 +167,7 @@ def _consul_health(project: Project) -> dict[str, str]:
     from orchestrator.clients.consul import ConsulClient
 
     try:
-        client = ConsulClient(project.inventory.spec.consul.addr)
+        client = ConsulClient.from_inventory(project.inventory.spec.consul, project.inventory.resolve_path)
         return {h.service_id: h.status for h in client.services_with_health()}
     except SwarmError as exc:
         return {"__error__": str(exc).splitlines()[0]}

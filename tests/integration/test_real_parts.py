@@ -218,10 +218,7 @@ ELSEWHERE = {
 }
 DOC_COMMANDS = sorted(set(_readme_commands()) | set(_demo_commands()))
 # Known to fail on the lab, for a reason outside the lab: strict, so a fix shows up here.
-BROKEN = {
-    "swarm -i $I releases": "exits 1 on the switched-off optional node overflow (unreachable): "
-                            "list_releases should skip optional nodes unless --limit names them",
-}
+BROKEN: dict[str, str] = {}
 
 
 def _doc_param(command: str) -> object:
