@@ -259,6 +259,9 @@ class Deploy:
         """Leave the record the next run's fast path checks against (best effort)."""
         if self.plan_cache is None or self.plan_key is None:
             return
+        spec = self.project.inventory.spec
+        if getattr(spec.vault, "client_cert", None) or getattr(spec.consul, "client_cert", None):
+            return  # client certificates: the fast path leaves those to the real clients
         try:
             self.plan_cache.save(self._plan_record(secrets))
         except (OSError, SwarmError) as exc:
@@ -311,8 +314,9 @@ class Deploy:
                     continue
                 payload = registration(svc, state.current_id or "", self.project.inventory.fleet).to_payload()
                 expected[payload["ID"]] = expected_registration(payload, svc.node)
+        ca = self.project.inventory.resolve_path(getattr(spec, "ca_cert", None))
         return ConsulAccess(addr=str(self.consul.addr), token_file=str(token) if token else None,
-                            token_env=spec.token_env, expected=expected)
+                            token_env=spec.token_env, expected=expected, ca_cert=str(ca) if ca else None)
 
     def _finish(self, result: DeployResult, fleet: Fleet, sel: Selection) -> DeployResult:
         for node in sel.nodes:

@@ -105,6 +105,7 @@ class ConsulAccess:
     token_file: str | None = None
     token_env: str = "CONSUL_HTTP_TOKEN"
     expected: dict[str, dict[str, Any]] = field(default_factory=dict)   # service id -> fields
+    ca_cert: str | None = None
 
 
 @dataclass
@@ -286,7 +287,10 @@ def read_secrets(vault: VaultAccess | None) -> dict[str, Secret]:
 
 def _vault_token(vault: VaultAccess) -> str:
     if vault.token_file:
-        text = Path(vault.token_file).read_text().strip()
+        path = Path(vault.token_file)
+        if path.stat().st_mode & 0o077:  # the full path refuses it, saying how to fix it
+            raise OSError(f"{path} is readable by others")
+        text = path.read_text().strip()
         return str(json.loads(text)["root_token"]) if text.startswith("{") else text
     token = os.environ.get("VAULT_TOKEN")
     if not token:
@@ -302,7 +306,7 @@ def consul_matches(consul: ConsulAccess | None, states: Mapping[str, NodeState])
     token = _consul_token(consul)
     if token:
         headers["X-Consul-Token"] = token
-    services = _get(consul.addr, "/v1/agent/services", headers)
+    services = _get(consul.addr, "/v1/agent/services", headers, consul.ca_cert)
     for sid, want in consul.expected.items():
         have = services.get(sid)
         node = str(want.get("node", ""))
@@ -320,6 +324,8 @@ def _fields(service: Mapping[str, Any]) -> dict[str, Any]:
 
 def _consul_token(consul: ConsulAccess) -> str | None:
     if consul.token_file and Path(consul.token_file).is_file():
+        if Path(consul.token_file).stat().st_mode & 0o077:
+            raise OSError(f"{consul.token_file} is readable by others")
         return Path(consul.token_file).read_text().strip()
     return os.environ.get(consul.token_env) or None
 
