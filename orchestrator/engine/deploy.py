@@ -442,7 +442,8 @@ class Deploy:
         started = time.monotonic()
         names = sorted({c.node.name for c in moving})
         scope = self._preflight_scope(sel, names)
-        requests = plan_requests(self.project, scope, list(sel.services), sel.fleet)
+        coming = [s for c in moving for s in c.to_apply]
+        requests = plan_requests(self.project, scope, list(sel.services), sel.fleet, coming=coming)
         facts = {n: (parse_node_facts(requests, n, self.states[n].preflight), 0.0) for n in names}
         checked = asyncio.to_thread(check_rendered, self.project, sel.fleet, cache_dir=local_state_dir() / "validated")
         answers, _ = await asyncio.gather(external_answers(self.project, scope, vault=False), checked)
