@@ -436,7 +436,6 @@ class Deploy:
             plan_requests,
             require_passed,
         )
-
         from orchestrator.render.validate import check_rendered
 
         started = time.monotonic()
