@@ -6,7 +6,7 @@ from orchestrator.config.inventory import Node
 from orchestrator.conformance import checks
 from orchestrator.conformance.hosts import host_spec, password_auth_offered
 from orchestrator.conformance.plugin import Conformance
-from orchestrator.render.release import RELEASE_FILE, env_file_body, service_hash
+from orchestrator.render.release import APPLIED_FILE, RELEASE_FILE, env_file_body, service_hash
 
 
 def explain(problems: list[str]) -> str:
@@ -22,7 +22,7 @@ def test_current_release(swarm: Conformance, node: Node) -> None:
 def test_release_files_match_render(swarm: Conformance, node: Node) -> None:
     expected = swarm.scope.render.nodes[node.name].files
     problems = checks.file_drift(expected, swarm.facts(node.name, "hashes").hashes, "current",
-                                 ignore=[RELEASE_FILE])
+                                 ignore=[RELEASE_FILE, APPLIED_FILE])  # both written by the deploy
     assert not problems, explain(problems)
 
 

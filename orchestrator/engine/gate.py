@@ -339,9 +339,11 @@ class Gate:
                 sleep = min(MAX_SLEEP, sleep * 1.5)
 
     def _watch(self, svc: Service) -> Watch:
-        if svc.vars.get("healthy_deadline") is not None:  # set on the instance: exactly this
+        if svc.vars.get("healthy_deadline") is not None and not self.unwinding:  # set on the instance
             deadline = svc.healthy_deadline or 0.0
-        else:  # a role may lengthen the phase's deadline (cold starts), never shorten it
+        else:  # a role may lengthen the phase's deadline (cold starts), never shorten it; a
+            # restore gate brings back the *previous* release, which the new instance setting
+            # (often a short deadline staged for the new one) does not describe
             deadline = max(self.spec.healthy_deadline, svc.healthy_deadline or 0.0)
         hold = svc.min_healthy_time if svc.min_healthy_time is not None else self.spec.min_healthy_time
         if self.hold_cap is not None:

@@ -43,6 +43,19 @@ class Pending:
     reason: str = ""
     nodes: dict[str, PendingNode] = field(default_factory=dict)
     consul: list[list[Any]] = field(default_factory=list)  # [service id, registration record | None]
+    pid: int = 0      # the run that wrote it: a record of a run that is still alive is not "cut off"
+    host: str = ""
+
+    def still_running(self) -> bool:
+        """The run that wrote this record is alive on this controller (it is unwinding or
+        deploying now): nobody else may finish its unwind — it would adopt that run's lock."""
+        import socket
+
+        from orchestrator.facts.node import is_stale
+
+        if not self.pid or self.host != socket.gethostname() or self.pid == os.getpid():
+            return False
+        return not is_stale({"pid": self.pid, "host": self.host}, self.host)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

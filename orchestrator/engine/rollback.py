@@ -49,7 +49,7 @@ from orchestrator.engine.steps import (
     unlock_script,
     unwind_script,
 )
-from orchestrator.errors import InputError, RollbackFailed, RuntimeFailure, SwarmError
+from orchestrator.errors import InputError, LockHeld, RollbackFailed, RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
 from orchestrator.facts.node import LookRequest, NodeState, look_script, parse_look
 from orchestrator.paths import local_state_dir
@@ -429,6 +429,11 @@ async def resume_pending(project: Project, bus: EventBus, *, limit_to: set[str] 
         return False
     if overlap is not None and not set(pending.nodes) & overlap and not required:
         return False
+    if pending.still_running():
+        who = f"run {pending.run_id} (pid {pending.pid}, {pending.by})"
+        raise LockHeld(f"another deploy holds the lock of phase {pending.phase} on "
+                       f"{', '.join(pending.nodes)}: {who} is still running",
+                       hint="wait for it to finish; it finishes its own rollback if it fails")
     bus.emit("rollback", "start", phase=pending.phase,
              message=f"finishing the rollback of phase {pending.phase} that run {pending.run_id} left "
                      f"({pending.reason or 'cut off'}) on {', '.join(pending.nodes) or 'Consul only'}")

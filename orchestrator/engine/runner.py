@@ -18,6 +18,8 @@ on its previous release, `Interrupted` (130/143/129) after a signal, `RollbackFa
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -304,7 +306,8 @@ class Runner:
             return
         self.pending.save(Pending(run_id=self.run_id, by=self.by, action=journal.work.action,
                                   phase=journal.work.phase, reason=reason, nodes=nodes,
-                                  consul=self.consul.undo_records()))
+                                  consul=self.consul.undo_records(), pid=os.getpid(),
+                                  host=socket.gethostname()))
 
     def _report_left(self, journal: Journal, moved: Sequence[str], left: Mapping[str, NodeLeft],
                      *, stopped: bool) -> None:

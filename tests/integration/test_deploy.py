@@ -73,7 +73,7 @@ def test_check_changes_nothing_and_masks_secrets(deployed, tmp_path: Path) -> No
                                    .update({"max_num_seqs": 4}))
     hashes, ids = tree_hashes(lab, "starlord"), container_ids(lab, "starlord")
     result = ok(swarm(lab, "deploy", "--phase", "3", "--check", "--diff", inventory=inventory))
-    assert "starlord: would deploy release" in result.stdout and "vllm-secondary" in result.stdout
+    assert "starlord: phase 3: would deploy a new release: vllm-secondary (changed)" in result.stdout
     assert "+    - '4'" in result.stdout or "'4'" in result.stdout
     assert tree_hashes(lab, "starlord") == hashes
     assert container_ids(lab, "starlord") == ids

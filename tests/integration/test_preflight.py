@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -56,9 +55,7 @@ def swarm_cmd(lab: Lab, *args: str, check: bool = True) -> subprocess.CompletedP
     keys = lab.paths.root / "vault-keys.json"
     if keys.exists():
         env.setdefault("VAULT_TOKEN", json.loads(keys.read_text())["root_token"])
-    entry = shutil.which("swarm")
-    program = [entry] if entry else [sys.executable, "-m", "orchestrator.cli"]
-    argv = [*program, "--project", str(REPO), "-i", str(lab.inventory_path), *args]
+    argv = [sys.executable, "-m", "orchestrator.cli", "--project", str(REPO), "-i", str(lab.inventory_path), *args]
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900, cwd=REPO)
     assert done.returncode == 0 or not check, f"{args}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
     return done

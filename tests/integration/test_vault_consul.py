@@ -114,7 +114,7 @@ def test_failed_phase_leaves_consul_as_it_was(deployed, tmp_path: Path) -> None:
     inventory = lab_inventory_copy(lab, tmp_path, lambda d: d["nodes"]["starlord"]["services"]["vllm-primary"]
                                    .update({"image_tag": "v0.6.3-broken", "healthy_deadline": "15s"}))
     result = swarm(lab, "deploy", "--phase", "3", inventory=inventory)
-    assert result.returncode == 1
+    assert result.returncode == 1, result.stderr
     after = httpx.get(f"http://{oracle}:8500/v1/agent/services", timeout=5).json()
     assert after == before
     for value in SECRET_VALUES:

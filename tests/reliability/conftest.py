@@ -14,3 +14,21 @@ def state(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "state"
     path.mkdir()
     yield path
+
+
+@pytest.fixture(autouse=True)
+def lab_restored(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each fault test, every node's link is up and its sshd answers, whatever the test
+    did or where it failed: one failed test must not fail the ones after it."""
+    yield
+    if "deployed" not in request.fixturenames:
+        return
+    from tests.reliability import faults
+
+    lab = request.getfixturevalue("deployed")
+    for spec in lab.specs:
+        if spec.light:
+            continue
+        faults.link_up(lab, spec.name)
+        if not faults.answers(lab, spec.name):
+            faults.start_sshd(lab, spec.name)

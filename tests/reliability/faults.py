@@ -199,16 +199,24 @@ def _in_node(lab: Lab, node: str, script: str, check: bool = True) -> subprocess
 
 def kill_sshd(lab: Lab, node: str) -> None:
     """Every sshd of the node: the listener and each session (its connections drop)."""
-    config = shlex.quote(str(lab.node_dir(node) / "sshd_config"))
-    _in_node(lab, node, f"pkill -KILL -f 'sshd.*{config}' ; pkill -KILL -f 'sshd: swarm' ; true")
+    # "[s]shd" so the pattern does not match the shell that runs pkill (its own command line)
+    config = shlex.quote("[s]shd.*" + str(lab.node_dir(node) / "sshd_config"))
+    _in_node(lab, node, f"pkill -KILL -f {config} ; pkill -KILL -f '[s]shd: swarm' ; true")
+
+
+def answers(lab: Lab, node: str) -> bool:
+    """The node's sshd lets swarm's user in."""
+    try:
+        return subprocess.run(lab.ssh_argv(node, "true"), capture_output=True, timeout=20).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
 
 
 def start_sshd(lab: Lab, node: str) -> None:
     config = lab.node_dir(node) / "sshd_config"
     _in_node(lab, node, f"/usr/sbin/sshd -f {shlex.quote(str(config))} -E {shlex.quote(str(lab.node_dir(node) / 'logs' / 'sshd-restarted.log'))}")
-    wait_until(lambda: subprocess.run(lab.ssh_argv(node, "true"), capture_output=True, timeout=20).returncode == 0,
-               30, f"{node}: sshd did not come back")
-    pid = _in_node(lab, node, f"pgrep -o -f 'sshd -f {config}'").stdout.split()[0]
+    wait_until(lambda: answers(lab, node), 30, f"{node}: sshd did not come back")
+    pid = _in_node(lab, node, f"pgrep -o -f {shlex.quote('[s]shd -f ' + str(config))}").stdout.split()[0]
     (lab.node_dir(node) / "init.pid").write_text(pid + "\n")  # exec_on enters through it
 
 

@@ -25,13 +25,18 @@ pytestmark = pytest.mark.lab
 
 
 def test_a_full_disk_fails_the_upload_cleanly(deployed, tmp_path, state) -> None:
+    """Preflight refuses a full deploy_root before any change; past preflight
+    (--skip-preflight), the upload fails on ENOSPC and leaves no half-written release."""
     lab = deployed
     before = snapshot(lab)
     inventory = fast_inventory(lab, tmp_path / "inv.yml",
                                lambda d: set_service(d, "starlord", "gpu-monitor", extra_env={"X": "y" * 4000}))
     with small_disk(lab, "starlord"):
-        run = swarm(lab, inventory, "deploy", "--phase", "3", state=state, timeout=120)
+        refused = swarm(lab, inventory, "deploy", "--phase", "3", state=state, timeout=120)
+        run = swarm(lab, inventory, "deploy", "--phase", "3", "--skip-preflight", state=state, timeout=120)
         left = sh(lab, "starlord", f"ls -a {ROOT}/releases")
+    assert refused.code == 1 and "nothing was changed" in refused.stderr, refused.stderr
+    assert "starlord: disk deploy_root" in refused.stderr and "free space" in refused.stderr
     assert run.code == 1, run.stderr
     assert "No space left on device" in run.stderr and "free space" in run.stderr
     assert ".tmp-" not in left

@@ -257,3 +257,17 @@ def test_docker_time_reads_nanoseconds() -> None:
 def test_dig_walks_lists_and_dicts() -> None:
     assert dig({"a": [{"b": 3}]}, "a.0.b") == 3
     assert dig({"a": []}, "a.0.b") is None
+
+
+def test_a_restore_gate_does_not_take_the_new_releases_short_deadline(server: int, grafana) -> None:
+    """The operator staged `healthy_deadline: 1s` on the new release; the rollback brings the
+    previous one back, which needs its 2 s to start: the restore gate waits the phase's deadline."""
+    svc = replace(local_service(grafana, server, [Probe(kind="http", port=server, path="/health", status=200)]),
+                  vars={"healthy_deadline": "1s"}, healthy_deadline=1.0)
+    spec = GateSpec(healthy_deadline=30, min_healthy_time=0.2, **FAST)
+    with pytest.raises(GateFailed):  # the new release's own gate: the instance's 1 s
+        run_gate([svc], spec, running_node())
+    threading.Timer(2.0, lambda: setattr(Service, "status", 200)).start()
+    gate = Gate(services=[svc], targets={"oracle": GateTarget(running_node(), "swarm-oracle")}, spec=spec,
+                secrets={}, bus=EventBus(), phase=3, hold_cap=3.0, what="restore", unwinding=True)
+    asyncio.run(gate.run())  # healthy after 2 s: well inside the phase's 30 s

@@ -160,6 +160,34 @@ def test_resume_finishes_a_cut_off_unwind_from_the_pending_record(fleet, tmp_pat
     assert transport.round_trips[-1] == ["unlock-if-mine /opt/ai-swarm abc123"]
 
 
+def test_the_pending_record_of_a_run_still_alive_is_not_resumed(fleet, tmp_path, monkeypatch) -> None:
+    """A deploy that is moving nodes keeps its pending record up to date; a second swarm on
+    the same controller must not "finish" it (it would adopt that run's lock): exit 4, no SSH."""
+    import socket
+    import subprocess
+    import sys
+
+    from orchestrator.engine.rollback import resume_pending
+
+    monkeypatch.setenv("SWARM_STATE_DIR", str(tmp_path))
+    store = PendingStore(tmp_path, "ai-swarm")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        store.save(Pending(run_id="live1", by="tester", action="deploy", phase=4, pid=other.pid,
+                           host=socket.gethostname(),
+                           nodes={"thanos": PendingNode(node="thanos", undo=[["true"]], restore=[])}))
+        monkeypatch.setattr("orchestrator.engine.rollback.Fleet.for_nodes",
+                            classmethod(lambda cls, inv, nodes, **kw: pytest.fail("must not connect")))
+        with pytest.raises(SwarmError) as err:
+            asyncio.run(resume_pending(fleet.project, EventBus(), limit_to=None, interrupts=Interrupts()))
+        assert err.value.exit_code == 4 and "another deploy holds the lock of phase 4" in str(err.value)
+        assert store.load() is not None  # its owner clears it
+    finally:
+        other.kill()
+        other.wait()
+    assert not store.load().still_running()  # once it is gone, the record is a cut-off run's
+
+
 def test_a_signal_during_a_rollback_unwinds_it(fleet, tmp_path) -> None:
     wanted = fleet.wanted("starlord")
     r1 = record("20261201T110000Z-bbbbbbbb", 3, {**wanted, "vllm-secondary": "1111111111111111"})
