@@ -232,7 +232,7 @@ def haproxy_entries() -> list[Entry]:
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_LIB = Path("/usr/lib/postgresql/15/lib")
 PG_SHARE = Path("/usr/share/postgresql/15")
-PG_PROGRAMS = ("postgres", "initdb", "pg_ctl", "psql", "pg_isready")
+PG_PROGRAMS = ("postgres", "initdb", "pg_ctl", "psql", "pg_isready", "pg_dump", "pg_dumpall", "pg_restore")
 _PG_LIB_SKIP = ("llvmjit",)  # the JIT drags in libLLVM (~100 MB); jit is off without it
 ZONEINFO = Path("/usr/share/zoneinfo")
 LOCALE_C_UTF8 = Path("/usr/lib/locale/C.utf8")
@@ -243,7 +243,8 @@ def _tree_files(root: Path) -> list[Path]:
 
 
 def postgres_entries() -> list[Entry]:
-    """Debian's PostgreSQL 15: server, initdb, pg_ctl, psql, pg_isready, lib/ and share/."""
+    """Debian's PostgreSQL 15: server, initdb, pg_ctl, psql, pg_isready, the dump and restore
+    programs (pg_dump, pg_dumpall, pg_restore, as in the real image), lib/ and share/."""
     libs = [p for p in sorted(PG_LIB.glob("*.so")) if not p.name.startswith(_PG_LIB_SKIP)]
     entries = binary_entries([PG_BIN / name for name in PG_PROGRAMS] + libs)
     entries += [oci.host_file(str(p), p) for p in _tree_files(PG_SHARE)]
