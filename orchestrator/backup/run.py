@@ -240,7 +240,9 @@ class _Run:
         tmp = f"{target.service_dir}/{bcmd.tmp_name(self.backup_id)}"
         script = Script.of(bcmd.backup_prepare(target.service_dir, self.backup_id),
                            dump_command(target, tmp, snapshots), bcmd.backup_sums(tmp))
-        result = await transport.run(script, check=False, timeout=DUMP_TIMEOUT_S)
+        index = (json.dumps({s.collection: s.name for s in snapshots}, sort_keys=True).encode()
+                 if target.method == "qdrant-snapshot" else None)
+        result = await transport.run(script, check=False, timeout=DUMP_TIMEOUT_S, input=index)
         failed = result.failed_step
         if failed is not None or len(result.steps) < 3:
             raise step_error(target, failed or result.steps[-1])

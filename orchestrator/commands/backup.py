@@ -75,7 +75,8 @@ def backup_prepare(service_dir: str, backup_id: str) -> Command:
 
 
 _SUMS = (
-    f'cd -- "$1" && find . -type f ! -name {SUMS_FILE} ! -name {MANIFEST_FILE} | LC_ALL=C sort | '
+    'cd -- "$1" && find . -type d -exec chmod 700 {} + && find . -type f -exec chmod 600 {} + && '
+    f'find . -type f ! -name {SUMS_FILE} ! -name {MANIFEST_FILE} | LC_ALL=C sort | '
     f'sed "s,^\\./,," | while IFS= read -r f; do sha256sum -- "$f"; done > {SUMS_FILE} && '
     f'chmod 600 {SUMS_FILE} && echo "==sums" && cat {SUMS_FILE} && echo "==sizes" && '
     f'find . -type f ! -name {MANIFEST_FILE} -exec wc -c {{}} +'
@@ -83,7 +84,8 @@ _SUMS = (
 
 
 def backup_sums(directory: str) -> Command:
-    """Write SHA256SUMS for every file of a backup; print it, then each file's size."""
+    """Files 0600 and directories 0700, whatever wrote them; SHA256SUMS for every file; print
+    it, then each file's size."""
     return sh(_SUMS, directory, mutates=True, label="backup-sums")
 
 
@@ -235,14 +237,15 @@ def redis_restore(project: str, service: str, directory: str, data_dir: str, rdb
 
 _QDRANT_FETCH = (
     'P=$1 S=$2 D=$3 SNAP=$4; shift 4; umask 077; ' + _FIND +
-    'base=${SNAP##*/}; while [ "$#" -ge 2 ]; do mkdir -p -- "$D/$base/$1" && '
+    'cat > "$D/collections.json" || exit; base=${SNAP##*/}; while [ "$#" -ge 2 ]; do mkdir -p -- "$D/$base/$1" && '
     'docker cp "$c:$SNAP/$1/$2" - | tar -xOf - > "$D/$base/$1/$2" || exit; shift 2; done'
 )
 
 
 def qdrant_fetch(project: str, service: str, directory: str, snapshots_dir: str,
                  snapshots: Sequence[tuple[str, str]]) -> Command:
-    """Copy each (collection, snapshot file) Qdrant wrote out of its container."""
+    """The index (stdin) as collections.json, then each (collection, snapshot file) Qdrant wrote
+    copied out of its container (an empty Qdrant backs up as its empty index)."""
     pairs = [x for c, n in snapshots for x in (check_name(c, "collection"), check_name(n, "snapshot"))]
     return sh(_QDRANT_FETCH, project, service, directory, snapshots_dir.rstrip("/"), *pairs, mutates=True,
               label="qdrant-fetch")

@@ -208,10 +208,22 @@ def python_entries() -> list[Entry]:
     return list(entries.values())
 
 
+VAULT_UID, VAULT_GID = 100, 1000  # the `vault` user of the real hashicorp/vault image
+
+
 def standin_entries() -> list[Entry]:
-    """The stand-in scripts, consul.py and vault.py included when present."""
-    return [oci.host_file(f"{STANDIN_ROOT}/{p.name}", p, 0o644)
-            for p in sorted(STANDIN_DIR.glob("*.py")) if p.name != "__init__.py"]
+    """The stand-in scripts, consul.py and vault.py included when present, and Vault's data
+    directories owned by the vault user as the real image makes them (`mkdir -p /vault/file
+    /vault/logs && chown -R vault:vault /vault`): a named volume mounted on /vault/file starts
+    with that owner, so the stand-in, running as 100:1000, can persist its storage there (a
+    root-owned volume kept it in memory only, lost on restart). In this shared layer because
+    the catalog (images.py) is not this change's; an empty /vault is harmless elsewhere."""
+    scripts = [oci.host_file(f"{STANDIN_ROOT}/{p.name}", p, 0o644)
+               for p in sorted(STANDIN_DIR.glob("*.py")) if p.name != "__init__.py"]
+    vault = [oci.dir_entry("/vault", 0o755, VAULT_UID, VAULT_GID),
+             oci.dir_entry("/vault/file", 0o755, VAULT_UID, VAULT_GID),
+             oci.dir_entry("/vault/logs", 0o755, VAULT_UID, VAULT_GID)]
+    return scripts + vault
 
 
 def has_standin(name: str) -> bool:
