@@ -7,7 +7,7 @@ the last good backup:
     swarm_backup_last_success_timestamp_seconds   the newest backup's time (0: none yet)
     swarm_backup_size_bytes                       its size
     swarm_backup_duration_seconds                 how long it took
-    swarm_backup_count                            how many the node keeps
+    swarm_backups_kept                            how many the node keeps
     swarm_backup_max_age_seconds                  the role's backup_max_age: older is stale
     swarm_backup_last_run_success                 1 when this run backed it up, else 0
 
@@ -24,7 +24,7 @@ GAUGES = (
     ("swarm_backup_last_success_timestamp_seconds", "Unix time of the newest backup of a service (0: none)."),
     ("swarm_backup_size_bytes", "Size of the newest backup of a service."),
     ("swarm_backup_duration_seconds", "How long the newest backup of a service took."),
-    ("swarm_backup_count", "Backups of a service its node keeps."),
+    ("swarm_backups_kept", "Backups of a service its node keeps."),
     ("swarm_backup_max_age_seconds", "A newest backup older than this is stale (backup_max_age)."),
     ("swarm_backup_last_run_success", "1 when the last swarm backup run backed the service up, else 0."),
 )
@@ -46,7 +46,7 @@ def _values(report: BackupReport, target: Target, ok: bool) -> dict[str, float] 
         "swarm_backup_last_success_timestamp_seconds": newest.created if newest is not None else 0.0,
         "swarm_backup_size_bytes": float(manifest.size) if manifest is not None else 0.0,
         "swarm_backup_duration_seconds": manifest.duration_s if manifest is not None else 0.0,
-        "swarm_backup_count": float(len(listing.of(target.service))),
+        "swarm_backups_kept": float(len(listing.of(target.service))),
     })
     return values
 

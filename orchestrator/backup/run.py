@@ -47,7 +47,7 @@ from orchestrator.backup.qdrant import QdrantApi, Snapshot
 from orchestrator.commands import Command, Script, StepResult
 from orchestrator.commands import backup as bcmd
 from orchestrator.config.project import Project
-from orchestrator.errors import SwarmError
+from orchestrator.errors import RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
 from orchestrator.secrets import scrub
 from orchestrator.transport.base import Transport
@@ -252,7 +252,7 @@ class _Run:
                   duration: float) -> Manifest:
         sums, sizes, text = bcmd.parse_sums(sums_step.stdout)
         if not sums:
-            raise SwarmError(f"{target.service}: the backup wrote no file")
+            raise RuntimeFailure(f"{target.service}: the backup wrote no file")
         files = {name: {"size": sizes.get(name, 0), "sha256": digest} for name, digest in sums.items()}
         details: dict[str, Any] = {}
         if target.method == "pg_dump":
@@ -382,7 +382,7 @@ def _check_snapshot_sums(target: Target, snapshots: Sequence[Snapshot], sums: di
     for snap in snapshots:
         got = sums.get(f"{base}/{snap.collection}/{snap.name}")
         if got is None or (snap.checksum and got != snap.checksum):
-            raise SwarmError(f"{target.service}: the copy of snapshot {snap.name} does not match the "
+            raise RuntimeFailure(f"{target.service}: the copy of snapshot {snap.name} does not match the "
                              f"checksum Qdrant gave ({snap.checksum}, copied {got})")
 
 
@@ -399,12 +399,12 @@ def lock_problem(step: StepResult) -> str | None:
     return f"could not be taken: {detail or f'exit {step.exit_status}'}"
 
 
-def step_error(target: Target, step: StepResult) -> SwarmError:
+def step_error(target: Target, step: StepResult) -> RuntimeFailure:
     label = step.command.label or step.command.argv[0]
     lines = [line for line in (step.stderr.strip() or step.stdout.strip()).splitlines() if line.strip()]
     status = "did not finish" if step.exit_status is None else f"exit {step.exit_status}"
     tail = "; ".join(lines[-3:])
-    return SwarmError(scrub(f"{target.service} on {target.node}: {label} failed ({status})"
+    return RuntimeFailure(scrub(f"{target.service} on {target.node}: {label} failed ({status})"
                             + (f": {tail}" if tail else "")))
 
 
