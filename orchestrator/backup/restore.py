@@ -16,6 +16,8 @@ Never part of a deploy or a rollback: only this command restores. It runs like t
    its dependents (`engine.gate.Gate`: came up and stayed up);
 7. one audit line on the node, and unlock, on every path.
 
+A signal is honoured at the gate (the only step that waits): the data is back and the
+dependents started by then, and the run exits 128 + the signal after audit and unlock.
 A protected service (Qdrant on starlord) is refused unless `--force` names it. Vault comes
 back sealed (its storage is as it was, keys included): `--key-file` unseals it after the gate.
 """
@@ -86,9 +88,15 @@ async def restore(project: Project, target: Target, services: Sequence[Service],
     owned = fleet is None
     fleet = fleet or Fleet.for_nodes(project.inventory, [project.inventory.node(n) for n in nodes])
     job = _Restore(project, target, services, bus, new_who("restore", by), http, network, interrupts)
+    from orchestrator.engine.signals import Interrupted, StopRequested
+
     try:
         await fleet.connect()
         return await job.run(fleet, backup_id, key_file)
+    except StopRequested as stop:  # only the gate stops early: the data is back, dependents started
+        raise Interrupted(stop.signum, f"restore of {target.service}: {stop} stopped the gate after the data "
+                                       f"was restored and its dependents started again",
+                          hint="see whether they are healthy with `swarm status`") from None
     finally:
         if owned:
             await fleet.close()

@@ -15,7 +15,9 @@ overlap), its targets one after the other:
 4. the final listing (what the gauges report), one audit line per service, unlock.
 
 Nodes run in parallel. A failed service never stops the others; its temp directory is
-removed. Nothing here prints a file name of a backup that contains secrets.
+removed. A signal (SIGTERM from systemd stopping the timer's unit, ^C) lets the service
+being backed up finish, skips the rest, and still writes the audit and unlocks (exit
+128 + the signal). Nothing here prints a file name of a backup that contains secrets.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ from orchestrator.transport.fleet import Fleet
 if TYPE_CHECKING:
     import httpx
 
+    from orchestrator.engine.signals import Interrupts
+
 DUMP_TIMEOUT_S = 3600.0
 BGSAVE_TIMEOUT_S = 600
 
@@ -91,9 +95,12 @@ class BackupReport:
     listings: dict[str, Listing] = field(default_factory=dict)
     duration_s: float = 0.0
     finished_at: float = field(default_factory=time.time)
+    signum: int | None = None      # the signal that stopped the run early
 
     @property
     def exit_code(self) -> int:
+        if self.signum is not None:
+            return 128 + self.signum
         if any(o.lock_held for o in self.outcomes):
             return 4
         failed = [o for o in self.outcomes if not o.ok and not o.skipped]
@@ -123,10 +130,11 @@ def new_who(action: str, by: str | None = None) -> Who:
 
 async def backup(project: Project, targets: Sequence[Target], bus: EventBus, *,
                  fleet: Fleet | None = None, http: httpx.AsyncBaseTransport | None = None,
-                 clock: Callable[[], float] = time.time, by: str | None = None) -> BackupReport:
+                 clock: Callable[[], float] = time.time, by: str | None = None,
+                 interrupts: Interrupts | None = None) -> BackupReport:
     """Back up every target (see the module docstring); per-target outcomes, never the first error."""
     started = time.monotonic()
-    run = _Run(project, list(targets), bus, new_who("backup", by), new_id(clock()), http)
+    run = _Run(project, list(targets), bus, new_who("backup", by), new_id(clock()), http, interrupts)
     nodes = sorted({t.node for t in targets} | {t.copy_to for t in targets if t.copy_to})
     owned = fleet is None
     fleet = fleet or Fleet.for_nodes(project.inventory, [project.inventory.node(n) for n in nodes])
@@ -136,14 +144,15 @@ async def backup(project: Project, targets: Sequence[Target], bus: EventBus, *,
     finally:
         if owned:
             await fleet.close()
-    return BackupReport(run.backup_id, run.outcomes, run.listings, time.monotonic() - started)
+    signum = interrupts.signum if interrupts is not None and interrupts.requested else None
+    return BackupReport(run.backup_id, run.outcomes, run.listings, time.monotonic() - started, signum=signum)
 
 
 class _Run:
     def __init__(self, project: Project, targets: list[Target], bus: EventBus, who: Who, backup_id: str,
-                 http: httpx.AsyncBaseTransport | None) -> None:
+                 http: httpx.AsyncBaseTransport | None, interrupts: Interrupts | None = None) -> None:
         self.project, self.targets, self.bus, self.who = project, targets, bus, who
-        self.backup_id, self.http = backup_id, http
+        self.backup_id, self.http, self.interrupts = backup_id, http, interrupts
         self.outcomes: list[Outcome] = []
         self.listings: dict[str, Listing] = {}
 
@@ -193,12 +202,21 @@ class _Run:
         done: list[Outcome] = []
         try:
             for target in targets:
+                if self.interrupts is not None and self.interrupts.requested:
+                    done.append(self._failed(Outcome(target), f"not started: {self._signal_name()} stopped the run"))
+                    continue
                 outcome = await self.one(transport, target, listing)
                 if outcome.ok and target.copy_to:
                     await self.copy(fleet, transport, outcome)
                 done.append(outcome)
         finally:
             await self.finish(transport, node, root, targets, done)
+
+    def _signal_name(self) -> str:
+        import signal
+
+        signum = self.interrupts.signum if self.interrupts is not None else None
+        return signal.Signals(signum).name if signum else "a signal"
 
     async def finish(self, transport: Transport, node: str, root: str, targets: list[Target],
                      done: list[Outcome]) -> None:

@@ -3,7 +3,9 @@
 Bad input — an unknown service, one without a backup, a malformed `--from`, retention
 settings that make no sense, an unwritable `--metrics` file — is exit 2 before anything
 connects. `backup` exits 1 when a service could not be backed up (the others still were),
-4 when a deploy held a node's lock; `restore` exits 1 when the restore or its gate failed.
+4 when a deploy held a node's lock, 128 + N when signal N stopped it (the service being
+backed up finishes, the rest are skipped, the lock is released); `restore` exits 1 when the
+restore or its gate failed.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def backup(ctx: Context, phase: str | None, limit: str | None, services: tuple[s
     if metrics is not None:
         _check_writable(metrics)
     bus = make_bus(ctx, output)
-    report = run_engine(lambda _i: run_backup(project, targets, bus), bus)
+    report = run_engine(lambda i: run_backup(project, targets, bus, interrupts=i), bus)
     if metrics is not None:
         from orchestrator.backup.metrics import render
         from orchestrator.preflight.report import write_atomic

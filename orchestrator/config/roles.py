@@ -165,8 +165,8 @@ class _BackupBase(Model):
 
 
 class PgDumpBackup(_BackupBase):
-    """`pg_dump -Fc` of each database and `pg_dumpall --globals-only`, in the running
-    container; restored with `pg_restore --create` after the database is dropped."""
+    """A plain `pg_dump --create` of each database and `pg_dumpall --globals-only`, in the
+    running container; restored by dropping the database and replaying its dump with psql."""
 
     method: Literal["pg_dump"]
     user: Templated

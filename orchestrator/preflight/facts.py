@@ -2,9 +2,9 @@
 
 `probe_script(request)` batches every read-only question preflight asks a node — its
 architecture, docker/compose versions, the engine's runtimes and data root, free disk,
-listening ports, containers, the current release, nvidia-smi, and TCP connects to the
-ports of the other nodes it depends on — into one `Script` (one SSH round trip per
-node) (and, for its stateful services, the id of each one's newest backup) into one `Script`.
+listening ports, containers, the current release, nvidia-smi, TCP connects to the
+ports of the other nodes it depends on, and the id of each stateful service's newest
+backup — into one `Script` (one SSH round trip per node).
 `parse_facts` splits the answer back into a frozen `NodeFacts`; every field is
 None (with the command's error kept) when that part could not be read, so the checks
 can say exactly what failed instead of the first exception winning.

@@ -3,27 +3,63 @@
 read again through the service's own client — psql for the real PostgreSQL 15, redis-cli for
 the real Redis 7, Qdrant's HTTP API and hvac for the Qdrant and Vault stand-ins.
 
-About two and a half minutes on the lab (most of it the re-gates: LiteLLM, which depends on
-PostgreSQL and Redis, takes ~20 s to answer again).
+About two and a half minutes on the lab, on the module's deployed fleet (a no-op deploy when
+an earlier module deployed it): the backup of all four takes seconds; most of the rest is the
+re-gates (LiteLLM, which depends on PostgreSQL and Redis, takes ~20 s to answer again, then
+its phase's min_healthy_time). Each swarm run is bounded (`run`: SIGTERM past its limit, so
+swarm unwinds and unlocks, then a failure). What the module writes — the table, the keys, the
+collection, the secret, the backups, the gauges — is removed at its end; Vault is left unsealed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import hvac
 import pytest
 
-from tests.integration.labtools import SECRET_VALUES, lab_inventory_copy, node_sh, ok, swarm
+from tests.integration.labtools import REPO, SECRET_VALUES, lab_inventory_copy, node_sh, ok
 
 pytestmark = pytest.mark.lab
 
 KNOWN = "kept-by-the-backup"
 SERVICES = ("vault", "postgres", "redis", "qdrant")
+COLLECTION = "swarm-backup-probe"       # the module's own: no other test's collection is touched
+SECRET_PATH = "ai-swarm/backup-probe"
+BACKUP_LIMIT_S = 90.0                   # hang guards, several times what the lab takes
+RESTORE_LIMIT_S = 180.0
+BACKUP_DIRS = "/opt/ai-swarm/backups"
+
+
+def swarm(lab, *args: str, inventory: Path | None = None,
+          limit: float = RESTORE_LIMIT_S) -> subprocess.CompletedProcess[str]:
+    """labtools.swarm, bounded: past `limit` swarm gets SIGTERM (it finishes the step it is in,
+    writes its audit and unlocks), and the test fails saying so."""
+    env = {**os.environ, "SWARM_STATE_DIR": str(lab.paths.root / "state")}
+    argv = [sys.executable, "-m", "orchestrator.cli", "--project", str(REPO),
+            "-i", str(inventory or lab.inventory_path), *args]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                          cwd=REPO) as proc:
+        try:
+            out, err = proc.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                out, err = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            pytest.fail(f"swarm {' '.join(args)} still running after {limit:.0f}s (stopped):\n{out}\n{err}")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def psql(lab, sql: str) -> str:
@@ -49,6 +85,33 @@ def key_file(lab) -> Path:
     return lab.paths.root / "vault-keys.json"
 
 
+def backups_on(lab, node: str) -> set[str]:
+    """Every <service>/<id> (and temp directory) under the node's backups/."""
+    found = node_sh(lab, node, "sh", "-c", f"cd {BACKUP_DIRS} 2>/dev/null && find . -mindepth 2 -maxdepth 2 || true")
+    return {line.removeprefix("./") for line in found.splitlines() if line.strip()}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def leaves_the_fleet_as_found(deployed) -> Iterator[None]:
+    """Set up before the module's first test, undone after its last: what the tests wrote goes,
+    the backups they took go, and Vault is unsealed (a failed Vault restore leaves it sealed)."""
+    lab = deployed
+    before = {n: backups_on(lab, n) for n in ("oracle", "starlord")}
+    yield
+    client = vault_client(lab)
+    if client.sys.is_sealed():
+        ok(swarm(lab, "vault", "unseal", "--key-file", str(key_file(lab)), limit=60))
+    client.secrets.kv.v2.delete_metadata_and_all_versions(path=SECRET_PATH, mount_point="secret")
+    psql(lab, "DROP TABLE IF EXISTS notes")
+    redis_cli(lab, "del", "swarm:probe", "swarm:copy")
+    httpx.delete(f"{qdrant(lab)}/collections/{COLLECTION}", timeout=10)
+    for node, had in before.items():
+        added = sorted(backups_on(lab, node) - had)
+        if added:
+            node_sh(lab, node, "rm", "-rf", *(f"{BACKUP_DIRS}/{path}" for path in added))
+    (lab.paths.root / "backup.prom").unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="module")
 def backed_up(deployed):
     """Known data in all four stores, then one `swarm backup` of the fleet."""
@@ -57,15 +120,15 @@ def backed_up(deployed):
               f"INSERT INTO notes VALUES (1, '{KNOWN}')")
     assert redis_cli(lab, "set", "swarm:probe", KNOWN) == "OK"
     base = qdrant(lab)
-    httpx.delete(f"{base}/collections/docs", timeout=10)
-    assert httpx.put(f"{base}/collections/docs", json={"vectors": {"size": 3, "distance": "Cosine"}},
+    httpx.delete(f"{base}/collections/{COLLECTION}", timeout=10)
+    assert httpx.put(f"{base}/collections/{COLLECTION}", json={"vectors": {"size": 3, "distance": "Cosine"}},
                      timeout=10).status_code == 200
-    httpx.put(f"{base}/collections/docs/points", timeout=10,
+    httpx.put(f"{base}/collections/{COLLECTION}/points", timeout=10,
               json={"points": [{"id": 7, "vector": [0.1, 0.2, 0.3], "payload": {"title": KNOWN}}]})
-    vault_client(lab).secrets.kv.v2.create_or_update_secret(path="ai-swarm/backup-probe",
+    vault_client(lab).secrets.kv.v2.create_or_update_secret(path=SECRET_PATH,
                                                             secret={"value": KNOWN}, mount_point="secret")
     started = time.monotonic()
-    result = ok(swarm(lab, "backup", "--metrics", str(lab.paths.root / "backup.prom")))
+    result = ok(swarm(lab, "backup", "--metrics", str(lab.paths.root / "backup.prom"), limit=BACKUP_LIMIT_S))
     print(f"swarm backup of {len(SERVICES)} services on the lab: {time.monotonic() - started:.1f}s")  # noqa: T201
     return lab, result
 
@@ -76,7 +139,7 @@ def test_backup_prints_what_it_wrote_where_and_no_secret(backed_up) -> None:
     assert set(lines) == set(SERVICES)
     for service in SERVICES:
         assert re.search(rf"/opt/ai-swarm/backups/{service}/\d{{8}}T\d{{6}}Z .*sha256 [0-9a-f]{{64}}", lines[service])
-    assert "litellm.sql" in lines["postgres"] and "dump.rdb" in lines["redis"] and "docs" in lines["qdrant"]
+    assert "litellm.sql" in lines["postgres"] and "dump.rdb" in lines["redis"] and COLLECTION in lines["qdrant"]
     assert "contains secrets" in lines["vault"] and "storage.tar" not in result.stdout + result.stderr
     assert not [v for v in SECRET_VALUES if v in result.stdout + result.stderr]
     assert "4 of 4 service(s) backed up" in result.stdout
@@ -134,13 +197,13 @@ def test_redis_flushed_key_comes_back(backed_up) -> None:
 def test_qdrant_deleted_collection_comes_back_only_with_force(backed_up) -> None:
     lab, _ = backed_up
     base = qdrant(lab)
-    httpx.delete(f"{base}/collections/docs", timeout=10)
-    assert httpx.get(f"{base}/collections/docs", timeout=10).status_code == 404
+    httpx.delete(f"{base}/collections/{COLLECTION}", timeout=10)
+    assert httpx.get(f"{base}/collections/{COLLECTION}", timeout=10).status_code == 404
     refused = swarm(lab, "restore", "--service", "qdrant")
     assert refused.returncode == 2 and "protected on starlord" in refused.stderr
     before = node_sh(lab, "starlord", "docker", "inspect", "-f", "{{.Id}} {{.State.StartedAt}}", "swarm-starlord-qdrant-1")
     ok(swarm(lab, "restore", "--service", "qdrant", "--force", "qdrant"))
-    point = httpx.get(f"{base}/collections/docs/points/7", timeout=10).json()["result"]
+    point = httpx.get(f"{base}/collections/{COLLECTION}/points/7", timeout=10).json()["result"]
     assert point["payload"] == {"title": KNOWN} and point["vector"] == [0.1, 0.2, 0.3]
     after = node_sh(lab, "starlord", "docker", "inspect", "-f", "{{.Id}} {{.State.StartedAt}}", "swarm-starlord-qdrant-1")
     assert before == after  # protected: restored through its API, never stopped or recreated
@@ -149,13 +212,13 @@ def test_qdrant_deleted_collection_comes_back_only_with_force(backed_up) -> None
 def test_vault_deleted_secret_comes_back(backed_up) -> None:
     lab, _ = backed_up
     client = vault_client(lab)
-    client.secrets.kv.v2.delete_metadata_and_all_versions(path="ai-swarm/backup-probe", mount_point="secret")
+    client.secrets.kv.v2.delete_metadata_and_all_versions(path=SECRET_PATH, mount_point="secret")
     with pytest.raises(hvac.exceptions.InvalidPath):
-        client.secrets.kv.v2.read_secret_version(path="ai-swarm/backup-probe", mount_point="secret",
+        client.secrets.kv.v2.read_secret_version(path=SECRET_PATH, mount_point="secret",
                                                  raise_on_deleted_version=True)
     result = ok(swarm(lab, "restore", "--service", "vault", "--key-file", str(key_file(lab))))
     assert "Vault: unsealed" in result.stdout and not [v for v in SECRET_VALUES if v in result.stdout + result.stderr]
-    read = client.secrets.kv.v2.read_secret_version(path="ai-swarm/backup-probe", mount_point="secret",
+    read = client.secrets.kv.v2.read_secret_version(path=SECRET_PATH, mount_point="secret",
                                                     raise_on_deleted_version=True)
     assert read["data"]["data"] == {"value": KNOWN}
     ok(swarm(lab, "secrets", "check"))  # every pushed secret is back too
@@ -166,7 +229,7 @@ def test_a_copy_on_another_node_restores_a_lost_backup(deployed, tmp_path: Path)
     inventory = lab_inventory_copy(lab, tmp_path, lambda d: d["nodes"]["oracle"].setdefault("vars", {}).update(
         backup_copy_to="starlord"))
     redis_cli(lab, "set", "swarm:copy", KNOWN)
-    result = ok(swarm(lab, "backup", "--service", "redis", inventory=inventory))
+    result = ok(swarm(lab, "backup", "--service", "redis", inventory=inventory, limit=BACKUP_LIMIT_S))
     assert "copy verified on starlord" in result.stdout
     backup_id = re.search(r"backups/redis/(\d{8}T\d{6}Z)", result.stdout).group(1)  # type: ignore[union-attr]
     node_sh(lab, "starlord", "sh", "-c", f"cd /opt/ai-swarm/backups/redis/{backup_id} && sha256sum -c SHA256SUMS")

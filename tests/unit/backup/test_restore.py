@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +14,9 @@ import pytest
 
 from orchestrator.backup.plan import restore_target
 from orchestrator.backup.restore import check_request, restore
+from orchestrator.commands import Command
 from orchestrator.config.project import load_project
+from orchestrator.engine.signals import Interrupted, Interrupts
 from orchestrator.errors import InputError, LockHeld, RuntimeFailure
 from orchestrator.events import EventBus
 from orchestrator.render.fleet import render_fleet
@@ -112,3 +115,21 @@ def test_protected_and_malformed_requests_are_refused_before_connecting() -> Non
     with pytest.raises(InputError, match="--from 'last-night'"):
         check_request(postgres, "last-night", None)
     check_request(replace(postgres, protected=False), "20261201T225444Z", None)
+
+
+def test_a_signal_stops_the_gate_after_the_data_is_back_and_still_unlocks() -> None:
+    interrupts = Interrupts()
+    started = answers("oracle", "compose-start")[0]
+
+    def start_then_signal(_command: Command) -> Answer:  # SIGTERM while litellm starts again
+        interrupts.request(signal.SIGTERM)
+        return started
+
+    oracle = restore_node(**{"compose-start": start_then_signal})
+    with pytest.raises(Interrupted, match="SIGTERM stopped the gate after the data was restored") as raised:
+        restoring("postgres", oracle, interrupts=interrupts)
+    assert raised.value.exit_code == 143
+    labels = [t[0] for t in trips(oracle) if t != ["container-states"]]
+    assert labels[-3:] == ["pg-restore", "compose-start", "append-file"]
+    audit = json.loads(next(i for i in oracle.inputs if i and b'"restore"' in i))
+    assert audit["ok"] is False and audit["error"] == "SIGTERM"

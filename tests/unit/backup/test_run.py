@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import signal
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -14,8 +15,10 @@ import pytest
 from orchestrator.backup.model import Manifest, new_id, parse_listing
 from orchestrator.backup.plan import backup_targets
 from orchestrator.backup.run import backup
+from orchestrator.commands import Command
 from orchestrator.commands import backup as bcmd
 from orchestrator.config.project import load_project
+from orchestrator.engine.signals import Interrupts
 from orchestrator.events import EventBus
 from orchestrator.transport.fleet import Fleet
 from orchestrator.transport.replay import Answer
@@ -146,3 +149,21 @@ def _fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     frozen = time.time()
     monkeypatch.setattr("orchestrator.backup.run.time.time", lambda: frozen)
     monkeypatch.setattr(time, "time", lambda: frozen)
+
+
+def test_a_signal_lets_the_current_service_finish_skips_the_rest_and_unlocks() -> None:
+    interrupts = Interrupts()
+    committed = answers("oracle", "backup-commit")[0]
+
+    def commit_then_signal(_command: Command) -> Answer:  # SIGTERM arrives while vault's backup commits
+        interrupts.request(signal.SIGTERM)
+        return committed
+
+    oracle = node("oracle", **{"backup-commit": commit_then_signal})
+    report = asyncio.run(backup(PROJECT, targets(*ORACLE), EventBus(), fleet=Fleet([oracle]), interrupts=interrupts))
+    by = {o.target.service: o for o in report.outcomes}
+    assert by["vault"].ok and not by["postgres"].ok and not by["redis"].ok
+    assert by["redis"].error == "not started: SIGTERM stopped the run"
+    assert report.exit_code == 143
+    assert not any("pg-dump" in t for t in trips(oracle))
+    assert trips(oracle)[-1] == ["list-backups", "append-file", "unlock-if-mine"]
