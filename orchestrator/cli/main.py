@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from orchestrator import __version__
-from orchestrator.cli import deploy, project, secrets
+from orchestrator.cli import backup, deploy, project, secrets
 from orchestrator.cli.common import Context
 
 
@@ -40,7 +40,7 @@ def _attach() -> None:
     from orchestrator.lab.cli import lab
     from orchestrator.preflight.cli import preflight, schedule
 
-    for command in (*deploy.COMMANDS, *project.COMMANDS, *secrets.COMMANDS, lab, preflight, schedule, verify):
+    for command in (*deploy.COMMANDS, *project.COMMANDS, *secrets.COMMANDS, *backup.COMMANDS, lab, preflight, schedule, verify):
         main.add_command(command)
 
 

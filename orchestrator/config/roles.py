@@ -9,6 +9,11 @@ default (an int default makes an int setting, `port`/`*_port` a port) or explici
 `settings:` (type, range, allowed values) — see `config/settings.py`. Anything else set on
 one of its instances is a typo and an error.
 
+A role whose service holds state declares how it is backed up (`backup:`, see
+`BackupSpec` and docs/backup.md): the method (the service's own supported way) and its
+parameters; every such role also gets the retention settings (`BACKUP_SETTINGS`), so
+the inventory sets `backup_keep`, `backup_max_age`, ... like any other setting.
+
 Loading checks what the role could get wrong on a node: template paths stay inside the
 role directory and the release, env names are names, and no secret is expanded into a
 command line (`ps` on the node would show it): a program gets a secret through its
@@ -140,6 +145,81 @@ class ResourcesSpec(Model):
     disk_gb: float = Field(1.0, ge=0, le=1_000_000)
 
 
+# ---------------------------------------------------------------- backups
+
+BackupMethod = Literal["pg_dump", "redis-rdb", "qdrant-snapshot", "vault-file"]
+
+
+class _BackupBase(Model):
+    """What every backup declares; values may be templates (`"{{ backup_keep }}"`), checked
+    after rendering (orchestrator/backup/plan.py)."""
+
+    enabled: Templated | bool = "{{ backup_enabled }}"
+    keep: Templated | None = "{{ backup_keep }}"           # how many to keep (the newest is always kept)
+    keep_for: Templated | None = "{{ backup_keep_for }}"   # and/or for how long (7d, 36h)
+    max_age: Templated = "{{ backup_max_age }}"            # older than this = stale (preflight, alert)
+    copy_to: Templated | None = "{{ backup_copy_to }}"     # another node that keeps a copy
+    stop_dependents: bool = True                           # a restore stops what depends_on it
+    dependents: list[Templated] = []                       # ... and these services too
+    contains_secrets: bool = False                         # only checksums in output, never file names
+
+
+class PgDumpBackup(_BackupBase):
+    """A plain `pg_dump --create` of each database and `pg_dumpall --globals-only`, in the
+    running container; restored by dropping the database and replaying its dump with psql."""
+
+    method: Literal["pg_dump"]
+    user: Templated
+    databases: list[Templated] = Field(min_length=1)
+
+
+class RedisRdbBackup(_BackupBase):
+    """`BGSAVE`, then the RDB file it wrote; restored as the RDB file and as the AOF base."""
+
+    method: Literal["redis-rdb"]
+    data_dir: Line = "/data"
+    rdb_file: Line = "dump.rdb"
+    aof_dir: Line = "appendonlydir"
+    aof_file: Line = "appendonly.aof"
+
+
+class QdrantSnapshotBackup(_BackupBase):
+    """Qdrant's snapshot API, one snapshot per collection; restored with `snapshots/recover`."""
+
+    method: Literal["qdrant-snapshot"]
+    port: Templated
+    scheme: Templated = "http"
+    snapshots_dir: Line = "/qdrant/snapshots"
+
+
+class VaultFileBackup(_BackupBase):
+    """A copy of the file storage backend's directory taken while the container is frozen."""
+
+    method: Literal["vault-file"]
+    storage_dir: Line = "/vault/file"
+    contains_secrets: bool = True
+
+
+BackupSpec = Annotated[PgDumpBackup | RedisRdbBackup | QdrantSnapshotBackup | VaultFileBackup,
+                       Field(discriminator="method")]
+
+_DURATION_TEXT = r"(?:[0-9]{1,6}[smhd]){1,4}"
+BACKUP_SETTINGS: dict[str, SettingSpec] = {
+    "backup_enabled": SettingSpec(type="bool", description="back this service up (swarm backup)"),
+    "backup_keep": SettingSpec(type="int", min=1, max=10000, nullable=True,
+                               description="how many backups to keep on the node (null: by age only)"),
+    "backup_keep_for": SettingSpec(type="string", pattern=_DURATION_TEXT, nullable=True,
+                                   description="delete backups older than this (7d, 36h; null: by count only)"),
+    "backup_max_age": SettingSpec(type="string", pattern=_DURATION_TEXT,
+                                  description="a newest backup older than this is stale (preflight, alert)"),
+    "backup_copy_to": SettingSpec(type="string", pattern=r"|[a-z0-9][a-z0-9_-]{0,62}",
+                                  description="another node that keeps a copy of each backup"),
+}
+"""Settings of every role with a `backup:` block (docs/backup.md), like ENGINE_SETTINGS."""
+BACKUP_DEFAULTS: dict[str, Any] = {"backup_enabled": True, "backup_keep": 7, "backup_keep_for": None,
+                                   "backup_max_age": "26h", "backup_copy_to": ""}
+
+
 class RoleSpec(Model):
     description: str = ""
     image: ImageSpec
@@ -168,6 +248,7 @@ class RoleSpec(Model):
     consul: ConsulSpec | None = None
     templates: list[TemplateSpec] = []
     depends_on: list[str] = []
+    backup: BackupSpec | None = None
 
     @field_validator("user")
     @classmethod
@@ -226,7 +307,7 @@ def load_role(roles_dir: Path, name: str) -> Role:
     if not file.is_file():
         raise InputError(f"no role named {name!r} in {roles_dir} (known: {', '.join(known_roles(roles_dir))})")
     doc = load_yaml(file, what="role")
-    spec = validate(RoleSpec, doc, "role")
+    spec = _with_backup_settings(validate(RoleSpec, doc, "role"))
     role = Role(name=name, dir=role_dir, spec=spec, doc=doc)
     if spec.user is None and not spec.root_reason:
         raise InputError(
@@ -237,6 +318,14 @@ def load_role(roles_dir: Path, name: str) -> Role:
     _check_settings(role)
     _check_secret_arguments(role)
     return role
+
+
+def _with_backup_settings(spec: RoleSpec) -> RoleSpec:
+    """A role with a backup gets the retention settings; its own defaults and settings win."""
+    if spec.backup is None:
+        return spec
+    return spec.model_copy(update={"defaults": {**BACKUP_DEFAULTS, **spec.defaults},
+                                   "settings": {**BACKUP_SETTINGS, **spec.settings}})
 
 
 def _check_templates(role: Role) -> None:

@@ -208,10 +208,22 @@ def python_entries() -> list[Entry]:
     return list(entries.values())
 
 
+VAULT_UID, VAULT_GID = 100, 1000  # the `vault` user of the real hashicorp/vault image
+
+
 def standin_entries() -> list[Entry]:
-    """The stand-in scripts, consul.py and vault.py included when present."""
-    return [oci.host_file(f"{STANDIN_ROOT}/{p.name}", p, 0o644)
-            for p in sorted(STANDIN_DIR.glob("*.py")) if p.name != "__init__.py"]
+    """The stand-in scripts, consul.py and vault.py included when present, and Vault's data
+    directories owned by the vault user as the real image makes them (`mkdir -p /vault/file
+    /vault/logs && chown -R vault:vault /vault`): a named volume mounted on /vault/file starts
+    with that owner, so the stand-in, running as 100:1000, can persist its storage there (a
+    root-owned volume kept it in memory only, lost on restart). In this shared layer because
+    the catalog (images.py) is not this change's; an empty /vault is harmless elsewhere."""
+    scripts = [oci.host_file(f"{STANDIN_ROOT}/{p.name}", p, 0o644)
+               for p in sorted(STANDIN_DIR.glob("*.py")) if p.name != "__init__.py"]
+    vault = [oci.dir_entry("/vault", 0o755, VAULT_UID, VAULT_GID),
+             oci.dir_entry("/vault/file", 0o755, VAULT_UID, VAULT_GID),
+             oci.dir_entry("/vault/logs", 0o755, VAULT_UID, VAULT_GID)]
+    return scripts + vault
 
 
 def has_standin(name: str) -> bool:
@@ -232,7 +244,7 @@ def haproxy_entries() -> list[Entry]:
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_LIB = Path("/usr/lib/postgresql/15/lib")
 PG_SHARE = Path("/usr/share/postgresql/15")
-PG_PROGRAMS = ("postgres", "initdb", "pg_ctl", "psql", "pg_isready")
+PG_PROGRAMS = ("postgres", "initdb", "pg_ctl", "psql", "pg_isready", "pg_dump", "pg_dumpall", "pg_restore")
 _PG_LIB_SKIP = ("llvmjit",)  # the JIT drags in libLLVM (~100 MB); jit is off without it
 ZONEINFO = Path("/usr/share/zoneinfo")
 LOCALE_C_UTF8 = Path("/usr/lib/locale/C.utf8")
@@ -243,7 +255,8 @@ def _tree_files(root: Path) -> list[Path]:
 
 
 def postgres_entries() -> list[Entry]:
-    """Debian's PostgreSQL 15: server, initdb, pg_ctl, psql, pg_isready, lib/ and share/."""
+    """Debian's PostgreSQL 15: server, initdb, pg_ctl, psql, pg_isready, the dump and restore
+    programs (pg_dump, pg_dumpall, pg_restore, as in the real image), lib/ and share/."""
     libs = [p for p in sorted(PG_LIB.glob("*.so")) if not p.name.startswith(_PG_LIB_SKIP)]
     entries = binary_entries([PG_BIN / name for name in PG_PROGRAMS] + libs)
     entries += [oci.host_file(str(p), p) for p in _tree_files(PG_SHARE)]

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.backup.model import id_time, show_span
 from orchestrator.clients.images import arch_from_uname, parse_platform
 from orchestrator.clients.registry import ImageIndex, format_platforms
 from orchestrator.commands import StepResult
@@ -424,6 +425,42 @@ def _protected_missing(node: Node, svc: Service, facts: NodeFacts) -> CheckResul
         hint=f"if {svc.name} already exists elsewhere on {node.name}, stop now: it must publish "
         "the same port to be adopted",
     )
+
+
+# --- backups -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackupWant:
+    """A stateful service on a node and how old its newest backup may be (backup_max_age)."""
+
+    service: str
+    max_age_s: float
+
+
+def check_backup(node: str, want: BackupWant, facts: NodeFacts) -> CheckResult:
+    """Warn when a deployed stateful service has no backup younger than its maximum age."""
+    subject, limit = want.service, show_span(want.max_age_s)
+    hint = (f"run `swarm backup --service {want.service}`, and schedule it: "
+            "`swarm schedule install --backup`")
+    if want.service not in facts.applied:
+        return result("backup", subject, node, "pass", f"{want.service} is not deployed yet: nothing to back up")
+    if facts.backups is None:
+        return result("backup", subject, node, "warn",
+                      f"could not read the backups of {want.service}: {facts.backup_error or 'no answer'}")
+    newest = facts.backups.get(want.service)
+    if newest is None:
+        return result("backup", subject, node, "warn",
+                      f"{want.service} has no backup on {node} (it should have one younger than {limit})",
+                      hint=hint)
+    age = max(0.0, (facts.backup_clock or id_time(newest)) - id_time(newest))
+    shown = show_span(age - age % 60) if age >= 60 else f"{age:.0f}s"
+    if age > want.max_age_s:
+        return result("backup", subject, node, "warn",
+                      f"the newest backup of {want.service} ({newest}) is {shown} old, older than its "
+                      f"backup_max_age {limit}", hint=hint)
+    return result("backup", subject, node, "pass",
+                  f"newest backup {newest}, {shown} old (backup_max_age {limit})")
 
 
 # --- secrets ---------------------------------------------------------------------------------------

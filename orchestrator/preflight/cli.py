@@ -5,7 +5,8 @@ JSON, JUnit or Prometheus, prints it or replaces `--out` atomically, and exits 0
 every check passed, 1 when one failed (or warned, with `--strict`), 2 on bad input.
 With `--every 15m` it keeps running until SIGTERM/SIGINT, rewriting `--out` each time.
 `schedule install/remove` write or delete the systemd service + timer pair that runs
-`swarm preflight --output prometheus --out FILE` on a schedule.
+`swarm preflight --output prometheus --out FILE` on a schedule — or, with `--backup`,
+`swarm backup --metrics FILE` (daily unless told otherwise; docs/backup.md).
 """
 
 from __future__ import annotations
@@ -119,6 +120,13 @@ def default_out(scope: sched.Scope) -> Path:
     return Path.home() / ".local/state/swarm/preflight.prom"
 
 
+def default_backup_out(scope: sched.Scope) -> Path:
+    """Where the backup timer's gauges go (beside preflight's)."""
+    if scope == "system":
+        return Path("/var/lib/prometheus/node-exporter/swarm_backup.prom")
+    return Path.home() / ".local/state/swarm/backup.prom"
+
+
 def swarm_program() -> list[str]:
     """An absolute command line that runs swarm without the caller's PATH."""
     found = shutil.which("swarm")
@@ -139,10 +147,12 @@ def _project_args(ctx: Context) -> list[str]:
 
 @click.group("schedule")
 def schedule() -> None:
-    """Run preflight on a schedule with a systemd service + timer (user or system)."""
+    """Run preflight (or, with --backup, the backups) on a schedule with a systemd service + timer."""
 
 
 @schedule.command("install")
+@click.option("--backup", is_flag=True,
+              help="the backup timer instead: `swarm backup --metrics FILE`, daily unless --every/--on-calendar")
 @click.option("--every", metavar="DURATION", help="run every DURATION (e.g. 15m)")
 @click.option("--on-calendar", metavar="EXPR", help='or on a systemd calendar ("hourly")')
 @click.option("--user", "scope", flag_value="user", default=True, help="user units (default)")
@@ -151,41 +161,51 @@ def schedule() -> None:
               help="Prometheus text file the timer writes")
 @phase_option
 @click.option("--limit", help="only these nodes or groups")
-@click.option("--name", default=sched.DEFAULT_NAME, show_default=True, help="unit name")
+@click.option("--name", help=f"unit name (default {sched.DEFAULT_NAME}, or {sched.BACKUP_NAME} with --backup)")
 @click.option("--enable", is_flag=True, help="also run systemctl daemon-reload + enable --now")
 @click.option("--unit-dir", type=click.Path(path_type=Path, file_okay=False), hidden=True)
 @project_options
 @pass_ctx
 @handle_errors
-def schedule_install(ctx: Context, every: str | None, on_calendar: str | None, scope: str,
-                     out: Path | None, phase: str | None, limit: str | None, name: str,
+def schedule_install(ctx: Context, backup: bool, every: str | None, on_calendar: str | None, scope: str,
+                     out: Path | None, phase: str | None, limit: str | None, name: str | None,
                      enable: bool, unit_dir: Path | None) -> None:
-    """Write the service + timer that run `swarm preflight --output prometheus --out FILE`."""
+    """Write the service + timer that run `swarm preflight --output prometheus --out FILE`
+    (with --backup: `swarm backup --metrics FILE`)."""
     level = _scope(scope)
+    name = name or (sched.BACKUP_NAME if backup else sched.DEFAULT_NAME)
     if every is None and on_calendar is None:
-        every = "15m"
+        every, on_calendar = (None, "daily") if backup else ("15m", None)
     when = sched.Schedule(every=every, on_calendar=on_calendar)
-    target = (out or default_out(level)).expanduser().resolve()
+    target = (out or (default_backup_out(level) if backup else default_out(level))).expanduser().resolve()
     args = _project_args(ctx) + _filters(phase, limit)
-    argv = sched.preflight_argv(swarm_program(), target, args)
-    units = sched.render_units(argv, when, level, name=name, working_directory=ctx.root.resolve())
+    if backup:
+        argv = sched.backup_argv(swarm_program(), target, args)
+        units = sched.render_units(argv, when, level, name=name, working_directory=ctx.root.resolve(),
+                                   timeout="6h", description="swarm backups", success_codes=())
+    else:
+        argv = sched.preflight_argv(swarm_program(), target, args)
+        units = sched.render_units(argv, when, level, name=name, working_directory=ctx.root.resolve())
     _make_parent(target)
     for path in sched.install(units, level, unit_dir):
         click.echo(f"wrote {path}")
     _systemctl(sched.enable_commands(name, level), run=enable)
-    click.echo(f"{name}.timer runs preflight {when.describe()}; results in {target}")
+    what = "the backups" if backup else "preflight"
+    click.echo(f"{name}.timer runs {what} {when.describe()}; results in {target}")
 
 
 @schedule.command("remove")
+@click.option("--backup", is_flag=True, help="the backup timer's units")
 @click.option("--user", "scope", flag_value="user", default=True)
 @click.option("--system", "scope", flag_value="system")
-@click.option("--name", default=sched.DEFAULT_NAME, show_default=True)
+@click.option("--name", help=f"unit name (default {sched.DEFAULT_NAME}, or {sched.BACKUP_NAME} with --backup)")
 @click.option("--disable", is_flag=True, help="first run systemctl disable --now")
 @click.option("--unit-dir", type=click.Path(path_type=Path, file_okay=False), hidden=True)
 @handle_errors
-def schedule_remove(scope: str, name: str, disable: bool, unit_dir: Path | None) -> None:
-    """Remove the preflight service + timer files."""
+def schedule_remove(backup: bool, scope: str, name: str | None, disable: bool, unit_dir: Path | None) -> None:
+    """Remove the preflight (or --backup) service + timer files."""
     level = _scope(scope)
+    name = name or (sched.BACKUP_NAME if backup else sched.DEFAULT_NAME)
     _systemctl(sched.disable_commands(name, level), run=disable)
     removed = sched.remove(name, level, unit_dir)
     for path in removed:

@@ -2,9 +2,10 @@
 
 `probe_script(request)` batches every read-only question preflight asks a node — its
 architecture, docker/compose versions, the engine's runtimes and data root, free disk,
-listening ports, containers, the current release, nvidia-smi, and TCP connects to the
-ports of the other nodes it depends on — into one `Script` (one SSH round trip per
-node). `parse_facts` splits the answer back into a frozen `NodeFacts`; every field is
+listening ports, containers, the current release, nvidia-smi, TCP connects to the
+ports of the other nodes it depends on, and the id of each stateful service's newest
+backup — into one `Script` (one SSH round trip per node).
+`parse_facts` splits the answer back into a frozen `NodeFacts`; every field is
 None (with the command's error kept) when that part could not be read, so the checks
 can say exactly what failed instead of the first exception winning.
 """
@@ -20,6 +21,7 @@ from typing import Any
 
 from orchestrator import commands as cmd
 from orchestrator.commands import Command, DiskFree, Script, StepResult
+from orchestrator.commands import backup as backup_cmd
 from orchestrator.errors import RuntimeFailure
 from orchestrator.facts.containers import parse_containers
 from orchestrator.facts.gpu import NVIDIA_SMI_QUERY, GpuReading, parse_nvidia_smi
@@ -91,6 +93,7 @@ class FactsRequest:
     gpus: bool = False
     targets: tuple[str, ...] = ()  # "address:port"
     smokes: tuple[Smoke, ...] = ()
+    backups: tuple[str, ...] = ()  # stateful services: the newest backup of each (docs/backup.md)
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,9 @@ class NodeFacts:
     probes: dict[str, Probe] = field(default_factory=dict)
     probe_error: str | None = None
     smokes: dict[str, StepResult] = field(default_factory=dict)
+    backups: dict[str, str | None] | None = None   # service -> its newest backup id; None: unread
+    backup_clock: float | None = None              # the node's clock when it looked
+    backup_error: str | None = None
 
     @property
     def applied(self) -> dict[str, str]:
@@ -149,6 +155,8 @@ def probe_script(request: FactsRequest) -> Script:
         steps.append(Command(NVIDIA_SMI_QUERY, mutates=False))
     if request.targets:
         steps.append(cmd.read_only("sh", "-c", _TCP_PROBES, "sh", *request.targets))
+    if request.backups:
+        steps.append(backup_cmd.newest_backups(request.deploy_root, request.backups))
     steps.extend(s.to_command() for s in request.smokes)
     return Script.of(*steps, stop_on_error=False)
 
@@ -161,10 +169,12 @@ def parse_facts(request: FactsRequest, steps: Sequence[StepResult], node: str) -
     rest = list(steps[len(_STEPS_FIXED) :])
     gpu_step = rest.pop(0) if request.gpus else None
     probe_step = rest.pop(0) if request.targets else None
+    backup_step = rest.pop(0) if request.backups else None
     client, server, docker_error = _docker_versions(by["docker_version"])
     info = _json_object(by["docker_info"].stdout) if by["docker_info"].ok else {}
     gpus, gpu_error = _gpus(gpu_step)
     probes, probe_error = _probes(probe_step)
+    backups, clock, backup_error = _backups(backup_step)
     return NodeFacts(
         arch=by["uname"].stdout.strip() or None if by["uname"].ok else None,
         docker_client=client,
@@ -186,6 +196,9 @@ def parse_facts(request: FactsRequest, steps: Sequence[StepResult], node: str) -
         probes=probes,
         probe_error=probe_error,
         smokes={s.image: r for s, r in zip(request.smokes, rest, strict=False)},
+        backups=backups,
+        backup_clock=clock,
+        backup_error=backup_error,
     )
 
 
@@ -268,6 +281,23 @@ def _probes(step: StepResult | None) -> tuple[dict[str, Probe], str | None]:
     if not probes and not step.ok:
         return {}, _err(step)
     return probes, None
+
+
+def _backups(step: StepResult | None) -> tuple[dict[str, str | None] | None, float | None, str | None]:
+    """`newest_backups`: `now EPOCH`, then `service id` or `service -` per service."""
+    if step is None:
+        return None, None, None
+    if not step.ok:
+        return None, None, _err(step)
+    found: dict[str, str | None] = {}
+    clock: float | None = None
+    for line in step.stdout.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key == "now" and value.isdigit():
+            clock = float(value)
+        elif key:
+            found[key] = value if backup_cmd.BACKUP_ID.fullmatch(value) else None
+    return found, clock, None
 
 
 def parse_probe_line(line: str) -> Probe | None:

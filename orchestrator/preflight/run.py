@@ -199,7 +199,16 @@ def _request(project: Project, scope: Scope, node: Node, deps: Sequence[checks.D
     return FactsRequest(
         deploy_root=node.deploy_root, gpus=bool(node.gpus), targets=targets,
         smokes=_smokes(project, mine) if smoke else (),
+        backups=tuple(w.service for w in backup_wants(project, mine)),
     )
+
+
+def backup_wants(project: Project, services: Sequence[Service]) -> list[checks.BackupWant]:
+    """The stateful services among `services` (a role's `backup:`), with their maximum age."""
+    from orchestrator.backup.plan import target_for
+
+    found = (target_for(project, s) for s in services)
+    return [checks.BackupWant(t.service, t.max_age) for t in found if t is not None]
 
 
 def _smokes(project: Project, services: Sequence[Service]) -> tuple[Smoke, ...]:
@@ -318,6 +327,7 @@ def _node_results(
     out += checks.check_ports(node, mine, facts)
     out += [checks.check_protected(node, s, facts, probes.get(s.name, [])) for s in mine if s.protected]
     out += checks.check_network(node.name, [d for d in deps if d.source.node == node.name], facts)
+    out += [checks.check_backup(node.name, w, facts) for w in backup_wants(project, mine)]
     return out
 
 

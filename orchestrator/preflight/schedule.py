@@ -1,4 +1,4 @@
-"""Scheduled preflight: systemd service + timer units, and an in-process loop.
+"""Scheduled preflight (and backups): systemd service + timer units, and an in-process loop.
 
 `swarm schedule install` renders a oneshot service that runs `swarm preflight --output
 prometheus --out FILE ...` and a timer that starts it every interval (`15m` ->
@@ -6,6 +6,8 @@ prometheus --out FILE ...` and a timer that starts it every interval (`15m` ->
 systemd (`~/.config/systemd/user`) or the system's (`/etc/systemd/system`). Rendering is
 pure; `install` / `remove` only write or delete the two files, and the `systemctl`
 commands to (de)activate them are returned as argv tuples for the caller to run.
+`swarm schedule install --backup` renders the same pair for `swarm backup --metrics FILE`
+(`swarm-backup`, daily by default: docs/backup.md).
 
 `swarm preflight --every 15m` instead stays in the foreground: `run_every` runs the
 checks, writes each result atomically, and returns cleanly once SIGTERM/SIGINT arrives
@@ -32,6 +34,7 @@ from orchestrator.preflight.report import write_atomic
 Scope = Literal["user", "system"]
 SCOPES: tuple[Scope, ...] = ("user", "system")
 DEFAULT_NAME = "swarm-preflight"
+BACKUP_NAME = "swarm-backup"
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 MAX_INTERVAL_S = 366 * 86400
 
@@ -160,6 +163,11 @@ def preflight_argv(program: Sequence[str], out: Path, args: Sequence[str] = ()) 
     return (*program, "preflight", "--output", "prometheus", "--out", str(out), *args)
 
 
+def backup_argv(program: Sequence[str], out: Path, args: Sequence[str] = ()) -> tuple[str, ...]:
+    """`<program> backup --metrics <out> <args...>`: the backup gauges for the textfile collector."""
+    return (*program, "backup", "--metrics", str(out), *args)
+
+
 def render_units(
     argv: Sequence[str],
     schedule: Schedule,
@@ -169,6 +177,8 @@ def render_units(
     working_directory: Path | None = None,
     user: str | None = None,
     timeout: str = "30m",
+    description: str = "swarm preflight checks",
+    success_codes: Sequence[int] = (1,),
 ) -> Units:
     """The service and timer that run `argv` on `schedule`; `argv[0]` must be absolute."""
     _check_name(name)
@@ -178,8 +188,8 @@ def render_units(
             f"program {argv[0] if argv else ''!r} must be an absolute path",
             hint="systemd runs the unit without your PATH; give the full path to swarm",
         )
-    service = _render_service(argv, scope, working_directory, user, timeout)
-    return Units(name, service, _render_timer(name, schedule))
+    service = _render_service(argv, scope, working_directory, user, timeout, description, success_codes)
+    return Units(name, service, _render_timer(name, schedule, description))
 
 
 def _render_service(
@@ -188,19 +198,22 @@ def _render_service(
     working_directory: Path | None,
     user: str | None,
     timeout: str,
+    description: str = "swarm preflight checks",
+    success_codes: Sequence[int] = (1,),
 ) -> str:
-    unit = ["[Unit]", "Description=swarm preflight checks"]
+    unit = ["[Unit]", f"Description={_unit_text(description, 'description')}"]
     if scope == "system":
         unit += ["Wants=network-online.target", "After=network-online.target"]
     service = [
         "[Service]",
         "Type=oneshot",
         "ExecStart=" + _exec_line(argv),
-        # Exit 1 means "a check failed": a result, published in the metrics, not a unit
-        # failure. Exit 2 (bad input) and crashes still fail the unit.
-        "SuccessExitStatus=1",
         f"TimeoutStartSec={systemd_timespan(parse_duration(timeout))}",
     ]
+    if success_codes:
+        # preflight: exit 1 means "a check failed": a result, published in the metrics, not a
+        # unit failure. Exit 2 (bad input) and crashes still fail the unit.
+        service.insert(3, "SuccessExitStatus=" + " ".join(str(c) for c in success_codes))
     if working_directory is not None:
         if not working_directory.is_absolute():
             raise InputError(f"working directory {working_directory} must be absolute")
@@ -214,10 +227,10 @@ def _render_service(
     return "\n".join([*unit, "", *service]) + "\n"
 
 
-def _render_timer(name: str, schedule: Schedule) -> str:
+def _render_timer(name: str, schedule: Schedule, description: str = "swarm preflight checks") -> str:
     lines = [
         "[Unit]",
-        f"Description=Run swarm preflight {_unit_text(schedule.describe(), 'schedule')}",
+        f"Description=Run {_unit_text(description, 'description')} {_unit_text(schedule.describe(), 'schedule')}",
         "",
         "[Timer]",
         *schedule.timer_lines(),

@@ -132,3 +132,24 @@ def test_schedule_install_writes_units_systemd_accepts_and_remove_deletes_them(
     assert code == 0 and not list(units.iterdir())
     assert invoke(REPO, "schedule", "install", "--every", "15m", "--on-calendar", "daily",
                   "--unit-dir", str(units))[0] == 2
+
+
+def test_schedule_install_backup_writes_a_daily_backup_timer_systemd_accepts(tmp_path: Path) -> None:
+    units = tmp_path / "units"
+    out = tmp_path / "textfile" / "swarm_backup.prom"
+    code, text = invoke(REPO, "schedule", "install", "--backup", "--out", str(out), "--limit", "oracle",
+                        "--unit-dir", str(units))
+    assert code == 0, text
+    service = (units / "swarm-backup.service").read_text()
+    timer = (units / "swarm-backup.timer").read_text()
+    assert f"backup --metrics {out}" in service and "--limit oracle" in service
+    assert "SuccessExitStatus" not in service  # a failed backup fails the unit (and BackupFailing fires)
+    assert "TimeoutStartSec=6h" in service and "OnCalendar=daily" in timer
+    assert "swarm-backup.timer runs the backups" in text and out.parent.is_dir()
+    if shutil.which("systemd-analyze"):
+        verify = subprocess.run(["systemd-analyze", "verify", str(units / "swarm-backup.timer"),
+                                 str(units / "swarm-backup.service")],
+                                capture_output=True, text=True, env={**os.environ, "SYSTEMD_LOG_LEVEL": "err"})
+        assert verify.returncode == 0, verify.stderr
+    code, text = invoke(REPO, "schedule", "remove", "--backup", "--unit-dir", str(units))
+    assert code == 0 and not list(units.iterdir())
