@@ -106,7 +106,7 @@ def answer(model: str, text: str) -> str:
 
 
 def last_user_text(messages: list[dict[str, Any]]) -> str:
-    last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    last: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
     return str(last.get("content", ""))
 
 
