@@ -1,6 +1,7 @@
 # swarm — the two commands are `make demo` (lab + reference fleet) and `make test`.
 PY ?= python3
 PYTEST_ARGS ?=
+EXAMPLE ?=
 
 .PHONY: setup test unit integration lint typecheck render-check demo lab-down bench
 
@@ -29,9 +30,15 @@ typecheck: setup
 render-check: setup
 	$(PY) -m orchestrator.cli render --check
 
-## Bring the local lab up and deploy the reference fleet to it, phase by phase.
+## Bring the local lab up and deploy the reference fleet to it, phase by phase;
+## `make demo EXAMPLE=vllm-server` (or litellm-saas, litellm-tailnet-ollama, gateway): a lab
+## in that example's shape, the example deployed, then `swarm verify` (exit 0 only if it passes).
 demo: setup
+ifeq ($(strip $(EXAMPLE)),)
 	./scripts/demo.sh
+else
+	PY=$(PY) ./scripts/demo-example.sh $(EXAMPLE)
+endif
 
 lab-down:
 	$(PY) -m orchestrator.cli lab down
