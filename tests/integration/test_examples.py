@@ -186,21 +186,13 @@ def test_saas_verify(saas: api.Lab) -> None:
     verify_passes(saas, "litellm-saas")
 
 
-def test_saas_litellm_needs_the_master_key_and_counts_requests(saas: api.Lab) -> None:
+def test_saas_litellm_needs_the_master_key(saas: api.Lab) -> None:
     master = env_values("litellm-saas")["LITELLM_MASTER_KEY"]
     assert saas_chat(saas, "hello", None).status_code == 401
     assert saas_chat(saas, "hello", "sk-wrong").status_code == 401
-
-    def counted() -> float:
-        with client() as http:
-            text = http.get(f"http://{saas.nodes['saas']}:4000/metrics").text
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("litellm_proxy_total_requests_metric_total{"))
-
-    before = counted()
-    answer = saas_chat(saas, f"count me {uuid.uuid4().hex}", master)
+    answer = saas_chat(saas, f"hello {uuid.uuid4().hex}", master)
     assert answer.status_code == 200, answer.text
-    wait_for(lambda: counted() > before, 20, "the request in LiteLLM's request counter")
+    assert f"{saas.nodes['saas']}:8001" in answer.headers["x-litellm-model-api-base"]  # the stack's model
 
 
 def test_saas_repeated_request_comes_from_redis(saas: api.Lab) -> None:
@@ -266,9 +258,6 @@ def test_tailnet_per_client_keys(tailnet: api.Lab) -> None:
     assert front_door_chat(tailnet, "llama3", "sk-client-unknown").status_code == 401
     for key in CLIENT_KEYS.values():
         assert front_door_chat(tailnet, "llama3", key).status_code == 200
-    with client() as http:
-        metrics = http.get(f"http://{tailnet.nodes['proxy']}:4000/metrics").text
-    assert 'api_key_alias="acme"' in metrics and 'api_key_alias="globex"' in metrics  # per client
 
 
 def test_tailnet_allowlist_turns_other_lab_addresses_away(tailnet: api.Lab) -> None:
@@ -299,6 +288,21 @@ def test_tailnet_preflight_checks_ollama_reach_and_exposure(tailnet: api.Lab) ->
     by_node = {r["node"]: r for r in exposure}
     assert by_node["hab"]["status"] == "warn" and "8089" in by_node["hab"]["message"]
     assert by_node["hugo"]["status"] == "pass"
+
+
+def test_tailnet_a_revoked_client_key_stops_working(tailnet: api.Lab, tmp_path: Path) -> None:
+    import yaml
+
+    data = yaml.safe_load(tailnet.inventory_path.read_text())
+    del data["nodes"]["proxy"]["services"]["litellm"]["client_keys"]["globex"]
+    revoked = tmp_path / "inventory.yml"
+    revoked.write_text(yaml.safe_dump(data, sort_keys=False))
+    env = {**os.environ, "SWARM_STATE_DIR": str(tailnet.paths.root / "state")}
+    ok(subprocess.run([sys.executable, "-m", "orchestrator.cli", "--project",
+                       str(EXAMPLES / "litellm-tailnet-ollama"), "-i", str(revoked), "deploy", "--phase", "3"],
+                      capture_output=True, text=True, env=env, timeout=900, cwd=REPO))
+    assert front_door_chat(tailnet, "llama3", CLIENT_KEYS["globex"]).status_code == 401
+    assert front_door_chat(tailnet, "llama3", CLIENT_KEYS["acme"]).status_code == 200
 
 
 # ================================================================ gateway

@@ -1,9 +1,11 @@
 """Per-client API keys for LiteLLM backup-router without its database. Rendered by swarm.
 
 LiteLLM's custom auth hook (general_settings.custom_auth) calls `user_api_key_auth` for
-every request that is not a public route. It admits the master key (an admin, as LiteLLM
-itself would) and each client whose key hashes (SHA-256) to an entry of client_keys.json;
-anything else is refused (401). Only hashes are on disk: the keys stay with the clients.
+every request, before LiteLLM looks at its public routes, so the public routes of
+config.yaml (health, metrics) are let through here. It admits the master key (an admin, as
+LiteLLM itself would) and each client whose key hashes (SHA-256) to an entry of
+client_keys.json; anything else is refused (401). Only hashes are on disk: the keys stay
+with the clients.
 """
 
 import hashlib
@@ -16,6 +18,7 @@ from fastapi import Request
 from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
 
 _CLIENTS = json.loads((Path(__file__).parent / "client_keys.json").read_text())
+_PUBLIC = frozenset(["/health/liveliness", "/health/readiness", "/metrics"])
 
 
 def _refuse(message: str) -> ProxyException:
@@ -23,6 +26,8 @@ def _refuse(message: str) -> ProxyException:
 
 
 async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
+    if request.url.path in _PUBLIC:
+        return UserAPIKeyAuth(user_role=LitellmUserRoles.INTERNAL_USER_VIEW_ONLY)
     key = api_key or ""
     master = os.environ.get("LITELLM_MASTER_KEY", "")
     if master and hmac.compare_digest(key, master):
