@@ -41,7 +41,8 @@ def env_values(name: str) -> dict[str, str]:
 
 def swarm(lab: api.Lab, name: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SWARM_STATE_DIR": str(lab.paths.root / "state")}
-    argv = [sys.executable, "-m", "orchestrator.cli", "--project", str(EXAMPLES / name),
+    root = REPO if name == "reference" else EXAMPLES / name
+    argv = [sys.executable, "-m", "orchestrator.cli", "--project", str(root),
             "-i", str(lab.inventory_path), *args]
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO)
 
@@ -93,6 +94,33 @@ def deploy_example(name: str) -> api.Lab:
 def verify_passes(lab: api.Lab, name: str) -> None:
     result = swarm(lab, name, "verify")
     assert result.returncode == 0, f"swarm verify of {name}:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
+
+
+# ================================================================ the reference fleet's phase 5
+
+
+@pytest.fixture(scope="module")
+def with_overflow(reference_lab_after: None) -> Iterator[api.Lab]:
+    """The reference fleet on four nodes: overflow is a lab node, so optional phase 5 runs."""
+    lab = api.up(["oracle", "starlord", "thanos", "overflow"])
+    run = lambda *args: ok(swarm(lab, "reference", *args))  # noqa: E731
+    run("deploy", "--phase", "1")
+    run("vault", "init", "--key-file", str(lab.paths.root / "vault-keys.json"))
+    run("secrets", "push", "--env-file", str(EXAMPLES / "lab-secrets.env"))
+    run("deploy")  # every phase in order, 5 included
+    yield lab
+
+
+def test_phase_5_runs_on_the_fourth_node(with_overflow: api.Lab) -> None:
+    overflow = with_overflow.nodes["overflow"]
+    with client() as http:
+        assert http.get(f"http://{overflow}:4000/health/liveliness").status_code == 200  # backup-router
+        assert http.get(f"http://{overflow}:3002/api/health").status_code == 200        # analytics
+        assert http.get(f"http://{overflow}:8001/").status_code == 200                   # research-worker
+    pong = node_sh(with_overflow, "overflow", "docker", "exec", "swarm-overflow-redis-cache-1",
+                   "redis-cli", "ping")
+    assert pong.strip() == "PONG"
+    ok(swarm(with_overflow, "reference", "verify", "--phase", "5"))
 
 
 # ================================================================ vllm-server
