@@ -194,6 +194,27 @@ def test_vllm_server_caches_survive_a_new_container(vllm_server: api.Lab) -> Non
     assert out.split() == ["weights", "graphs"]
 
 
+def test_init_probe_reads_the_machines_over_ssh(vllm_server: api.Lab, tmp_path: Path) -> None:
+    """`swarm init --probe` against the lab's machines: arch, RAM and the GPU come from the
+    machines themselves (one read-only command each), and the project plans at once."""
+    target = tmp_path / "mine"
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "init", str(target), "--example", "vllm-server", "--probe",
+         "--node", f"box@{vllm_server.nodes['model-server']}",
+         "--ssh-key", str(vllm_server.key_path), "--known-hosts", str(vllm_server.known_hosts_path)],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    import yaml
+
+    nodes = yaml.safe_load((target / "inventory/swarm.yml").read_text())["nodes"]
+    assert nodes["box"]["gpus"] == [{"model": "NVIDIA RTX A4000", "vram_mib": 16376}]  # its nvidia-smi
+    assert nodes["box"]["ram_gb"] > 0 and nodes["box"]["cpus"] >= 1 and nodes["box"]["arch"] == "amd64"
+    assert "coder" in nodes["box"]["services"]  # the example's GPU node landed on the GPU box
+    planned = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--project", str(target), "plan"],
+                             capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert planned.returncode == 0, planned.stderr
+
+
 # ================================================================ litellm-saas
 
 
@@ -404,3 +425,4 @@ def test_gateway_circuit_breaker_opens_and_closes(gateway: api.Lab) -> None:
         node_sh(gateway, "gpu", "docker", "start", "swarm-gpu-model-a-1", "swarm-gpu-model-b-1")
     wait_for(lambda: stats(gateway).get("model-a", "").startswith("UP"), 60, "model-a back UP")
     assert served_by() == "model-a"  # closed again: the primary serves
+
