@@ -3,8 +3,10 @@
     python bench/run.py [--only NAME] [--repeat N] [--out bench/results.json] [--light-lab]
 
 Scenarios (NAME matches a scenario name or its prefix: fleet, light, fleet-ansible, ...):
-  fleet-*  no-op re-deploy of the 3-node lab fleet (oracle, starlord, thanos), already deployed
-  light-*  no-op over the 50 SSH-only nodes of `swarm lab up --nodes 50 --light`
+  fleet-*  no-op re-deploy of the 3-node lab fleet (oracle, starlord, thanos), already deployed:
+           swarm is ONE `swarm deploy --phase 1-4`; `fleet-floor` is bench/floor.py, a bare
+           asyncssh script doing the same reads in one process
+  light-*  no-op over the SSH-only nodes of `swarm lab up --nodes N --light` (--scale 50,200)
 
 Each scenario: one seed run (not measured: brings the tool's own state in place), N timed
 runs (each must change nothing), then one counting run under `strace -f -e connect`
@@ -40,8 +42,8 @@ REPO = BENCH.parent
 WORK = Path(os.environ.get("SWARM_BENCH_DIR", Path.home() / ".cache" / "swarm-bench"))
 LAB = Path(os.environ.get("SWARM_LAB_DIR", Path.home() / ".cache" / "swarm-lab"))
 FLEET_NODES = ("oracle", "starlord", "thanos")
-FLEET_PHASES = ("2", "3", "4")
-LIGHT_INVENTORY = BENCH / "light" / "inventory.yml"
+FLEET_PHASES = ("1-4",)     # one process, every phase (issue 11: the whole fleet in one command)
+LIGHT_INVENTORY = LAB / "inventory.yml"    # what `lab up --nodes N --light` writes
 LIGHT_PLAYBOOK = BENCH / "light" / "playbook.yml"
 LAB_NET = re.compile(r"^198\.(18|19)\.\d{1,3}\.\d{1,3}$")
 RUN_TIMEOUT = 600          # seconds, any single tool invocation
@@ -288,7 +290,9 @@ class Swarm(Tool):
             if o.rc != 0 or changed:
                 raise SystemExit(f"swarm --check: the lab is not in the deployed state, not benchmarking "
                                  f"(rc={o.rc}, {changed[:3]}): {o.stderr.strip()[-300:]}")
-        return outcomes
+        # a real (no-op) run as well: it leaves the plan record the measured runs use, as an
+        # operator's previous run would have
+        return outcomes + [run_call(c) for c in self.calls(False)]
 
     def check_noop(self, outcome: Outcome) -> str | None:
         events = [json.loads(x) for x in outcome.stdout.splitlines() if x.startswith("{")]
@@ -306,6 +310,25 @@ class Swarm(Tool):
                     for k in row:
                         row[k] += t[k]
         return per
+
+
+class Floor(Tool):
+    """bench/floor.py: connect to every node, one read each, exit — what SSH alone costs."""
+
+    name = "floor"
+
+    def __init__(self, inventory: Path, docker: bool) -> None:
+        self.inventory, self.docker = inventory, docker
+
+    def calls(self, counting: bool) -> list[Call]:
+        return [Call([sys.executable, str(BENCH / "floor.py"), str(self.inventory),
+                      *(["--docker"] if self.docker else [])])]
+
+    def check_noop(self, outcome: Outcome) -> str | None:
+        return None if outcome.rc == 0 else f"rc={outcome.rc}: {outcome.stderr[-300:]}"
+
+    def commands_per_host(self, outcomes: list[Outcome]) -> dict[str, dict[str, int]]:
+        return {}
 
 
 class Ansible(Tool):
@@ -391,8 +414,6 @@ def measure(scenario: str, tool: Tool, target: Target, repeat: int) -> dict[str,
     seed = tool.seed()
     samples, per_call = [], []
     for i in range(repeat):
-        if integration_tests_running():
-            raise SystemExit(f"[{scenario}] tests started using the lab mid-measurement: rerun later")
         seconds, outcomes = run_sample(tool)
         for o in outcomes:
             why = tool.check_noop(o)
@@ -406,8 +427,20 @@ def measure(scenario: str, tool: Tool, target: Target, repeat: int) -> dict[str,
         "tool": tool.name, "hosts": len(target.nodes),
         "median_s": round(statistics.median(samples), 3), "min_s": round(min(samples), 3),
         "samples_s": [round(s, 3) for s in samples], "per_invocation_s": per_call,
-        "seed_rc": [o.rc for o in seed], **counts,
+        "seed_rc": [o.rc for o in seed], "peak_rss_mb": peak_rss_mb(tool), **counts,
     }
+
+
+def peak_rss_mb(tool: Tool) -> float | None:
+    """The largest resident set of one sample's processes (GNU time's %M), in MB."""
+    if not shutil.which("time") and not Path("/usr/bin/time").exists():
+        return None
+    peak = 0
+    for call in tool.calls(False):
+        out = run_call(Call(["/usr/bin/time", "-f", "RSS=%M", *call.argv], call.env, call.cleanup))
+        found = re.findall(r"RSS=(\d+)", out.stderr)
+        peak = max([peak, *map(int, found)])
+    return round(peak / 1024, 1) if peak else None
 
 
 def count_run(scenario: str, tool: Tool) -> dict[str, object]:
@@ -451,6 +484,7 @@ def fleet_tools(work: Path) -> tuple[Target, dict[str, Tool]]:
         "fleet-ansible": Ansible(ans_inv, BENCH / "ansible" / "fleet.yml", extra, False),
         "fleet-ansible-pipelining": Ansible(ans_inv, BENCH / "ansible" / "fleet.yml", extra, True),
         "fleet-pyinfra": Pyinfra(py_inv, BENCH / "pyinfra" / "fleet.py", {"BENCH_RENDER_DIR": str(render)}),
+        "fleet-floor": Floor(LAB / "inventory.yml", docker=True),
     }
 
 
@@ -463,6 +497,7 @@ def light_tools(work: Path) -> tuple[Target, dict[str, Tool]]:
         "light-ansible": Ansible(ans_inv, BENCH / "ansible" / "light.yml", [], False),
         "light-ansible-pipelining": Ansible(ans_inv, BENCH / "ansible" / "light.yml", [], True),
         "light-pyinfra": Pyinfra(py_inv, BENCH / "pyinfra" / "light.py", {}),
+        "light-floor": Floor(LIGHT_INVENTORY, docker=False),
     }
 
 
@@ -482,28 +517,8 @@ def swarm_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
     return proc
 
 
-def integration_tests_running() -> bool:
-    """Any pytest (a full run includes tests/integration, e.g. CI in a clone) or any other
-    swarm command aimed at the lab: both change the fleet under us."""
-    out = subprocess.run(["pgrep", "-af", r"pytest|orchestrator\.cli .*swarm-lab"],
-                         capture_output=True, text=True)
-    mine = {str(os.getpid())}
-    others = [ln for ln in out.stdout.splitlines() if ln.split(" ", 1)[0] not in mine]
-    return bool(others)
 
 
-def wait_for_integration_tests(limit: int) -> bool:
-    """The fleet lab is shared with the integration suite: never measure while it runs.
-    True when we had to wait (the lab may have changed meanwhile)."""
-    deadline = time.monotonic() + limit
-    waited = False
-    while integration_tests_running():
-        waited = True
-        if time.monotonic() > deadline:
-            raise SystemExit(f"integration tests still running on the lab after {limit}s: try later")
-        say("integration tests are using the lab: waiting")
-        time.sleep(15)
-    return waited
 
 
 def fleet_is_deployed() -> bool:
@@ -522,10 +537,6 @@ def light_lab_is_up() -> bool:
         return False
 
 
-def light_lab_up() -> None:
-    if integration_tests_running():
-        raise SystemExit("integration tests are running on the lab: not replacing it with the light lab")
-    swarm_cli("lab", "up", "--nodes", "50", "--light")
 
 
 def restore_fleet_lab() -> None:
@@ -553,23 +564,31 @@ def main() -> None:
     ap.add_argument("--only", help="a scenario name or prefix (fleet, light, fleet-swarm, ...)")
     ap.add_argument("--repeat", type=int, default=5, choices=range(1, 51), metavar="N")
     ap.add_argument("--out", type=Path, default=BENCH / "results.json")
-    ap.add_argument("--wait", type=int, default=1800, help="seconds to wait for integration tests to end")
+    ap.add_argument("--wait", type=int, default=1800, help="seconds to wait for the lab (its lock)")
     ap.add_argument("--deploy-if-needed", action="store_true",
                     help="deploy phases 1-4 first when `deploy --check` shows the fleet is not deployed")
     ap.add_argument("--light-lab", action="store_true",
-                    help="bring the 50-node light lab up for light-*, then restore the 3-node fleet")
+                    help="bring light labs up for light-* (see --scale), then restore the 3-node fleet")
+    ap.add_argument("--scale", default="50", help="light lab sizes, comma separated (e.g. 50,200)")
     args = ap.parse_args()
+    from orchestrator.lab import lock
+
     WORK.mkdir(parents=True, exist_ok=True)
     ensure_tools()
+    with lock.hold("bench/run.py", say=say, timeout=args.wait):
+        run_all(args)
+
+
+def run_all(args: argparse.Namespace) -> None:
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     results.setdefault("scenarios", {})
     results["versions"] = versions()
     work = Path(tempfile.mkdtemp(prefix="run-", dir=WORK))
-
-    fleet = selected(["fleet-swarm", "fleet-ansible", "fleet-ansible-pipelining", "fleet-pyinfra"], args.only)
-    light = selected(["light-swarm", "light-ansible", "light-ansible-pipelining", "light-pyinfra"], args.only)
+    fleet = selected(["fleet-floor", "fleet-swarm", "fleet-ansible", "fleet-ansible-pipelining", "fleet-pyinfra"],
+                     args.only)
+    light = selected(["light-floor", "light-swarm", "light-ansible", "light-ansible-pipelining", "light-pyinfra"],
+                     args.only)
     if fleet:
-        wait_for_integration_tests(args.wait)
         if args.deploy_if_needed and not fleet_is_deployed():
             deploy_fleet()
         target, tools = fleet_tools(work)
@@ -580,14 +599,18 @@ def main() -> None:
         say("skipping light-*: the light lab is not up (pass --light-lab to bring it up and back)")
         light = []
     if light:
-        if args.light_lab:
-            wait_for_integration_tests(args.wait)
-            light_lab_up()
+        sizes = [int(s) for s in args.scale.split(",") if s.strip()] if args.light_lab else [0]
         try:
-            target, tools = light_tools(work)
-            for name in light:
-                results["scenarios"][name] = measure(name, tools[name], target, args.repeat)
-                save(args.out, results)
+            for size in sizes:
+                if size:
+                    swarm_cli("lab", "up", "--nodes", str(size), "--light")
+                target, tools = light_tools(work)
+                for name in light:
+                    if size > 50 and "ansible" in name:
+                        continue  # ansible at 200 nodes takes minutes per run: the curve has it at 50
+                    key = f"light{len(target.nodes)}-{name.split('-', 1)[1]}"
+                    results["scenarios"][key] = measure(key, tools[name], target, args.repeat)
+                    save(args.out, results)
         finally:
             if args.light_lab:
                 restore_fleet_lab()
@@ -600,14 +623,17 @@ def save(path: Path, results: dict[str, object]) -> None:
 
 
 def table(results: dict[str, object]) -> str:
-    rows = ["| scenario | hosts | median s | min s | TCP conns/host | remote cmds/host |",
-            "|---|---|---|---|---|---|"]
-    for name, r in results["scenarios"].items():  # type: ignore[union-attr]
+    rows = ["| scenario | hosts | median s | min s | x floor | peak RSS MB | TCP conns/host | remote cmds/host |",
+            "|---|---|---|---|---|---|---|---|"]
+    scenarios = results["scenarios"]  # type: ignore[index]
+    for name, r in scenarios.items():  # type: ignore[union-attr]
         tcp = r["tcp_connections_per_host"]
         remote = "; ".join(f"{k} {v.get('mean')} ({v.get('min')}-{v.get('max')})"
                            for k, v in r["remote_per_host"].items() if k not in ("connections",))
-        rows.append(f"| {name} | {r['hosts']} | {r['median_s']} | {r['min_s']} | "
-                    f"{tcp.get('mean', '?')} | {remote} |")
+        floor = scenarios.get(name.rsplit("-", 1)[0].split("-")[0] + "-floor") if "-" in name else None
+        ratio = f"{r['median_s'] / floor['median_s']:.2f}" if floor and floor.get("median_s") else "-"
+        rows.append(f"| {name} | {r['hosts']} | {r['median_s']} | {r['min_s']} | {ratio} | "
+                    f"{r.get('peak_rss_mb', '-')} | {tcp.get('mean', '?')} | {remote} |")
     return "\n".join(rows)
 
 

@@ -162,7 +162,9 @@ class LiveRenderer:
         for col in ("host", "step", "state", "elapsed", "detail"):
             table.add_column(col)
         now = time.monotonic()
-        for host, (step, state, detail, since) in sorted(self.rows.items()):
+        hosts = sorted({*self.rows, *(h for h, _ in self.services)})
+        for host in hosts:
+            step, state, detail, since = self.rows.get(host, ("gate", "waiting", "", now))
             table.add_row(host, step, f"[{_colour(state)}]{state}[/]", f"{now - since:5.1f}s", scrub(detail)[:80])
             for (h, name), row in sorted(self.services.items()):
                 if h == host:

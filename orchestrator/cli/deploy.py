@@ -37,14 +37,13 @@ def deploy(ctx: Context, phase: str | None, limit: str | None, check: bool, diff
            skip_preflight: bool, output: str) -> None:
     """Deploy phases in order: every node of a phase ends healthy on its new release, or back on
     its previous one. A failed phase is rolled back; earlier phases keep their new releases."""
-    from orchestrator.engine.deploy import Options
-    from orchestrator.engine.deploy import deploy as run_deploy
+    from orchestrator.engine.fastpath import DeployRequest, deploy_or_noop
 
-    project = ctx.project()
-    options = Options(phases=phases_of(project, phase), limit=limit, check=check or diff, diff=diff,
-                      forks=forks, skip_preflight=skip_preflight)
+    request = DeployRequest(root=ctx.root, inventory=ctx.inventory_path(), playbook=ctx.playbook_path(),
+                            phase_text=phase, limit=limit, load=ctx.project, check=check or diff, diff=diff,
+                            forks=forks, skip_preflight=skip_preflight)
     bus = make_bus(ctx, output)
-    result = run_engine(lambda interrupts: run_deploy(project, options, bus, interrupts=interrupts), bus)
+    result = run_engine(lambda interrupts: deploy_or_noop(request, bus, interrupts), bus)
     for line in result.check_report:
         click.echo(line)
     if output != "text" or result.check_report:

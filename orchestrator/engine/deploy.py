@@ -19,10 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import getpass
-import json
-import os
-import secrets as pysecrets
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -35,6 +31,7 @@ from orchestrator.clients.secrets_source import SecretSource
 from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project
 from orchestrator.engine.consul import ConsulSync
+from orchestrator.engine.context import DeployResult, RunContext, new_run, whoami
 from orchestrator.engine.fastpath import (
     ConsulAccess,
     FastOutcome,
@@ -80,13 +77,8 @@ from orchestrator.paths import local_state_dir
 from orchestrator.render.release import manifest, release_id, tarball
 from orchestrator.render.services import Service
 from orchestrator.secrets import MASK, Secret, scrub
-from orchestrator.transport.base import TransportStats
 from orchestrator.transport.fleet import Fleet
 from orchestrator.transport.ssh import DEFAULT_FORKS
-
-
-def whoami() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 @dataclass(frozen=True)
@@ -98,40 +90,6 @@ class Options:
     forks: int = DEFAULT_FORKS
     skip_preflight: bool = False
     by: str = field(default_factory=whoami)
-
-
-@dataclass
-class DeployResult:
-    phases: tuple[int, ...]
-    changed: dict[int, list[str]] = field(default_factory=dict)    # phase -> nodes that moved
-    releases: dict[str, str] = field(default_factory=dict)         # node -> release now current
-    unchanged: list[str] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)          # optional node -> why
-    check_report: list[str] = field(default_factory=list)
-    stats: dict[str, TransportStats] = field(default_factory=dict)
-
-    @property
-    def changed_nodes(self) -> list[str]:
-        return sorted({n for nodes in self.changed.values() for n in nodes})
-
-
-@dataclass
-class RunContext:
-    """Who this run is, in every lock it takes and every audit line it writes."""
-
-    run_id: str
-    by: str
-    action: str
-    phases: tuple[int, ...]
-
-    def holder(self) -> str:
-        return json.dumps({"by": self.by, "host": socket.gethostname(), "pid": os.getpid(),
-                           "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                           "phases": list(self.phases), "action": self.action, "run": self.run_id})
-
-
-def new_run(by: str, action: str, phases: Sequence[int]) -> RunContext:
-    return RunContext(run_id=pysecrets.token_hex(6), by=by, action=action, phases=tuple(phases))
 
 
 class Deploy:
@@ -436,13 +394,13 @@ class Deploy:
             plan_requests,
             require_passed,
         )
-
         from orchestrator.render.validate import check_rendered
 
         started = time.monotonic()
         names = sorted({c.node.name for c in moving})
         scope = self._preflight_scope(sel, names)
-        requests = plan_requests(self.project, scope, list(sel.services), sel.fleet)
+        coming = [s for c in moving for s in c.to_apply]
+        requests = plan_requests(self.project, scope, list(sel.services), sel.fleet, coming=coming)
         facts = {n: (parse_node_facts(requests, n, self.states[n].preflight), 0.0) for n in names}
         checked = asyncio.to_thread(check_rendered, self.project, sel.fleet, cache_dir=local_state_dir() / "validated")
         answers, _ = await asyncio.gather(external_answers(self.project, scope, vault=False), checked)

@@ -367,7 +367,7 @@ class DeployRequest:
 
 async def deploy_or_noop(request: DeployRequest, bus: Any, interrupts: Any) -> Any:
     """The fast path when a plan record vouches for it, else (or when it finds a change) the full deploy."""
-    from orchestrator.engine.deploy import RunContext, new_run, whoami
+    from orchestrator.engine.context import RunContext, new_run, whoami
 
     by = request.by or whoami()
     cache = PlanCache()
@@ -388,7 +388,7 @@ async def deploy_or_noop(request: DeployRequest, bus: Any, interrupts: Any) -> A
 
 
 async def _finish_noop(record: PlanRecord, outcome: FastOutcome, bus: Any) -> Any:
-    from orchestrator.engine.deploy import DeployResult
+    from orchestrator.engine.context import DeployResult
 
     for name, why in outcome.skipped.items():
         bus.emit("connect", "skipped", host=name, message=f"optional node skipped: {why}")

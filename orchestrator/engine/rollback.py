@@ -33,7 +33,8 @@ from orchestrator import commands as cmd
 from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project
 from orchestrator.engine.consul import ConsulSync
-from orchestrator.engine.deploy import RunContext, lock_held, new_run, whoami
+from orchestrator.engine.context import RunContext, new_run, whoami
+from orchestrator.engine.deploy import lock_held
 from orchestrator.engine.gate import Gate, GateTarget, ProbeNetwork
 from orchestrator.engine.pending import Pending, PendingStore
 from orchestrator.engine.runner import RESTORE_HOLD, NodeWork, PhaseWork, Runner, describe_cause

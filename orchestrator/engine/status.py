@@ -15,7 +15,7 @@ from typing import Any
 from orchestrator import commands as cmd
 from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project
-from orchestrator.engine.deploy import whoami
+from orchestrator.engine.context import whoami
 from orchestrator.engine.selection import select
 from orchestrator.engine.steps import audit_line
 from orchestrator.errors import SwarmError

@@ -468,6 +468,7 @@ class Dependency:
     target: Service
     port: int
     optional: bool = False  # the target is on an optional node or in an optional phase
+    coming: bool = False    # the deploy being checked brings the target up itself
 
     @property
     def endpoint(self) -> str:
@@ -492,6 +493,10 @@ def _network_result(node: str, deps: Sequence[Dependency], facts: NodeFacts) -> 
     if probe.open:
         return result("network", subject, node, "pass",
                       f"{node} reaches {target.name} at {deps[0].endpoint} (for {sources})")
+    if probe.refused and deps[0].coming:
+        return result("network", subject, node, "warn",
+                      f"{target.name} on {target.node} is not up yet: this deploy brings it up "
+                      f"(phase {target.phase}) before {sources}")
     if deps[0].optional:
         return result(
             "network", subject, node, "warn",

@@ -133,9 +133,10 @@ def _emit(bus: EventBus, report: Report, phase: int | None) -> None:
 
 
 def plan_requests(project: Project, scope: Scope, everyone: Sequence[Service], fleet: FleetRender,
-                  *, smoke: bool = False) -> Requests:
-    """Each node's facts request and the links between nodes the rendered fleet uses."""
-    deps = dependencies(fleet, scope.services, everyone, optional_services(project, everyone))
+                  *, smoke: bool = False, coming: Sequence[str] = ()) -> Requests:
+    """Each node's facts request and the links between nodes the rendered fleet uses
+    (`coming`: services the deploy being checked brings up itself)."""
+    deps = dependencies(fleet, scope.services, everyone, optional_services(project, everyone), coming)
     return Requests(deps=tuple(deps),
                     by_node={n.name: _request(project, scope, n, deps, smoke) for n in scope.nodes})
 

@@ -86,11 +86,13 @@ def _is_chosen(node: Node, wanted: set[str] | None, explicit_phase: bool) -> boo
 
 def dependencies(
     fleet: FleetRender, sources: Iterable[Service], everyone: Sequence[Service],
-    optional: Iterable[str] = (),
+    optional: Iterable[str] = (), coming: Iterable[str] = (),
 ) -> list[Dependency]:
     """Each (source, service on another node, port) the source's rendered text names;
-    `optional` names the services on optional nodes or in optional phases."""
+    `optional` names the services on optional nodes or in optional phases, `coming` the
+    services the deploy being checked will bring up itself (an earlier phase of the run)."""
     extra = set(optional)
+    soon = set(coming)
     out: list[Dependency] = []
     for source in sources:
         text = _rendered_text(fleet, source)
@@ -98,7 +100,7 @@ def dependencies(
             if target.node == source.node:
                 continue
             out.extend(
-                Dependency(source, target, port.port, target.name in extra)
+                Dependency(source, target, port.port, target.name in extra, target.name in soon)
                 for port in target.ports
                 if _names_endpoint(text, target.address, port.port)
             )

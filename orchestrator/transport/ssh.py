@@ -136,8 +136,13 @@ class SshTransport(ShellTransport):
 async def _wait(
     conn: asyncssh.SSHClientConnection, shell: str, input: bytes | None, limit: float | None
 ) -> asyncssh.SSHCompletedProcess:
-    """Run one command; on timeout kill it remotely and free the channel."""
-    process = await conn.create_process(shell, input=input, encoding=None)
+    """Run one command; on timeout kill it remotely and free the channel.
+
+    stdin always ends: asyncssh closes it only for non-empty `input`, and a command that
+    reads it (writing an empty file, say) would otherwise wait for the timeout."""
+    process = await conn.create_process(shell, input=input or None, encoding=None)
+    if not input:
+        process.stdin.write_eof()
     try:
         return await process.wait(check=False, timeout=limit)
     except asyncssh.TimeoutError:

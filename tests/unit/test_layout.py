@@ -87,3 +87,18 @@ def test_help_and_version_load_no_engine() -> None:
                                                           "consul", "requests", "rich", "docker"}}
         assert heavy == set(), f"swarm {' '.join(argv)} imports {sorted(heavy)}"
         assert not {m for m in loaded if m.startswith(("orchestrator.engine", "orchestrator.lab.api"))}
+
+
+def test_the_no_op_fast_path_loads_no_validation_templates_or_http_clients() -> None:
+    """What a repeat no-op deploy imports (cli, fast path, SSH): no pydantic, jinja2, yaml,
+    hvac, py-consul, requests or httpx — that is what keeps it near a bare SSH script."""
+    code = ("import orchestrator.cli.main, orchestrator.cli.deploy, orchestrator.engine.fastpath, "
+            "orchestrator.engine.context, orchestrator.events, orchestrator.engine.signals")
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
+                          cwd=REPO, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    heavy = {m for m in loaded if m.split(".")[0] in {"pydantic", "jinja2", "yaml", "hvac", "consul",
+                                                      "requests", "httpx", "rich"}}
+    assert heavy == set(), sorted(heavy)
+    assert "asyncssh" in loaded

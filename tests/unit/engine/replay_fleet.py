@@ -20,7 +20,8 @@ import httpx
 from orchestrator.clients.vault import parse_env_file
 from orchestrator.config.project import Project, load_project
 from orchestrator.engine.consul import ConsulSync
-from orchestrator.engine.deploy import Deploy, DeployResult, Options
+from orchestrator.engine.context import DeployResult
+from orchestrator.engine.deploy import Deploy, Options
 from orchestrator.engine.gate import ProbeNetwork
 from orchestrator.engine.plan import content_for
 from orchestrator.engine.selection import select

@@ -402,6 +402,17 @@ def test_network_results(services: dict[str, Service]) -> None:
     assert absent.status == "warn" and "optional backup-router" in absent.message
 
 
+def test_a_dependency_the_deploy_brings_up_itself_is_not_a_failure(services: dict[str, Service]) -> None:
+    """Phases 3 and 4 in one run on a fresh fleet: thanos needs starlord's Qdrant, which
+    phase 3 of the same run brings up — refused now is expected; a routing problem is not."""
+    rag, qdrant = services["rag-pipeline"], services["qdrant"]
+    coming = checks.Dependency(rag, qdrant, 6333, coming=True)
+    [soon] = checks.check_network("thanos", [coming], probe_facts(**{coming.endpoint: "closed 1 Connection refused"}))
+    assert soon.status == "warn" and "this deploy brings it up" in soon.message
+    [cut] = checks.check_network("thanos", [coming], probe_facts(**{coming.endpoint: "closed 1 No route to host"}))
+    assert cut.status == "fail"
+
+
 def test_services_of_optional_phases_and_nodes_are_optional(project: Project) -> None:
     from orchestrator.preflight.scope import optional_services
 

@@ -105,6 +105,18 @@ def test_script_is_one_command_and_names_failing_step(sshd: SshServer) -> None:
     run(with_transport(sshd, work))
 
 
+def test_a_command_reading_stdin_ends_when_there_is_nothing_to_read(sshd: SshServer, tmp_path) -> None:
+    """Writing an empty file (an empty record) must not wait for stdin until the timeout."""
+    target = tmp_path / "empty.txt"
+
+    async def work(t: SshTransport) -> None:
+        await t.run(c.write_file(str(target), 0o644), input=b"", timeout=10)
+        await t.run(c.read_only("cat"), timeout=10)
+
+    run(with_transport(sshd, work))
+    assert target.read_bytes() == b""
+
+
 # --------------------------------------------------------------------------- data
 
 

@@ -1,0 +1,56 @@
+"""Who a run is (operator, controller, run id — in every lock and audit line) and what it did.
+
+Light on purpose: the no-op fast path needs it before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from orchestrator.transport.base import TransportStats
+
+
+def whoami() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+@dataclass
+class RunContext:
+    """Who this run is, in every lock it takes and every audit line it writes."""
+
+    run_id: str
+    by: str
+    action: str
+    phases: tuple[int, ...]
+
+    def holder(self) -> str:
+        """The lock's holder record: enough to tell a stale lock (host + pid) from a live one."""
+        return json.dumps({"by": self.by, "host": socket.gethostname(), "pid": os.getpid(),
+                           "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           "phases": list(self.phases), "action": self.action, "run": self.run_id})
+
+
+def new_run(by: str, action: str, phases: Sequence[int]) -> RunContext:
+    return RunContext(run_id=secrets.token_hex(6), by=by, action=action, phases=tuple(phases))
+
+
+@dataclass
+class DeployResult:
+    phases: tuple[int, ...]
+    changed: dict[int, list[str]] = field(default_factory=dict)    # phase -> nodes that moved
+    releases: dict[str, str] = field(default_factory=dict)         # node -> release now current
+    unchanged: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)          # optional node -> why
+    check_report: list[str] = field(default_factory=list)
+    stats: dict[str, TransportStats] = field(default_factory=dict)
+
+    @property
+    def changed_nodes(self) -> list[str]:
+        return sorted({n for nodes in self.changed.values() for n in nodes})

@@ -1,0 +1,56 @@
+"""The event stream's renderers: a long gate visibly progresses, a short one does not flood."""
+
+from __future__ import annotations
+
+import io
+import time
+
+from orchestrator.events import EventBus, LiveRenderer, PlainRenderer
+from orchestrator.secrets import Secret
+
+
+def progress(bus: EventBus, left: float) -> None:
+    bus.emit("gate", "progress", host="starlord", phase=3, service="vllm-primary",
+             message="vllm-primary: compose health: container running, health starting",
+             held=0.0, min_healthy=15.0, deadline_left=left)
+
+
+def test_a_long_gate_prints_progress_every_30_s_per_service(monkeypatch) -> None:
+    out = io.StringIO()
+    bus = EventBus()
+    renderer = PlainRenderer(out)
+    bus.subscribe(renderer)
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    for _ in range(10):           # ten rounds in 10 s: nothing new to say yet
+        progress(bus, 890)
+        clock[0] += 1
+    assert out.getvalue() == ""
+    clock[0] += 25
+    progress(bus, 865)
+    assert "vllm-primary" in out.getvalue() and "deadline in 14m25s" in out.getvalue()
+
+
+def test_the_live_view_has_a_row_per_waiting_service() -> None:
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    live = LiveRenderer()
+    live.live.stop()
+    live.console = Console(file=buffer, width=160, force_terminal=False)
+    bus = EventBus()
+    bus.subscribe(live)
+    bus.emit("gate", "start", phase=3, message="waiting for 2 service(s)")
+    progress(bus, 600)
+    bus.emit("gate", "progress", host="starlord", phase=3, service="gpu-monitor", message="gpu-monitor: passing",
+             held=5.0, min_healthy=15.0, deadline_left=580)
+    live.console.print(live._table())
+    text = buffer.getvalue()
+    assert "vllm-primary" in text and "gpu-monitor" in text and "5/15s" in text and "10m00s" in text
+
+
+def test_event_data_is_scrubbed() -> None:
+    secret = Secret("an-event-secret-77", "x")
+    bus = EventBus()
+    event = bus.emit("apply", "changed", host="n", message=f"m {secret.reveal()}", detail={"k": secret.reveal()})
+    assert secret.reveal() not in event.message and secret.reveal() not in str(event.data)
