@@ -3,25 +3,30 @@ PY ?= python3
 PYTEST_ARGS ?=
 EXAMPLE ?=
 
-.PHONY: setup test unit integration reliability lint typecheck render-check demo lab-down bench
+.PHONY: setup test unit integration examples reliability lint typecheck render-check demo lab-down bench
 
 setup:
 	./scripts/setup.sh
 
 ## Everything CI runs: lint, rendered tree fresh, unit tests (2 workers), then the lab's
-## integration tests and fault suite (one lab per machine: one session, in order).
+## integration tests and fault suite (one lab per machine: one session, in order; the tests
+## of other lab shapes last). The expensive examples (marker `examples`) are `make examples`.
 test: setup
 	$(PY) -m ruff check orchestrator tests
 	$(PY) -m mypy orchestrator
 	$(PY) -m orchestrator.cli render --check
 	$(PY) -m pytest -q -p no:cacheprovider -n 2 tests/unit $(PYTEST_ARGS)
-	$(PY) -m pytest -q -p no:cacheprovider -rfEs tests/integration tests/reliability $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -rfEs -m "not examples" tests/integration tests/reliability $(PYTEST_ARGS)
 
 unit: setup
 	$(PY) -m pytest -q -n 2 tests/unit $(PYTEST_ARGS)
 
 integration: setup
-	$(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not examples" tests/integration $(PYTEST_ARGS)
+
+## The four example projects' lab tests, each on a lab in its inventory's shape (~10 min).
+examples: setup
+	$(PY) -m pytest -q -p no:cacheprovider -rfEs tests/integration/test_example_*.py $(PYTEST_ARGS)
 
 reliability: setup
 	$(PY) -m pytest -q -s tests/reliability $(PYTEST_ARGS)
