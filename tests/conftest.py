@@ -4,7 +4,12 @@ The lab (oracle, starlord, thanos) is brought up once per session for the tests 
 `lab` (tests/integration, tests/reliability): skipped — with the reason — only where it
 cannot run (not root, no namespaces). A healthy lab that is already up is reused and left
 running; `SWARM_LAB_KEEP=1` leaves the one this session brings up running too. The session
-holds the machine's lab lock, so two sessions never share (or tear down) one lab."""
+holds the machine's lab lock, so two sessions never share (or tear down) one lab.
+
+Modules marked `lab_shape` bring up labs of other shapes (the example projects, the
+reference fleet with its overflow node): they run after every other test of the session,
+and `shaped_labs` leaves the machine's lab as the session found it. Those also marked
+`examples` (the expensive examples) are left out of `make test`; `make examples` runs them."""
 
 from __future__ import annotations
 
@@ -50,6 +55,16 @@ LAB_NODES = ("oracle", "starlord", "thanos")
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab: needs the local lab (root, namespaces)")
     config.addinivalue_line("markers", "lab_light: brings up 50 SSH-only lab nodes")
+    config.addinivalue_line("markers", "lab_shape: brings up a lab of another shape (runs last)")
+    config.addinivalue_line("markers", "examples: an expensive example project's lab tests "
+                            "(`make examples`; not in `make test`)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that replace the session's lab with another shape run last (stable: a module's
+    tests stay together and in order), so the reference lab is brought up and deployed once."""
+    items[:] = ([i for i in items if i.get_closest_marker("lab_shape") is None]
+                + [i for i in items if i.get_closest_marker("lab_shape") is not None])
 
 
 def lab_skip_reason() -> str | None:
@@ -74,6 +89,9 @@ def lab_lock() -> Iterator[None]:
         yield
 
 
+_OWNED: list[api.Lab] = []  # the reference lab this session's `lab` fixture brought up
+
+
 @pytest.fixture(scope="session")
 def lab(lab_lock: None) -> Iterator[api.Lab]:
     reason = lab_skip_reason()
@@ -84,11 +102,33 @@ def lab(lab_lock: None) -> Iterator[api.Lab]:
         yield existing
         return
     started = api.up(list(LAB_NODES))
+    _OWNED.append(started)
     try:
         yield started
     finally:
         if not os.environ.get("SWARM_LAB_KEEP"):
             started.down()
+
+
+@pytest.fixture(scope="session")
+def shaped_labs(lab_lock: None) -> Iterator[None]:
+    """For the `lab_shape` modules (each brings up its own lab, replacing the one running):
+    at the end of the session the machine's lab is as the session found it. A reference lab
+    that was up (another session's, or kept with SWARM_LAB_KEEP) comes back, undeployed, in
+    one `lab up`; one this session started is left to the `lab` fixture's teardown; else the
+    last shaped lab goes down unless SWARM_LAB_KEEP=1."""
+    reason = lab_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    was_up = running_lab() is not None
+    yield
+    keep = bool(os.environ.get("SWARM_LAB_KEEP"))
+    if _OWNED and not keep:
+        return  # the `lab` fixture takes the lab down after this
+    if was_up:
+        api.up(list(LAB_NODES))
+    elif not keep:
+        api.down()
 
 
 @pytest.fixture(scope="session")

@@ -36,11 +36,13 @@ def main(ctx: click.Context, inventory: Path | None, playbook: Path | None, root
 
 
 def _attach() -> None:
+    from orchestrator.cli import init
     from orchestrator.conformance.cli import verify
     from orchestrator.lab.cli import lab
     from orchestrator.preflight.cli import preflight, schedule
 
-    for command in (*deploy.COMMANDS, *project.COMMANDS, *secrets.COMMANDS, *backup.COMMANDS, lab, preflight, schedule, verify):
+    for command in (*deploy.COMMANDS, *project.COMMANDS, *secrets.COMMANDS, *backup.COMMANDS, *init.COMMANDS,
+                    lab, preflight, schedule, verify):
         main.add_command(command)
 
 

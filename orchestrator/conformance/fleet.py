@@ -108,3 +108,48 @@ def chat_problems(status: int, body: Mapping[str, Any] | None, headers: Mapping[
         return []
     return [f"chat completion came from model {model!r} (api base {api_base or 'unknown'}), "
             f"not from a vLLM of the playbook ({', '.join(sorted(served))})"]
+
+
+# --- the front door's client allowlist (inventory `allowed_ips`) ---------------------------------
+
+
+def source_address(host: str, port: int) -> str:
+    """The controller's own address on the route to host:port (what HAProxy sees as `src`)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((host, port))
+        return str(probe.getsockname()[0])
+
+
+def is_allowed(address: str, allowed: Iterable[str]) -> bool:
+    import ipaddress
+
+    ip = ipaddress.ip_address(address)
+    return any(ip in ipaddress.ip_network(str(a), strict=False) for a in allowed)
+
+
+def allowlist_problems(status: int, client: str, allowed: Sequence[str]) -> list[str]:
+    """A request to the front door's LiteLLM paths is refused (403) exactly when the client is
+    outside `allowed_ips`."""
+    inside = is_allowed(client, allowed)
+    if inside and status == 403:
+        return [f"the front door refused {client} (403), which allowed_ips ({', '.join(allowed)}) admits"]
+    if not inside and status != 403:
+        return [f"the front door answered {client} with {status}, but {client} is outside allowed_ips "
+                f"({', '.join(allowed)}): expected 403"]
+    return []
+
+
+def front_door_status(haproxy: Service, path: str = "/v1/models") -> int:
+    url = service_url(haproxy, "http_port") + path
+    return httpx.get(url, timeout=HTTP_TIMEOUT).status_code
+
+
+def chat_backends(vllms: Sequence[Service], ollamas: Sequence[Service]) -> tuple[str, list[Service]]:
+    """The model a routing check asks LiteLLM for, and the services that may answer it:
+    the `primary` tier of the vLLM instances, else the first model of the Ollama hosts."""
+    if vllms or not ollamas:
+        return "primary", list(vllms)
+    first = str(list(ollamas[0].vars.get("models") or ["llama3"])[0])
+    return first, [o for o in ollamas if first in list(o.vars.get("models") or [])]

@@ -160,7 +160,9 @@ def up(nodes: str | Sequence[str] | None = None, light: bool = False, *,
     `nodes`: names (`["oracle", "starlord"]` or `"oracle,starlord"`) or a count (`"50"`,
     `50`); a count gives light-NN nodes. `light`: sshd only, no dockerd, no registry.
     `source_inventory`: the fleet inventory to move onto the lab (True: `fleet_inventory()`,
-    None/False: none, a minimal inventory is written).
+    None/False: none, a minimal inventory is written). Without `nodes`, the lab has the
+    source's non-optional nodes (the reference fleet: oracle, starlord, thanos); name an
+    optional node in `nodes` to run it too (`oracle,starlord,thanos,overflow`).
     """
     if source_inventory is True:
         source_inventory = fleet_inventory()
@@ -170,10 +172,13 @@ def up(nodes: str | Sequence[str] | None = None, light: bool = False, *,
         raise RuntimeFailure(f"cannot run the lab here: {reason}")
     option = ",".join(nodes) if isinstance(nodes, (list, tuple)) else (
         str(nodes) if nodes is not None else None)
-    specs = parse_nodes_option(option, light)
-    _check_socket_paths(paths, specs)
     source = (lab_inventory.load_source(source_inventory)
               if isinstance(source_inventory, Path) else None)
+    if option is None and not light:  # the shape of the fleet: its non-optional nodes
+        names = lab_inventory.node_names(source)
+        option = ",".join(names) if names else None
+    specs = parse_nodes_option(option, light)
+    _check_socket_paths(paths, specs)
     if not light:
         specs = lab_inventory.apply_facts(source, specs)
     lab = Lab(paths, specs, light)

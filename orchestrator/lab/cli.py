@@ -31,8 +31,9 @@ def lab() -> None:
 @click.option("--light", is_flag=True, help="SSH-only nodes (no dockerd), for scale tests.")
 @click.option("--inventory", "source", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None,
-              help="Fleet inventory to move onto lab addresses "
-                   "(default ./inventory/swarm.yml, else the repository's).")
+              help="Fleet inventory whose shape the lab takes, moved onto lab addresses "
+                   "(default: the project's inventory/swarm.yml — `swarm --project DIR` or the "
+                   "cwd — else the repository's).")
 @_ROOT
 def up(nodes: str | None, light: bool, source: Path | None, root: Path | None) -> None:
     """Bring the lab up (removing any earlier one first)."""
@@ -41,7 +42,8 @@ def up(nodes: str | None, light: bool, source: Path | None, root: Path | None) -
     started = time.monotonic()
     try:
         with lock.hold("swarm lab up", say=click.echo):
-            result = api.up(nodes, light, root=root, source_inventory=source or True,
+            result = api.up(nodes, light, root=root,
+                            source_inventory=source or _project_inventory(root) or True,
                             say=click.echo)
     except SwarmError as exc:
         _fail(exc)
@@ -61,6 +63,20 @@ def up(nodes: str | None, light: bool, source: Path | None, root: Path | None) -
     if not light:
         click.echo(f"  swarm -i {result.inventory_path} deploy --phase 1")
     click.echo("  swarm lab down")
+
+
+def _project_inventory(root: Path | None) -> Path | None:
+    """The inventory of the project `swarm` runs in (`-i`, else `<project>/inventory/swarm.yml`),
+    unless it is the lab's own inventory."""
+    obj = click.get_current_context().find_root().obj
+    chosen = getattr(obj, "inventory", None)
+    project = getattr(obj, "root", None)
+    if chosen is None and isinstance(project, Path):
+        chosen = project / "inventory" / "swarm.yml"
+    if not isinstance(chosen, Path) or not chosen.is_file():
+        return None
+    lab_inventory = (LabPaths(root) if root else LabPaths()).inventory
+    return None if chosen.resolve() == lab_inventory.resolve() else chosen
 
 
 @lab.command()

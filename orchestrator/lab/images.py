@@ -135,6 +135,18 @@ def catalog() -> list[ImageSpec]:
         _generic("ghcr.io/ai-swarm/rag-pipeline:1.0", BOTH, "rag-pipeline", 8080),
         _generic("metabase/metabase:v0.50.4", AMD64, "metabase", 3000, "/api/health",
                  "0.50.4"),
+        # Ollama (litellm-tailscale-ollama.md): its HTTP API and CLI, no model (standins/ollama.py).
+        _python_image("ollama/ollama:0.5.7", BOTH, ("/bin/ollama",), ("serve",),
+                      ("OLLAMA_HOST=0.0.0.0:11434", "OLLAMA_MODELS=/root/.ollama/models"),
+                      (rootfs.python_wrapper("ollama", "ollama.py"),
+                       oci.symlink_entry("/bin/ollama", "/usr/local/bin/ollama")),
+                      ("11434/tcp",)),
+        # The SaaS API of litellm-saas-stack.md (the operator's own app): real PostgreSQL rows
+        # through Debian's psql, so the image carries the postgres layer too.
+        ImageSpec("ghcr.io/ai-swarm/saas-api:1.0", BOTH, ("base", "python", "standins", "postgres"),
+                  RuntimeConfig(("swarm-entrypoint", "saas-api"), (), (*ENV_PY, "PORT=8000"), "/",
+                                ("8000/tcp",), {"org.swarm.lab": "stand-in"}),
+                  extra=(rootfs.python_wrapper("saas-api", "saas_api.py"),)),
     ]
 
 

@@ -7,6 +7,11 @@ compose subnet, and the few fleet vars that name the fleet's networks or what th
 cannot run (LAB_VARS). Nodes the lab does not run are dropped, except `optional: true`
 ones (overflow): they stay optional, on the lab address they would have, with nothing
 listening there — as an optional machine that is switched off.
+
+Any project's inventory works the same way (`swarm lab up --inventory FILE`, or from the
+project's directory): the lab takes the shape of its fleet — the non-optional nodes by
+name (`node_names`), each node's architecture and GPUs with their VRAM (`apply_facts`),
+and Vault/Consul on the node the inventory puts them on (`control_address`).
 """
 
 from __future__ import annotations
@@ -60,22 +65,43 @@ def ssh_block(paths: LabPaths, source: Raw | None = None) -> Raw:
     return base
 
 
-def control_address(specs: list[NodeSpec]) -> str:
-    """Where Vault and Consul run: oracle when it is in the lab, else the first node."""
+def node_names(source: Raw | None) -> list[str] | None:
+    """The lab nodes a fleet inventory asks for: its non-optional nodes, in order (None: no nodes)."""
+    nodes = (source or {}).get("nodes") or {}
+    names = [str(n) for n, body in nodes.items() if not (body or {}).get("optional")]
+    return names or None
+
+
+def _server_node(source: Raw | None, section: str) -> str | None:
+    """The node whose address is the host of the inventory's `vault.addr` / `consul.addr`."""
+    addr = str(((source or {}).get(section) or {}).get("addr") or "")
+    host = addr.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+    for name, body in ((source or {}).get("nodes") or {}).items():
+        if host and str((body or {}).get("address")) == host:
+            return str(name)
+    return None
+
+
+def control_address(specs: list[NodeSpec], source: Raw | None = None,
+                    section: str = "vault") -> str:
+    """Where Vault (or Consul) runs: the node the fleet inventory's address names, else
+    oracle when it is in the lab, else the first node."""
     by_name = {s.name: s for s in specs}
-    return (by_name.get("oracle") or specs[0]).address
+    named = _server_node(source, section)
+    return (by_name.get(named or "") or by_name.get("oracle") or specs[0]).address
 
 
 def rewrite(source: Raw | None, specs: list[NodeSpec], paths: LabPaths) -> Raw:
     """The lab inventory for full nodes, based on the fleet inventory when there is one."""
     data: Raw = copy.deepcopy(source) if source else {"fleet": "swarm-lab"}
-    control = control_address(specs)
+    control = control_address(specs, source, "vault")
     data["ssh"] = ssh_block(paths, source)
     data["registry"] = {"mirror": REGISTRY, "insecure": True}
     # `swarm vault init --key-file <lab>/vault-keys.json` writes the root token the deploys use.
     data["vault"] = dict(data.get("vault") or {}, addr=f"http://{control}:8200",
                          token_file=str(paths.root / "vault-keys.json"))
-    data["consul"] = dict(data.get("consul") or {}, addr=f"http://{control}:8500")
+    data["consul"] = dict(data.get("consul") or {},
+                          addr=f"http://{control_address(specs, source, 'consul')}:8500")
     data["network"] = dict(data.get("network") or {"name": "aiswarm"}, subnet=COMPOSE_SUBNET)
     data["vars"] = dict(data.get("vars") or {}, **LAB_VARS)
     source_nodes = data.get("nodes") or {}

@@ -571,3 +571,34 @@ def _refused(node: str, subject: str, deps: Sequence[Dependency], detail: str) -
         f"{target.node} reachable, but {where} is not up yet: it comes in phase {target.phase}",
         hint=f"requests from {node} to {target.name} fail until phase {target.phase} is deployed",
     )
+
+
+# --- hosts that serve only Ollama (litellm-tailscale-ollama.md) --------------------------------
+
+
+def check_ollama_exposure(node: Node, services: Sequence[Service], facts: NodeFacts) -> list[CheckResult]:
+    """On a node that runs Ollama, every other listening TCP port is a warning.
+
+    The document's Tailscale ACL lets the proxy reach `hab:11434` and nothing else; swarm
+    cannot read the tailnet's ACLs, but it can see what such a host exposes: any port
+    besides Ollama's and SSH is one the proxy (and every other tailnet member) may reach.
+    That the proxy reaches 11434 is `check_network`'s part (the LiteLLM config names it).
+    """
+    ollama = [s for s in services if s.role == "ollama"]
+    if not ollama or facts.listening is None:
+        return []
+    expected = {p.port for s in ollama for p in s.ports} | {node.ssh.port}
+    others = sorted(facts.listening - expected)
+    subject = f"{node.name} exposure"
+    names = ", ".join(s.name for s in ollama)
+    if not others:
+        return [result("ollama-acl", subject, node.name, "pass",
+                       f"{node.name} listens only on Ollama's {', '.join(map(str, sorted(expected - {node.ssh.port})))} "
+                       f"({names}) and SSH {node.ssh.port}")]
+    owners = {p.port: s.name for s in services for p in s.ports}
+    listed = ", ".join(f"{p} ({owners[p]})" if p in owners else str(p) for p in others)
+    return [result("ollama-acl", subject, node.name, "warn",
+                   f"{node.name} serves Ollama ({names}) but also listens on {listed}: the proxy "
+                   "(and the rest of the tailnet) may reach those too",
+                   hint="the ACL intent is proxy -> this host:11434 only: close those ports, bind them "
+                        "to localhost, or deny them in the tailnet ACL")]

@@ -328,6 +328,7 @@ def _node_results(
     out += [checks.check_protected(node, s, facts, probes.get(s.name, [])) for s in mine if s.protected]
     out += checks.check_network(node.name, [d for d in deps if d.source.node == node.name], facts)
     out += [checks.check_backup(node.name, w, facts) for w in backup_wants(project, mine)]
+    out += checks.check_ollama_exposure(node, mine, facts)
     return out
 
 

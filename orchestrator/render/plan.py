@@ -103,7 +103,8 @@ class Catalog(Model):
 
 
 def load_catalog(project: Project) -> Catalog:
-    path = project.roles_dir / "vllm" / "models.yml"
+    role = project.roles.get("vllm")
+    path = (role.dir if role else project.roles_dir / "vllm") / "models.yml"
     if not path.is_file():
         return Catalog(models={})
     return validate(Catalog, load_yaml(path, what="model catalog"), "model catalog")

@@ -19,7 +19,8 @@ from orchestrator.secrets import Secret
 REPO = Path(__file__).resolve().parents[3]
 SECRETS = {name: Secret(f"value-of-{name}-$HOME-`x`", name) for name in (
     "postgres_password", "redis_password", "litellm_master_key", "litellm_salt_key", "vllm_api_key",
-    "webui_secret_key", "grafana_admin_password", "openrouter_api_key", "brave_api_key")}
+    "webui_secret_key", "grafana_admin_password", "openrouter_api_key", "brave_api_key", "hf_token",
+    "sentry_dsn")}
 
 
 @pytest.fixture(scope="module")
