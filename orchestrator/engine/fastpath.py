@@ -57,11 +57,15 @@ def code_fingerprint() -> str:
 
 
 def inputs_digest(root: Path, inventory: Path, playbook: Path, args: Sequence[str]) -> str:
-    """What a deploy's plan depends on, by content: inventory, playbook, roles/, the arguments."""
+    """What a deploy's plan depends on, by content: inventory, playbook, the roles on the search
+    path (the project's roles/, then swarm's shared ones), the arguments."""
     digest = hashlib.sha256(f"swarm-plan-{FORMAT}\0{code_fingerprint()}\0".encode())
     for arg in args:
         digest.update(arg.encode() + b"\0")
-    for path in (inventory, playbook, *sorted((root / "roles").rglob("*"))):
+    roles = [root / "roles"]
+    if (PACKAGE.parent / "roles").resolve() != roles[0].resolve():  # swarm's shared roles (config/project.py)
+        roles.append(PACKAGE.parent / "roles")
+    for path in (inventory, playbook, *(p for d in roles for p in sorted(d.rglob("*")))):
         if path.is_file():
             digest.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()

@@ -104,3 +104,23 @@ def test_the_key_changes_with_every_input(tmp_path: Path) -> None:
     template = tmp_path / "roles/haproxy/haproxy.cfg.j2"
     template.write_text(template.read_text() + "\n# edited\n")
     assert inputs_digest(tmp_path, inv, book, ["deploy", "2-4"]) != base
+
+
+def test_the_key_changes_with_a_shared_role_an_example_project_uses(tmp_path: Path, monkeypatch) -> None:
+    """A project without its own haproxy role uses swarm's: editing that one must not leave
+    the no-op record standing."""
+    import shutil
+
+    from orchestrator.engine import fastpath
+
+    swarm_copy = tmp_path / "swarm"
+    (swarm_copy / "orchestrator").mkdir(parents=True)
+    shutil.copytree(REPO / "roles", swarm_copy / "roles")
+    monkeypatch.setattr(fastpath, "PACKAGE", swarm_copy / "orchestrator")
+    project = tmp_path / "gateway"
+    shutil.copytree(REPO / "examples" / "gateway", project)
+    inv, book = project / "inventory/swarm.yml", project / "playbooks/gateway.yml"
+    base = inputs_digest(project, inv, book, ["deploy"])
+    shared = swarm_copy / "roles/haproxy/haproxy.cfg.j2"
+    shared.write_text(shared.read_text() + "\n# edited\n")
+    assert inputs_digest(project, inv, book, ["deploy"]) != base
