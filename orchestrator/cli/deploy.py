@@ -60,20 +60,34 @@ def deploy(ctx: Context, phase: str | None, limit: str | None, check: bool, diff
 @click.option("--limit", help="only these nodes or groups")
 @click.option("--to", "to", metavar="RELEASE", help="a named release of the phase instead of the one before")
 @click.option("--resume", is_flag=True, help="finish a rollback that was cut off (a second signal, a dead link)")
+@click.option("--forget", is_flag=True,
+              help="drop the record of a cut-off rollback that cannot finish (the nodes were fixed by hand)")
 @click.option("--output", type=OUTPUT, default="text")
 @project_options
 @pass_ctx
 @handle_errors
 def rollback(ctx: Context, phase: str | None, limit: str | None, to: str | None, resume: bool,
-             output: str) -> None:
+             forget: bool, output: str) -> None:
     """Bring a phase back to its release before the current one (or --to one), gated like a deploy.
     Protected services are never removed or recreated."""
-    from orchestrator.engine.rollback import RollbackOptions, check_release_name, resume_pending
+    from orchestrator.engine.rollback import (
+        RollbackOptions,
+        check_release_name,
+        forget_pending,
+        resume_pending,
+    )
     from orchestrator.engine.rollback import rollback as run_rollback
     from orchestrator.errors import InputError
 
     check_release_name(to)
     project = ctx.project()
+    if forget:
+        dropped = forget_pending(project)
+        click.echo("no unfinished rollback recorded" if dropped is None else
+                   f"forgot the unfinished rollback of phase {dropped.phase} that run {dropped.run_id} left on "
+                   f"{', '.join(dropped.nodes) or 'Consul only'} (those nodes were not checked: "
+                   "`swarm verify` tells what runs there)")
+        return
     bus = make_bus(ctx, output)
     if resume:
         done = run_engine(lambda i: resume_pending(project, bus, limit_to=None, interrupts=i, required=True), bus)

@@ -525,7 +525,23 @@ async def _regate(project: Project, bus: EventBus, fleet: Fleet, pending: Pendin
         await gate.run()
     except SwarmError as exc:
         raise RollbackFailed(f"rolled back, but the previous release is not healthy: {exc.message}",
-                             hint="fix the node by hand, then `swarm rollback --phase N --to RELEASE`") from None
+                             hint="fix the node by hand (or redeploy it), then `swarm rollback --forget` "
+                                  "drops the unfinished rollback; `swarm rollback --phase N --to RELEASE` "
+                                  "picks a release") from None
 
 
-__all__ = ["Rollback", "RollbackOptions", "rollback", "resume_pending", "find_target"]
+def forget_pending(project: Project) -> Pending | None:
+    """Drop the record of an unfinished unwind (the operator fixed or rebuilt those nodes);
+    returns what was dropped. Refuses while the run that wrote it is alive."""
+    store = PendingStore(local_state_dir(), project.inventory.fleet)
+    pending = store.load()
+    if pending is None:
+        return None
+    if pending.still_running():
+        raise LockHeld(f"run {pending.run_id} (pid {pending.pid}) is still running phase {pending.phase}: "
+                       "its record is not forgotten", hint="wait for it to finish")
+    store.clear()
+    return pending
+
+
+__all__ = ["Rollback", "RollbackOptions", "rollback", "resume_pending", "forget_pending", "find_target"]

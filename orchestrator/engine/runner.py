@@ -31,7 +31,13 @@ from orchestrator.engine.gate import Gate, GateFailed, GateTarget, NodeUnreachab
 from orchestrator.engine.pending import Pending, PendingNode, PendingStore
 from orchestrator.engine.signals import Interrupted, Interrupts, StopRequested
 from orchestrator.engine.steps import NodeStep, Restore, audit_line, unwind_script
-from orchestrator.errors import PhaseFailed, RollbackFailed, RuntimeFailure, SwarmError
+from orchestrator.errors import (
+    PhaseFailed,
+    RollbackFailed,
+    RuntimeFailure,
+    SwarmError,
+    TransportError,
+)
 from orchestrator.events import EventBus
 from orchestrator.render.services import Service
 from orchestrator.secrets import Secret
@@ -248,7 +254,13 @@ class Runner:
         audit = audit_line(node, "rollback", journal.work.phase, self.by, release=work.previous,
                            failed=work.release, reason=reason, action_of=journal.work.action)
         script = unwind_script(work.node, undo)
-        result = await self.fleet[node].run(script, input=audit, check=False)
+        try:
+            result = await self.fleet[node].run(script, input=audit, check=False)
+        except TransportError:  # the link dropped under the unwind itself: once more (it is idempotent)
+            self.fleet.unreachable.setdefault(node, TransportError(node, "connection lost during the unwind"))
+            if not await self._reachable(node):
+                raise
+            result = await self.fleet[node].run(script, input=audit, check=False)
         check_result(node, result)
         journal.entries[node] = []  # undone: nothing of it is left to take back
         if touched:

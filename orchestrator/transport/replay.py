@@ -47,6 +47,9 @@ class ReplayTransport:
     replies: dict[str, Reply] = field(default_factory=dict)
     fail_on: dict[str, int] = field(default_factory=dict)   # key -> fail the Nth such command (1-based)
     dead: bool = False                                       # the link is down: every run raises
+    drop_on: dict[str, int] = field(default_factory=dict)   # key -> the link drops during the Nth such
+    #                                                         command (that run raises; a reconnect works)
+    dropped: bool = False
     sent: list[Command] = field(default_factory=list)
     inputs: list[bytes | None] = field(default_factory=list)
     round_trips: list[list[str]] = field(default_factory=list)  # each run: its commands, described
@@ -63,18 +66,30 @@ class ReplayTransport:
 
     @property
     def is_connected(self) -> bool:
-        return not self.dead
+        return not self.dead and not self.dropped
 
     async def connect(self) -> None:
         if self.dead:
             raise TransportError(self.name, "cannot reach the node (replay: link down)")
+        if self.dropped:
+            self.dropped = False
+            self._stats.connections += 1
         self._stats.connections = max(self._stats.connections, 1)
 
     async def run(self, command: Runnable, *, timeout: float | None = None, check: bool = True,
                   input: bytes | None = None) -> Result:
         if self.dead:
             raise TransportError(self.name, "connection lost (replay: link down)")
+        if self.dropped:
+            raise TransportError(self.name, "connection lost (replay: the link dropped; reconnect first)")
         commands = command.commands if isinstance(command, Script) else (as_command(command),)
+        for cmd in commands:
+            key = key_of(cmd)
+            if key in self.drop_on and self._counts.get(key, 0) + 1 == self.drop_on[key]:
+                self._counts[key] = self._counts.get(key, 0) + 1
+                self.round_trips.append([c.describe() for c in commands] + ["(link dropped)"])
+                self.dropped = True
+                raise TransportError(self.name, "connection lost: the session ended mid-command (replay)")
         stop = command.stop_on_error if isinstance(command, Script) else True
         self._stats.count_command(describe(command), len(input or b""), 0)
         self.inputs.append(input)

@@ -94,7 +94,8 @@ class SshTransport(ShellTransport):
 
     @property
     def is_connected(self) -> bool:
-        return self._conn is not None
+        """Open and not closed under us (a killed sshd closes it without a word)."""
+        return self._conn is not None and not self._conn.is_closed()
 
     async def connect(self) -> None:
         """Open the connection unless it is open already (safe to call concurrently)."""
@@ -125,6 +126,13 @@ class SshTransport(ShellTransport):
             raise TransportError(
                 self.host, f"connection to {self.target.endpoint} lost: {_reason(exc)}"
             ) from None
+        if proc.returncode is None and getattr(proc, "exit_signal", None) is None:
+            # the channel closed with neither an exit status nor a signal: the session (its
+            # sshd) died under the command — the link is gone, not the command's verdict
+            self._forget(conn)
+            raise TransportError(
+                self.host, f"connection to {self.target.endpoint} lost: the session ended mid-command"
+            )
         return _exit_status(proc), _as_bytes(proc.stdout), _as_bytes(proc.stderr)
 
     def _forget(self, conn: asyncssh.SSHClientConnection) -> None:

@@ -100,6 +100,9 @@ def test_litellm_falls_back_when_the_primary_is_down(deployed) -> None:
         node_sh(deployed, "starlord", "docker", "start", "swarm-starlord-vllm-primary-1")
         wait_for(lambda: _pool_server_up(oracle, "vllm-primary"), 60,
                  "vllm-primary back UP in HAProxy's pool")
+        wait_for(lambda: not [c for c in httpx.get(f"http://{oracle}:8500/v1/health/state/critical", timeout=5).json()
+                              if "vllm-primary" in c.get("ServiceID", "")], 90,
+                 "vllm-primary passing in Consul again")  # `swarm status` (a test below) reads it
 
 
 # ---------------------------------------------------------------- the allowlist

@@ -112,6 +112,7 @@ class NodeCase:
     releases: list[str] | None = None
     dead: bool = False                   # unreachable from the start
     die_after: dict[str, int] = field(default_factory=dict)  # key -> the link dies after the Nth such command
+    drop_on: dict[str, int] = field(default_factory=dict)    # key -> the link drops during it, then returns
 
 
 def fast_gates(project: Project) -> Project:
@@ -165,7 +166,8 @@ class ReplayFleet:
             "node-clock": answer(name, "node-clock"),
             **case.replies,
         }
-        transport = ReplayTransport(name, replies=replies, fail_on=dict(case.fail_on), dead=case.dead)
+        transport = ReplayTransport(name, replies=replies, fail_on=dict(case.fail_on), dead=case.dead,
+                                    drop_on=dict(case.drop_on))
         for key, nth in case.die_after.items():
             transport.replies[key] = _then(transport, key, nth, transport.replies.get(key, Answer()),
                                            lambda t=transport: setattr(t, "dead", True))

@@ -212,3 +212,23 @@ def _tar_record(transport: ReplayTransport) -> dict[str, Any]:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         member = next(m for m in tar.getmembers() if m.name.endswith("/release.json"))
         return dict(json.loads(tar.extractfile(member).read()))  # type: ignore[union-attr]
+
+
+def test_rollback_forget_drops_a_record_that_cannot_finish(tmp_path, monkeypatch) -> None:
+    """The node was rebuilt by hand; the resume keeps failing: `swarm rollback --forget`
+    drops the record, says what it dropped, and the next deploy no longer tries it."""
+    from click.testing import CliRunner
+
+    from orchestrator.cli.main import main
+
+    monkeypatch.setenv("SWARM_STATE_DIR", str(tmp_path))
+    store = PendingStore(tmp_path, "ai-swarm")
+    store.save(Pending(run_id="gone1", by="tester", action="deploy", phase=3, pid=2**22 + 7, host="elsewhere",
+                       nodes={"starlord": PendingNode(node="starlord", undone=True, restore=["vllm-primary"])}))
+    repo = Path(__file__).resolve().parents[3]
+    result = CliRunner().invoke(main, ["--project", str(repo), "rollback", "--forget"])
+    assert result.exit_code == 0, result.output
+    assert "forgot the unfinished rollback of phase 3 that run gone1 left on starlord" in result.output
+    assert store.load() is None
+    again = CliRunner().invoke(main, ["--project", str(repo), "rollback", "--forget"])
+    assert again.exit_code == 0 and "no unfinished rollback recorded" in again.output
