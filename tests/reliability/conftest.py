@@ -17,7 +17,7 @@ def state(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture(autouse=True)
-def lab_restored(request: pytest.FixtureRequest) -> Iterator[None]:
+def lab_restored(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
     """After each fault test, every node's link is up and its sshd answers, whatever the test
     did or where it failed: one failed test must not fail the ones after it."""
     yield
@@ -35,8 +35,8 @@ def lab_restored(request: pytest.FixtureRequest) -> Iterator[None]:
     locked = [s.name for s in lab.specs if not s.light
               and faults.sh(lab, s.name, f"test -d {faults.ROOT}/.lock && echo locked || true").strip()]
     if locked:  # a failed test left a run cut off: finish it as an operator would, then unlock
-        state = request.getfixturevalue("state") if "state" in request.fixturenames else None
-        if state is not None:
-            faults.swarm(lab, lab.inventory_path, "rollback", "--resume", state=state, timeout=300)
-        faults.swarm(lab, lab.inventory_path, "unlock", "--limit", ",".join(locked), state=state or request.getfixturevalue("tmp_path"),
+        state = tmp_path / "state"  # the test's `state` fixture (torn down by now; its files stay)
+        state.mkdir(exist_ok=True)
+        faults.swarm(lab, lab.inventory_path, "rollback", "--resume", state=state, timeout=300)
+        faults.swarm(lab, lab.inventory_path, "unlock", "--limit", ",".join(locked), state=state,
                      timeout=120, json_output=False)
