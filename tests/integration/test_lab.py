@@ -199,11 +199,14 @@ SPECIAL_CHECKS = {
     "qdrant/qdrant:v1.9.2": ("wget -qO- http://localhost:6333/readyz", {}, None),
     "utkuozdemir/nvidia_gpu_exporter:1.2.0": ("curl -fsS http://localhost:9835/metrics", {},
                                               None),
+    "ollama/ollama:0.5.7": ("ollama list", {}, None),  # the CLI asks the server (/api/tags)
 }
 NOT_IN_SMOKE = {"haproxy:2.8-alpine",  # needs a config file: covered by the roles' tests
                 # the real proxy (~20 s to start, 2 workers): test_real_parts runs it deployed
                 "ghcr.io/berriai/litellm:main-v1.55.8",
-                "vllm/vllm-openai:v0.6.3-broken"}  # never healthy: checked on its own
+                "vllm/vllm-openai:v0.6.3-broken",  # never healthy: checked on its own
+                # needs its PostgreSQL: the litellm-saas example's lab tests run it deployed
+                "ghcr.io/ai-swarm/saas-api:1.0"}
 
 
 def _generic_check(spec: images.ImageSpec) -> str:

@@ -114,6 +114,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         path = self.path.split("?", 1)[0]
+        self._body_read = False
         try:
             self.route(method, path)
         except Exception as exc:  # a stand-in must keep serving
@@ -123,6 +124,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(404, {"error": "not found"})
 
     def read_body(self) -> bytes:
+        if getattr(self, "_body_read", False):
+            return b""
+        self._body_read = True
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
@@ -131,6 +135,7 @@ class Handler(BaseHTTPRequestHandler):
         return json.loads(body) if body else {}
 
     def send_bytes(self, status: int, body: bytes, content_type: str) -> None:
+        self.read_body()  # an early answer (401, 503) drains the request's body: keep-alive stays in sync
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
