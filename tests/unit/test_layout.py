@@ -102,3 +102,15 @@ def test_the_no_op_fast_path_loads_no_validation_templates_or_http_clients() -> 
                                                       "requests", "httpx", "rich"}}
     assert heavy == set(), sorted(heavy)
     assert "asyncssh" in loaded
+
+
+def test_a_command_loads_only_its_own_module() -> None:
+    """Sub-commands are imported on use: `swarm deploy` loads neither the lab, nor preflight
+    scheduling, nor the conformance checks, nor the backup commands."""
+    loaded = imported_by("deploy", "--help")
+    assert "orchestrator.cli.deploy" in loaded
+    others = {m for m in loaded if m.startswith(("orchestrator.lab", "orchestrator.preflight",
+                                                 "orchestrator.conformance", "orchestrator.cli.backup",
+                                                 "orchestrator.cli.init", "orchestrator.cli.secrets"))}
+    assert others == set(), sorted(others)
+    assert {"orchestrator.lab.cli", "orchestrator.preflight.cli", "orchestrator.conformance.cli"} <= imported_by("--help")
