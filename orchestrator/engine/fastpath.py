@@ -26,12 +26,11 @@ import asyncio
 import hashlib
 import json
 import os
-import ssl
 import tempfile
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from http.client import HTTPConnection, HTTPSConnection
 from pathlib import Path
 from typing import Any
 
@@ -199,10 +198,11 @@ async def try_noop(record: PlanRecord, *, run_id: str, holder: str, fleet: Fleet
     if set(fleet.unreachable) - set(skipped):
         return FastOutcome(False, "a node did not answer", fleet, {}, secrets, roots=roots)
     requests = {n: _request(p, run_id, holder) for n, p in record.nodes.items() if n not in skipped}
+    consul_task = asyncio.ensure_future(asyncio.to_thread(consul_services, record.consul))  # while the nodes look
     states = await _looks(fleet, requests)
-    consul_task = asyncio.ensure_future(asyncio.to_thread(consul_matches, record.consul, states))
-    why = _difference(record, states)
-    consul_ok = await _settle(consul_task)
+    why = _difference(record, states, skipped)
+    held = await _settle(consul_task)
+    consul_ok = held is not None and consul_matches(record.consul, states, held)
     if why is None and not consul_ok:
         why = "Consul does not hold every registration"
     return FastOutcome(why is None, why or "unchanged", fleet, states, secrets, skipped, roots)
@@ -235,8 +235,10 @@ async def _looks(fleet: Fleet, requests: Mapping[str, LookRequest]) -> dict[str,
     return dict(outcome.succeeded)
 
 
-def _difference(record: PlanRecord, states: Mapping[str, NodeState]) -> str | None:
+def _difference(record: PlanRecord, states: Mapping[str, NodeState], skipped: Mapping[str, str]) -> str | None:
     for name, plan in record.nodes.items():
+        if name in skipped:  # an optional node that is off: skipped, as the full path would
+            continue
         state = states.get(name)
         if state is None:
             return f"{name} did not answer"
@@ -254,6 +256,9 @@ def _difference(record: PlanRecord, states: Mapping[str, NodeState]) -> str | No
 
 
 def _connection(url: str, ca_cert: str | None, timeout: float = 10.0) -> tuple[Any, str]:
+    import ssl  # here, in the reader's thread, not on the way to the SSH connects
+    from http.client import HTTPConnection, HTTPSConnection
+
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "https":
         context = ssl.create_default_context(cafile=ca_cert) if ca_cert else ssl.create_default_context()
@@ -279,14 +284,18 @@ def read_secrets(vault: VaultAccess | None) -> dict[str, Secret]:
     if vault is None or not vault.paths:
         return {}
     token = _vault_token(vault)
-    by_path: dict[str, dict[str, Any]] = {}
-    out = {}
-    for name, (path, key) in sorted(vault.paths.items()):
-        if path not in by_path:
-            answer = _get(vault.addr, f"/v1/{vault.mount}/data/{path}", {"X-Vault-Token": token}, vault.ca_cert)
-            by_path[path] = dict(answer["data"]["data"])
-        out[name] = Secret(str(by_path[path][key]), name)
-    return out
+    paths = sorted({path for path, _ in vault.paths.values()})
+
+    def one(path: str) -> dict[str, Any]:
+        answer = _get(vault.addr, f"/v1/{vault.mount}/data/{path}", {"X-Vault-Token": token}, vault.ca_cert)
+        return dict(answer["data"]["data"])
+
+    if len(paths) == 1:
+        by_path = {paths[0]: one(paths[0])}
+    else:  # one request per KV path, all at once
+        with ThreadPoolExecutor(max_workers=min(8, len(paths)), thread_name_prefix="vault") as pool:
+            by_path = dict(zip(paths, pool.map(one, paths), strict=True))
+    return {name: Secret(str(by_path[path][key]), name) for name, (path, key) in sorted(vault.paths.items())}
 
 
 def _vault_token(vault: VaultAccess) -> str:
@@ -302,15 +311,22 @@ def _vault_token(vault: VaultAccess) -> str:
     return token
 
 
-def consul_matches(consul: ConsulAccess | None, states: Mapping[str, NodeState]) -> bool:
-    """Consul holds every registration as the last run left it (release ids as the nodes say)."""
+def consul_services(consul: ConsulAccess | None) -> dict[str, Any]:
+    """The agent's registrations (nothing to read when the record expects none)."""
     if consul is None or not consul.expected:
-        return True
+        return {}
     headers = {}
     token = _consul_token(consul)
     if token:
         headers["X-Consul-Token"] = token
-    services = _get(consul.addr, "/v1/agent/services", headers, consul.ca_cert)
+    return dict(_get(consul.addr, "/v1/agent/services", headers, consul.ca_cert))
+
+
+def consul_matches(consul: ConsulAccess | None, states: Mapping[str, NodeState],
+                   services: Mapping[str, Any]) -> bool:
+    """Consul holds every registration as the last run left it (release ids as the nodes say)."""
+    if consul is None or not consul.expected:
+        return True
     for sid, want in consul.expected.items():
         have = services.get(sid)
         node = str(want.get("node", ""))

@@ -124,3 +124,19 @@ def test_the_key_changes_with_a_shared_role_an_example_project_uses(tmp_path: Pa
     shared = swarm_copy / "roles/haproxy/haproxy.cfg.j2"
     shared.write_text(shared.read_text() + "\n# edited\n")
     assert inputs_digest(project, inv, book, ["deploy"]) != base
+
+
+def test_an_optional_node_that_is_off_is_skipped_not_a_reason_to_replan(recorded) -> None:
+    """The overflow host is off (optional): the others unchanged is a no-op, as the full path
+    would conclude, instead of planning everything anew on every run."""
+    fleet, record = recorded
+    record.nodes["thanos"].optional = True
+    outcome = noop(fleet, record, replay_again(fleet, thanos=NodeCase(dead=True)))
+    assert outcome.noop, outcome.why
+    assert set(outcome.skipped) == {"thanos"} and set(outcome.states) == {"oracle", "starlord"}
+
+
+def test_a_required_node_that_is_off_is_left_to_the_full_path(recorded) -> None:
+    fleet, record = recorded
+    outcome = noop(fleet, record, replay_again(fleet, thanos=NodeCase(dead=True)))
+    assert not outcome.noop and "did not answer" in outcome.why
