@@ -46,8 +46,12 @@ APPLIED_FILE = "applied.txt"  # in each release: one `service hash` line per app
 _LOOK = (
     'root=$1 holder=$2 run=$3 need=$4; shift 4; '
     f'applied="$root/current/{APPLIED_FILE}"; '
+    # applied.txt read once with shell builtins (no grep per service: a fork each), then each
+    # expected line matched whole; `|` never occurs in a `service hash` line
+    'have="|"; if [ "$need" != 1 ] && [ -r "$applied" ]; then '
+    'while IFS= read -r l || [ -n "$l" ]; do have="$have$l|"; done < "$applied"; fi; '
     'while [ "$#" -gt 0 ] && [ "$1" != -- ]; do '
-    '[ "$need" = 1 ] || grep -qxF -e "$1" -- "$applied" 2>/dev/null || need=1; shift; done; '
+    'case "$1" in *"|"*) need=1;; esac; case "$have" in *"|$1|"*) ;; *) need=1;; esac; shift; done; '
     '[ "$#" -gt 0 ] && shift; '
     'for d; do [ -d "$root/$d" ] || need=1; done; '
     f'if [ "$need" != 1 ]; then echo {LOOK_UNCHANGED}; '

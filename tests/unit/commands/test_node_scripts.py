@@ -67,6 +67,23 @@ def test_a_run_finishing_its_own_unwind_gets_its_lock_back(root: Path) -> None:
     assert not look(root, [], force_lock=True, run_id="zzz").lock.taken  # another run: held
 
 
+def test_only_a_whole_applied_line_matches(root: Path) -> None:
+    """`service hash` lines compare whole: a prefix, a suffix or a longer line is a difference."""
+    for other in ("vault 11", "vault 1111", "ault 111", "vault  111", "vault 111|consul 222"):
+        assert look(root, [other], run_id=f"r{len(other)}").lock.taken, other
+        (root / ".lock").exists() and run(c.unlock_if_mine(str(root), f"r{len(other)}"))
+
+
+def test_the_last_applied_line_counts_without_its_newline(root: Path) -> None:
+    (root / "releases/R1/applied.txt").write_text("vault 111\nconsul 222")
+    assert not look(root, ["consul 222", "vault 111"]).lock.taken
+
+
+def test_a_release_without_applied_lines_is_a_difference(root: Path) -> None:
+    (root / "releases/R1/applied.txt").unlink()
+    assert look(root, ["vault 111"]).lock.taken
+
+
 def test_a_missing_directory_counts_as_a_difference(root: Path) -> None:
     assert look(root, ["vault 111"], directories=("data",)).lock.taken
 
