@@ -59,8 +59,14 @@ class EventBus:
                       data=scrub_data(data))
         with self._lock:
             self.history.append(event)
-            for sub in self._subscribers:
-                sub(event)
+            for sub in list(self._subscribers):
+                try:
+                    sub(event)
+                except (OSError, ValueError):
+                    # the reader went away (`| head`, a closed terminal, a full disk under the
+                    # log): that view stops, the run does not — a deploy never stops half way
+                    # because nobody is watching it
+                    self._subscribers.remove(sub)
         return event
 
 

@@ -9,6 +9,7 @@ imported inside the command functions, so `swarm --help` loads none of them.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -54,6 +55,15 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def handle_errors(fn: F) -> F:
     """Turn swarm errors into one clean message and the documented exit code."""
 
@@ -67,6 +77,8 @@ def handle_errors(fn: F) -> F:
             fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except BrokenPipeError:  # the reader of our output left (`swarm status | head`): not an error
+            _quiet_stdout()
         except Exception as exc:  # a bug in swarm: say so, traceback only with -v
             ctx = click.get_current_context(silent=True)
             root = ctx.find_root().obj if ctx else None

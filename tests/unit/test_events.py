@@ -54,3 +54,20 @@ def test_event_data_is_scrubbed() -> None:
     bus = EventBus()
     event = bus.emit("apply", "changed", host="n", message=f"m {secret.reveal()}", detail={"k": secret.reveal()})
     assert secret.reveal() not in event.message and secret.reveal() not in str(event.data)
+
+
+class GoneReader(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_view_whose_reader_left_stops_and_the_run_goes_on() -> None:
+    """`swarm deploy --output json | head -1`: the renderer's pipe breaks at the second event;
+    the deploy must not stop half way, and the audit (another subscriber) still sees all."""
+    bus = EventBus()
+    bus.subscribe(PlainRenderer(GoneReader(), verbose=2))
+    seen: list[str] = []
+    bus.subscribe(lambda e: seen.append(e.kind))
+    for kind in ("run", "upload", "gate", "run"):
+        bus.emit(kind, "ok", message=kind)
+    assert seen == ["run", "upload", "gate", "run"]

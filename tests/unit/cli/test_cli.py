@@ -69,3 +69,16 @@ def test_missing_inventory_is_exit_2() -> None:
     result = swarm("-i", "nope.yml", "plan")
     assert result.returncode == 2
     assert "nope.yml: inventory not found" in result.stderr
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(tmp_path) -> None:
+    """`swarm plan | head -1`: swarm's stdout pipe closes early; no "internal error", exit 0."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "plan"], cwd=REPO, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0, done.stderr
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr
