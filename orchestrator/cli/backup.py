@@ -64,7 +64,9 @@ def backup(ctx: Context, phase: str | None, limit: str | None, services: tuple[s
     if metrics is not None:
         _check_writable(metrics)
     bus = make_bus(ctx, output)
-    report = run_engine(lambda i: run_backup(project, targets, bus, interrupts=i), bus)
+    report = run_engine(lambda i: run_backup(project, targets, bus, interrupts=i), bus, stopping=(
+        "finishing the backup under way (what it stopped starts again); the others are not started",
+        "still finishing the backup under way: a half-written backup is never kept"))
     if metrics is not None:
         from orchestrator.backup.metrics import render
         from orchestrator.preflight.report import write_atomic
@@ -156,7 +158,9 @@ def restore(ctx: Context, service: str, from_id: str | None, force: str | None, 
     check_request(target, from_id, force)
     bus = make_bus(ctx, "text")
     result = run_engine(lambda i: run_restore(project, target, services, bus, backup_id=from_id,
-                                              key_file=key_file, interrupts=i), bus)
+                                              key_file=key_file, interrupts=i), bus, stopping=(
+        "stopping the restore at its next safe point, then unlocking (`swarm status` shows what runs)",
+        "still stopping the restore at its next safe point"))
     _show_restore(result)
 
 

@@ -152,8 +152,14 @@ def make_bus(ctx: Context, output: str) -> EventBus:
     return bus
 
 
-def run_engine(make: Callable[[Interrupts], Awaitable[T]], bus: EventBus | None = None) -> T:
-    """Run an engine coroutine with SIGINT/SIGTERM/SIGHUP handled by the engine (signals.py)."""
+UNWINDS = ("stopping; every node that moved goes back to its previous release (a second signal stops that)",
+           "stopping the rollback at its next safe point")
+
+
+def run_engine(make: Callable[[Interrupts], Awaitable[T]], bus: EventBus | None = None,
+               stopping: tuple[str, str] = UNWINDS) -> T:
+    """Run an engine coroutine with SIGINT/SIGTERM/SIGHUP handled by the engine (signals.py);
+    `stopping` says what the command does on a first and on a second signal."""
     import asyncio
 
     from orchestrator.engine.signals import Interrupts
@@ -162,7 +168,7 @@ def run_engine(make: Callable[[Interrupts], Awaitable[T]], bus: EventBus | None 
         interrupts = Interrupts()
         interrupts.install()
         if bus is not None:
-            interrupts.on_signal = lambda signum, count: _tell(bus, signum, count)
+            interrupts.on_signal = lambda signum, count: _tell(bus, signum, count, stopping)
         try:
             return await make(interrupts)
         finally:
@@ -175,15 +181,11 @@ def run_engine(make: Callable[[Interrupts], Awaitable[T]], bus: EventBus | None 
             bus.close()
 
 
-def _tell(bus: EventBus, signum: int, count: int) -> None:
+def _tell(bus: EventBus, signum: int, count: int, stopping: tuple[str, str]) -> None:
     import signal
 
     name = signal.Signals(signum).name
-    if count == 1:
-        bus.emit("run", "info", message=f"{name}: stopping; every node that moved goes back to its "
-                                        "previous release (a second signal stops that)")
-    else:
-        bus.emit("run", "info", message=f"{name} again: stopping the rollback at its next safe point")
+    bus.emit("run", "info", message=f"{name}: {stopping[0]}" if count == 1 else f"{name} again: {stopping[1]}")
 
 
 def run_async(coro: Awaitable[T]) -> T:
