@@ -17,19 +17,62 @@ import click
 from orchestrator import __version__
 from orchestrator.cli.common import Context
 
-# Where each sub-command lives: a command's module is imported only when that command runs
-# (or `--help` lists them all), so `swarm deploy` never loads the lab, preflight scheduling
-# or the conformance checks.
-LAZY = {
-    **{name: "orchestrator.cli.deploy" for name in ("deploy", "rollback", "releases", "unlock", "trust", "status")},
-    **{name: "orchestrator.cli.project" for name in ("render", "plan")},
-    **{name: "orchestrator.cli.secrets" for name in ("secrets", "vault")},
-    **{name: "orchestrator.cli.backup" for name in ("backup", "restore", "backups")},
-    "init": "orchestrator.cli.init",
-    "lab": "orchestrator.lab.cli",
-    "preflight": "orchestrator.preflight.cli",
-    "schedule": "orchestrator.preflight.cli",
-    "verify": "orchestrator.conformance.cli",
+# Where each sub-command lives, and the first paragraph of its help: a command's module is
+# imported only when that command runs, so `swarm deploy` never loads the lab, preflight
+# scheduling or the conformance checks, and `swarm --help` lists them all without importing
+# any (tests/unit/test_layout.py keeps the summaries equal to the docstrings).
+LAZY: dict[str, tuple[str, str]] = {
+    "deploy": ("orchestrator.cli.deploy",
+        "Deploy phases in order: every node of a phase ends healthy on its new release, or "
+        "back on its previous one. A failed phase is rolled back; earlier phases keep their "
+        "new releases."),
+    "rollback": ("orchestrator.cli.deploy",
+        "Bring a phase back to its release before the current one (or --to one), gated like a "
+        "deploy. Protected services are never removed or recreated."),
+    "releases": ("orchestrator.cli.deploy",
+        "List each node's releases; * marks the current one. An unreachable node is reported, "
+        "not fatal."),
+    "unlock": ("orchestrator.cli.deploy",
+        "Break a stale deploy lock (say which nodes); the node's audit log records who did."),
+    "trust": ("orchestrator.cli.deploy",
+        "Fetch a node's SSH host key, show its fingerprint and record it in known_hosts."),
+    "status": ("orchestrator.cli.deploy",
+        "Per node: the current release, a held lock, and each service's health in Consul."),
+    "render": ("orchestrator.cli.project",
+        "Render one compose project (+ config files) per node; the real tools check them "
+        "first."),
+    "plan": ("orchestrator.cli.project",
+        "Show what runs where, port use, RAM and the GPU memory budget; exit 2 if it cannot "
+        "fit."),
+    "secrets": ("orchestrator.cli.secrets",
+        "Secrets in Vault (KV v2): push from an env file, list names and versions, check what "
+        "is missing."),
+    "vault": ("orchestrator.cli.secrets",
+        "Bootstrap the fleet's Vault: initialise and unseal once, keys kept in a 0600 file."),
+    "backup": ("orchestrator.cli.backup",
+        "Back up every stateful service of the chosen nodes, by its own method, on its node: "
+        "<deploy_root>/backups/<service>/<id>/ with SHA256SUMS and a manifest; retention and "
+        "the copy to another node from the inventory."),
+    "restore": ("orchestrator.cli.backup",
+        "Put a backup back: stop what depends on the service, restore it by its method, start "
+        "them again and gate them all. Never part of a deploy or a rollback."),
+    "backups": ("orchestrator.cli.backup",
+        "List the backups each node keeps (and the copies on copy_to nodes): ids, sizes, "
+        "checksums."),
+    "init": ("orchestrator.cli.init",
+        "Write a new project in DIRECTORY: an inventory of your machines, a playbook, a "
+        "README."),
+    "lab": ("orchestrator.lab.cli",
+        "Local test fleet: network namespaces with their own sshd, dockerd and registry."),
+    "preflight": ("orchestrator.preflight.cli",
+        "Prove a phase can succeed before it starts: access, images per architecture, GPUs "
+        "and heat, ports, the protected Qdrant, secrets, and the network between nodes."),
+    "schedule": ("orchestrator.preflight.cli",
+        "Run preflight (or, with --backup, the backups) on a schedule with a systemd service "
+        "+ timer."),
+    "verify": ("orchestrator.conformance.cli",
+        "Check that the fleet is what the inventory, playbook and roles say (testinfra); exit "
+        "1 on drift."),
 }
 
 
@@ -43,9 +86,27 @@ class LazyGroup(click.Group):
         if cmd_name not in self.commands and cmd_name in LAZY:
             # __import__, not importlib.import_module: the same path as an import statement
             # (and so seen by `python -X importtime`, which bench/ and the tests read)
-            command = getattr(__import__(LAZY[cmd_name], fromlist=[cmd_name]), cmd_name)
+            module = LAZY[cmd_name][0]
+            command = getattr(__import__(module, fromlist=[cmd_name]), cmd_name)
             self.add_command(command, cmd_name)
         return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's listing, from the summaries for commands not imported yet."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = []
+        for name in names:
+            command = self.commands.get(name)
+            if command is not None:
+                if not command.hidden:
+                    rows.append((name, command.get_short_help_str(limit)))
+            else:
+                rows.append((name, click.utils.make_default_short_help(LAZY[name][1], limit).strip()))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

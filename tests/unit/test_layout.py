@@ -113,4 +113,20 @@ def test_a_command_loads_only_its_own_module() -> None:
                                                  "orchestrator.conformance", "orchestrator.cli.backup",
                                                  "orchestrator.cli.init", "orchestrator.cli.secrets"))}
     assert others == set(), sorted(others)
-    assert {"orchestrator.lab.cli", "orchestrator.preflight.cli", "orchestrator.conformance.cli"} <= imported_by("--help")
+    listed = imported_by("--help")
+    assert not {m for m in listed if m.startswith("orchestrator.") and m not in
+                {"orchestrator.cli", "orchestrator.cli.main", "orchestrator.cli.common", "orchestrator.paths"}}
+
+
+def test_the_command_list_says_what_each_command_says_of_itself() -> None:
+    """`swarm --help` lists the commands from summaries kept beside their module names; each
+    is the first paragraph of that command's own help, so the listing never drifts."""
+    import inspect
+
+    from orchestrator.cli.main import LAZY
+
+    for name, (module, summary) in LAZY.items():
+        command = getattr(__import__(module, fromlist=[name]), name)
+        assert command.name == name
+        first = " ".join(inspect.cleandoc(command.help or "").split("\n\n")[0].split())
+        assert summary == first, f"{name}: LAZY says {summary!r}, the command says {first!r}"
