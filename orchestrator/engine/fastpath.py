@@ -181,13 +181,14 @@ class FastOutcome:
 
 
 async def try_noop(record: PlanRecord, *, run_id: str, holder: str, fleet: Fleet | None = None,
-                   reader: Any = None) -> FastOutcome:
+                   reader: Any = None, forks: int | None = None) -> FastOutcome:
     """Connect, read the secrets, look at every node — the same first command a full run sends.
 
-    `fleet` and `reader` (VaultAccess -> secrets) are the SSH and Vault boundaries, for tests."""
+    `fleet` and `reader` (VaultAccess -> secrets) are the SSH and Vault boundaries, for tests;
+    `forks` is `--forks` (hosts in parallel), as the full path uses it."""
     targets = [SshTarget(**{**n.target, "key": _path(n.target.get("key")),
                             "known_hosts": _path(n.target.get("known_hosts"))}) for n in record.nodes.values()]
-    fleet = fleet or Fleet.over_ssh(targets)
+    fleet = fleet or (Fleet.over_ssh(targets, forks=forks) if forks else Fleet.over_ssh(targets))
     roots = {n: p.deploy_root for n, p in record.nodes.items()}
     secrets_task = asyncio.ensure_future(asyncio.to_thread(reader or read_secrets, record.vault))
     await fleet.connect()
@@ -399,7 +400,7 @@ async def deploy_or_noop(request: DeployRequest, bus: Any, interrupts: Any) -> A
         ctx = new_run(by, "deploy", record.holder_phases)
         bus.emit("run", "start", message=f"phase {', '.join(map(str, record.phases))} "
                                          f"on {', '.join(record.nodes)} (as planned last time)")
-        outcome = await try_noop(record, run_id=ctx.run_id, holder=ctx.holder())
+        outcome = await try_noop(record, run_id=ctx.run_id, holder=ctx.holder(), forks=request.forks)
         if outcome.noop:
             return await _finish_noop(record, outcome, bus)
         bus.emit("run", "info", message=f"the last plan does not hold ({outcome.why}): planning anew")
