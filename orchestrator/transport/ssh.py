@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncssh
 
@@ -214,13 +214,12 @@ async def open_connection(target: SshTarget) -> asyncssh.SSHClientConnection:
 
 
 def _connect(target: SshTarget) -> Awaitable[asyncssh.SSHClientConnection]:
-    keys = [str(target.key)] if target.key else ()
     return asyncssh.connect(
         target.address,
         target.port,
         username=target.user,
-        client_keys=keys,
-        known_hosts=str(target.known_hosts) if target.known_hosts else (),
+        client_keys=_keypairs(target.key) if target.key else (),
+        known_hosts=_known_hosts(target.known_hosts) if target.known_hosts else (),
         agent_path=None if target.key else (),
         config=[],
         preferred_auth=("publickey",),
@@ -229,6 +228,28 @@ def _connect(target: SshTarget) -> Awaitable[asyncssh.SSHClientConnection]:
         keepalive_interval=target.keepalive_interval,
         keepalive_count_max=target.keepalive_count,
     )
+
+
+# Read once per run, not once per connection: the same key and known_hosts serve every node
+# (200 nodes would otherwise parse a 200-line known_hosts 200 times). Keyed by the file's
+# mtime and size, so a host key `swarm trust` records is seen by the next connection.
+_FILES: dict[tuple[str, str, int, int], Any] = {}
+
+
+def _cached(kind: str, path: Path, load: Callable[[str], Any]) -> Any:
+    stat = path.stat()
+    key = (kind, str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _FILES:
+        _FILES[key] = load(str(path))
+    return _FILES[key]
+
+
+def _keypairs(path: Path) -> Any:
+    return _cached("key", path, asyncssh.load_keypairs)
+
+
+def _known_hosts(path: Path) -> Any:
+    return _cached("known_hosts", path, asyncssh.read_known_hosts)
 
 
 def _check_files(target: SshTarget) -> None:
