@@ -10,21 +10,21 @@ setup:
 
 ## Everything CI runs: lint, rendered tree fresh, unit tests (2 workers), then the lab's
 ## integration tests and fault suite (one lab per machine: one session, in order; the tests
-## of other lab shapes last). The expensive examples (marker `examples`) are `make examples`.
+## of other lab shapes last: phase 5's four-node fleet and the four example projects).
 test: setup
 	$(PY) -m ruff check orchestrator tests
 	$(PY) -m mypy orchestrator
 	$(PY) -m orchestrator.cli render --check
 	$(PY) -m pytest -q -p no:cacheprovider -n 2 tests/unit $(PYTEST_ARGS)
-	$(PY) -m pytest -q -p no:cacheprovider -rfEs -m "not examples" tests/integration tests/reliability $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -rfEs --durations=25 tests/integration tests/reliability $(PYTEST_ARGS)
 
 unit: setup
 	$(PY) -m pytest -q -n 2 tests/unit $(PYTEST_ARGS)
 
 integration: setup
-	$(PY) -m pytest -q -m "not examples" tests/integration $(PYTEST_ARGS)
+	$(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
 
-## The four example projects' lab tests, each on a lab in its inventory's shape (~10 min).
+## Only the four example projects' lab tests (also in `make test`), each on a lab in its inventory's shape (~8 min).
 examples: setup
 	$(PY) -m pytest -q -p no:cacheprovider -rfEs tests/integration/test_example_*.py $(PYTEST_ARGS)
 

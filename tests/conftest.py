@@ -8,8 +8,8 @@ holds the machine's lab lock, so two sessions never share (or tear down) one lab
 
 Modules marked `lab_shape` bring up labs of other shapes (the example projects, the
 reference fleet with its overflow node): they run after every other test of the session,
-and `shaped_labs` leaves the machine's lab as the session found it. Those also marked
-`examples` (the expensive examples) are left out of `make test`; `make examples` runs them."""
+and `shaped_labs` leaves the machine's lab as the session found it. `make test` runs them
+all; `make examples` only the example projects' modules."""
 
 from __future__ import annotations
 
@@ -56,8 +56,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab: needs the local lab (root, namespaces)")
     config.addinivalue_line("markers", "lab_light: brings up 50 SSH-only lab nodes")
     config.addinivalue_line("markers", "lab_shape: brings up a lab of another shape (runs last)")
-    config.addinivalue_line("markers", "examples: an expensive example project's lab tests "
-                            "(`make examples`; not in `make test`)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

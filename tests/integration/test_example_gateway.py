@@ -1,6 +1,6 @@
 """examples/gateway on a 2-node lab (edge, gpu): the real HAProxy as the API gateway (keys,
-rate limit, cache, circuit breaker) in front of two vLLM stand-ins. Marked `examples` (not in
-`make test`; `make examples` runs it): ~2.5 min on 2 cores (lab ~10 s, phase 1 ~15 s,
+rate limit, cache, circuit breaker) in front of two vLLM stand-ins. In `make test` (and
+`make examples`): ~2.5 min on 2 cores (lab ~10 s, phase 1 ~15 s,
 secrets ~6 s, phases 2-3 ~35 s, verify ~8 s, the breaker's stop/start ~40 s, the burst ~5 s)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tests.integration.shaped import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.lab, pytest.mark.lab_shape, pytest.mark.examples]
+pytestmark = [pytest.mark.lab, pytest.mark.lab_shape]
 NAME = "gateway"
 GATEWAY_KEYS = env_values(NAME)["GATEWAY_API_KEYS"].split()
 

@@ -1,5 +1,5 @@
 """examples/litellm-saas on a 1-node lab (saas): the real PostgreSQL, Redis and LiteLLM with
-the SaaS API stand-in. Marked `examples` (not in `make test`; `make examples` runs it):
+the SaaS API stand-in. In `make test` (and `make examples`):
 ~2.5 min on 2 cores (lab ~8 s, phase 1 ~15 s, secrets ~6 s, phase 2 ~70 s with LiteLLM's
 ~20 s start, verify ~15 s, requests ~10 s)."""
 
@@ -14,7 +14,7 @@ import pytest
 from orchestrator.lab import api
 from tests.integration.shaped import client, deploy_example, env_values, node_sh, verify_passes
 
-pytestmark = [pytest.mark.lab, pytest.mark.lab_shape, pytest.mark.examples]
+pytestmark = [pytest.mark.lab, pytest.mark.lab_shape]
 NAME = "litellm-saas"
 
 

@@ -1,6 +1,6 @@
 """examples/litellm-tailnet-ollama on a 3-node lab (proxy, hab, hugo): the real LiteLLM and
 HAProxy routing to the Ollama stand-ins, the allowlist, per-client keys, the preflight's
-reach and exposure checks. Marked `examples` (not in `make test`; `make examples` runs it):
+reach and exposure checks. In `make test` (and `make examples`):
 ~3.5 min on 2 cores (lab ~12 s, phase 1 ~15 s, secrets ~6 s, phases 2-3 ~60 s, verify
 ~10 s, two preflights ~15 s, the revocation's phase-3 redeploy ~45 s)."""
 
@@ -19,7 +19,7 @@ import yaml
 from orchestrator.lab import api
 from tests.integration.shaped import client, deploy_example, ok, swarm, verify_passes, wait_for
 
-pytestmark = [pytest.mark.lab, pytest.mark.lab_shape, pytest.mark.examples]
+pytestmark = [pytest.mark.lab, pytest.mark.lab_shape]
 NAME = "litellm-tailnet-ollama"
 CLIENT_KEYS = {"acme": "sk-client-acme-5d1e7a93", "globex": "sk-client-globex-b08c4f62"}
 
