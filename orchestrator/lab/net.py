@@ -49,8 +49,24 @@ def delete_bridge() -> None:
         proc.run(["ip", "link", "del", BRIDGE], check=False)
 
 
+def lab_veths() -> list[str]:
+    """The host ends of lab veths (`vl<N>`) that exist, a torn-down lab's leftovers included."""
+    root = Path("/sys/class/net")
+    names = [p.name for p in root.iterdir()] if root.is_dir() else []
+    return sorted(n for n in names if n.startswith("vl") and n[2:].isdigit())
+
+
+def delete_veths(names: list[str]) -> None:
+    """Delete veth pairs by their host end. A process of an old lab that outlived its
+    teardown keeps that namespace, and so its veth, alive; the pair goes with its host end."""
+    if names:
+        proc.run(["ip", "-force", "-batch", "-"], input_text="".join(f"link del {n}\n" for n in names),
+                 check=False)
+
+
 def add_nodes_batch(specs: list[NodeSpec]) -> None:
     """Same as add_node for many nodes, in two `ip -batch` runs (fast for 50+ nodes)."""
+    delete_veths(sorted({s.veth for s in specs} & set(lab_veths())))  # never "File exists"
     host = []
     for spec in specs:
         host.append(f"netns add {spec.netns}")

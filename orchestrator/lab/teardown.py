@@ -32,6 +32,7 @@ def down(paths: LabPaths, say: Callable[[str], None], keep_data: bool = False) -
     proc.terminate(_stray_pids(paths.root) + _lab_registries(), timeout=3.0)
     for ns in namespaces:
         net.delete_namespace(ns)
+    net.delete_veths(net.lab_veths())
     net.delete_bridge()
     registry.stop(paths)
     if not keep_data:
