@@ -62,11 +62,14 @@ class EventBus:
             for sub in list(self._subscribers):
                 try:
                     sub(event)
-                except (OSError, ValueError):
+                except (OSError, ValueError) as exc:
                     # the reader went away (`| head`, a closed terminal, a full disk under the
                     # log): that view stops, the run does not — a deploy never stops half way
                     # because nobody is watching it
                     self._subscribers.remove(sub)
+                    if isinstance(sub, AuditLog):  # not a view: say so, the nodes' audit goes on
+                        _warn(f"swarm: the local audit log {sub.path} stopped ({exc}); each node's "
+                              "audit.log still records this run")
         return event
 
 
@@ -222,6 +225,13 @@ def _held(row: dict[str, Any]) -> str:
         return ""
     hold_text = f"{float(held or 0):.0f}/{float(hold or 0):g}s" if isinstance(hold, int | float) else ""
     return f"{hold_text} ⏱{_duration(float(left))}"
+
+
+def _warn(text: str) -> None:
+    try:
+        sys.stderr.write(text + "\n")
+    except (OSError, ValueError):
+        pass
 
 
 class AuditLog:

@@ -71,3 +71,18 @@ def test_a_view_whose_reader_left_stops_and_the_run_goes_on() -> None:
     for kind in ("run", "upload", "gate", "run"):
         bus.emit(kind, "ok", message=kind)
     assert seen == ["run", "upload", "gate", "run"]
+
+
+def test_an_audit_log_that_cannot_be_written_is_said_once_and_the_run_goes_on(tmp_path, capsys) -> None:
+    from orchestrator.events import AuditLog
+
+    log = AuditLog(tmp_path / "audit.log")
+    (tmp_path / "audit.log").mkdir()          # unwritable as a file: open() raises an OSError
+    bus = EventBus()
+    bus.subscribe(log)
+    seen: list[str] = []
+    bus.subscribe(lambda e: seen.append(e.kind))
+    bus.emit("upload", "ok", host="thanos")
+    bus.emit("switch", "ok", host="thanos")
+    assert seen == ["upload", "switch"]
+    assert capsys.readouterr().err.count("local audit log") == 1
