@@ -174,7 +174,8 @@ def probe(inventory_path: Path, machines: Sequence[Machine],
 
 
 async def _probe_all(inventory: Any, names: list[str]) -> dict[str, Any]:
-    from orchestrator.commands.system import machine_facts, parse_machine_facts
+    from orchestrator.commands.system import machine_facts
+    from orchestrator.facts.machine import parse_machine_facts
     from orchestrator.transport.fleet import Fleet
 
     nodes = [inventory.node(n) for n in names]

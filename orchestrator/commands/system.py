@@ -69,24 +69,3 @@ def machine_facts() -> Command:
     """What `swarm init --probe` reads of a machine, in one read-only command: architecture,
     cores, RAM, and the GPUs nvidia-smi lists (nothing when there is no driver)."""
     return Command(("sh", "-c", MACHINE_FACTS_SCRIPT), mutates=False, label="machine-facts")
-
-
-@dataclass(frozen=True)
-class MachineFacts:
-    arch: str
-    cpus: int
-    ram_gb: float
-    gpus: tuple[tuple[int, str, int], ...]   # (index, model, vram_mib)
-
-
-def parse_machine_facts(stdout: str) -> MachineFacts:
-    """The answer of `machine_facts()`; GPU lines are nvidia-smi's (facts/gpu.py parses them)."""
-    from orchestrator.facts.gpu import parse_nvidia_smi
-
-    head, _, gpu_text = stdout.partition("--- gpus")
-    values = dict(line.split(None, 1) for line in head.splitlines() if len(line.split(None, 1)) == 2)
-    readings = parse_nvidia_smi(gpu_text) if gpu_text.strip() else ()
-    gpus = tuple((g.index, g.name, g.memory_total_mib) for g in readings if g.memory_total_mib)
-    mem_kib = int(values.get("mem_kib", "0").strip() or 0)
-    return MachineFacts(arch=values.get("arch", "").strip(), cpus=int(values.get("cpus", "0").strip() or 0),
-                        ram_gb=round(mem_kib / 1024 / 1024, 1), gpus=gpus)

@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from orchestrator import project_init as pi
-from orchestrator.commands.system import machine_facts, parse_machine_facts
+from orchestrator.commands.system import machine_facts
 from orchestrator.config.project import load_project
 from orchestrator.errors import InputError
+from orchestrator.facts.machine import parse_machine_facts
 from orchestrator.render.plan import make_plan
 
 REPO = Path(__file__).resolve().parents[2]
