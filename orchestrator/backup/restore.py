@@ -47,8 +47,8 @@ from orchestrator.transport.fleet import Fleet
 if TYPE_CHECKING:
     import httpx
 
-    from orchestrator.engine.gate import ProbeNetwork
     from orchestrator.engine.signals import Interrupts
+    from orchestrator.facts.probes import ProbeNetwork
 
 RESTORE_TIMEOUT_S = 3600.0
 

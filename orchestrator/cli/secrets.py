@@ -63,12 +63,12 @@ def secrets_list(ctx: Context) -> None:
 def secrets_check(ctx: Context, phase: int | None) -> None:
     """Exit 1 listing the secrets the playbook needs that Vault does not hold."""
     from orchestrator.clients.secrets_source import SecretSource
-    from orchestrator.render.services import build_services
+    from orchestrator.render.services import build_services, secrets_of
 
     project = ctx.project()
     source = SecretSource.from_project(project)
     services = [s for s in build_services(project) if phase is None or s.phase == phase]
-    missing = source.missing(source.names_for(services))
+    missing = source.missing(secrets_of(services))
     for name in missing:
         spec = source.declared[name]
         click.echo(f"missing: {name} ({source.mount}/{source.full_path(spec)} key {spec.key})")

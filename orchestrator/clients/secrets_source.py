@@ -1,7 +1,7 @@
 """Where deploys get secret values: the playbook's `secrets:` block mapped onto Vault KV v2.
 
-`names_for(services)` lists the secrets a set of services needs (env files and probe
-bearer keys); `read(names)` fetches them, one KV read per Vault path, and fails before
+`render.services.secrets_of(services)` lists the secrets a set of services needs (env
+files and probe bearer keys); `read(names)` fetches them, one KV read per Vault path, and fails before
 any node is touched when Vault is sealed, refuses the token, or lacks a key.
 """
 
@@ -10,17 +10,14 @@ from __future__ import annotations
 import asyncio
 import shlex
 import stat
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.config.playbook import SecretSpec
 from orchestrator.config.project import Project
-from orchestrator.config.roles import secret_names
 from orchestrator.config.yamlfile import read_bounded
 from orchestrator.errors import InputError, ServiceError
-from orchestrator.render.services import Service
 from orchestrator.secrets import Secret
 
 if TYPE_CHECKING:
@@ -91,14 +88,6 @@ class SecretSource:
 
     def full_path(self, spec: SecretSpec) -> str:
         return f"{self.base_path}/{spec.path}".strip("/")
-
-    def names_for(self, services: Iterable[Service]) -> set[str]:
-        names: set[str] = set()
-        for svc in services:
-            for ref in svc.secret_env.values():
-                names.update(secret_names(ref))
-            names.update(p.bearer_secret for p in svc.probes if p.bearer_secret)
-        return names
 
     def client(self) -> VaultClient:
         from orchestrator.clients.vault import connect

@@ -27,7 +27,7 @@ from orchestrator.conformance import hosts
 from orchestrator.conformance.facts import NodeFacts, facts_script, parse_facts
 from orchestrator.errors import SwarmError
 from orchestrator.render.fleet import FleetRender, render_fleet
-from orchestrator.render.services import Service
+from orchestrator.render.services import Service, secrets_of
 from orchestrator.secrets import Secret
 
 CONTEXT_KEY = pytest.StashKey["Conformance"]()
@@ -161,7 +161,7 @@ class Conformance:
             from orchestrator.clients.secrets_source import SecretSource
 
             source = SecretSource.from_project(self.project)
-            names = source.names_for(self.scope.services)
+            names = secrets_of(self.scope.services)
             names |= {ref for s in self.scope.role_services("litellm") for ref in s.secret_env.values()
                       if "{{" not in ref}
             self._secrets = source.read(names) if names else {}

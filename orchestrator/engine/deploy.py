@@ -42,7 +42,6 @@ from orchestrator.engine.fastpath import (
     expected_registration,
     secrets_digest,
 )
-from orchestrator.engine.gate import ProbeNetwork
 from orchestrator.engine.pending import PendingStore
 from orchestrator.engine.plan import (
     NodeChange,
@@ -73,9 +72,10 @@ from orchestrator.facts.node import (
     look_script,
     parse_look,
 )
+from orchestrator.facts.probes import ProbeNetwork
 from orchestrator.paths import local_state_dir
 from orchestrator.render.release import manifest, release_id, tarball
-from orchestrator.render.services import Service
+from orchestrator.render.services import Service, secrets_of
 from orchestrator.secrets import MASK, Secret, scrub
 from orchestrator.transport.fleet import Fleet
 from orchestrator.transport.ssh import DEFAULT_FORKS
@@ -134,7 +134,7 @@ class Deploy:
         self.run_ctx = self.given_ctx or new_run(self.opts.by, "deploy", sel.phase_ids)
         if self.handover is None:
             self.bus.emit("run", "start", message=self._headline(sel))
-        names = self.source.names_for(sel.selected_services())
+        names = secrets_of(sel.selected_services())
         secrets_task = asyncio.ensure_future(self._secrets(names))
         fleet = self._fleet or Fleet.for_nodes(self.project.inventory, sel.nodes, forks=self.opts.forks,
                                                check=self.opts.check)

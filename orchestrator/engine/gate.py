@@ -18,12 +18,11 @@ container's last log lines (secrets scrubbed).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+
+import httpx
 
 from orchestrator import commands as cmd
 from orchestrator.commands import Command, Script
@@ -31,13 +30,12 @@ from orchestrator.config.playbook import GateSpec
 from orchestrator.engine.signals import Interrupts
 from orchestrator.errors import RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
+from orchestrator.facts.containers import ContainerState, parse_container_states
 from orchestrator.facts.gpu import NVIDIA_SMI_QUERY, GpuReading, parse_nvidia_smi
+from orchestrator.facts.probes import Outcome, ProbeNetwork, http_probe, tcp_probe
 from orchestrator.render.services import Probe, Service
 from orchestrator.secrets import Secret, scrub
 from orchestrator.transport.base import Transport
-
-if TYPE_CHECKING:  # httpx is imported when a gate runs, not by the no-op deploy path
-    import httpx
 
 MAX_SLEEP = 5.0
 NODE_READ_TIMEOUT = 30.0
@@ -70,70 +68,6 @@ class NodeUnreachable(RuntimeFailure):
 
 
 @dataclass
-class Outcome:
-    ok: bool
-    probe: str
-    detail: str
-
-
-@dataclass(frozen=True)
-class ContainerState:
-    """One container as `commands.container_states` prints it."""
-
-    service: str
-    id: str
-    status: str
-    restarting: bool
-    restarts: int
-    started: str
-    exit_code: int
-    health: str
-    created: float | None
-
-    @property
-    def short_id(self) -> str:
-        return self.id[:12]
-
-
-def parse_container_states(stdout: str) -> dict[str, ContainerState]:
-    """service -> its container (the newest when compose left two behind)."""
-    out: dict[str, ContainerState] = {}
-    for line in stdout.splitlines():
-        parts = line.split("\t")
-        if len(parts) != len(cmd.CONTAINER_FIELDS) or not parts[0]:
-            continue
-        state = ContainerState(service=parts[0], id=parts[1], status=parts[2],
-                               restarting=parts[3] == "true", restarts=_int(parts[4]),
-                               started=parts[5], exit_code=_int(parts[6]), health=parts[7],
-                               created=docker_time(parts[8]))
-        known = out.get(state.service)
-        if known is None or (state.created or 0) >= (known.created or 0):
-            out[state.service] = state
-    return out
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        return 0
-
-
-def docker_time(text: str) -> float | None:
-    """docker's RFC 3339 with nanoseconds (`2026-12-01T19:46:32.123456789Z`) -> epoch seconds."""
-    text = text.strip()
-    if not text or text.startswith("0001-"):
-        return None
-    head, _, frac = text.rstrip("Z").partition(".")
-    try:
-        stamp = datetime.fromisoformat(head + "+00:00").timestamp()
-    except ValueError:
-        return None
-    digits = "".join(c for c in frac if c.isdigit())
-    return stamp + (float(f"0.{digits}") if digits else 0.0)
-
-
-@dataclass
 class NodeView:
     """What one round's command saw on a node."""
 
@@ -141,96 +75,6 @@ class NodeView:
     gpus: tuple[GpuReading, ...] = ()
     error: str | None = None
     unreachable: bool = False
-
-
-def describe_probe(probe: Probe) -> str:
-    if probe.kind == "http":
-        return f"GET :{probe.port}{probe.path} expecting {probe.status}"
-    if probe.kind == "tcp":
-        return f"TCP :{probe.port}"
-    return "compose health"
-
-
-async def http_probe(client: httpx.AsyncClient, address: str, probe: Probe,
-                     secrets: Mapping[str, Secret]) -> Outcome:
-    name = describe_probe(probe)
-    headers = {}
-    if probe.bearer_secret and probe.bearer_secret in secrets:
-        headers["Authorization"] = f"Bearer {secrets[probe.bearer_secret].reveal()}"
-    import httpx
-
-    try:
-        resp = await client.get(f"{getattr(probe, 'scheme', 'http')}://{address}:{probe.port}{probe.path}",
-                                headers=headers, timeout=probe.timeout)
-    except httpx.HTTPError as exc:
-        return Outcome(False, name, _http_error(exc))
-    answer = scrub(f"{resp.status_code} {resp.text[:120].strip()!r}")
-    if resp.status_code != probe.status:
-        return Outcome(False, name, answer)
-    if probe.body_contains and probe.body_contains not in resp.text:
-        return Outcome(False, name, f"{answer} (missing {probe.body_contains!r})")
-    if probe.json_field:
-        mismatch = _json_mismatch(resp, probe.json_field)
-        if mismatch:
-            return Outcome(False, name, mismatch)
-    return Outcome(True, name, answer)
-
-
-def _http_error(exc: httpx.HTTPError) -> str:
-    import httpx
-
-    if isinstance(exc, httpx.ConnectError):
-        return "connection refused or unreachable"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out"
-    return type(exc).__name__
-
-
-def _json_mismatch(resp: httpx.Response, expected: Mapping[str, Any]) -> str | None:
-    try:
-        data: Any = resp.json()
-    except json.JSONDecodeError:
-        return f"{resp.status_code} not JSON: {resp.text[:80]!r}"
-    for path, want in expected.items():
-        got = dig(data, path)
-        if got != want:
-            return scrub(f"{resp.status_code} {path} = {got!r}, expected {want!r}")
-    return None
-
-
-def dig(data: Any, path: str) -> Any:
-    for part in path.split("."):
-        if isinstance(data, list) and part.isdigit() and int(part) < len(data):
-            data = data[int(part)]
-        elif isinstance(data, dict) and part in data:
-            data = data[part]
-        else:
-            return None
-    return data
-
-
-async def tcp_connect(address: str, port: int, timeout: float) -> None:
-    _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), timeout)
-    writer.close()
-
-
-async def tcp_probe(address: str, probe: Probe,
-                    connect: Callable[[str, int, float], Awaitable[None]] = tcp_connect) -> Outcome:
-    name = describe_probe(probe)
-    try:
-        await connect(address, int(probe.port or 0), probe.timeout)
-    except (OSError, TimeoutError) as exc:
-        return Outcome(False, name, f"cannot connect: {exc.__class__.__name__}")
-    return Outcome(True, name, "connected")
-
-
-@dataclass(frozen=True)
-class ProbeNetwork:
-    """How probes reach services: the real network, unless a test puts its own boundary here
-    (an `httpx` transport and a TCP connect), as the replayed SSH transport is for nodes."""
-
-    http_transport: httpx.AsyncBaseTransport | None = None
-    tcp: Callable[[str, int, float], Awaitable[None]] = tcp_connect
 
 
 def compose_outcome(container: ContainerState | None, svc: Service) -> Outcome:
@@ -319,9 +163,7 @@ class Gate:
         self.started = time.monotonic()
         watches = [self._watch(s) for s in self.services]
         sleep = self.spec.poll_interval
-        import httpx
-
-        async with httpx.AsyncClient(transport=self.network.http_transport) as client:
+        async with self.network.client() as client:
             while True:
                 self.interrupts.check(unwinding=self.unwinding)
                 views = await self._node_views()

@@ -35,7 +35,7 @@ from orchestrator.config.project import Project
 from orchestrator.engine.consul import ConsulSync
 from orchestrator.engine.context import RunContext, new_run, whoami
 from orchestrator.engine.deploy import lock_held
-from orchestrator.engine.gate import Gate, GateTarget, ProbeNetwork
+from orchestrator.engine.gate import Gate, GateTarget
 from orchestrator.engine.pending import Pending, PendingStore
 from orchestrator.engine.runner import RESTORE_HOLD, NodeWork, PhaseWork, Runner, describe_cause
 from orchestrator.engine.selection import PhaseScope, Selection, select
@@ -52,6 +52,7 @@ from orchestrator.engine.steps import (
 from orchestrator.errors import InputError, LockHeld, RollbackFailed, RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
 from orchestrator.facts.node import LookRequest, NodeState, look_script, parse_look
+from orchestrator.facts.probes import ProbeNetwork
 from orchestrator.paths import local_state_dir
 from orchestrator.render.release import RELEASE_FILE, applied_lines
 from orchestrator.render.services import Service

@@ -27,7 +27,7 @@ from orchestrator.commands import Command
 from orchestrator.config.inventory import Node
 from orchestrator.config.playbook import GateSpec
 from orchestrator.engine.consul import ConsulSync
-from orchestrator.engine.gate import Gate, GateFailed, GateTarget, NodeUnreachable, ProbeNetwork
+from orchestrator.engine.gate import Gate, GateFailed, GateTarget, NodeUnreachable
 from orchestrator.engine.pending import Pending, PendingNode, PendingStore
 from orchestrator.engine.signals import Interrupted, Interrupts, StopRequested
 from orchestrator.engine.steps import NodeStep, Restore, audit_line, unwind_script
@@ -39,6 +39,7 @@ from orchestrator.errors import (
     TransportError,
 )
 from orchestrator.events import EventBus
+from orchestrator.facts.probes import ProbeNetwork
 from orchestrator.render.services import Service
 from orchestrator.secrets import Secret
 from orchestrator.transport.base import Result, check_result

@@ -22,11 +22,11 @@ from orchestrator.clients.images import arch_from_uname, parse_platform
 from orchestrator.clients.registry import ImageIndex, format_platforms
 from orchestrator.commands import StepResult
 from orchestrator.config.inventory import Node
-from orchestrator.engine.gate import Outcome
 from orchestrator.errors import SwarmError
 from orchestrator.facts import gpu as gpu_mod
 from orchestrator.facts.containers import label as container_label
 from orchestrator.facts.containers import published_ports
+from orchestrator.facts.probes import Outcome
 from orchestrator.preflight.facts import SMOKE_RUN_TIMEOUT_S, NodeFacts
 from orchestrator.preflight.report import CheckResult, Status
 from orchestrator.render.services import Service

@@ -27,9 +27,9 @@ from orchestrator.clients.secrets_source import SecretSource
 from orchestrator.commands import Command, StepResult
 from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project
-from orchestrator.engine.gate import Outcome, http_probe
 from orchestrator.errors import RuntimeFailure, ServiceError, SwarmError
 from orchestrator.events import EventBus
+from orchestrator.facts.probes import Outcome, ProbeNetwork, http_probe
 from orchestrator.preflight import checks
 from orchestrator.preflight.facts import FactsRequest, NodeFacts, Smoke, parse_facts, probe_script
 from orchestrator.preflight.report import CheckResult, Report
@@ -43,7 +43,7 @@ from orchestrator.preflight.scope import (
     vram_needs,
 )
 from orchestrator.render.fleet import FleetRender
-from orchestrator.render.services import Service, build_services
+from orchestrator.render.services import Service, build_services, secrets_of
 from orchestrator.secrets import Secret
 from orchestrator.transport.base import Transport
 from orchestrator.transport.fleet import Fleet
@@ -271,7 +271,7 @@ async def _images(project: Project, scope: Scope) -> dict[str, ImageIndex | Swar
 
 def _missing_secrets(project: Project, scope: Scope) -> list[str] | SwarmError:
     source = SecretSource.from_project(project)
-    names = source.names_for(scope.services)
+    names = secrets_of(scope.services)
     if not names:
         return []
     try:
@@ -287,7 +287,7 @@ async def _protected_probes(project: Project, scope: Scope) -> dict[str, list[Ou
     protected = [s for s in scope.services if s.protected]
     if not protected:
         return {}
-    async with httpx.AsyncClient() as client:
+    async with ProbeNetwork.for_inventory(project.inventory).client() as client:
         answers = await asyncio.gather(*(_probe_all(client, s) for s in protected))
     return {s.name: a for s, a in zip(protected, answers, strict=True)}
 
@@ -373,7 +373,7 @@ def _secret_results(
     for node in scope.nodes:
         needed: dict[str, list[str]] = {}
         for svc in scope.services_on(node.name):
-            for name in sorted(source.names_for([svc])):
+            for name in sorted(svc.secrets_used):
                 needed.setdefault(name, []).append(svc.name)
         where = {n: f"{source.mount}/{source.full_path(source.declared[n])} key "
                     f"{source.declared[n].key}" for n in needed if n in source.declared}

@@ -10,6 +10,7 @@ gate timings. Every problem is blamed on the file, line and key that set the val
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from orchestrator.config.inventory import Node, did_you_mean
 from orchestrator.config.models import Model, is_env_name, is_ip, parse_duration
 from orchestrator.config.playbook import Phase, ServiceInstance
 from orchestrator.config.project import Project
-from orchestrator.config.roles import ConsulSpec, HealthcheckSpec, ProbeSpec, Role
+from orchestrator.config.roles import ConsulSpec, HealthcheckSpec, ProbeSpec, Role, secret_names
 from orchestrator.config.settings import Origin, SettingSpec, role_settings
 from orchestrator.config.yamlfile import PathKey, describe_error, format_loc, show_value
 from orchestrator.errors import InputError
@@ -113,6 +114,17 @@ class Service:
     @property
     def has_healthcheck(self) -> bool:
         return "healthcheck" in self.compose
+
+    @property
+    def secrets_used(self) -> set[str]:
+        """The playbook secrets it needs: its env file's references and its probes' bearer keys."""
+        names = {name for ref in self.secret_env.values() for name in secret_names(ref)}
+        return names | {p.bearer_secret for p in self.probes if p.bearer_secret}
+
+
+def secrets_of(services: Iterable[Service]) -> set[str]:
+    """Every playbook secret these services need (what a run reads from Vault)."""
+    return {name for svc in services for name in svc.secrets_used}
 
 
 # ---------------------------------------------------------------- variables

@@ -22,11 +22,11 @@ from orchestrator.config.project import Project, load_project
 from orchestrator.engine.consul import ConsulSync
 from orchestrator.engine.context import DeployResult
 from orchestrator.engine.deploy import Deploy, Options
-from orchestrator.engine.gate import ProbeNetwork
 from orchestrator.engine.plan import content_for
 from orchestrator.engine.selection import select
 from orchestrator.engine.signals import Interrupts
 from orchestrator.events import EventBus
+from orchestrator.facts.probes import ProbeNetwork
 from orchestrator.render.fleet import FleetRender, render_fleet
 from orchestrator.secrets import Secret
 from orchestrator.transport.fleet import Fleet

@@ -23,9 +23,9 @@ from orchestrator.clients.registry import ImageIndex, PlatformManifest
 from orchestrator.commands import Command, DiskFree, StepResult
 from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project, load_project
-from orchestrator.engine.gate import Outcome
 from orchestrator.errors import ServiceError
 from orchestrator.facts.gpu import GpuReading, parse_nvidia_smi
+from orchestrator.facts.probes import Outcome
 from orchestrator.preflight import checks
 from orchestrator.preflight.facts import (
     FactsRequest,
