@@ -17,8 +17,8 @@ The fleet's Prometheus alerts `BackupStale` when `time() - last_success > max_ag
 
 from __future__ import annotations
 
-from orchestrator.backup.model import Target
 from orchestrator.backup.run import BackupReport
+from orchestrator.render.backups import Target
 
 GAUGES = (
     ("swarm_backup_last_success_timestamp_seconds", "Unix time of the newest backup of a service (0: none)."),

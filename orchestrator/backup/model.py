@@ -9,86 +9,13 @@ one value that covers every file, checkable by hand with `sha256sum -c SHA256SUM
 
 from __future__ import annotations
 
-import calendar
 import json
-import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.commands.backup import BACKUP_ID
-
-ID_FORMAT = "%Y%m%dT%H%M%SZ"
-_DURATION = re.compile(r"([0-9]{1,6})([smhd])")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def new_id(now: float) -> str:
-    return time.strftime(ID_FORMAT, time.gmtime(now))
-
-
-def id_time(backup_id: str) -> float:
-    """The epoch second a backup id names."""
-    return float(calendar.timegm(time.strptime(backup_id, ID_FORMAT)))
-
-
-def is_id(text: str) -> bool:
-    return BACKUP_ID.fullmatch(text) is not None
-
-
-def parse_span(text: str) -> float:
-    """`7d`, `26h`, `1d12h`, `90m` -> seconds (ValueError otherwise)."""
-    compact = text.strip()
-    parts = _DURATION.findall(compact)
-    if not parts or "".join(n + u for n, u in parts) != compact:
-        raise ValueError(f"expected a duration like 26h, 7d or 1d12h, got {compact!r}")
-    return float(sum(int(n) * _UNIT[u] for n, u in parts))
-
-
-def show_span(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
-
-
-# ---------------------------------------------------------------- what to back up
-
-
-@dataclass(frozen=True)
-class Target:
-    """One stateful service, its backup method (with rendered parameters) and its retention."""
-
-    service: str
-    role: str
-    node: str
-    address: str
-    phase: int
-    project: str                       # the node's compose project
-    deploy_root: str
-    method: str
-    options: dict[str, Any]            # the method's parameters, rendered and checked
-    keep: int | None
-    keep_for: float | None
-    max_age: float
-    copy_to: str | None
-    dependents: tuple[tuple[str, str], ...] = ()   # (node, service) a restore stops and re-gates
-    contains_secrets: bool = False
-    protected: bool = False
-
-    @property
-    def service_dir(self) -> str:
-        return f"{self.deploy_root}/backups/{self.service}"
-
-    def directory(self, backup_id: str) -> str:
-        return f"{self.service_dir}/{backup_id}"
-
-    def describe_retention(self) -> str:
-        parts = ([f"the newest {self.keep}"] if self.keep is not None else []) + (
-            [f"none older than {show_span(self.keep_for)}"] if self.keep_for is not None else [])
-        return " and ".join(parts)
-
+from orchestrator.render.backups import Target, id_time, is_id
 
 # ---------------------------------------------------------------- what was written
 

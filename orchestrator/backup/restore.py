@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator import commands as cmd
-from orchestrator.backup.model import Listed, Listing, Manifest, Target, is_id, parse_listing
+from orchestrator.backup.model import Listed, Listing, Manifest, parse_listing
 from orchestrator.backup.qdrant import QdrantApi
 from orchestrator.backup.run import Who, copy_backup, lock_problem, new_who, step_error
 from orchestrator.commands import Command, Script
@@ -39,6 +39,7 @@ from orchestrator.commands import backup as bcmd
 from orchestrator.config.project import Project
 from orchestrator.errors import InputError, LockHeld, RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
+from orchestrator.render.backups import Target, is_id
 from orchestrator.render.services import Service
 from orchestrator.secrets import Secret
 from orchestrator.transport.base import Transport

@@ -36,21 +36,14 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator import __version__
 from orchestrator import commands as cmd
-from orchestrator.backup.model import (
-    Listing,
-    Manifest,
-    Target,
-    new_id,
-    parse_listing,
-    to_prune,
-    total_size,
-)
+from orchestrator.backup.model import Listing, Manifest, parse_listing, to_prune, total_size
 from orchestrator.backup.qdrant import QdrantApi, Snapshot
 from orchestrator.commands import Command, Script, StepResult
 from orchestrator.commands import backup as bcmd
 from orchestrator.config.project import Project
 from orchestrator.errors import RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
+from orchestrator.render.backups import Target, new_id
 from orchestrator.secrets import scrub
 from orchestrator.transport.base import Transport
 from orchestrator.transport.fleet import Fleet

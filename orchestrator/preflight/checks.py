@@ -17,7 +17,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.backup.model import id_time, show_span
 from orchestrator.clients.images import arch_from_uname, parse_platform
 from orchestrator.clients.registry import ImageIndex, format_platforms
 from orchestrator.commands import StepResult
@@ -29,6 +28,7 @@ from orchestrator.facts.containers import published_ports
 from orchestrator.facts.probes import Outcome
 from orchestrator.preflight.facts import SMOKE_RUN_TIMEOUT_S, NodeFacts
 from orchestrator.preflight.report import CheckResult, Status
+from orchestrator.render.backups import id_time, show_span
 from orchestrator.render.services import Service
 
 

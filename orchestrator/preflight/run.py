@@ -42,6 +42,7 @@ from orchestrator.preflight.scope import (
     scope_for,
     vram_needs,
 )
+from orchestrator.render.backups import target_for
 from orchestrator.render.fleet import FleetRender
 from orchestrator.render.services import Service, build_services, secrets_of
 from orchestrator.secrets import Secret
@@ -205,8 +206,6 @@ def _request(project: Project, scope: Scope, node: Node, deps: Sequence[checks.D
 
 def backup_wants(project: Project, services: Sequence[Service]) -> list[checks.BackupWant]:
     """The stateful services among `services` (a role's `backup:`), with their maximum age."""
-    from orchestrator.backup.plan import target_for
-
     found = (target_for(project, s) for s in services)
     return [checks.BackupWant(t.service, t.max_age) for t in found if t is not None]
 

@@ -7,15 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.backup.model import (
-    Manifest,
-    id_time,
-    new_id,
-    parse_listing,
-    parse_span,
-    show_span,
-    to_prune,
-)
+from orchestrator.backup.model import Manifest, parse_listing, to_prune
+from orchestrator.render.backups import id_time, new_id, parse_span, show_span
 
 DAY = 86400.0
 NOW = id_time("20261210T000000Z")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.backup.model import Manifest, new_id, parse_listing
+from orchestrator.backup.model import Manifest, parse_listing
 from orchestrator.backup.plan import backup_targets
 from orchestrator.backup.run import backup
 from orchestrator.commands import Command
@@ -20,6 +20,7 @@ from orchestrator.commands import backup as bcmd
 from orchestrator.config.project import load_project
 from orchestrator.engine.signals import Interrupts
 from orchestrator.events import EventBus
+from orchestrator.render.backups import new_id
 from orchestrator.transport.fleet import Fleet
 from orchestrator.transport.replay import Answer
 from tests.unit.backup.replay import FileNode, answers, first_listing, node, trips
