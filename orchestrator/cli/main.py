@@ -1,9 +1,10 @@
 """The `swarm` command: the group, its global options, and where each sub-command lives.
 
 `common` holds what every command shares (context, errors and exit codes, the event bus,
-running the engine under signal handling); `deploy`, `project` and `secrets` hold the
-commands, with `preflight`, `verify` and `lab` in their own packages. Every command module
-imports only click and `common` at load time, so `swarm --help` stays cheap.
+running the engine under signal handling); each other module holds commands: `deploy`
+(deploy, rollback, releases, status, unlock, trust), `project` (render, plan), `secrets`
+(secrets, vault), `backup`, `init`, `preflight` (preflight, schedule), `verify` and `lab`.
+Every command is here and only here; a command's module is imported when it runs.
 """
 
 from __future__ import annotations
@@ -62,15 +63,15 @@ LAZY: dict[str, tuple[str, str]] = {
     "init": ("orchestrator.cli.init",
         "Write a new project in DIRECTORY: an inventory of your machines, a playbook, a "
         "README."),
-    "lab": ("orchestrator.lab.cli",
+    "lab": ("orchestrator.cli.lab",
         "Local test fleet: network namespaces with their own sshd, dockerd and registry."),
-    "preflight": ("orchestrator.preflight.cli",
+    "preflight": ("orchestrator.cli.preflight",
         "Prove a phase can succeed before it starts: access, images per architecture, GPUs "
         "and heat, ports, the protected Qdrant, secrets, and the network between nodes."),
-    "schedule": ("orchestrator.preflight.cli",
+    "schedule": ("orchestrator.cli.preflight",
         "Run preflight (or, with --backup, the backups) on a schedule with a systemd service "
         "+ timer."),
-    "verify": ("orchestrator.conformance.cli",
+    "verify": ("orchestrator.cli.verify",
         "Check that the fleet is what the inventory, playbook and roles say (testinfra); exit "
         "1 on drift."),
 }
@@ -104,9 +105,22 @@ class LazyGroup(click.Group):
                 if not command.hidden:
                     rows.append((name, command.get_short_help_str(limit)))
             else:
-                rows.append((name, click.utils.make_default_short_help(LAZY[name][1], limit).strip()))
+                rows.append((name, short_help(LAZY[name][1], limit)))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+def short_help(text: str, limit: int) -> str:
+    """The first sentence, cut at a word to `limit` characters, as click shortens a command's help."""
+    sentence = text.split(". ")[0].rstrip(".")
+    if len(sentence) <= limit:
+        return sentence
+    words, out = sentence.split(), ""
+    for word in words:
+        if len(out) + len(word) + 4 > limit:
+            break
+        out = f"{out} {word}".strip()
+    return out + "..."
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

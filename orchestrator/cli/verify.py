@@ -1,4 +1,4 @@
-"""`swarm verify`: the click command (attached to the `swarm` group by orchestrator.cli.main)."""
+"""`swarm verify`: conformance of the deployed fleet (testinfra under pytest, `conformance/verify.py`)."""
 
 from __future__ import annotations
 

@@ -22,14 +22,9 @@ import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli.main import main
-from orchestrator.preflight.cli import attach
 
 REPO = Path(__file__).resolve().parents[3]
-RUN_SWARM = ("from orchestrator.cli.main import main; from orchestrator.preflight.cli import attach; "
-             "attach(main); main()")
-
-if "preflight" not in main.commands:
-    attach(main)
+RUN_SWARM = "from orchestrator.cli.main import main; main()"
 
 
 def closed_port() -> int:

@@ -1,4 +1,4 @@
-"""`swarm lab up | status | down`: the local test fleet from the command line."""
+"""`swarm lab up | status | down`: the local test fleet (`orchestrator/lab/`, docs/lab.md)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,12 @@ from pathlib import Path
 
 import click
 
-from orchestrator.errors import SwarmError
+from orchestrator.cli.common import handle_errors
 from orchestrator.lab import lock
 from orchestrator.lab.layout import REGISTRY, LabPaths
 
 _ROOT = click.option("--root", type=click.Path(path_type=Path), default=None,
                      help="Lab state directory (default $SWARM_LAB_DIR or ~/.cache/swarm-lab).")
-
-
-def _fail(exc: SwarmError) -> None:
-    click.echo(f"error: {exc}", err=True)
-    raise SystemExit(exc.exit_code)
 
 
 @click.group()
@@ -35,19 +30,15 @@ def lab() -> None:
                    "(default: the project's inventory/swarm.yml — `swarm --project DIR` or the "
                    "cwd — else the repository's).")
 @_ROOT
+@handle_errors
 def up(nodes: str | None, light: bool, source: Path | None, root: Path | None) -> None:
     """Bring the lab up (removing any earlier one first)."""
     from orchestrator.lab import api
 
     started = time.monotonic()
-    try:
-        with lock.hold("swarm lab up", say=click.echo):
-            result = api.up(nodes, light, root=root,
-                            source_inventory=source or _project_inventory(root) or True,
-                            say=click.echo)
-    except SwarmError as exc:
-        _fail(exc)
-        return
+    with lock.hold("swarm lab up", say=click.echo):
+        result = api.up(nodes, light, root=root, source_inventory=source or _project_inventory(root) or True,
+                        say=click.echo)
     click.echo(f"lab up in {time.monotonic() - started:.1f}s "
                f"({', '.join(f'{k} {v:g}s' for k, v in result.timings.items())})")
     for name, address in result.nodes.items():
@@ -81,15 +72,12 @@ def _project_inventory(root: Path | None) -> Path | None:
 
 @lab.command()
 @_ROOT
+@handle_errors
 def status(root: Path | None) -> None:
     """Show each lab node: namespace, sshd, dockerd."""
     from orchestrator.lab import api
 
-    try:
-        result, nodes, registry_up = api.status(root)
-    except SwarmError as exc:
-        _fail(exc)
-        return
+    result, nodes, registry_up = api.status(root)
     click.echo(f"lab at {result.paths.root} (inventory {result.inventory_path})")
     for st in nodes:
         engine = "-" if st.dockerd is None else ("up" if st.dockerd else "DOWN")
@@ -103,16 +91,10 @@ def status(root: Path | None) -> None:
 
 @lab.command()
 @_ROOT
+@handle_errors
 def down(root: Path | None) -> None:
     """Stop every lab process and remove namespaces, links and the bridge."""
     from orchestrator.lab import api
 
-    try:
-        with lock.hold("swarm lab down", say=click.echo):
-            api.down(LabPaths(root) if root else None, say=click.echo)
-    except SwarmError as exc:
-        _fail(exc)
-
-
-if __name__ == "__main__":
-    lab()
+    with lock.hold("swarm lab down", say=click.echo):
+        api.down(LabPaths(root) if root else None, say=click.echo)

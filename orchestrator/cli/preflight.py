@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -244,8 +244,3 @@ def _systemctl(commands: tuple[tuple[str, ...], ...], *, run: bool) -> None:
             raise SwarmError(f"{' '.join(argv)} failed: {done.stderr.strip()[:200]}",
                              hint="is systemd running for this scope? (user units need a session)")
 
-
-def attach(group: Any) -> None:
-    """Add `preflight` and `schedule` to a click group (what orchestrator.cli.main does)."""
-    group.add_command(preflight)
-    group.add_command(schedule)
