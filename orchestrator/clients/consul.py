@@ -29,6 +29,8 @@ import consul
 import consul.exceptions
 import requests
 
+from orchestrator.clients.consul_read import ConsulAccess, consul_token
+from orchestrator.clients.http import Tls
 from orchestrator.errors import InputError, ServiceError
 from orchestrator.secrets import Secret, scrub
 
@@ -219,19 +221,11 @@ class ConsulClient:
     @classmethod
     def from_inventory(cls, settings: Any, resolve: Callable[[str | None], Any]) -> ConsulClient:
         """A client as the inventory's `consul:` block says: address, TLS files, and the ACL token
-        from `token_file` (refused when others can read it) or the `token_env` variable."""
-        from orchestrator.clients.secrets_source import read_token_file
-
-        token: Secret | None = None
-        path = resolve(settings.token_file)
-        if path is not None:
-            token = read_token_file(path, what="Consul ACL token")
-        elif os.environ.get(settings.token_env):
-            token = Secret(os.environ[settings.token_env], "consul-token")
-        cert = (str(resolve(settings.client_cert)), str(resolve(settings.client_key))) \
-            if settings.client_cert else None
-        ca = resolve(settings.ca_cert)
-        return cls(settings.addr, token, ca_cert=str(ca) if ca else None, client_cert=cert)
+        by the one rule (`consul_read.consul_token`)."""
+        access = access_of(settings, resolve)
+        cert = access.tls.client_cert
+        return cls(settings.addr, consul_token(access), ca_cert=str(access.tls.ca_cert) if access.tls.ca_cert else None,
+                   client_cert=(str(cert[0]), str(cert[1])) if cert else None)
 
     def __repr__(self) -> str:
         return f"ConsulClient(addr={self.addr!r}, token={'set' if self._token else 'none'})"
@@ -486,3 +480,10 @@ def _health_from_entry(entry: Mapping[str, Any]) -> ServiceHealth:
         meta=MappingProxyType(dict(svc.get("Meta") or {})),
         checks=checks,
     )
+
+
+def access_of(settings: Any, resolve: Callable[[str | None], Any]) -> ConsulAccess:
+    """The inventory's `consul:` block as a `ConsulAccess` (paths resolved like every inventory path)."""
+    cert, key = resolve(settings.client_cert), resolve(settings.client_key)
+    return ConsulAccess(addr=str(settings.addr), token_file=resolve(settings.token_file), token_env=settings.token_env,
+                        tls=Tls(ca_cert=resolve(settings.ca_cert), client_cert=(cert, key) if cert and key else None))

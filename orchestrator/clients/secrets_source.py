@@ -1,62 +1,26 @@
 """Where deploys get secret values: the playbook's `secrets:` block mapped onto Vault KV v2.
 
 `render.services.secrets_of(services)` lists the secrets a set of services needs (env
-files and probe bearer keys); `read(names)` fetches them, one KV read per Vault path, and fails before
-any node is touched when Vault is sealed, refuses the token, or lacks a key.
+files and probe bearer keys); `read(names)` fetches them through the one Vault reader
+(`vault_kv.KvReader`: one request per KV path, all at once, with the token of the one
+rule) and fails before any node is touched when Vault is sealed, refuses the token, or
+lacks a key. `missing(names)` is preflight's question (names only, never values);
+`push` writes with hvac's check-and-set.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shlex
-import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from orchestrator.clients.http import Tls
+from orchestrator.clients.vault import VaultClient
+from orchestrator.clients.vault_kv import KvReader, VaultAccess, token_for
 from orchestrator.config.playbook import SecretSpec
 from orchestrator.config.project import Project
-from orchestrator.config.yamlfile import read_bounded
 from orchestrator.errors import InputError, ServiceError
 from orchestrator.secrets import Secret
-
-if TYPE_CHECKING:
-    from orchestrator.clients.vault import VaultClient
-
-
-def require_private(path: Path, what: str) -> None:
-    """Refuse a credential file that the group or others can read (or write)."""
-    try:
-        info = path.stat()
-    except OSError as exc:
-        raise InputError(f"cannot read the {what} file {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise InputError(f"the {what} file {path} is not a regular file")
-    if info.st_mode & 0o077:
-        raise InputError(
-            f"the {what} file {path} is readable by others (mode {stat.S_IMODE(info.st_mode):04o}): "
-            "anyone on this machine could use it",
-            hint=f"chmod 600 {shlex.quote(str(path))}")
-
-
-def read_token_file(path: Path, what: str = "Vault token") -> Secret:
-    """A token file holds the token, or the JSON `swarm vault init` wrote (its root_token).
-    It must be private to its owner (mode 0600 or stricter)."""
-    import json
-
-    require_private(path, what)
-    try:
-        text = read_bounded(path, f"{what} file", 64 * 1024).decode("utf-8", "replace").strip()
-    except InputError as exc:
-        raise InputError(f"cannot read the {what} file {path}: {exc.message}") from None
-    if text.startswith("{"):
-        try:
-            text = str(json.loads(text)["root_token"])
-        except (ValueError, KeyError, TypeError):
-            raise InputError(f"{path} is JSON without a root_token") from None
-    if not text:
-        raise InputError(f"the {what} file {path} is empty")
-    return Secret(text, "vault-token")
 
 
 @dataclass
@@ -81,6 +45,11 @@ class SecretSource:
                    ca_cert=inv.resolve_path(vault.ca_cert),
                    client_cert=(cert, key) if cert and key else None)
 
+    @property
+    def access(self) -> VaultAccess:
+        return VaultAccess(addr=self.addr, mount=self.mount, token_file=self.token_file,
+                           tls=Tls(ca_cert=self.ca_cert, client_cert=self.client_cert))
+
     def tls(self) -> dict[str, object]:
         """hvac/requests TLS arguments from the inventory (verify against ca_cert; client cert)."""
         return {"verify": str(self.ca_cert) if self.ca_cert else True,
@@ -89,68 +58,50 @@ class SecretSource:
     def full_path(self, spec: SecretSpec) -> str:
         return f"{self.base_path}/{spec.path}".strip("/")
 
-    def client(self) -> VaultClient:
-        from orchestrator.clients.vault import connect
+    def paths(self, names: set[str]) -> dict[str, tuple[str, str]]:
+        """secret name -> (its KV path, its key): what the reader is asked (and the plan record keeps)."""
+        unknown = sorted(n for n in names if n not in self.declared)
+        if unknown:
+            raise InputError(f"secrets used but not declared in the playbook: {', '.join(unknown)}")
+        return {n: (self.full_path(self.declared[n]), self.declared[n].key) for n in sorted(names)}
 
-        token = None
-        if self.token_file is not None and self.token_file.exists():
-            token = read_token_file(self.token_file)
-        client = connect(self.addr, token=token, **self.tls())  # type: ignore[arg-type]
+    def reader(self) -> KvReader:
+        access = self.access
+        return KvReader(access, token_for(access))
+
+    def client(self) -> VaultClient:
+        """hvac's client, for the admin commands (push, list): same token, same TLS."""
+        client = VaultClient(self.addr, token_for(self.access), **self.tls())  # type: ignore[arg-type]
         client.require_unsealed()
         return client
 
     def read(self, names: set[str]) -> dict[str, Secret]:
-        unknown = sorted(n for n in names if n not in self.declared)
-        if unknown:
-            raise InputError(f"secrets used but not declared in the playbook: {', '.join(unknown)}")
-        client = self.client()
-        by_path: dict[str, dict[str, Secret]] = {}
+        wanted = self.paths(names)
+        if not wanted:
+            return {}
+        by_path = self.reader().read_many(path for path, _ in wanted.values())
         out: dict[str, Secret] = {}
-        for name in sorted(names):
-            spec = self.declared[name]
-            path = self.full_path(spec)
-            if path not in by_path:
-                by_path[path] = client.read_secrets(self.mount, path)
+        for name, (path, key) in wanted.items():
             values = by_path[path]
-            if spec.key not in values:
+            if values is None:
+                raise ServiceError(f"Vault at {self.addr}: no secret at {self.mount}/data/{path} (secret {name})",
+                                   hint="push it with `swarm secrets push --env-file FILE` before deploying")
+            if key not in values:
                 raise ServiceError(
-                    f"Vault at {self.addr}: {self.mount}/{path} has no key {spec.key!r} (secret {name})",
+                    f"Vault at {self.addr}: {self.mount}/{path} has no key {key!r} (secret {name})",
                     hint="push it with `swarm secrets push --env-file FILE` before deploying")
-            out[name] = Secret(values[spec.key].reveal(), name)
+            out[name] = Secret(values[key].reveal(), name)
         return out
 
     async def read_async(self, names: set[str]) -> dict[str, Secret]:
-        """`read`, with one request per KV path, all at once (while SSH connects)."""
-        unknown = sorted(n for n in names if n not in self.declared)
-        if unknown:
-            raise InputError(f"secrets used but not declared in the playbook: {', '.join(unknown)}")
-        if not names:
-            return {}
-        client = await asyncio.to_thread(self.client)
-        paths = sorted({self.full_path(self.declared[n]) for n in names})
-        answers = await asyncio.gather(*(asyncio.to_thread(client.read_secrets, self.mount, p) for p in paths))
-        by_path = dict(zip(paths, answers, strict=True))
-        out: dict[str, Secret] = {}
-        for name in sorted(names):
-            spec = self.declared[name]
-            path = self.full_path(spec)
-            if spec.key not in by_path[path]:
-                raise ServiceError(
-                    f"Vault at {self.addr}: {self.mount}/{path} has no key {spec.key!r} (secret {name})",
-                    hint="push it with `swarm secrets push --env-file FILE` before deploying")
-            out[name] = Secret(by_path[path][spec.key].reveal(), name)
-        return out
+        """`read`, in a thread (while the SSH connections open)."""
+        return await asyncio.to_thread(self.read, names)
 
     def missing(self, names: set[str]) -> list[str]:
         """Names of secrets Vault lacks (never their values)."""
-        client = self.client()
-        required: dict[str, set[str]] = {}
-        for name in names:
-            spec = self.declared[name]
-            required.setdefault(self.full_path(spec), set()).add(spec.key)
-        gaps = client.missing(self.mount, required)
-        return sorted(n for n in names
-                      if self.declared[n].key in gaps.get(self.full_path(self.declared[n]), set()))
+        wanted = self.paths(names)
+        by_path = self.reader().read_many(path for path, _ in wanted.values())
+        return sorted(n for n, (path, key) in wanted.items() if key not in (by_path[path] or {}))
 
 
 def match_env_keys(env: dict[str, Secret], declared: dict[str, SecretSpec]) -> tuple[dict[str, Secret], list[str]]:

@@ -1,7 +1,9 @@
 """swarm's Vault client: secrets in KV v2, read as `Secret`s, written with check-and-set.
 
-A `VaultClient` talks to one Vault (`addr`) with a token (`VAULT_TOKEN`) or an AppRole
-login (role_id / secret_id from arguments, files or `VAULT_ROLE_ID` / `VAULT_SECRET_ID`).
+A `VaultClient` talks to one Vault (`addr`) with a token found by the one rule of
+`vault_kv.py` (explicit arguments first, then `VAULT_TOKEN`, then an AppRole login), never
+hvac's own `~/.vault-token`. Its secret reads go through `vault_kv.KvReader`, the one
+reader every command uses; hvac does the rest (writes, listing, bootstrap).
 Every failure becomes a `ServiceError` that names the address and says what to do:
 sealed, not initialised, unreachable, permission denied, check-and-set conflict.
 Secret values only ever live inside `Secret` objects and request bodies; they are
@@ -27,16 +29,20 @@ import hvac
 import hvac.exceptions
 import requests
 
+from orchestrator.clients import vault_kv
+from orchestrator.clients.http import Tls
+from orchestrator.clients.vault_kv import (
+    KvReader,
+    VaultAccess,
+    approle,
+    require_private,
+)
 from orchestrator.errors import InputError, ServiceError
 from orchestrator.secrets import Secret, scrub
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0
-SEALED_HINT = (
-    "unseal it with `vault operator unseal` or `swarm vault unseal --key-file FILE` (the keys "
-    "`swarm vault init` kept), then re-run"
-)
 
 
 class CasConflict(ServiceError):
@@ -101,27 +107,13 @@ class _Translator:
     def error(self, err: Exception, action: str, where: str) -> ServiceError:
         target = f" {where}" if where else ""
         if isinstance(err, requests.exceptions.RequestException):
-            return ServiceError(
-                f"Vault at {self.addr} is unreachable ({type(err).__name__}) while trying to "
-                f"{action}{target}",
-                hint="check that Vault is running and that VAULT_ADDR / inventory vault.addr "
-                "points at it",
-            )
+            return vault_kv.unreachable(self.addr, err, action, where)
         if isinstance(err, hvac.exceptions.VaultDown):
-            return ServiceError(f"Vault at {self.addr} is sealed", hint=SEALED_HINT)
+            return vault_kv.sealed(self.addr)
         if isinstance(err, hvac.exceptions.VaultNotInitialized):
-            return ServiceError(
-                f"Vault at {self.addr} is not initialised",
-                hint="initialise and unseal it once with `swarm vault init --key-file FILE` "
-                "(or `vault operator init`)",
-            )
+            return vault_kv.not_initialised(self.addr)
         if isinstance(err, hvac.exceptions.Forbidden):
-            return ServiceError(
-                f"Vault at {self.addr}: the token lacks permission to {action}{target} "
-                "(403 permission denied)",
-                hint="check VAULT_TOKEN (or the AppRole's role_id/secret_id) and that its policy "
-                f"grants this path{target}",
-            )
+            return vault_kv.forbidden(self.addr, action, where)
         if isinstance(err, hvac.exceptions.InvalidRequest) and _is_cas_error(err):
             return CasConflict(
                 f"Vault at {self.addr}: {where or 'the secret'} changed since you read it "
@@ -162,6 +154,9 @@ class VaultClient:
         if token is not None:
             self._hvac.token = token.reveal()
         self.auth_method = "token" if token is not None else "none"
+        self._tls = Tls(ca_cert=Path(verify) if isinstance(verify, str) else None,
+                        client_cert=(Path(cert[0]), Path(cert[1])) if cert else None)
+        self._timeout = timeout
 
     def __repr__(self) -> str:
         return f"VaultClient(addr={self.addr!r}, auth={self.auth_method})"
@@ -170,20 +165,13 @@ class VaultClient:
 
     def login_approle(self, role_id: Secret, secret_id: Secret, mount: str = "approle") -> None:
         """Exchange role_id + secret_id for a token (POST auth/<mount>/login)."""
-        try:
-            result = self._hvac.auth.approle.login(
-                role_id=role_id.reveal(), secret_id=secret_id.reveal(), mount_point=mount
-            )
-        except hvac.exceptions.InvalidRequest:
-            raise ServiceError(
-                f"Vault at {self.addr}: AppRole login failed (invalid role_id or secret_id)",
-                hint="check VAULT_ROLE_ID / VAULT_SECRET_ID (or the files they come from); "
-                "secret_ids can expire: generate a new one",
-            ) from None
-        except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as err:
-            self._errors.fail(err, "log in with AppRole", f"auth/{mount}")
-        self._token = Secret(result["auth"]["client_token"], "vault-token")
+        token = vault_kv.login(self._access(""), vault_kv.AppRole(role_id, secret_id, mount), self._timeout)
+        self._token = token
+        self._hvac.token = token.reveal()
         self.auth_method = "approle"
+
+    def _access(self, mount: str) -> VaultAccess:
+        return VaultAccess(addr=self.addr, mount=mount, tls=self._tls)
 
     def check_token(self) -> dict[str, Any]:
         """Look the token up (auth/token/lookup-self): proves it is valid; returns policies etc."""
@@ -228,26 +216,18 @@ class VaultClient:
 
     def read_secrets(self, mount: str, path: str) -> dict[str, Secret]:
         """The latest version of a KV v2 secret, every value wrapped in a `Secret`."""
-        data = self._read_data(mount, path)
-        if data is None:
-            raise ServiceError(
-                f"Vault at {self.addr}: no secret at {mount}/data/{path} (missing or deleted)",
-                hint=f"push it with `swarm secrets push --mount {mount} --path {path} ...`",
-            )
-        return {key: Secret(_as_text(value), name=f"{path}:{key}") for key, value in data.items()}
+        return self._reader(mount).require(path)
+
+    def _reader(self, mount: str) -> KvReader:
+        if self._token is None:
+            raise InputError(f"no credentials for Vault at {self.addr}",
+                             hint="set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID for AppRole")
+        return KvReader(self._access(mount), self._token, timeout=self._timeout)
 
     def _read_data(self, mount: str, path: str) -> dict[str, Any] | None:
-        """The raw data of the latest version, None if missing or (soft) deleted."""
-        try:
-            result = self._hvac.secrets.kv.v2.read_secret_version(
-                path=path, mount_point=mount, raise_on_deleted_version=True
-            )
-        except hvac.exceptions.InvalidPath as err:
-            self._require_vault_404(err)
-            return None
-        except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as err:
-            self._errors.fail(err, "read", f"{mount}/data/{path}")
-        return dict(result["data"]["data"] or {})
+        """The latest version's values as text, None if missing or (soft) deleted."""
+        found = self._reader(mount).read(path)
+        return None if found is None else {k: v.reveal() for k, v in found.items()}
 
     def write_secrets(
         self, mount: str, path: str, data: Mapping[str, Secret | str], cas: int | None = None
@@ -388,8 +368,10 @@ class VaultClient:
 
 def _hvac_client(addr: str, timeout: float, verify: bool | str = True,
                  cert: tuple[str, str] | None = None) -> hvac.Client:
-    """hvac's client; TLS verified against `verify` (a CA file, or the system CAs)."""
-    return hvac.Client(url=addr.rstrip("/"), timeout=timeout, verify=verify, cert=cert)
+    """hvac's client; TLS verified against `verify` (a CA file, or the system CAs). Its token is
+    set by the caller: an empty one here, because hvac given none reads VAULT_TOKEN or
+    ~/.vault-token on its own, around swarm's one token rule (vault_kv.py)."""
+    return hvac.Client(url=addr.rstrip("/"), token="", timeout=timeout, verify=verify, cert=cert)
 
 
 def _as_text(value: Any) -> str:
@@ -418,73 +400,30 @@ def connect(
     cert: tuple[str, str] | None = None,
 ) -> VaultClient:
     """An authenticated client. Auth, first match wins: `token`; AppRole from arguments or
-    files; `VAULT_TOKEN`; AppRole from `VAULT_ROLE_ID` / `VAULT_SECRET_ID` (or their
-    `_FILE` variants). The address defaults to `VAULT_ADDR`."""
+    files; then the one rule of `vault_kv.credentials` (`VAULT_TOKEN`, AppRole from the
+    environment). The address defaults to `VAULT_ADDR` (the admin commands' habit; a deploy
+    always uses the inventory's)."""
     env = os.environ if env is None else env
     addr = addr or env.get("VAULT_ADDR")
     if not addr:
         raise InputError("no Vault address", hint="set VAULT_ADDR or vault.addr in the inventory")
-    explicit_role = _approle_from(role_id, secret_id, role_id_file, secret_id_file)
-    env_role = _approle_from(
-        env.get("VAULT_ROLE_ID"),
-        env.get("VAULT_SECRET_ID"),
-        env.get("VAULT_ROLE_ID_FILE"),
-        env.get("VAULT_SECRET_ID_FILE"),
-    )
-    tok = _as_secret(token, "vault-token") or _as_secret(env.get("VAULT_TOKEN"), "vault-token")
-    if token is None and explicit_role is None and tok is None and env_role is None:
-        raise InputError(
-            f"no credentials for Vault at {addr}",
-            hint="set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID for AppRole",
-        )
-    if token is not None or (explicit_role is None and tok is not None):
-        return VaultClient(addr, tok, timeout=timeout, verify=verify, cert=cert)
+    if token is not None and token != "":
+        return VaultClient(addr, token if isinstance(token, Secret) else Secret(token, "vault-token"),
+                           timeout=timeout, verify=verify, cert=cert)
+    found = approle(role_id, secret_id, role_id_file, secret_id_file) or _from_env(addr, env)
+    if isinstance(found, Secret):
+        return VaultClient(addr, found, timeout=timeout, verify=verify, cert=cert)
     client = VaultClient(addr, timeout=timeout, verify=verify, cert=cert)
-    role = explicit_role or env_role
-    assert role is not None
-    client.login_approle(*role, mount=approle_mount)
+    client.login_approle(found.role_id, found.secret_id, mount=approle_mount)
     return client
 
 
-def _as_secret(value: Secret | str | None, name: str) -> Secret | None:
-    if value is None or value == "":
-        return None
-    return value if isinstance(value, Secret) else Secret(value, name)
-
-
-def _approle_from(
-    role_id: Secret | str | None,
-    secret_id: Secret | str | None,
-    role_id_file: str | os.PathLike[str] | None,
-    secret_id_file: str | os.PathLike[str] | None,
-) -> tuple[Secret, Secret] | None:
-    rid = _as_secret(role_id, "vault-role-id") or _read_cred_file(role_id_file, "vault-role-id")
-    sid = _as_secret(secret_id, "vault-secret-id") or _read_cred_file(
-        secret_id_file, "vault-secret-id"
-    )
-    if rid is None and sid is None:
-        return None
-    if rid is None or sid is None:
-        raise InputError(
-            "AppRole needs both a role_id and a secret_id",
-            hint="set both VAULT_ROLE_ID and VAULT_SECRET_ID (or their files)",
-        )
-    return rid, sid
-
-
-def _read_cred_file(path: str | os.PathLike[str] | None, name: str) -> Secret | None:
-    if not path:
-        return None
-    from orchestrator.clients.secrets_source import require_private
-
-    require_private(Path(path), name)
+def _from_env(addr: str, env: Mapping[str, str]) -> Secret | vault_kv.AppRole:
     try:
-        text = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as err:
-        raise InputError(f"cannot read {name} file: {err.strerror}", file=str(path)) from None
-    if not text:
-        raise InputError(f"{name} file is empty", file=str(path))
-    return Secret(text, name)
+        return vault_kv.credentials(None, env)
+    except InputError:
+        raise InputError(f"no credentials for Vault at {addr}",
+                         hint="set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID for AppRole") from None
 
 
 # --------------------------------------------------------------------------- env files
@@ -698,8 +637,6 @@ def _create_private(path: Path) -> int:
 
 def _read_key_file(path: Path, addr: str) -> dict[str, Any]:
     if path.exists():
-        from orchestrator.clients.secrets_source import require_private
-
         require_private(path, "Vault key")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))

@@ -183,10 +183,8 @@ class Conformance:
         if self._consul is None:
             from orchestrator.clients.consul import ConsulClient
 
-            spec = self.project.inventory.spec.consul
-            token_path = self.project.inventory.resolve_path(spec.token_file)
-            token = token_path.read_text().strip() if token_path and token_path.is_file() else None
-            client = ConsulClient(spec.addr, token)
+            inventory = self.project.inventory
+            client = ConsulClient.from_inventory(inventory.spec.consul, inventory.resolve_path)
             self._consul = {h.service_id: h.status for h in client.services_with_health()}
         return self._consul
 
