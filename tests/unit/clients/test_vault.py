@@ -543,3 +543,45 @@ def test_the_documented_approle_policy_is_enough(server: standin.StandinServer) 
     assert client.read_secrets("secret", "ai-swarm/litellm")["K"].reveal() == "rotated-value"
     with pytest.raises(ServiceError, match="lacks permission"):
         client.push("secret", "other/path", {"K": API_KEY})
+
+
+# --------------------------------------------------------------------------- the one token rule
+
+
+def test_hvac_never_picks_up_the_users_vault_token_file(server: standin.StandinServer, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A root token left in ~/.vault-token by the vault CLI is not swarm's to send: a client
+    given no token sends none (hvac alone would read that file)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("VAULT_TOKEN", raising=False)
+    (tmp_path / ".vault-token").write_text(ROOT)
+    anonymous = vault.VaultClient(server.url)
+    with pytest.raises(ServiceError, match="lacks permission"):
+        anonymous.check_token()
+    status = vault.unseal(server.url, _key_file(tmp_path))  # bootstrap/unseal: no token either
+    assert status.sealed is False
+
+
+def _key_file(tmp_path: Path) -> Path:
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"unseal_keys_hex": ["00"], "unseal_threshold": 1, "root_token": "x"}))
+    keys.chmod(0o600)
+    return keys
+
+
+def test_the_token_rule_is_token_file_then_vault_token_then_approle(tmp_path: Path) -> None:
+    from orchestrator.clients.vault_kv import AppRole, credentials
+
+    token_file = tmp_path / "token"
+    env = {"VAULT_TOKEN": "hvs.from-env", "VAULT_ROLE_ID": "r", "VAULT_SECRET_ID": "s"}
+    assert credentials(token_file, env).reveal() == "hvs.from-env"  # type: ignore[union-attr]
+    token_file.write_text(json.dumps({"root_token": "hvs.from-file"}))
+    token_file.chmod(0o600)
+    assert credentials(token_file, env).reveal() == "hvs.from-file"  # type: ignore[union-attr]
+    role = credentials(None, {"VAULT_ROLE_ID": "r", "VAULT_SECRET_ID": "s"})
+    assert isinstance(role, AppRole) and role.role_id.reveal() == "r"
+    with pytest.raises(InputError, match="no credentials"):
+        credentials(None, {})
+    token_file.chmod(0o644)
+    with pytest.raises(InputError, match="readable by others"):
+        credentials(token_file, env)
