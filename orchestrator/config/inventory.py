@@ -8,6 +8,7 @@ this module sees the raw YAML.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -70,6 +71,10 @@ class SshSettings(Model):
     key: Line | None = None
     known_hosts: Line | None = "~/.ssh/known_hosts"
     connect_timeout: float = Field(10.0, gt=0, le=3600)
+    # An optional node (optional: true, or only in optional phases) that does not answer a TCP
+    # connect within this many seconds is off: skipped, while the others go on (an address
+    # with nothing behind it otherwise costs the LAN's ~3 s ARP timeout).
+    optional_window: float = Field(0.2, gt=0, le=60)
     command_timeout: float = Field(300.0, gt=0, le=86400)
     # A dead link is noticed after about interval x count seconds without an answer.
     keepalive_interval: float = Field(10.0, gt=0, le=3600)
@@ -82,6 +87,7 @@ class SshOverride(Model):
     key: Line | None = None
     known_hosts: Line | None = None
     connect_timeout: float | None = Field(None, gt=0, le=3600)
+    optional_window: float | None = Field(None, gt=0, le=60)
     command_timeout: float | None = Field(None, gt=0, le=86400)
     keepalive_interval: float | None = Field(None, gt=0, le=3600)
     keepalive_count: int | None = Field(None, ge=1, le=100)
@@ -389,8 +395,6 @@ def _check_nodes(spec: InventoryFile, doc: YamlDoc) -> None:
 
 def did_you_mean(word: str, known: Any) -> str:
     """` (did you mean `x`?)` for the closest known word, else ` (known: a, b)` when few."""
-    import difflib
-
     names = sorted(str(k) for k in known)
     close = difflib.get_close_matches(word, names, n=1, cutoff=0.7)
     if close:

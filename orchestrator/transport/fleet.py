@@ -12,7 +12,7 @@ connection is closed however the run ends.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from orchestrator.commands import Runnable
@@ -43,19 +43,6 @@ class GroupResult(dict[str, "T | BaseException"], Generic[T]):
         return not self.failed
 
 
-def ssh_targets(inventory: Inventory, nodes: Iterable[Node]) -> list[SshTarget]:
-    """Each node's resolved ssh block; a missing key file is bad input (exit 2)."""
-    targets = []
-    for node in nodes:
-        target = target_for(inventory, node)
-        if target.key is not None and not target.key.is_file():
-            raise InputError(f"SSH key {target.key} for {node.name} does not exist",
-                             file=str(inventory.path),
-                             hint="set ssh.key in the inventory to your private key")
-        targets.append(target)
-    return targets
-
-
 class Fleet:
     """Many transports driven in parallel, at most `forks` hosts at a time."""
 
@@ -69,17 +56,27 @@ class Fleet:
     @classmethod
     def over_ssh(cls, targets: Iterable[SshTarget], *, forks: int = DEFAULT_FORKS,
                  check: bool = False) -> Fleet:
-        """Real SSH transports; with `check`, wrapped so only read-only commands run."""
+        """Real SSH transports; with `check`, wrapped so only read-only commands run. A key file
+        that does not exist is bad input (exit 2), said before anything connects."""
         made: list[Transport] = []
         for target in targets:
+            if target.key is not None and not target.key.is_file():
+                raise InputError(f"SSH key {target.key} for {target.name} does not exist",
+                                 hint="set ssh.key in the inventory to your private key")
             real = SshTransport(target)
             made.append(RecordingTransport(real) if check else real)
         return cls(made, forks=forks)
 
     @classmethod
-    def for_nodes(cls, inventory: Inventory, nodes: Iterable[Node], *,
-                  forks: int = DEFAULT_FORKS, check: bool = False) -> Fleet:
-        return cls.over_ssh(ssh_targets(inventory, nodes), forks=forks, check=check)
+    def for_nodes(cls, inventory: Inventory, nodes: Iterable[Node], *, forks: int = DEFAULT_FORKS,
+                  check: bool = False, optional: Collection[str] = ()) -> Fleet:
+        """SSH to these nodes as the inventory says (`optional`: nodes that get a connect window)."""
+        targets = [target_for(inventory, n, optional=n.name in optional) for n in nodes]
+        for target in targets:
+            if target.key is not None and not target.key.is_file():
+                raise InputError(f"SSH key {target.key} for {target.name} does not exist", file=str(inventory.path),
+                                 hint="set ssh.key in the inventory to your private key")
+        return cls.over_ssh(targets, forks=forks, check=check)
 
     async def __aenter__(self) -> Fleet:
         return self

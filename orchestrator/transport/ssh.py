@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -52,14 +52,25 @@ class SshTarget:
     command_timeout: float | None = 120.0
     keepalive_interval: float = 10.0
     keepalive_count: int = 3
+    answer_window: float | None = None    # an optional node: a TCP connect must answer this fast
 
     @property
     def endpoint(self) -> str:
         return f"{self.address}:{self.port}"
 
+    def as_record(self) -> dict[str, Any]:
+        """The target as JSON-able data (the plan record keeps it; nothing secret in it)."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
-def target_for(inventory: Inventory, node: Node) -> SshTarget:
-    """The node's resolved ssh block (paths relative to the inventory, ~ expanded)."""
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> SshTarget:
+        paths = {k: Path(data[k]) if data.get(k) else None for k in ("key", "known_hosts")}
+        return cls(**{**data, **paths})
+
+
+def target_for(inventory: Inventory, node: Node, *, optional: bool = False) -> SshTarget:
+    """The node's resolved ssh block (paths relative to the inventory, ~ expanded); the one
+    place a target is built. An optional node gets its connect window."""
     ssh = node.ssh
     return SshTarget(
         name=node.name,
@@ -72,6 +83,7 @@ def target_for(inventory: Inventory, node: Node) -> SshTarget:
         command_timeout=ssh.command_timeout,
         keepalive_interval=ssh.keepalive_interval,
         keepalive_count=ssh.keepalive_count,
+        answer_window=ssh.optional_window if optional else None,
     )
 
 
@@ -188,7 +200,11 @@ async def open_connection(target: SshTarget) -> asyncssh.SSHClientConnection:
     """Connect and authenticate, or raise a one-line `TransportError` with a hint."""
     _check_files(target)
     try:
-        return await asyncio.wait_for(_connect(target), target.connect_timeout)
+        sock = await _answering_socket(target) if target.answer_window is not None else None
+        return await asyncio.wait_for(_connect(target, sock), target.connect_timeout)
+    except _NoAnswer:
+        raise _unreachable(target, f"no answer within {target.answer_window:g}s: an optional node that "
+                                   "is off") from None
     except TimeoutError:
         raise _unreachable(target, f"timed out after {target.connect_timeout:g}s") from None
     except asyncssh.HostKeyNotVerifiable:
@@ -213,10 +229,53 @@ async def open_connection(target: SshTarget) -> asyncssh.SSHClientConnection:
         ) from None
 
 
-def _connect(target: SshTarget) -> Awaitable[asyncssh.SSHClientConnection]:
+class _NoAnswer(Exception):
+    """An optional node's TCP connect got no answer within its window."""
+
+
+async def _answering_socket(target: SshTarget) -> socket.socket:
+    """A TCP connection made within the target's answer window, for asyncssh to go on over: a
+    node that is off never answers (the LAN's ARP gives up after ~3 s), one that is on
+    answers in a round trip."""
+    assert target.answer_window is not None
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(target.address, target.port, type=socket.SOCK_STREAM)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(loop.sock_connect(sock, address), target.answer_window)
+    except TimeoutError:
+        sock.close()
+        raise _NoAnswer() from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def unanswered(targets: Iterable[SshTarget]) -> dict[str, str]:
+    """Of these optional targets, the ones that do not answer a TCP connect within their window
+    (all at once): name -> why. For a command that reaches nodes by other means (verify)."""
+    async def one(target: SshTarget) -> str | None:
+        try:
+            (await _answering_socket(target)).close()
+        except _NoAnswer:
+            return f"no answer within {target.answer_window:g}s"
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        return None
+
+    chosen = [t for t in targets if t.answer_window is not None]
+    found = await asyncio.gather(*(one(t) for t in chosen))
+    return {t.name: why for t, why in zip(chosen, found, strict=True) if why is not None}
+
+
+def _connect(target: SshTarget, sock: socket.socket | None = None) -> Awaitable[asyncssh.SSHClientConnection]:
     return asyncssh.connect(
         target.address,
         target.port,
+        sock=sock,
         username=target.user,
         client_keys=_keypairs(target.key) if target.key else (),
         known_hosts=_known_hosts(target.known_hosts) if target.known_hosts else (),

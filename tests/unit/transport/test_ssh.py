@@ -287,6 +287,42 @@ def test_connect_timeout_is_unreachable(sshd: SshServer, silent_listener: int) -
     assert f"cannot reach 127.0.0.1:{silent_listener} (timed out after 0.5s)" in str(err)
 
 
+@pytest.fixture
+def unanswering_port() -> Iterator[int]:
+    """A port whose SYNs go unanswered, like an address with nothing behind it: a listener
+    whose accept queue is full drops new connection attempts."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        filled = []
+        for _ in range(2):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", port))
+            filled.append(c)
+        time.sleep(0.05)
+        try:
+            yield port
+        finally:
+            for c in filled:
+                c.close()
+
+
+def test_an_optional_node_that_does_not_answer_within_its_window_is_off(sshd: SshServer,
+                                                                      unanswering_port: int) -> None:
+    err = connect_error(sshd, port=unanswering_port, answer_window=0.3, connect_timeout=30)
+    assert "no answer within 0.3s: an optional node that is off" in str(err)
+
+
+def test_an_optional_node_that_answers_connects_as_any_other(sshd: SshServer) -> None:
+    async def go() -> str:
+        async with SshTransport(sshd.target(answer_window=0.5)) as t:
+            return (await t.run(c.read_only("echo", "up"))).stdout
+
+    assert asyncio.run(go()).strip() == "up"
+
+
 # --------------------------------------------------------------------------- trust
 
 
