@@ -151,6 +151,8 @@ class LiveRenderer:
     row per service under it — state, how long it has held of min_healthy_time, deadline left."""
 
     def __init__(self, verbose: int = 0) -> None:
+        # rich costs 25-85 ms to import here (python -X importtime, 2026-12-06): only a terminal's
+        # live view needs it, never the plain, JSON or audit renderers
         from rich.console import Console
         from rich.live import Live
 
@@ -165,7 +167,7 @@ class LiveRenderer:
         self.stopped = False
 
     def _table(self) -> Any:
-        from rich.table import Table
+        from rich.table import Table  # with the console above: the live view's 25-85 ms
 
         table = Table(title=f"swarm — phase {self.phase}" if self.phase is not None else "swarm", expand=False)
         for col in ("host", "step", "state", "elapsed", "detail"):

@@ -16,13 +16,12 @@ node (`docker cp`, commands/backup.py): a collection never travels through the c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import httpx
 
 from orchestrator.commands.backup import SAFE_NAME
 from orchestrator.errors import RuntimeFailure
-
-if TYPE_CHECKING:
-    import httpx
 
 SNAPSHOT_TIMEOUT_S = 600.0
 
@@ -69,8 +68,6 @@ class QdrantApi:
                          json=body)
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        import httpx
-
         url = f"{self.base}{path}"
         try:
             resp = await self.client.request(method, url, timeout=SNAPSHOT_TIMEOUT_S, **kwargs)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
+import ipaddress
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -115,16 +117,12 @@ def chat_problems(status: int, body: Mapping[str, Any] | None, headers: Mapping[
 
 def source_address(host: str, port: int) -> str:
     """The controller's own address on the route to host:port (what HAProxy sees as `src`)."""
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.connect((host, port))
         return str(probe.getsockname()[0])
 
 
 def is_allowed(address: str, allowed: Iterable[str]) -> bool:
-    import ipaddress
-
     ip = ipaddress.ip_address(address)
     return any(ip in ipaddress.ip_network(str(a), strict=False) for a in allowed)
 

