@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from orchestrator.config.inventory import did_you_mean
 from orchestrator.config.project import Project
+from orchestrator.engine.selection import select
 from orchestrator.errors import InputError
 from orchestrator.render.backups import Target, blame, target_for
 from orchestrator.render.services import Service, build_services
@@ -21,9 +22,9 @@ def backup_targets(project: Project, services: Sequence[Service] | None = None, 
                    names: Sequence[str] = (), phases: Sequence[int] | None = None,
                    limit: str | None = None) -> list[Target]:
     """The targets of a `swarm backup`: every stateful service of the chosen phases and nodes
-    (`names`: exactly these services, each of which must have a backup)."""
-    everyone = list(services) if services is not None else build_services(project)
-    chosen = _filtered(project, everyone, phases, limit)
+    (the run selection's rules; `names`: exactly these services, each of which must have one)."""
+    sel = select(project, phases, limit, include_validation=True, render=False, services=services)
+    everyone, chosen = list(sel.services), list(sel.selected_services())
     if names:
         return [_named(project, everyone, chosen, name) for name in dict.fromkeys(names)]
     targets = [t for t in (target_for(project, s) for s in chosen) if t is not None]
@@ -37,16 +38,6 @@ def restore_target(project: Project, name: str, services: Sequence[Service] | No
     """The target of `swarm restore --service NAME`."""
     everyone = list(services) if services is not None else build_services(project)
     return _named(project, everyone, everyone, name)
-
-
-# ---------------------------------------------------------------- selection
-
-
-def _filtered(project: Project, services: Sequence[Service], phases: Sequence[int] | None,
-              limit: str | None) -> list[Service]:
-    nodes = {n.name for n in project.inventory.select(limit)} if limit else None
-    return [s for s in services if (phases is None or s.phase in phases)
-            and (nodes is None or s.node in nodes)]
 
 
 def _named(project: Project, everyone: Sequence[Service], chosen: Sequence[Service], name: str) -> Target:

@@ -3,8 +3,9 @@
 Never part of a deploy or a rollback: only this command restores. It runs like this:
 
 1. connect to the service's node, the nodes of what depends on it, and its `copy_to`;
-2. take the deploy lock on each of those nodes (the same lock a deploy takes: a deploy and a
-   restore never overlap) and list the node's backups; the backup is `--from ID` or the
+2. take the deploy lock on each of those nodes (the same lock a deploy takes, through the
+   same session — engine/session.py: a deploy and a restore never overlap) and list the
+   node's backups; the backup is `--from ID` or the
    newest. One that is gone from the node but kept on `copy_to` is brought back first;
 3. check it against its own SHA256SUMS (`sha256sum -c`), and that it is this service's;
 4. stop the services that depend on it (compose `stop`, from the node's current release);
@@ -28,28 +29,31 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from orchestrator import commands as cmd
+import httpx
+
 from orchestrator.backup.model import Listed, Listing, Manifest, parse_listing
 from orchestrator.backup.qdrant import QdrantApi
-from orchestrator.backup.run import Who, copy_backup, lock_problem, new_who, step_error
+from orchestrator.backup.run import copy_backup, step_error
+from orchestrator.clients.secrets_source import SecretSource
+from orchestrator.clients.vault import unseal
 from orchestrator.commands import Command, Script
 from orchestrator.commands import backup as bcmd
 from orchestrator.config.project import Project
+from orchestrator.engine.context import new_run, whoami
+from orchestrator.engine.gate import Gate, GateTarget
+from orchestrator.engine.session import Look, Session, lock_problem
+from orchestrator.engine.signals import Interrupted, Interrupts, StopRequested
+from orchestrator.engine.steps import audit_line
 from orchestrator.errors import InputError, LockHeld, RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
+from orchestrator.facts.node import LookRequest
+from orchestrator.facts.probes import ProbeNetwork
 from orchestrator.render.backups import Target, is_id
 from orchestrator.render.services import Service
 from orchestrator.secrets import Secret
 from orchestrator.transport.base import Transport
 from orchestrator.transport.fleet import Fleet
-
-if TYPE_CHECKING:
-    import httpx
-
-    from orchestrator.engine.signals import Interrupts
-    from orchestrator.facts.probes import ProbeNetwork
 
 RESTORE_TIMEOUT_S = 3600.0
 
@@ -85,33 +89,29 @@ async def restore(project: Project, target: Target, services: Sequence[Service],
                   http: httpx.AsyncBaseTransport | None = None, network: ProbeNetwork | None = None,
                   interrupts: Interrupts | None = None, by: str | None = None) -> RestoreResult:
     """Restore `target` from `backup_id` (None: its newest backup); see the module docstring."""
-    nodes = sorted({target.node, *(n for n, _ in target.dependents), *([target.copy_to] if target.copy_to else [])})
-    owned = fleet is None
-    fleet = fleet or Fleet.for_nodes(project.inventory, [project.inventory.node(n) for n in nodes])
-    job = _Restore(project, target, services, bus, new_who("restore", by), http, network, interrupts)
-    from orchestrator.engine.signals import Interrupted, StopRequested
-
+    names = sorted({target.node, *(n for n, _ in target.dependents), *([target.copy_to] if target.copy_to else [])})
+    nodes = [project.inventory.node(n) for n in names]
+    ctx = new_run(by or whoami(), "restore", (target.phase,))
+    fleet = fleet or Fleet.for_nodes(project.inventory, nodes)
+    job = _Restore(project, target, services, bus, http, network or ProbeNetwork.for_inventory(project.inventory),
+                   interrupts)
     try:
-        await fleet.connect()
-        return await job.run(fleet, backup_id, key_file)
+        async with Session(fleet, ctx, bus, {n.name: n.deploy_root for n in nodes}) as session:
+            await session.connect(required=False)
+            return await job.run(session, backup_id, key_file)
     except StopRequested as stop:  # only the gate stops early: the data is back, dependents started
         raise Interrupted(stop.signum, f"restore of {target.service}: {stop} stopped the gate after the data "
                                        f"was restored and its dependents started again",
                           hint="see whether they are healthy with `swarm status`") from None
-    finally:
-        if owned:
-            await fleet.close()
 
 
 class _Restore:
-    def __init__(self, project: Project, target: Target, services: Sequence[Service], bus: EventBus, who: Who,
-                 http: httpx.AsyncBaseTransport | None, network: ProbeNetwork | None,
-                 interrupts: Interrupts | None) -> None:
-        self.project, self.target, self.bus, self.who = project, target, bus, who
+    def __init__(self, project: Project, target: Target, services: Sequence[Service], bus: EventBus,
+                 http: httpx.AsyncBaseTransport | None, network: ProbeNetwork, interrupts: Interrupts | None) -> None:
+        self.project, self.target, self.bus = project, target, bus
         self.services = {s.name: s for s in services}
         self.http, self.network, self.interrupts = http, network, interrupts
         self.result = RestoreResult(target)
-        self.locked: list[str] = []
 
     def root(self, node: str) -> str:
         return self.project.inventory.node(node).deploy_root
@@ -119,59 +119,52 @@ class _Restore:
     def compose_file(self, node: str) -> str:
         return f"{self.root(node)}/current/compose.yml"
 
-    async def run(self, fleet: Fleet, backup_id: str | None, key_file: Path | None) -> RestoreResult:
+    async def run(self, session: Session, backup_id: str | None, key_file: Path | None) -> RestoreResult:
         target = self.target
         needed = {target.node, *(n for n, _ in target.dependents)}
-        down = {n: e.message for n, e in fleet.unreachable.items() if n in needed}
+        down = {n: e.message for n, e in session.fleet.unreachable.items() if n in needed}
         if down:
             raise RuntimeFailure("cannot restore: " + "; ".join(f"{n} is unreachable: {w}" for n, w in down.items()))
         error: BaseException | None = None
         try:
-            listing = await self.lock_all(fleet, sorted(needed))
-            await self.restore(fleet, listing, backup_id, key_file)
+            listing = await self.lock_all(session, sorted(needed))
+            await self.restore(session.fleet, listing, backup_id, key_file)
         except BaseException as exc:
             error = exc
             raise
         finally:
-            await self.finish(fleet, error)
+            await self.finish(session, error)
         return self.result
 
     # ------------------------------------------------------------ locks
 
-    async def lock_all(self, fleet: Fleet, nodes: Sequence[str]) -> Listing:
+    async def lock_all(self, session: Session, nodes: Sequence[str]) -> Listing:
+        """Lock, then look, on each node (the service's own first); its backups listed there."""
         listing = Listing(0.0, {})
         for node in [self.target.node, *(n for n in nodes if n != self.target.node)]:
-            steps: list[Command] = [cmd.look_lock(self.root(node), self.who.holder([self.target.phase]),
-                                                  self.who.run_id, (), (), force=True)]
-            if node == self.target.node:
-                steps.append(bcmd.list_backups(self.root(node), [self.target.service]))
-            result = await fleet[node].run(Script.of(*steps), check=False)
-            problem = lock_problem(result.steps[0])
+            then = (bcmd.list_backups(session.roots[node], [self.target.service]),) if node == self.target.node else ()
+            look = Look(LookRequest(session.roots[node], reads=False), "force", then)
+            problem = lock_problem((await session.look({node: look}))[node])
             if problem is not None:
                 error = LockHeld if problem.startswith("held") else RuntimeFailure
                 raise error(f"{node}: deploy lock {problem}")
-            self.locked.append(node)
             if node == self.target.node:
-                listing = parse_listing(result.steps[1].stdout)
+                listing = parse_listing(session.extra[node][0].stdout)
         return listing
 
-    async def finish(self, fleet: Fleet, error: BaseException | None) -> None:
-        from orchestrator.engine.steps import audit_line
-
+    async def finish(self, session: Session, error: BaseException | None) -> None:
+        """One audit line on the service's node, and every lock released."""
         target, result = self.target, self.result
-        for node in self.locked:
-            steps: list[Command] = []
-            audit = b""
+        for node in sorted(session.locked):
+            audit = None
             if node == target.node:
-                audit = audit_line(node, "restore", target.phase, self.who.by, service=target.service,
+                audit = audit_line(node, "restore", target.phase, session.ctx.by, service=target.service,
                                    method=target.method, backup=result.backup_id or None,
                                    checksum=result.manifest.checksum if result.manifest else None,
-                                   from_copy=result.from_copy, ok=error is None, run=self.who.run_id,
+                                   from_copy=result.from_copy, ok=error is None, run=session.ctx.run_id,
                                    error=_first_line(error) if error is not None else None)
-                steps.append(cmd.append_file(f"{self.root(node)}/audit.log"))
-            steps.append(cmd.unlock_if_mine(self.root(node), self.who.run_id))
             try:
-                await fleet[node].run(Script.of(*steps, stop_on_error=False), check=False, input=audit or None)
+                await session.unlock(node, before=(session.audit_command(node),) if audit else (), input=audit)
             except SwarmError as exc:
                 self.bus.emit("restore", "failed", host=node, message=f"could not unlock: {exc.message}")
 
@@ -254,8 +247,6 @@ class _Restore:
                                                                       f"{manifest.id}")
 
     async def qdrant(self, transport: Transport, directory: str, manifest: Manifest) -> None:
-        import httpx
-
         target, opts = self.target, self.target.options
         collections: Mapping[str, dict[str, str]] = manifest.details.get("collections") or {}
         async with httpx.AsyncClient(transport=self.http) as client:
@@ -302,8 +293,6 @@ class _Restore:
             await self._run(fleet[node], bcmd.compose_start(project, self.compose_file(node), names))
 
     async def gate(self, fleet: Fleet) -> None:
-        from orchestrator.engine.gate import Gate, GateTarget
-
         names = [self.target.service, *(n for _, n in self.target.dependents)]
         watched = [self.services[n] for n in names if n in self.services]
         targets = {s.node: GateTarget(fleet[s.node], self.project.inventory.node(s.node).project)
@@ -319,16 +308,11 @@ class _Restore:
         wanted = {p.bearer_secret for s in watched for p in s.probes if p.bearer_secret}
         if not wanted:
             return {}
-        from orchestrator.clients.secrets_source import SecretSource
-
         return await SecretSource.from_project(self.project).read_async(set(wanted))
 
     async def unseal(self, key_file: Path | None) -> bool | None:
         if key_file is None:
             return None
-        from orchestrator.clients.secrets_source import SecretSource
-        from orchestrator.clients.vault import unseal
-
         source = SecretSource.from_project(self.project)
         status = await asyncio.to_thread(unseal, source.addr, key_file, verify=source.tls()["verify"])  # type: ignore[arg-type]
         return bool(status.sealed)

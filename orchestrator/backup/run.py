@@ -1,10 +1,10 @@
 """`swarm backup`: every target backed up on its node, checksummed, kept as long as its
 retention says, and copied to another node where the inventory asks for it.
 
-Per node, under the node's deploy lock (the same lock a deploy takes, so the two never
-overlap), its targets one after the other:
+Per node, under the node's deploy lock (the same lock a deploy takes, through the same
+session — engine/session.py — so the two never overlap), its targets one after the other:
 
-1. lock, and list the backups the node holds (one command);
+1. lock, then look, and list the backups the node holds (one command);
 2. per service: a fresh `.tmp-<id>` directory, the method's dump (pg_dump, BGSAVE + the
    RDB file, Qdrant snapshots copied out of the container, a frozen copy of Vault's
    storage) and its SHA256SUMS (one command; Qdrant's snapshots are made and removed
@@ -23,42 +23,43 @@ being backed up finish, skips the rest, and still writes the audit and unlocks (
 from __future__ import annotations
 
 import asyncio
-import getpass
 import hashlib
 import json
-import os
-import secrets
-import socket
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import httpx
 
 from orchestrator import __version__
-from orchestrator import commands as cmd
-from orchestrator.backup.model import Listing, Manifest, parse_listing, to_prune, total_size
+from orchestrator.backup.model import (
+    Listing,
+    Manifest,
+    human_size,
+    parse_listing,
+    to_prune,
+    total_size,
+)
 from orchestrator.backup.qdrant import QdrantApi, Snapshot
 from orchestrator.commands import Command, Script, StepResult
 from orchestrator.commands import backup as bcmd
 from orchestrator.config.project import Project
+from orchestrator.engine.context import RunContext, new_run, whoami
+from orchestrator.engine.session import Look, Session, lock_problem
+from orchestrator.engine.signals import Interrupts
+from orchestrator.engine.steps import audit_line
 from orchestrator.errors import RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
+from orchestrator.facts.node import LookRequest
 from orchestrator.render.backups import Target, new_id
 from orchestrator.secrets import scrub
 from orchestrator.transport.base import Transport
 from orchestrator.transport.fleet import Fleet
 
-if TYPE_CHECKING:
-    import httpx
-
-    from orchestrator.engine.signals import Interrupts
-
 DUMP_TIMEOUT_S = 3600.0
 BGSAVE_TIMEOUT_S = 600
-
-
-def whoami() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 @dataclass
@@ -100,24 +101,6 @@ class BackupReport:
         return 1 if failed or any(o.copy_error for o in self.outcomes) else 0
 
 
-@dataclass(frozen=True)
-class Who:
-    """Who takes the backup: in the lock's holder record and in every audit line."""
-
-    by: str
-    run_id: str
-    action: str = "backup"
-
-    def holder(self, phases: Sequence[int]) -> str:
-        return json.dumps({"by": self.by, "host": socket.gethostname(), "pid": os.getpid(),
-                           "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                           "phases": sorted(set(phases)), "action": self.action, "run": self.run_id})
-
-
-def new_who(action: str, by: str | None = None) -> Who:
-    return Who(by=by or whoami(), run_id=secrets.token_hex(6), action=action)
-
-
 # ---------------------------------------------------------------- the run
 
 
@@ -127,36 +110,34 @@ async def backup(project: Project, targets: Sequence[Target], bus: EventBus, *,
                  interrupts: Interrupts | None = None) -> BackupReport:
     """Back up every target (see the module docstring); per-target outcomes, never the first error."""
     started = time.monotonic()
-    run = _Run(project, list(targets), bus, new_who("backup", by), new_id(clock()), http, interrupts)
-    nodes = sorted({t.node for t in targets} | {t.copy_to for t in targets if t.copy_to})
-    owned = fleet is None
-    fleet = fleet or Fleet.for_nodes(project.inventory, [project.inventory.node(n) for n in nodes])
-    try:
-        await fleet.connect()
-        await run.all(fleet)
-    finally:
-        if owned:
-            await fleet.close()
+    ctx = new_run(by or whoami(), "backup", sorted({t.phase for t in targets}))
+    run = _Run(project, list(targets), bus, ctx, new_id(clock()), http, interrupts)
+    nodes = [project.inventory.node(n) for n in sorted({t.node for t in targets} | {t.copy_to for t in targets if t.copy_to})]
+    optional = {n.name for n in nodes if n.spec.optional}
+    fleet = fleet or Fleet.for_nodes(project.inventory, nodes, optional=optional)
+    async with Session(fleet, ctx, bus, {n.name: n.deploy_root for n in nodes}, frozenset(optional)) as session:
+        await session.connect(required=False)
+        await run.all(session)
     signum = interrupts.signum if interrupts is not None and interrupts.requested else None
     return BackupReport(run.backup_id, run.outcomes, run.listings, time.monotonic() - started, signum=signum)
 
 
 class _Run:
-    def __init__(self, project: Project, targets: list[Target], bus: EventBus, who: Who, backup_id: str,
+    def __init__(self, project: Project, targets: list[Target], bus: EventBus, ctx: RunContext, backup_id: str,
                  http: httpx.AsyncBaseTransport | None, interrupts: Interrupts | None = None) -> None:
-        self.project, self.targets, self.bus, self.who = project, targets, bus, who
+        self.project, self.targets, self.bus, self.ctx = project, targets, bus, ctx
         self.backup_id, self.http, self.interrupts = backup_id, http, interrupts
         self.outcomes: list[Outcome] = []
         self.listings: dict[str, Listing] = {}
 
-    async def all(self, fleet: Fleet) -> None:
+    async def all(self, session: Session) -> None:
         by_node: dict[str, list[Target]] = {}
         for target in self.targets:
             by_node.setdefault(target.node, []).append(target)
-        for node, unreachable in fleet.unreachable.items():
+        for node, unreachable in session.fleet.unreachable.items():
             for target in by_node.pop(node, []):
                 self._unreachable(target, unreachable.message)
-        results = await asyncio.gather(*(self.node(fleet, n, ts) for n, ts in by_node.items()),
+        results = await asyncio.gather(*(self.node(session, n, ts) for n, ts in by_node.items()),
                                        return_exceptions=True)
         for targets, result in zip(by_node.values(), results, strict=True):
             if isinstance(result, BaseException):
@@ -179,48 +160,42 @@ class _Run:
 
     # ------------------------------------------------------------ one node
 
-    async def node(self, fleet: Fleet, node: str, targets: list[Target]) -> None:
-        transport = fleet[node]
-        root = self.project.inventory.node(node).deploy_root
-        services = [t.service for t in targets]
-        first = await transport.run(Script.of(
-            cmd.look_lock(root, self.who.holder([t.phase for t in targets]), self.who.run_id, (), (), force=True),
-            bcmd.list_backups(root, services), stop_on_error=False), check=False)
-        held = lock_problem(first.steps[0])
+    async def node(self, session: Session, node: str, targets: list[Target]) -> None:
+        root = session.roots[node]
+        listed = bcmd.list_backups(root, [t.service for t in targets])
+        state = (await session.look({node: Look(LookRequest(root, reads=False), "force", (listed,))}))[node]
+        held = lock_problem(state)
         if held is not None:
             for target in targets:
                 self._failed(Outcome(target, lock_held=held.startswith("held")), f"{node}: deploy lock {held}")
             return
-        listing = parse_listing(first.steps[1].stdout) if first.steps[1].ok else Listing(time.time(), {})
+        answer = session.extra[node]
+        listing = parse_listing(answer[0].stdout) if answer and answer[0].ok else Listing(time.time(), {})
         done: list[Outcome] = []
         try:
             for target in targets:
                 if self.interrupts is not None and self.interrupts.requested:
                     done.append(self._failed(Outcome(target), f"not started: {self._signal_name()} stopped the run"))
                     continue
-                outcome = await self.one(transport, target, listing)
+                outcome = await self.one(session.fleet[node], target, listing)
                 if outcome.ok and target.copy_to:
-                    await self.copy(fleet, transport, outcome)
+                    await self.copy(session.fleet, session.fleet[node], outcome)
                 done.append(outcome)
         finally:
-            await self.finish(transport, node, root, targets, done)
+            await self.finish(session, node, targets, done)
 
     def _signal_name(self) -> str:
-        import signal
-
         signum = self.interrupts.signum if self.interrupts is not None else None
         return signal.Signals(signum).name if signum else "a signal"
 
-    async def finish(self, transport: Transport, node: str, root: str, targets: list[Target],
-                     done: list[Outcome]) -> None:
+    async def finish(self, session: Session, node: str, targets: list[Target], done: list[Outcome]) -> None:
         """The listing the gauges report, one audit line per service, then unlock."""
-        lines = b"".join(_audit(node, o, self.who) for o in done)
-        steps: list[Command] = [bcmd.list_backups(root, [t.service for t in targets])]
+        lines = b"".join(_audit(node, o, self.ctx) for o in done)
+        steps: list[Command] = [bcmd.list_backups(session.roots[node], [t.service for t in targets])]
         if lines:
-            steps.append(cmd.append_file(f"{root}/audit.log"))
-        steps.append(cmd.unlock_if_mine(root, self.who.run_id))
-        result = await transport.run(Script.of(*steps, stop_on_error=False), check=False, input=lines or None)
-        if result.steps and result.steps[0].ok:
+            steps.append(session.audit_command(node))
+        result = await session.unlock(node, before=steps, input=lines or None)
+        if result is not None and result.steps and result.steps[0].ok:
             self.listings[node] = parse_listing(result.steps[0].stdout)
 
     # ------------------------------------------------------------ one service
@@ -297,8 +272,6 @@ class _Run:
         return QdrantApi(client, f"{opts['scheme']}://{target.address}:{opts['port']}", target.service)
 
     async def _snapshots(self, target: Target) -> list[Snapshot]:
-        import httpx
-
         async with httpx.AsyncClient(transport=self.http) as client:
             api = self._api(client, target)
             made: list[Snapshot] = []
@@ -312,8 +285,6 @@ class _Run:
 
     async def _drop_snapshots(self, target: Target, snapshots: Sequence[Snapshot]) -> None:
         """Remove the snapshots this run made inside Qdrant (their copies are in the backup)."""
-        import httpx
-
         async with httpx.AsyncClient(transport=self.http) as client:
             api = self._api(client, target)
             for snap in snapshots:
@@ -397,19 +368,6 @@ def _check_snapshot_sums(target: Target, snapshots: Sequence[Snapshot], sums: di
                              f"checksum Qdrant gave ({snap.checksum}, copied {got})")
 
 
-def lock_problem(step: StepResult) -> str | None:
-    """None when `look_lock` took the lock; else why not (`held by ...`)."""
-    from orchestrator.facts.node import describe_holder, holder_record
-
-    if step.ok and step.stdout.strip().splitlines()[:1] == [cmd.LOOK_LOCKED]:
-        return None
-    if step.exit_status == cmd.LOCK_HELD_EXIT:
-        holder = describe_holder(holder_record(step.stdout))
-        return f"held by {holder}: wait for it, or `swarm unlock --limit NODE` if it is stale"
-    detail = (step.stderr.strip() or step.stdout.strip())[:200]
-    return f"could not be taken: {detail or f'exit {step.exit_status}'}"
-
-
 def step_error(target: Target, step: StepResult) -> RuntimeFailure:
     label = step.command.label or step.command.argv[0]
     lines = [line for line in (step.stderr.strip() or step.stdout.strip()).splitlines() if line.strip()]
@@ -423,8 +381,6 @@ def describe_written(outcome: Outcome) -> str:
     """What a backup wrote where: a secret one by its checksum only."""
     target, manifest = outcome.target, outcome.manifest
     assert manifest is not None
-    from orchestrator.backup.model import human_size
-
     where = f"{target.service}: {manifest.id} in {outcome.directory}"
     if target.contains_secrets:
         return (f"{where} (contains secrets: 0600 files in a 0700 directory), sha256 {manifest.checksum}")
@@ -432,12 +388,10 @@ def describe_written(outcome: Outcome) -> str:
     return f"{where}: {files} ({human_size(manifest.size)}, {manifest.duration_s:.1f}s), sha256 {manifest.checksum}"
 
 
-def _audit(node: str, outcome: Outcome, who: Who) -> bytes:
-    from orchestrator.engine.steps import audit_line
-
+def _audit(node: str, outcome: Outcome, ctx: RunContext) -> bytes:
     target = outcome.target
     data: dict[str, Any] = {"service": target.service, "method": target.method, "backup": outcome.backup_id,
-                            "ok": outcome.ok, "run": who.run_id}
+                            "ok": outcome.ok, "run": ctx.run_id}
     if outcome.manifest is not None:
         data.update(checksum=outcome.manifest.checksum, size=outcome.manifest.size)
     if outcome.pruned:
@@ -446,7 +400,7 @@ def _audit(node: str, outcome: Outcome, who: Who) -> bytes:
         data.update(copied_to=outcome.copied_to, copy_error=outcome.copy_error)
     if outcome.error:
         data["error"] = outcome.error
-    return audit_line(node, who.action, target.phase, who.by, **data)
+    return audit_line(node, ctx.action, target.phase, ctx.by, **data)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -126,8 +126,22 @@ def project_options(fn: F) -> F:
 PHASE_HELP = "phases: 3, a range 2-4 or a list 2,4 (default: every phase, in order)"
 
 
+def _phase_syntax(ctx: click.Context, _: Any, value: str | None) -> str | None:
+    """A phase selector is a number, a range or a list: anything else is refused as the
+    command line is read (exit 2), before the project loads."""
+    if value is not None:
+        from orchestrator.engine.phases import ranges
+        from orchestrator.errors import InputError
+
+        try:
+            ranges(value)
+        except InputError as exc:
+            fail(str(exc), exc.exit_code)
+    return value
+
+
 def phase_option(fn: F) -> F:
-    return click.option("--phase", "phase", metavar="N|N-M|N,M", help=PHASE_HELP)(fn)
+    return click.option("--phase", "phase", metavar="N|N-M|N,M", help=PHASE_HELP, callback=_phase_syntax)(fn)
 
 
 def phases_of(project: Project, text: str | None) -> tuple[int, ...] | None:

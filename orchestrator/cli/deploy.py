@@ -37,13 +37,14 @@ def deploy(ctx: Context, phase: str | None, limit: str | None, check: bool, diff
            skip_preflight: bool, output: str) -> None:
     """Deploy phases in order: every node of a phase ends healthy on its new release, or back on
     its previous one. A failed phase is rolled back; earlier phases keep their new releases."""
-    from orchestrator.engine.fastpath import DeployRequest, deploy_or_noop
+    from orchestrator.engine.context import DeployRequest
+    from orchestrator.engine.deploy import deploy as run_deploy
 
     request = DeployRequest(root=ctx.root, inventory=ctx.inventory_path(), playbook=ctx.playbook_path(),
                             phase_text=phase, limit=limit, load=ctx.project, check=check or diff, diff=diff,
                             forks=forks, skip_preflight=skip_preflight)
     bus = make_bus(ctx, output)
-    result = run_engine(lambda interrupts: deploy_or_noop(request, bus, interrupts), bus)
+    result = run_engine(lambda interrupts: run_deploy(request, bus, interrupts), bus)
     for line in result.check_report:
         click.echo(line)
     if output != "text" or result.check_report:
@@ -70,16 +71,13 @@ def rollback(ctx: Context, phase: str | None, limit: str | None, to: str | None,
              forget: bool, output: str) -> None:
     """Bring a phase back to its release before the current one (or --to one), gated like a deploy.
     Protected services are never removed or recreated."""
-    from orchestrator.engine.rollback import (
-        RollbackOptions,
-        check_release_name,
-        forget_pending,
-        resume_pending,
-    )
+    from orchestrator.engine.phases import one_phase
+    from orchestrator.engine.resume import forget_pending, resume_pending
+    from orchestrator.engine.rollback import RollbackOptions, check_release_name
     from orchestrator.engine.rollback import rollback as run_rollback
-    from orchestrator.errors import InputError
 
     check_release_name(to)
+    number = None if resume or forget else one_phase(phase, "rollback")
     project = ctx.project()
     if forget:
         dropped = forget_pending(project)
@@ -94,9 +92,8 @@ def rollback(ctx: Context, phase: str | None, limit: str | None, to: str | None,
         if output == "text":
             click.echo("interrupted rollback finished" if done else "no interrupted rollback to finish")
         return
-    if phase is None:
-        raise InputError("say which phase to roll back: --phase N (a rollback is per phase)")
-    options = RollbackOptions(phases=phases_of(project, phase), limit=limit, to=to)
+    assert number is not None
+    options = RollbackOptions(phase=project.playbook.phase(number).id, limit=limit, to=to)
     result = run_engine(lambda i: run_rollback(project, options, bus, interrupts=i), bus)
     if output == "text":
         for node, release in sorted(result.items()):

@@ -37,12 +37,16 @@ if TYPE_CHECKING:
 
 RENDERERS = ("text", "json", "junit", "prometheus")
 
-def _run(ctx: Context, options: Options) -> Report:
+def _run(ctx: Context, phase: str | None, limit: str | None, options: Options) -> Report:
+    """One preflight over the run selection's nodes (`--phase` of validation only: every phase)."""
     import asyncio
 
+    from orchestrator.engine.selection import checked_phases, select
     from orchestrator.preflight.run import preflight as run_preflight
 
-    return asyncio.run(run_preflight(ctx.project(), options))
+    project = ctx.project()
+    sel = select(project, checked_phases(project, phases_of(project, phase)), limit)
+    return asyncio.run(run_preflight(project, sel.preflight_scope(), options))
 
 
 @click.command("preflight")
@@ -64,11 +68,11 @@ def preflight(ctx: Context, phase: str | None, limit: str | None, output: str, o
     and heat, ports, the protected Qdrant, secrets, and the network between nodes."""
     from orchestrator.preflight.run import Options
 
-    options = Options(phases=phases_of(ctx.project(), phase), limit=limit, smoke=smoke)
+    options = Options(smoke=smoke)
     if every is not None:
-        _loop(ctx, options, output, out, every)
+        _loop(ctx, phase, limit, options, output, out, every)
         return
-    report = _run(ctx, options)
+    report = _run(ctx, phase, limit, options)
     _publish(report, output, out)
     sys.exit(report.exit_code(strict))
 
@@ -84,14 +88,15 @@ def _publish(report: Report, output: str, out: Path | None) -> None:
     click.echo(f"{summary_line(report)}; report in {out}", err=True)
 
 
-def _loop(ctx: Context, options: Options, output: str, out: Path | None, every: str) -> None:
+def _loop(ctx: Context, phase: str | None, limit: str | None, options: Options, output: str, out: Path | None,
+          every: str) -> None:
     from orchestrator.preflight.report import Report, render, summary_line
 
     interval = sched.parse_duration(every)
     render(Report.of([]), output)  # a bad --output fails now, not at the first run
 
     def once() -> str:
-        report = _run(ctx, options)
+        report = _run(ctx, phase, limit, options)
         click.echo(summary_line(report), err=True)
         text = render(report, output)
         if out is None:

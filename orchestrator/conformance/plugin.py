@@ -11,9 +11,10 @@ JSON for `swarm verify`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,14 +22,19 @@ from typing import Any
 import pytest
 import testinfra.host
 
+from orchestrator.clients.consul import ConsulClient
+from orchestrator.clients.secrets_source import SecretSource
 from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project, load_project
 from orchestrator.conformance import hosts
 from orchestrator.conformance.facts import NodeFacts, facts_script, parse_facts
+from orchestrator.engine.selection import checked_phases, parse_phases, select
 from orchestrator.errors import SwarmError
+from orchestrator.paths import local_state_dir
 from orchestrator.render.fleet import FleetRender, render_fleet
 from orchestrator.render.services import Service, secrets_of
 from orchestrator.secrets import Secret
+from orchestrator.transport.ssh import target_for, unanswered
 
 CONTEXT_KEY = pytest.StashKey["Conformance"]()
 FACTS_TIMEOUT_S = 120
@@ -54,12 +60,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @dataclass(frozen=True)
 class Scope:
-    """The nodes and services one verify covers."""
+    """The nodes and services one verify covers (optional nodes that are off: left out, named)."""
 
     project: Project
     render: FleetRender
     nodes: tuple[Node, ...]
     services: tuple[Service, ...]
+    optional: frozenset[str] = frozenset()
+    off: dict[str, str] = field(default_factory=dict)
 
     def services_on(self, node: str) -> list[Service]:
         return [s for s in self.services if s.node == node]
@@ -72,21 +80,25 @@ class Scope:
         return [s for s in self.render.all_services() if s.role == role]
 
 
-def make_scope(project: Project, limit: str | None, phase: str | int | None) -> Scope:
-    from orchestrator.engine.selection import parse_phases
+def make_scope(project: Project, limit: str | None, phase: str | int | None,
+               off: Mapping[str, str] | None = None) -> Scope:
+    """The run selection's nodes and services (`--phase` of validation only: every phase); the
+    whole fleet rendered, since a node's checks compare with what every node runs. `off`:
+    optional nodes that did not answer, left out."""
+    ids = checked_phases(project, parse_phases(None if phase is None else str(phase), project))
+    sel = select(project, ids, limit, render=False)
+    render = render_fleet(project, for_node=True, services=list(sel.services))
+    gone = dict(off or {})
+    wanted = {(s.node, s.name) for s in sel.selected_services() if s.node not in gone}
+    services = tuple(s for s in render.all_services() if (s.node, s.name) in wanted)
+    return Scope(project=project, render=render, nodes=tuple(n for n in sel.nodes if n.name not in gone),
+                 services=services, optional=sel.optional, off=gone)
 
-    ids = parse_phases(None if phase is None else str(phase), project)  # unknown -> InputError
-    if ids is not None and all(project.playbook.phase(i).kind == "preflight" for i in ids):
-        ids = None  # 0, validation: every phase
-    phases = [p for p in project.playbook.phases if ids is None or p.id in ids]
-    hosts_in_phases = {h for p in phases for h in p.hosts}
-    chosen = project.inventory.select(limit)
-    nodes = tuple(n for n in chosen if n.name in hosts_in_phases and (limit or not n.spec.optional))
-    wanted = {s.name for p in phases if not (p.spec.optional and not limit) for s in p.services}
-    render = render_fleet(project, for_node=True)
-    names = {n.name for n in nodes}
-    services = tuple(s for s in render.all_services() if s.node in names and s.name in wanted)
-    return Scope(project=project, render=render, nodes=nodes, services=services)
+
+def optional_off(project: Project, scope: Scope) -> dict[str, str]:
+    """The scope's optional nodes that do not answer within their connect window."""
+    targets = [target_for(project.inventory, n, optional=True) for n in scope.nodes if n.name in scope.optional]
+    return asyncio.run(unanswered(targets)) if targets else {}
 
 
 # ---------------------------------------------------------------- context
@@ -158,8 +170,6 @@ class Conformance:
     def secrets(self) -> dict[str, Secret]:
         """The secrets the scope's services use, read from Vault once."""
         if self._secrets is None:
-            from orchestrator.clients.secrets_source import SecretSource
-
             source = SecretSource.from_project(self.project)
             names = secrets_of(self.scope.services)
             names |= {ref for s in self.scope.role_services("litellm") for ref in s.secret_env.values()
@@ -181,8 +191,6 @@ class Conformance:
 
     def consul_statuses(self) -> dict[str, str]:
         if self._consul is None:
-            from orchestrator.clients.consul import ConsulClient
-
             inventory = self.project.inventory
             client = ConsulClient.from_inventory(inventory.spec.consul, inventory.resolve_path)
             self._consul = {h.service_id: h.status for h in client.services_with_health()}
@@ -198,21 +206,23 @@ class Conformance:
 
 
 def default_preflight() -> Path:
-    from orchestrator.paths import local_state_dir
-
     return local_state_dir() / "preflight.json"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdist_group(name): keep a node's checks on one xdist worker")
-    config.pluginmanager.register(Summary(config.getoption("--swarm-results")), "swarm-summary")
+    config.pluginmanager.register(Summary(config.getoption("--swarm-results"), config), "swarm-summary")
 
 
 def build_context(config: pytest.Config) -> Conformance:
     try:
         project = load_project(config.getoption("--swarm-project"), config.getoption("--swarm-inventory"),
                                config.getoption("--swarm-playbook"))
-        scope = make_scope(project, config.getoption("--swarm-limit"), config.getoption("--swarm-phase"))
+        limit, phase = config.getoption("--swarm-limit"), config.getoption("--swarm-phase")
+        scope = make_scope(project, limit, phase)
+        off = optional_off(project, scope)
+        if off:
+            scope = make_scope(project, limit, phase, off)
     except SwarmError as exc:
         raise pytest.UsageError(f"swarm: {exc}") from None
     extra: dict[str, Any] = {}
@@ -320,8 +330,9 @@ def first_line(report: pytest.TestReport) -> str:
 class Summary:
     """Passed / failed checks per node, from the reports (also those xdist workers send)."""
 
-    def __init__(self, out: Path | None) -> None:
+    def __init__(self, out: Path | None, config: pytest.Config | None = None) -> None:
         self.out = out
+        self.config = config
         self.results: dict[str, dict[str, Any]] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -333,7 +344,11 @@ class Summary:
             entry.update(outcome="skipped", message=first_line(report))
 
     def per_node(self) -> dict[str, dict[str, Any]]:
-        return summarize(self.results)
+        nodes = summarize(self.results)
+        scope = self.config.stash[CONTEXT_KEY].scope if self.config and CONTEXT_KEY in self.config.stash else None
+        for name, why in (scope.off if scope else {}).items():
+            nodes[name] = {"passed": 0, "failed": 0, "skipped": 0, "failures": [], "off": why}
+        return nodes
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.results or self.out is not None:  # with --swarm-results, the caller prints it
@@ -366,6 +381,9 @@ def plain_id(test_id: str) -> str:
 
 def summary_lines(nodes: dict[str, dict[str, Any]]) -> Iterable[str]:
     for name, counts in sorted(nodes.items()):
+        if counts.get("off"):
+            yield f"{name}: skipped — optional node off ({counts['off']})"
+            continue
         state = "conforms" if not counts["failed"] else "DRIFT"
         skipped = f", {counts['skipped']} skipped" if counts["skipped"] else ""
         yield f"{name}: {state} — {counts['passed']} passed, {counts['failed']} failed{skipped}"

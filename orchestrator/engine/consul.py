@@ -11,15 +11,15 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.clients.consul import CheckSpec, ConsulClient, ServiceRegistration, access_of
+from orchestrator.clients.consul_read import ConsulAccess
 from orchestrator.config.project import Project
 from orchestrator.errors import ServiceError
 from orchestrator.events import EventBus
 from orchestrator.render.services import Service
 
 
-def registration(svc: Service, release: str, fleet: str) -> Any:
-    from orchestrator.clients.consul import CheckSpec, ServiceRegistration
-
+def registration(svc: Service, release: str, fleet: str) -> ServiceRegistration:
     spec = svc.consul
     assert spec is not None
     check = None
@@ -51,14 +51,19 @@ class ConsulSync:
         return cls(addr=str(spec.addr) if spec.register_services else None, fleet=project.inventory.fleet,
                    bus=bus, settings=spec, resolve=project.inventory.resolve_path)
 
-    def _client(self) -> Any:
+    def _client(self) -> ConsulClient:
         """A client as the inventory says (token file refused when others can read it, TLS files)."""
-        from orchestrator.clients.consul import ConsulClient
-
         assert self.addr is not None
         if self.settings is None:
             return ConsulClient(self.addr)
         return ConsulClient.from_inventory(self.settings, self.resolve)
+
+    def access(self) -> ConsulAccess:
+        """Where the agent is and how to talk to it (the inventory's consul block)."""
+        assert self.addr is not None
+        if self.settings is None:
+            return ConsulAccess(addr=self.addr)
+        return access_of(self.settings, self.resolve)
 
     async def register(self, phase: int, services: list[Service], releases: dict[str, str]) -> None:
         wanted = [s for s in services if s.consul is not None]
@@ -125,9 +130,7 @@ def registration_record(reg: Any) -> dict[str, Any]:
                 "timeout": check.timeout, "deregister_after": check.deregister_after}}
 
 
-def registration_from_record(record: dict[str, Any]) -> Any:
-    from orchestrator.clients.consul import CheckSpec, ServiceRegistration
-
+def registration_from_record(record: dict[str, Any]) -> ServiceRegistration:
     check = record.get("check")
     return ServiceRegistration(id=record["id"], name=record["name"], address=record["address"],
                                port=int(record["port"]), tags=tuple(record.get("tags", ())),

@@ -11,10 +11,19 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+from orchestrator.secrets import Secret
 from orchestrator.transport.base import TransportStats
+
+if TYPE_CHECKING:  # the run's boundaries, by type only: this module stays light
+    from orchestrator.config.project import Project
+    from orchestrator.engine.consul import ConsulSync
+    from orchestrator.facts.probes import ProbeNetwork
+    from orchestrator.transport.fleet import Fleet
 
 
 def whoami() -> str:
@@ -54,3 +63,37 @@ class DeployResult:
     @property
     def changed_nodes(self) -> list[str]:
         return sorted({n for nodes in self.changed.values() for n in nodes})
+
+
+@dataclass(frozen=True)
+class Boundaries:
+    """Where a run meets the world, for a test to put its own: the nodes (a `Fleet`), Vault
+    (secrets already read), Consul, the probes' network, the controller's state directory.
+    A real run leaves them all None."""
+
+    fleet: Fleet | None = None
+    secrets: Mapping[str, Secret] | None = None
+    consul: ConsulSync | None = None
+    network: ProbeNetwork | None = None
+    state_dir: Path | None = None
+
+
+@dataclass
+class DeployRequest:
+    """`swarm deploy` as typed: enough to key the plan record without loading the project."""
+
+    root: Path
+    inventory: Path
+    playbook: Path
+    phase_text: str | None
+    limit: str | None
+    load: Callable[[], Project]
+    check: bool = False
+    diff: bool = False
+    forks: int = 64
+    skip_preflight: bool = False
+    by: str = ""
+
+    def key_args(self) -> list[str]:
+        """The arguments the plan record's key covers (with the files: engine/record.py)."""
+        return ["deploy", self.phase_text or "", self.limit or "", str(self.skip_preflight)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 from orchestrator.commands import Command
 from orchestrator.errors import InputError
+from orchestrator.facts.node import is_stale
 
 
 @dataclass
@@ -49,10 +51,6 @@ class Pending:
     def still_running(self) -> bool:
         """The run that wrote this record is alive on this controller (it is unwinding or
         deploying now): nobody else may finish its unwind — it would adopt that run's lock."""
-        import socket
-
-        from orchestrator.facts.node import is_stale
-
         if not self.pid or self.host != socket.gethostname() or self.pid == os.getpid():
             return False
         return not is_stale({"pid": self.pid, "host": self.host}, self.host)

@@ -81,11 +81,10 @@ def expected_lines(contents: Iterable[ReleaseContent]) -> tuple[str, ...]:
     return tuple(sorted({f"{name} {digest}" for c in contents for name, digest in c.service_hashes.items()}))
 
 
-def plan_change(phase: Phase, node: Node, render: NodeRender, state: NodeState,
-                secrets: Mapping[str, Secret], network: tuple[str, str]) -> NodeChange:
-    """What `phase` does on `node`, from the state read under the node's lock."""
-    services = tuple(s for s in render.services if s.phase == phase.id)
-    content = content_for(render, phase.id, secrets)
+def plan_change(phase: Phase, node: Node, services: tuple[Service, ...], content: ReleaseContent,
+                state: NodeState, network: tuple[str, str]) -> NodeChange:
+    """What `phase` does on `node` (its rendered `services`, the release `content` they make),
+    from the state read under the node's lock."""
     applied = state.applied
     to_apply: list[str] = []
     adopted: list[str] = []

@@ -14,56 +14,49 @@ For each node of the phase, under its lock (taken first, like a deploy's):
 Protected services (Qdrant) are never named in a compose command: a rollback leaves them
 as they run and says so.
 
-`resume_pending` finishes an unwind that was cut off (a second signal, a dead link, a
-killed process) from the controller's pending record: same lock (the run's own marker),
-the recorded undo, a re-gate of what it brings back, Consul as it was.
+A rollback is per phase: `--phase` names exactly one (engine/phases.py). A cut-off unwind
+that touches these nodes is finished first (engine/resume.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import tarfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from orchestrator import commands as cmd
+from orchestrator.clients.secrets_source import SecretSource
 from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project
 from orchestrator.engine.consul import ConsulSync
-from orchestrator.engine.context import RunContext, new_run, whoami
-from orchestrator.engine.deploy import lock_held
-from orchestrator.engine.gate import Gate, GateTarget
-from orchestrator.engine.pending import Pending, PendingStore
-from orchestrator.engine.runner import RESTORE_HOLD, NodeWork, PhaseWork, Runner, describe_cause
+from orchestrator.engine.context import Boundaries, new_run, whoami
+from orchestrator.engine.pending import PendingStore
+from orchestrator.engine.resume import resume_pending
+from orchestrator.engine.runner import NodeWork, PhaseWork, Runner
 from orchestrator.engine.selection import PhaseScope, Selection, select
+from orchestrator.engine.session import Look, Session
 from orchestrator.engine.signals import Interrupted, Interrupts, StopRequested
-from orchestrator.engine.steps import (
-    apply_step,
-    audit_line,
-    prune_list,
-    restore_of,
-    switch_step,
-    unlock_script,
-    unwind_script,
-)
-from orchestrator.errors import InputError, LockHeld, RollbackFailed, RuntimeFailure, SwarmError
+from orchestrator.engine.steps import apply_step, audit_line, prune_list, restore_of, switch_step
+from orchestrator.errors import InputError, RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
-from orchestrator.facts.node import LookRequest, NodeState, look_script, parse_look
+from orchestrator.facts.node import LookRequest, NodeState
 from orchestrator.facts.probes import ProbeNetwork
 from orchestrator.paths import local_state_dir
-from orchestrator.render.release import RELEASE_FILE, applied_lines
+from orchestrator.render.release import RELEASE_FILE, applied_lines, release_id
 from orchestrator.render.services import Service
-from orchestrator.transport.base import check_result
-from orchestrator.transport.fleet import Fleet
-from orchestrator.transport.ssh import DEFAULT_FORKS
+from orchestrator.secrets import Secret
+from orchestrator.transport.ssh import DEFAULT_FORKS, target_for
 
 
 @dataclass(frozen=True)
 class RollbackOptions:
-    phases: tuple[int, ...] | None = None
+    phase: int
     limit: str | None = None
     to: str | None = None
     forks: int = DEFAULT_FORKS
@@ -184,8 +177,6 @@ def plan_rollback(node: Node, phase: int, state: NodeState, target: Target, phas
     applied.update({s: target_applied[s] for s in take})
     compose = merged_compose(texts[0], texts[1], take, drop)
     digest = hashlib.sha256(compose + str(target.release["id"]).encode()).hexdigest()
-    from orchestrator.render.release import release_id
-
     release = release_id(digest, state.releases)
     record = {"id": release, "node": node.name, "hash": digest, "phase": phase, "by": by,
               "previous": state.current_id, "services": {s: target_applied[s] for s in take},
@@ -197,10 +188,6 @@ def plan_rollback(node: Node, phase: int, state: NodeState, target: Target, phas
 
 
 def rollback_tar(plan: RollbackPlan) -> bytes:
-    import io
-    import json
-    import tarfile
-
     tmp = f"{cmd.TMP_PREFIX}{plan.release}"
     files = {"compose.yml": plan.compose, RELEASE_FILE: json.dumps(plan.record, indent=2).encode(),
              cmd.APPLIED_FILE: applied_lines(dict(plan.record["applied"]))}
@@ -217,91 +204,60 @@ def rollback_tar(plan: RollbackPlan) -> bytes:
 
 
 class Rollback:
+    """One `swarm rollback --phase N` over its session: lock (forced) and look, find each node's
+    target, build the release, then the deploy's runner; the session unlocks on every path."""
+
     def __init__(self, project: Project, options: RollbackOptions, bus: EventBus, *,
-                 interrupts: Interrupts | None = None, fleet: Fleet | None = None,
-                 state_dir: Path | None = None, secrets: dict[str, Any] | None = None,
-                 consul: ConsulSync | None = None, network: ProbeNetwork | None = None) -> None:
+                 interrupts: Interrupts | None = None, world: Boundaries | None = None) -> None:
         self.project, self.opts, self.bus = project, options, bus
+        self.world = world = world or Boundaries()
         self.interrupts = interrupts or Interrupts()
-        self.consul = consul or ConsulSync.from_project(project, bus)
-        self._fleet = fleet
-        self.state_dir = state_dir or local_state_dir()
-        self.given_secrets = secrets
-        self.network = network
-        self.states: dict[str, NodeState] = {}
-        self.locked: set[str] = set()
-        self._plans: list[RollbackPlan] = []
+        self.consul = world.consul or ConsulSync.from_project(project, bus)
+        self.network = world.network or ProbeNetwork.for_inventory(project.inventory)
 
-    async def run(self) -> dict[str, str]:
-        sel = select(self.project, self.opts.phases, self.opts.limit)
-        self.ctx = new_run(self.opts.by, "rollback", sel.phase_ids)
-        fleet = self._fleet or Fleet.for_nodes(self.project.inventory, sel.nodes, forks=self.opts.forks)
-        async with fleet:
-            sel = await self._connect(fleet, sel)
-            try:
-                await self._look(fleet, sel)
-                return await self._phases(fleet, sel)
-            finally:
-                await self._unlock(fleet)
+    async def run(self, sel: Selection | None = None) -> dict[str, str]:
+        sel = sel or select(self.project, (self.opts.phase,), self.opts.limit)
+        async with self._open(sel) as session:
+            sel = sel.without(await session.connect(sel.names))
+            looks = {n.name: Look(LookRequest(deploy_root=n.deploy_root, manifests=True), "force") for n in sel.nodes}
+            await session.look(looks)
+            for name in looks:
+                session.require_lock(name)
+            return await self._phase(session, sel.phases[0], sel)
 
-    async def _connect(self, fleet: Fleet, sel: Selection) -> Selection:
-        await fleet.connect()
-        optional = {n: e.message for n, e in fleet.unreachable.items() if sel.is_optional(n)}
-        required = {n: e for n, e in fleet.unreachable.items() if n not in optional}
-        if required:
-            exc = next(iter(required.values()))
-            raise RuntimeFailure(f"{exc.message}; nothing was changed on any node", hint=exc.hint)
-        for node, why in optional.items():
-            self.bus.emit("connect", "skipped", host=node, message=f"optional node skipped: {why}")
-        return sel.without(optional)
+    def _open(self, sel: Selection) -> Session:
+        ctx = new_run(self.opts.by, "rollback", sel.phase_ids)
+        roots = {n.name: n.deploy_root for n in sel.nodes}
+        if self.world.fleet is not None:
+            return Session(self.world.fleet, ctx, self.bus, roots, sel.optional)
+        targets = [target_for(self.project.inventory, n, optional=sel.is_optional(n.name)) for n in sel.nodes]
+        return Session.over_ssh(targets, ctx, self.bus, roots=roots, forks=self.opts.forks)
 
-    async def _look(self, fleet: Fleet, sel: Selection) -> None:
-        async def one(node: Node) -> NodeState:
-            request = LookRequest(deploy_root=node.deploy_root, run_id=self.ctx.run_id,
-                                  holder=self.ctx.holder(), force_lock=True, manifests=True)
-            result = await fleet[node.name].run(look_script(request), check=False, timeout=120)
-            state = parse_look(request, result.steps, node.name)
-            if state.lock.taken:
-                self.locked.add(node.name)
-            return state
-
-        by_name = {n.name: n for n in sel.nodes}
-        outcome = await fleet.map(lambda t: one(by_name[t.host]), list(by_name))
-        self.states.update(outcome.succeeded)
-        for name, exc in outcome.failed.items():
-            raise exc if isinstance(exc, SwarmError) else RuntimeFailure(f"{name}: {exc}")
-        for name, state in self.states.items():
-            if not state.lock.taken:
-                raise lock_held(name, state.lock.held_by or {}) if state.lock.held_by else RuntimeFailure(
-                    f"{name}: cannot take the deploy lock: {state.lock.error}")
-
-    async def _phases(self, fleet: Fleet, sel: Selection) -> dict[str, str]:
-        runner = Runner(fleet, self.bus, run_id=self.ctx.run_id, by=self.opts.by, consul=self.consul,
-                        pending=PendingStore(self.state_dir, self.project.inventory.fleet),
+    async def _phase(self, session: Session, scope: PhaseScope, sel: Selection) -> dict[str, str]:
+        runner = Runner(session.fleet, self.bus, run_id=session.ctx.run_id, by=self.opts.by, consul=self.consul,
+                        pending=PendingStore(self.world.state_dir or local_state_dir(), self.project.inventory.fleet),
                         secrets=await self._bearer_secrets(sel),
                         thermal={n.name: n.thermal_limit_c for n in sel.nodes if n.gpus},
                         interrupts=self.interrupts, network=self.network)
-        plans = {scope.id: self._targets(scope, sel) for scope in sel.phases}  # refuse before any change
+        targets = self._targets(session, scope)  # refuse before any change
+        texts = await self._compose_texts(session, targets)
+        work, plans = self._work(session, scope, sel, targets, texts)
+        if not work.nodes:
+            return {}
+        await runner.run_phase(work)
         done: dict[str, str] = {}
-        for scope in reversed(sel.phases):
-            texts = await self._compose_texts(fleet, plans[scope.id])
-            work = self._work(scope, sel, plans[scope.id], texts)
-            if not work.nodes:
-                continue
-            await runner.run_phase(work)
-            for w in work.nodes:
-                record = next(p for p in self._plans if p.node.name == w.node.name).record
-                self.states[w.node.name] = self.states[w.node.name].after(record)
-                done[w.node.name] = w.release
-                self.bus.emit("rollback", "rolled-back", host=w.node.name, phase=scope.id,
-                              message=f"current -> {w.release} (phase {scope.id} as in "
-                                      f"{record['rolled_back_to']})")
+        for w in work.nodes:
+            record = plans[w.node.name].record
+            session.states[w.node.name] = session.states[w.node.name].after(record)
+            done[w.node.name] = w.release
+            self.bus.emit("rollback", "rolled-back", host=w.node.name, phase=scope.id,
+                          message=f"current -> {w.release} (phase {scope.id} as in {record['rolled_back_to']})")
         return done
 
-    def _targets(self, scope: PhaseScope, sel: Selection) -> dict[str, Target]:
+    def _targets(self, session: Session, scope: PhaseScope) -> dict[str, Target]:
         out = {}
         for node in scope.nodes:
-            target = find_target(node.name, self.states[node.name], scope.id, self.opts.to)
+            target = find_target(node.name, session.states[node.name], scope.id, self.opts.to)
             if target.release["id"] == target.effective["id"] and self.opts.to is not None:
                 self.bus.emit("rollback", "unchanged", host=node.name, phase=scope.id,
                               message=f"phase {scope.id} already runs {self.opts.to}")
@@ -309,46 +265,40 @@ class Rollback:
             out[node.name] = target
         return out
 
-    async def _compose_texts(self, fleet: Fleet, targets: Mapping[str, Target]) -> dict[str, tuple[str, str]]:
+    async def _compose_texts(self, session: Session, targets: Mapping[str, Target]) -> dict[str, tuple[str, str]]:
         async def one(name: str) -> tuple[str, str]:
-            node = self.project.inventory.node(name)
-            root = f"{node.deploy_root}/releases"
-            current = self.states[name].current_id
-            target = targets[name].release["id"]
-            result = await fleet[name].run(cmd.Script.of(cmd.read_file(f"{root}/{current}/compose.yml"),
-                                                         cmd.read_file(f"{root}/{target}/compose.yml"),
-                                                         stop_on_error=False), check=False)
+            root = f"{session.roots[name]}/releases"
+            current, target = session.states[name].current_id, targets[name].release["id"]
+            result = await session.fleet[name].run(cmd.Script.of(cmd.read_file(f"{root}/{current}/compose.yml"),
+                                                                 cmd.read_file(f"{root}/{target}/compose.yml"),
+                                                                 stop_on_error=False), check=False)
             texts = [cmd.parse_read_file(s.stdout) if s.ok else None for s in result.steps]
             if len(texts) != 2 or texts[0] is None or texts[1] is None:
                 raise RuntimeFailure(f"{name}: release {target} is incomplete (no compose.yml): "
                                      "cannot roll back to it", hint="pick another with --to")
             return texts[0], texts[1]
 
-        outcome = await fleet.map(lambda t: one(t.host), list(targets))
+        outcome = await session.fleet.map(lambda t: one(t.host), list(targets))
         for name, exc in outcome.failed.items():
             raise exc if isinstance(exc, SwarmError) else RuntimeFailure(f"{name}: {exc}")
         return dict(outcome.succeeded)
 
-    def _work(self, scope: PhaseScope, sel: Selection, targets: Mapping[str, Target],
-              texts: Mapping[str, tuple[str, str]]) -> PhaseWork:
-        nodes = []
-        self._plans = []
+    def _work(self, session: Session, scope: PhaseScope, sel: Selection, targets: Mapping[str, Target],
+              texts: Mapping[str, tuple[str, str]]) -> tuple[PhaseWork, dict[str, RollbackPlan]]:
+        nodes, plans = [], {}
         for name, target in targets.items():
-            node = self.project.inventory.node(name)
-            state = self.states[name]
+            node, state = self.project.inventory.node(name), session.states[name]
             phase_names = [s.name for s in sel.services_of(scope.id, name)]
-            plan = plan_rollback(node, scope.id, state, target, phase_names, texts[name], self.opts.by,
-                                 self.ctx.run_id)
-            self._plans.append(plan)
+            plan = plans[name] = plan_rollback(node, scope.id, state, target, phase_names, texts[name],
+                                               self.opts.by, session.ctx.run_id)
             for svc in plan.kept_protected:
                 self.bus.emit("rollback", "info", host=name, phase=scope.id,
                               message=f"{svc} is protected: left as it runs (a rollback never recreates it)")
-            nodes.append(self._node_work(node, state, plan, sel.services_of(scope.id, name), len(targets)))
+            nodes.append(self._node_work(node, state, plan, sel.services_of(scope.id, name)))
         return PhaseWork(phase=scope.id, name=scope.phase.name, action="rollback", spec=scope.phase.spec.gate,
-                         nodes=nodes, consul_services=[s for w in nodes for s in w.gated])
+                         nodes=nodes, consul_services=[s for w in nodes for s in w.gated]), plans
 
-    def _node_work(self, node: Node, state: NodeState, plan: RollbackPlan, services: Sequence[Service],
-                   phase_nodes: int) -> NodeWork:
+    def _node_work(self, node: Node, state: NodeState, plan: RollbackPlan, services: Sequence[Service]) -> NodeWork:
         previous = state.current_id
         assert previous is not None
         root = node.deploy_root
@@ -366,26 +316,16 @@ class Rollback:
                                               previous=previous))
         gated = tuple(s for s in services if s.name in plan.record["applied"])
         return NodeWork(node=node, release=plan.release, previous=previous, apply=apply, switch=switch,
-                        restore=restore_of(previous, state.applied, plan.to_apply, plan.to_remove),
-                        gated=gated)
+                        restore=restore_of(previous, state.applied, plan.to_apply, plan.to_remove), gated=gated)
 
-    async def _bearer_secrets(self, sel: Selection) -> dict[str, Any]:
-        if self.given_secrets is not None:
-            return self.given_secrets
+    async def _bearer_secrets(self, sel: Selection) -> Mapping[str, Secret]:
+        if self.world.secrets is not None:
+            return self.world.secrets
         return await bearer_secrets(self.project, sel.selected_services())
 
-    async def _unlock(self, fleet: Fleet) -> None:
-        held = [n for n in sorted(self.locked) if n not in fleet.unreachable]
-        for name in held:
-            node = self.project.inventory.node(name)
-            await fleet[name].run(unlock_script(node, self.ctx.run_id), check=False)
-        self.locked.clear()
 
-
-async def bearer_secrets(project: Project, services: Sequence[Service]) -> dict[str, Any]:
+async def bearer_secrets(project: Project, services: Sequence[Service]) -> dict[str, Secret]:
     """The keys the gate's probes send (vLLM's /v1/models); a rollback needs no other secret."""
-    from orchestrator.clients.secrets_source import SecretSource
-
     bearer = {p.bearer_secret for s in services for p in s.probes if p.bearer_secret}
     if not bearer:
         return {}
@@ -399,150 +339,14 @@ def _protect(releases: Sequence[str], plan: RollbackPlan) -> list[str]:
 
 async def rollback(project: Project, options: RollbackOptions, bus: EventBus, *,
                    interrupts: Interrupts | None = None) -> dict[str, str]:
+    """Finish a cut-off unwind that touches these nodes first, then roll the phase back."""
     interrupts = interrupts or Interrupts()
-    await resume_pending(project, bus, limit_to=None, interrupts=interrupts, only_if_overlap=_names(project, options))
+    sel = select(project, (options.phase,), options.limit)
+    await resume_pending(project, bus, limit_to=None, interrupts=interrupts, only_if_overlap=set(sel.names))
     try:
-        return await Rollback(project, options, bus, interrupts=interrupts).run()
+        return await Rollback(project, options, bus, interrupts=interrupts).run(sel)
     except StopRequested as stop:
         raise Interrupted(stop.signum, "interrupted before anything changed; nothing to roll back") from None
 
 
-def _names(project: Project, options: RollbackOptions) -> set[str]:
-    try:
-        return {n.name for n in select(project, options.phases, options.limit, render=False).nodes}
-    except InputError:
-        return set()
-
-
-# --------------------------------------------------------------------------- resume
-
-
-async def resume_pending(project: Project, bus: EventBus, *, limit_to: set[str] | None,
-                         interrupts: Interrupts, only_if_overlap: set[str] | None = None,
-                         required: bool = False) -> bool:
-    """Finish a cut-off unwind recorded on this controller; False when there is none to finish."""
-    store = PendingStore(local_state_dir(), project.inventory.fleet)
-    pending = store.load()
-    overlap = limit_to if limit_to is not None else only_if_overlap
-    if pending is None or not pending.nodes and not pending.consul:
-        if required:
-            bus.emit("rollback", "unchanged", message="no interrupted rollback to finish")
-        return False
-    if overlap is not None and not set(pending.nodes) & overlap and not required:
-        return False
-    if pending.still_running():
-        who = f"run {pending.run_id} (pid {pending.pid}, {pending.by})"
-        raise LockHeld(f"another deploy holds the lock of phase {pending.phase} on "
-                       f"{', '.join(pending.nodes)}: {who} is still running",
-                       hint="wait for it to finish; it finishes its own rollback if it fails")
-    bus.emit("rollback", "start", phase=pending.phase,
-             message=f"finishing the rollback of phase {pending.phase} that run {pending.run_id} left "
-                     f"({pending.reason or 'cut off'}) on {', '.join(pending.nodes) or 'Consul only'}")
-    ctx = RunContext(run_id=pending.run_id, by=whoami(), action="rollback", phases=(pending.phase,))
-    nodes = [project.inventory.node(n) for n in pending.nodes]
-    async with Fleet.for_nodes(project.inventory, nodes) as fleet:
-        await fleet.connect()
-        if fleet.unreachable:
-            name, exc = next(iter(fleet.unreachable.items()))
-            raise RollbackFailed(f"{name} is still unreachable ({exc.message}): the interrupted rollback "
-                                 f"of phase {pending.phase} cannot finish yet",
-                                 hint="run `swarm rollback --resume` again when it answers")
-        await _resume_nodes(project, bus, fleet, pending, ctx, interrupts)
-    consul = ConsulSync.from_project(project, bus)
-    consul.restore_records(pending.consul)
-    await consul.undo()
-    store.clear()
-    bus.emit("rollback", "ok", phase=pending.phase, message="the interrupted rollback is finished")
-    return True
-
-
-async def _resume_nodes(project: Project, bus: EventBus, fleet: Fleet, pending: Pending, ctx: RunContext,
-                        interrupts: Interrupts) -> None:
-    clocks: dict[str, float | None] = {}
-
-    async def one(name: str) -> None:
-        node = project.inventory.node(name)
-        record = pending.nodes[name]
-        request = LookRequest(deploy_root=node.deploy_root, run_id=ctx.run_id, holder=ctx.holder(),
-                              force_lock=True, docker=False)
-        look = await fleet[name].run(look_script(request), check=False)
-        state = parse_look(request, look.steps, name)
-        if not state.lock.taken:
-            raise lock_held(name, state.lock.held_by or {})
-        if record.undone:  # only the re-check is left
-            clocks[name] = None
-            return
-        audit = audit_line(name, "rollback", pending.phase, ctx.by, release=record.previous,
-                           failed=record.failed_release, reason=f"resumed: {pending.reason}", resumed=True)
-        result = await fleet[name].run(unwind_script(node, record.commands()), input=audit, check=False)
-        check_result(name, result)
-        from orchestrator.engine.runner import _clock_of
-
-        clocks[name] = _clock_of(result)
-        bus.emit("rollback", "changed", host=name, phase=pending.phase,
-                 message=f"restored {record.previous or 'empty'}")
-
-    outcome = await fleet.map(lambda t: one(t.host), list(pending.nodes))
-    try:
-        if outcome.failed:
-            name, exc = next(iter(outcome.failed.items()))
-            if isinstance(exc, SwarmError) and exc.exit_code == 4:
-                raise exc
-            raise RollbackFailed(f"{name}: the interrupted rollback failed again: {describe_cause(exc)}",
-                                 hint=f"inspect {name} by hand: docker compose -p swarm-{name} ps")
-        await _regate(project, bus, fleet, pending, clocks, interrupts)
-    finally:
-        for name in pending.nodes:
-            if name not in fleet.unreachable:
-                await fleet[name].run(unlock_script(project.inventory.node(name), ctx.run_id), check=False)
-
-
-async def _regate(project: Project, bus: EventBus, fleet: Fleet, pending: Pending,
-                  clocks: Mapping[str, float | None], interrupts: Interrupts) -> None:
-    from orchestrator.render.fleet import render_fleet
-
-    names = sorted(pending.nodes)
-    rendered = render_fleet(project, names, for_node=True)
-    services = [s for n in names for s in rendered.nodes[n].services if s.name in pending.nodes[n].restore]
-    if not services:
-        return
-    try:
-        spec = project.playbook.phase(pending.phase).spec.gate
-    except InputError:
-        from orchestrator.config.playbook import GateSpec
-
-        spec = GateSpec()
-    targets = {n: GateTarget(transport=fleet[n], project=project.inventory.node(n).project,
-                             fresh_since=clocks.get(n)) for n in names}
-    try:
-        keys = await bearer_secrets(project, services)
-    except SwarmError as exc:  # Vault sealed: gate on what needs no key
-        bus.emit("rollback", "info", message=f"probes with a key skipped: {exc.message}")
-        keys = {}
-        services = [replace(s, probes=tuple(p for p in s.probes if not p.bearer_secret)) for s in services]
-    gate = Gate(services=services, targets=targets, spec=spec, secrets=keys, bus=bus, phase=pending.phase,
-                hold_cap=RESTORE_HOLD, what="restore", interrupts=interrupts, unwinding=True)
-    try:
-        await gate.run()
-    except SwarmError as exc:
-        raise RollbackFailed(f"rolled back, but the previous release is not healthy: {exc.message}",
-                             hint="fix the node by hand (or redeploy it), then `swarm rollback --forget` "
-                                  "drops the unfinished rollback; `swarm rollback --phase N --to RELEASE` "
-                                  "picks a release") from None
-
-
-def forget_pending(project: Project) -> Pending | None:
-    """Drop the record of an unfinished unwind (the operator fixed or rebuilt those nodes);
-    returns what was dropped. Refuses while the run that wrote it is alive."""
-    store = PendingStore(local_state_dir(), project.inventory.fleet)
-    pending = store.load()
-    if pending is None:
-        return None
-    if pending.still_running():
-        raise LockHeld(f"run {pending.run_id} (pid {pending.pid}) is still running phase {pending.phase}: "
-                       "its record is not forgotten", hint="wait for it to finish")
-    store.clear()
-    return pending
-
-
-__all__ = ["Rollback", "RollbackOptions", "rollback", "resume_pending", "forget_pending", "find_target"]
+__all__ = ["Rollback", "RollbackOptions", "rollback", "find_target"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -274,7 +275,7 @@ class Runner:
         self.bus.emit("rollback", "changed", host=node, phase=journal.work.phase,
                       message=f"restored {work.previous or 'empty'}: {', '.join(work.restore.back) or '-'}"
                               + (f"; removed {', '.join(work.restore.removed)}" if work.restore.removed else ""))
-        return _clock_of(result) or 0.0
+        return clock_of(result) or 0.0
 
     async def _reachable(self, node: str) -> bool:
         transport = self.fleet[node]
@@ -335,13 +336,13 @@ def work_services(work: PhaseWork) -> list[Service]:
 def _clocks(results: Mapping[str, Result]) -> dict[str, float]:
     out = {}
     for node, result in results.items():
-        clock = _clock_of(result)
+        clock = clock_of(result)
         if clock is not None:
             out[node] = clock
     return out
 
 
-def _clock_of(result: Result) -> float | None:
+def clock_of(result: Result) -> float | None:
     """The node's clock as the step printed it (`commands.node_clock`)."""
     for step in result.steps:
         if step.command.argv == ("date", "+%s") and step.ok:
@@ -378,8 +379,6 @@ def _undo_failure(exc: BaseException) -> str:
 
 def describe_cause(cause: BaseException) -> str:
     if isinstance(cause, StopRequested):
-        import signal
-
         return f"interrupted by {signal.Signals(cause.signum).name}"
     if isinstance(cause, SwarmError):
         return cause.message

@@ -10,8 +10,8 @@ run fails later, runs `undo_for(answer)` in reverse order of the steps. Steps of
   release's compose file, delete the new release. If the answer shows compose never ran
   (a full disk during the upload), only the upload is removed.
 * **switch** — point `current` at the release, append the node's audit log, prune old
-  releases (never the previous one), release the lock when nothing else follows on the
-  node. Undo: `current` back to the previous release (or gone, after a first deploy).
+  releases (never the previous one), release the lock (the session's command) when nothing
+  else follows on the node. Undo: `current` back to the previous release (or gone, after a first deploy).
 
 Protected services are never named in a compose command of any step or undo.
 """
@@ -122,15 +122,16 @@ def _undo_services(node: Node, release: str, previous: str | None, restore: Rest
 
 
 def switch_step(node: Node, release: str, *, previous: str | None, audit: bytes,
-                prune: Sequence[str] = (), unlock_run: str | None = None) -> NodeStep:
-    """`current` -> the release, audit line, prune, and the lock when this was the node's last step."""
+                prune: Sequence[str] = (), unlock: Command | None = None) -> NodeStep:
+    """`current` -> the release, audit line, prune, and `unlock` (the session's command) when this
+    was the node's last step."""
     root = node.deploy_root
     commands: list[Command] = [cmd.switch_symlink(f"releases/{release}", f"{root}/current"),
                                cmd.append_file(f"{root}/audit.log")]
     if prune:  # last but one: its failure cannot undo the switch
         commands.append(cmd.remove_releases(root, list(prune)))
-    if unlock_run:
-        commands.append(cmd.unlock_if_mine(root, unlock_run))
+    if unlock is not None:
+        commands.append(unlock)
     back = (cmd.switch_symlink(f"releases/{previous}", f"{root}/current") if previous
             else cmd.remove_current(root))
     return NodeStep(name="switch", node=node.name, script=Script.of(*commands), input=audit,
@@ -140,13 +141,6 @@ def switch_step(node: Node, release: str, *, previous: str | None, audit: bytes,
 def unwind_script(node: Node, undo: Sequence[Command]) -> Script:
     """The undo of every step a node went through, in reverse, then its audit line (stdin)."""
     return Script.of(*undo, cmd.append_file(f"{node.deploy_root}/audit.log"))
-
-
-def unlock_script(node: Node, run_id: str, *, audit: bool = False) -> Script:
-    commands = [cmd.unlock_if_mine(node.deploy_root, run_id)]
-    if audit:
-        commands.insert(0, cmd.append_file(f"{node.deploy_root}/audit.log"))
-    return Script.of(*commands, stop_on_error=False)
 
 
 def prune_list(releases: Sequence[str], keep: int, *, new: str, previous: str | None) -> list[str]:

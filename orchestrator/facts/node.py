@@ -1,12 +1,12 @@
 """What a node runs, read in a run's first command on it: the look.
 
-`look_script(request)` is one `Script`: lock, then look. Its first step takes the node's
-deploy lock unless the node already runs every wanted service definition (a no-op run
-costs this one command and takes no lock); the next steps read the current release,
-the release list, the containers, whether the infrastructure is in place and — for a
-rollback — every release's record; the preflight facts follow, guarded so they run only
-when this run took the lock (a node about to change). `parse_look` turns the answer
-into a frozen `NodeState`; the plan is made from that, and only that.
+`look_commands(request)` are the reads: the current release, the release list, the
+containers, whether the infrastructure is in place and — for a rollback — every release's
+record. The run's session (engine/session.py) puts the lock step before them and its
+lock-guarded steps after, so the whole look stays ONE command per node; `parse_look`
+turns the reads' answers into a frozen `NodeState`, and the plan is made from that, and
+only that. A lock's holder record (`holder_record`, `describe_holder`, `is_stale`) is read
+here too: who holds a lock is a fact about the node.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from orchestrator import commands as cmd
-from orchestrator.commands import Command, Script, StepResult
+from orchestrator.commands import Command, StepResult
 from orchestrator.errors import RuntimeFailure
 from orchestrator.facts.containers import label, parse_containers
 
@@ -27,19 +27,19 @@ RELEASE_FILE = "release.json"
 
 @dataclass(frozen=True)
 class LookRequest:
-    """What one node is asked in the run's first command."""
+    """What a run wants to know of one node (and wants it to run)."""
 
     deploy_root: str
-    run_id: str
-    holder: str = "{}"                      # who/when/what, JSON, written into the lock
     expected: tuple[str, ...] = ()          # `service hash` lines the node should run
     directories: tuple[str, ...] = ()       # deploy dirs an infrastructure phase makes
     network: str | None = None              # the fleet network, when a phase creates it
     docker: bool = True                     # False: an SSH-only node (plain directories)
-    lock: bool = True                       # False under --check: read only, never lock
-    force_lock: bool = False                # lock even if nothing looks different
     manifests: bool = False                 # every release's release.json (rollback)
-    preflight: tuple[Command, ...] = ()     # read only when the lock was taken here
+    reads: bool = True                      # False: no reads at all (the lock, and what the run adds)
+
+    def wanted_dirs(self) -> list[str]:
+        """Directories under the deploy root the node must have for the run to be a no-op."""
+        return list(dict.fromkeys(["releases", *self.directories]))
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,6 @@ class NodeState:
     lock: LockState = LockState()
     infra_ready: bool = True
     manifests: tuple[dict[str, Any], ...] = ()
-    preflight: tuple[StepResult, ...] = field(default=(), repr=False)
     docker_error: str | None = None
 
     @property
@@ -100,57 +99,39 @@ class NodeState:
                        manifests=(*self.manifests, release) if self.manifests else ())
 
 
-# --------------------------------------------------------------------------- the command
-
-_FIXED = ("lock", "current", "releases")
+# --------------------------------------------------------------------------- the reads
 
 
-def look_script(request: LookRequest) -> Script:
-    """The run's first command on a node (see the module docstring)."""
+def look_commands(request: LookRequest) -> list[Command]:
+    """The look's reads (see the module docstring), in the order `parse_look` splits them."""
     root = request.deploy_root
-    steps: list[Command] = [_lock_step(request),
-                            cmd.read_file(f"{root}/current/{RELEASE_FILE}"),
-                            cmd.list_releases(root)]
+    steps: list[Command] = [cmd.read_file(f"{root}/current/{RELEASE_FILE}"), cmd.list_releases(root)]
     if request.docker:
         steps.append(cmd.docker_ps_all())
     if request.directories or request.network:
-        steps.append(cmd.infra_ready(root, request.network, _dirs(request)))
+        steps.append(cmd.infra_ready(root, request.network, request.wanted_dirs()))
     if request.manifests:
         steps.append(cmd.release_manifests(root))
-    marker = cmd.run_marker(root, request.run_id)
-    steps.extend(cmd.only_if_locked(marker, c) for c in request.preflight)
-    return Script.of(*steps, stop_on_error=False)
-
-
-def _lock_step(request: LookRequest) -> Command:
-    if not request.lock:  # --check: say whether someone holds it, change nothing
-        return cmd.lock_holder(f"{request.deploy_root}/.lock")
-    return cmd.look_lock(request.deploy_root, request.holder, request.run_id, request.expected,
-                         _dirs(request), force=request.force_lock)
-
-
-def _dirs(request: LookRequest) -> list[str]:
-    return list(dict.fromkeys(["releases", *request.directories]))
+    return steps
 
 
 def parse_look(request: LookRequest, steps: Sequence[StepResult], node: str) -> NodeState:
-    """Split the look's answer into a `NodeState`; a node that could not answer raises."""
-    if len(steps) < len(_FIXED) or steps[1].exit_status is None:
+    """Split the reads' answers into a `NodeState` (its lock is the session's to fill in); a
+    node that could not answer raises."""
+    if len(steps) < 2 or steps[0].exit_status is None:
         raise RuntimeFailure(f"{node}: could not read the node's state")
-    rest = list(steps[len(_FIXED):])
-    docker = rest.pop(0) if request.docker else None
-    infra = rest.pop(0) if (request.directories or request.network) else None
-    manifests = rest.pop(0) if request.manifests else None
+    rest = list(steps[2:])
+    docker = rest.pop(0) if request.docker and rest else None
+    infra = rest.pop(0) if (request.directories or request.network) and rest else None
+    manifests = rest.pop(0) if request.manifests and rest else None
     containers, docker_error = _containers(docker)
     return NodeState(
         node=node,
-        current=parse_release_json(cmd.parse_read_file(steps[1].stdout)),
-        releases=parse_releases(steps[2].stdout),
+        current=parse_release_json(cmd.parse_read_file(steps[0].stdout)),
+        releases=parse_releases(steps[1].stdout),
         containers=containers,
-        lock=_lock_state(request, steps[0]),
         infra_ready=infra is None or infra.stdout.strip() == "ready",
         manifests=parse_manifests(manifests.stdout) if manifests is not None else (),
-        preflight=tuple(rest),
         docker_error=docker_error,
     )
 
@@ -161,21 +142,6 @@ def _containers(step: StepResult | None) -> tuple[tuple[dict[str, Any], ...], st
     if not step.ok:
         return (), (step.stderr.strip() or step.stdout.strip())[:200] or f"exit {step.exit_status}"
     return parse_containers(step.stdout), None
-
-
-def _lock_state(request: LookRequest, step: StepResult) -> LockState:
-    if not request.lock:
-        text = cmd.parse_read_file(step.stdout) if step.ok else None
-        return LockState(held_by=holder_record(text) if text is not None else None)
-    first, _, rest = step.stdout.partition("\n")
-    if step.ok and first.strip() == cmd.LOOK_LOCKED:
-        return LockState(taken=True)
-    if step.ok and first.strip() == cmd.LOOK_UNCHANGED:
-        return LockState(held_by=holder_record(rest) if rest.strip() else None)
-    if step.exit_status == cmd.LOCK_HELD_EXIT:
-        return LockState(held_by=holder_record(step.stdout))
-    detail = (step.stderr.strip() or step.stdout.strip())[:200]
-    return LockState(error=detail or f"exit {step.exit_status}")
 
 
 def holder_record(text: str) -> dict[str, Any]:

@@ -70,6 +70,13 @@ def check_ssh(node: Node, error: str | None) -> CheckResult:
     )
 
 
+def check_off(node: Node, why: str) -> CheckResult:
+    """An optional node that did not answer within its connect window: named, not waited for."""
+    return result("ssh", "login", node.name, "warn", f"optional node off, its checks skipped: {why}",
+                  hint=f"fine while {node.name} is meant to be off; `swarm preflight --limit {node.name}` "
+                       "checks it once it is up")
+
+
 def check_docker(node: Node, facts: NodeFacts, minimum: str) -> list[CheckResult]:
     server = facts.docker_server
     if server is None:
@@ -506,6 +513,7 @@ class Dependency:
     port: int
     optional: bool = False  # the target is on an optional node or in an optional phase
     coming: bool = False    # the deploy being checked brings the target up itself
+    off: bool = False       # the target's node is optional and did not answer: not probed
 
     @property
     def endpoint(self) -> str:
@@ -523,6 +531,10 @@ def _network_result(node: str, deps: Sequence[Dependency], facts: NodeFacts) -> 
     target = deps[0].target
     sources = ", ".join(sorted({d.source.name for d in deps}))
     subject = f"{target.node}:{deps[0].port} ({target.name})"
+    if deps[0].off:
+        return result("network", subject, node, "warn",
+                      f"optional {target.node} is off: {node} -> {target.name} at {deps[0].endpoint} "
+                      "not probed", hint=f"fine while {target.node} is off; {sources} will miss it")
     probe = facts.probes.get(deps[0].endpoint)
     if probe is None or probe.untested:
         why = probe.detail if probe else facts.probe_error or "no answer"

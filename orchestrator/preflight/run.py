@@ -1,14 +1,16 @@
 """Run preflight: gather facts from every node, the registry and Vault at once, then judge.
 
-`preflight(project, options)` opens one SSH connection per node and runs ONE batched
-command on each (`facts.probe_script`), while the registry is asked about every image
-of the scope and Vault about every secret, all concurrently; protected services are
-probed over HTTP from here. The answers go through the pure checks of `checks.py`.
+`preflight(project, scope)` opens one SSH connection per node of the scope (an optional
+node gets its short connect window: one that is off is named, never waited for) and runs
+ONE batched command on each (`facts.probe_script`), while the registry is asked about
+every image of the scope and Vault about every secret, all concurrently; protected
+services are probed over HTTP from here. The answers go through the pure checks of
+`checks.py`. The scope comes from the run's selection (`Selection.preflight_scope`).
 
-The deploy engine shares the pieces: `plan_requests` (what each node is asked — the
-engine puts those commands into its first command on each node, guarded so they run
-only where the node is about to change), `external_answers` (registry, Vault, HTTP) and
-`judge` (facts + answers -> results); `require_passed` stops a deploy before any change.
+A deploy runs the same checks on the nodes it is about to change (`check_deploy`): their
+facts come in its first command on each node (`plan_requests(...).commands(node)`,
+guarded so they run only where the node took the lock); `require_passed` stops the
+deploy before any change.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -37,14 +39,11 @@ from orchestrator.preflight.scope import (
     Scope,
     as_needs,
     dependencies,
-    fleet_render,
     optional_services,
-    scope_for,
     vram_needs,
 )
 from orchestrator.render.backups import target_for
-from orchestrator.render.fleet import FleetRender
-from orchestrator.render.services import Service, build_services, secrets_of
+from orchestrator.render.services import Service, secrets_of
 from orchestrator.secrets import Secret
 from orchestrator.transport.base import Transport
 from orchestrator.transport.fleet import Fleet
@@ -55,8 +54,6 @@ SMOKE_TIMEOUT_S = 600.0
 
 @dataclass(frozen=True)
 class Options:
-    phases: tuple[int, ...] | None = None
-    limit: str | None = None
     smoke: bool = False
 
 
@@ -89,17 +86,39 @@ class Answers:
 # --- entry points ---------------------------------------------------------------------------
 
 
-async def preflight(project: Project, options: Options, bus: EventBus | None = None) -> Report:
-    """Every check of `options.phases` (None: all phases) on the nodes `options.limit` picks."""
+async def preflight(project: Project, scope: Scope, options: Options, bus: EventBus | None = None) -> Report:
+    """Every check of the scope (see the module docstring)."""
     started = time.monotonic()
-    scope = scope_for(project, options.phases, options.limit)
-    async with Fleet.for_nodes(project.inventory, scope.nodes) as fleet:
+    async with Fleet.for_nodes(project.inventory, scope.nodes, optional=scope.optional) as fleet:
         await fleet.connect()
-        ssh_errors = {n: e.message for n, e in fleet.unreachable.items()}
-        results, pins = await run_checks(project, scope, fleet.transports, ssh_errors, smoke=options.smoke)
+        off = {n: e.message for n, e in fleet.unreachable.items() if n in scope.optional}
+        ssh_errors = {n: e.message for n, e in fleet.unreachable.items() if n not in off}
+        results, pins = await run_checks(project, scope.without(off), fleet.transports, ssh_errors,
+                                         smoke=options.smoke)
+    results = [*(checks.check_off(scope_node(scope, n), why) for n, why in off.items()), *results]
     report = Report.of(results, pins, duration_s=time.monotonic() - started)
     _emit(bus or EventBus(), report, scope.phase)
     return report
+
+
+def scope_node(scope: Scope, name: str) -> Node:
+    return next(n for n in scope.nodes if n.name == name)
+
+
+async def check_deploy(project: Project, scope: Scope, facts: Mapping[str, Sequence[StepResult]], *,
+                       coming: Sequence[str], bus: EventBus, validated: Callable[[], object]) -> dict[str, str]:
+    """A deploy's preflight on the nodes about to change (their facts came with the look):
+    every check passes, or nothing changes (`PreflightFailed`). Returns the digest pinned
+    per image. `validated` checks the rendered files with the real tools (in a thread)."""
+    started = time.monotonic()
+    requests = plan_requests(project, scope, coming=coming)
+    parsed = {n.name: (parse_node_facts(requests, n.name, facts.get(n.name, ())), 0.0) for n in scope.nodes}
+    answers, _ = await asyncio.gather(external_answers(project, scope, vault=False), asyncio.to_thread(validated))
+    results, pins = judge(project, scope, requests, parsed, {}, answers)
+    report = Report.of(results, pins, duration_s=time.monotonic() - started)
+    emit_report(bus, report, scope.phase)
+    require_passed(report)
+    return dict(report.pins)
 
 
 def require_passed(report: Report) -> None:
@@ -133,11 +152,13 @@ def _emit(bus: EventBus, report: Report, phase: int | None) -> None:
 # --- the run ------------------------------------------------------------------------------------
 
 
-def plan_requests(project: Project, scope: Scope, everyone: Sequence[Service], fleet: FleetRender,
-                  *, smoke: bool = False, coming: Sequence[str] = ()) -> Requests:
+def plan_requests(project: Project, scope: Scope, *, smoke: bool = False, coming: Sequence[str] = ()) -> Requests:
     """Each node's facts request and the links between nodes the rendered fleet uses
-    (`coming`: services the deploy being checked brings up itself)."""
-    deps = dependencies(fleet, scope.services, everyone, optional_services(project, everyone), coming)
+    (`coming`: services the deploy being checked brings up itself; links to the scope's
+    optional nodes that are off are not probed)."""
+    everyone = scope.everyone
+    deps = dependencies(scope.fleet, scope.services, everyone, optional_services(project, everyone), coming,
+                        off=scope.off)
     return Requests(deps=tuple(deps),
                     by_node={n.name: _request(project, scope, n, deps, smoke) for n in scope.nodes})
 
@@ -183,8 +204,7 @@ async def run_checks(
     ssh_errors: Mapping[str, str], *, smoke: bool,
 ) -> tuple[list[CheckResult], dict[str, str]]:
     """Every check of `scope`, and the digest pinned per image the registry answered for."""
-    everyone = build_services(project)
-    requests = plan_requests(project, scope, everyone, fleet_render(project, scope, everyone), smoke=smoke)
+    requests = plan_requests(project, scope, smoke=smoke)
     reachable = [n for n in scope.nodes if n.name not in ssh_errors]
     facts_task = asyncio.gather(*(_facts(transports[n.name], requests.by_node[n.name], n)
                                   for n in reachable))
@@ -196,7 +216,7 @@ async def run_checks(
 def _request(project: Project, scope: Scope, node: Node, deps: Sequence[checks.Dependency],
              smoke: bool) -> FactsRequest:
     mine = scope.services_on(node.name)
-    targets = tuple(dict.fromkeys(d.endpoint for d in deps if d.source.node == node.name))
+    targets = tuple(dict.fromkeys(d.endpoint for d in deps if d.source.node == node.name and not d.off))
     return FactsRequest(
         deploy_root=node.deploy_root, gpus=bool(node.gpus), targets=targets,
         smokes=_smokes(project, mine) if smoke else (),
@@ -321,7 +341,7 @@ def _node_results(
     out += image_results
     out += [checks.check_smoke(node.name, image, node.platform, step)
             for image, step in facts.smokes.items()]
-    needs = as_needs(vram_needs(project, scope).get(node.name, []), _running(node, mine, facts))
+    needs = as_needs(vram_needs(scope).get(node.name, []), _running(node, mine, facts))
     out += checks.check_gpus(node, facts, spec.min_driver, needs)
     out += checks.check_ports(node, mine, facts)
     out += [checks.check_protected(node, s, facts, probes.get(s.name, [])) for s in mine if s.protected]

@@ -1,11 +1,13 @@
 """What a preflight run covers: the nodes, the services, and who talks to whom.
 
-`scope_for(project, phases, limit)` picks the services of some phases (or of every phase
-that deploys services; optional phases and nodes only when asked for by `--phase` or
-`--limit`) and the nodes they, or the phases, run on. `dependencies` finds, in each
-service's rendered definition and config files, the address:port of a service on
-another node — LiteLLM's config names every vLLM, GPT Researcher's env names LiteLLM —
-so the network check tests exactly the links the rendered fleet will use.
+A `Scope` is made from the run's selection (engine/selection.py: `Selection.preflight_scope`,
+the one selection every command shares) — the chosen phases' services on the chosen nodes,
+every service of the playbook (`everyone`), the chosen nodes as rendered, which nodes are
+optional — and, once connected, which optional nodes are off. `dependencies` finds, in each
+service's rendered definition and config files, the address:port of a service on another
+node — LiteLLM's config names every vLLM, GPT Researcher's env names LiteLLM — so the
+network check tests exactly the links the rendered fleet will use (never one to a node
+that is off: it is named, not waited for).
 """
 
 from __future__ import annotations
@@ -13,16 +15,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 
 from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project
-from orchestrator.errors import InputError
 from orchestrator.preflight.checks import Dependency, VramNeed
-from orchestrator.render.fleet import FleetRender, render_fleet
-from orchestrator.render.plan import make_plan
-from orchestrator.render.services import Service, build_services
+from orchestrator.render.fleet import FleetRender
+from orchestrator.render.plan import Plan
+from orchestrator.render.services import Service
 from orchestrator.render.vllm_memory import MIB
 
 
@@ -33,6 +34,11 @@ class Scope:
     phases: tuple[int, ...] | None
     nodes: tuple[Node, ...]
     services: tuple[Service, ...]
+    everyone: tuple[Service, ...] = ()                   # every service of the playbook
+    fleet: FleetRender = field(default_factory=lambda: FleetRender(nodes={}))   # the nodes, rendered
+    optional: frozenset[str] = frozenset()               # optional nodes (the selection's rule)
+    off: frozenset[str] = frozenset()                    # optional nodes that did not answer
+    plan: Callable[[], Plan] | None = field(default=None, compare=False)   # the GPU plan, made once
 
     @property
     def phase(self) -> int | None:
@@ -42,43 +48,11 @@ class Scope:
     def services_on(self, node: str) -> list[Service]:
         return [s for s in self.services if s.node == node]
 
-
-def scope_for(
-    project: Project, phases: Sequence[int] | int | None, limit: str | None = None,
-    nodes: Sequence[str] | None = None,
-) -> Scope:
-    """Services of `phases` (None: every service phase) on the nodes `limit` selects."""
-    book, inventory = project.playbook, project.inventory
-    wanted_ids = [phases] if isinstance(phases, int) else list(phases) if phases is not None else None
-    if wanted_ids is not None:
-        wanted_ids = [i for i in wanted_ids if book.phase(i).kind != "preflight"] or None
-        # phase 0, validation, is the preflight of every phase
-    phase = wanted_ids[0] if wanted_ids is not None and len(wanted_ids) == 1 else None
-    explicit_phase = wanted_ids is not None
-    phases_list = [book.phase(i) for i in wanted_ids] if wanted_ids is not None else [
-        p for p in book.phases if p.kind != "preflight" and not p.spec.optional
-    ]
-    explicit = {n.name for n in inventory.select(limit)} if limit else None
-    wanted = set(nodes) if nodes is not None else explicit
-    hosts = [h for p in phases_list for h in p.hosts if h in inventory.nodes]
-    chosen = [
-        inventory.node(h) for h in dict.fromkeys(hosts)
-        if _is_chosen(inventory.node(h), wanted, explicit_phase)
-    ]
-    if not chosen:
-        what = f"phase {phase}" if phase is not None else (
-            f"phases {', '.join(map(str, wanted_ids))}" if wanted_ids else "any phase")
-        raise InputError(f"--limit {limit!r} matches no host of {what}")
-    names = {n.name for n in chosen}
-    ids = {p.id for p in phases_list}
-    services = tuple(s for s in build_services(project) if s.phase in ids and s.node in names)
-    return Scope(tuple(wanted_ids) if wanted_ids is not None else None, tuple(chosen), services)
-
-
-def _is_chosen(node: Node, wanted: set[str] | None, explicit_phase: bool) -> bool:
-    if wanted is not None:
-        return node.name in wanted
-    return explicit_phase or not node.spec.optional
+    def without(self, off: Iterable[str]) -> Scope:
+        """The scope once these optional nodes turned out to be off: not checked, not probed."""
+        gone = frozenset(off)
+        return replace(self, off=self.off | gone, nodes=tuple(n for n in self.nodes if n.name not in gone),
+                       services=tuple(s for s in self.services if s.node not in gone))
 
 
 # --- dependencies between nodes ---------------------------------------------------------
@@ -86,13 +60,13 @@ def _is_chosen(node: Node, wanted: set[str] | None, explicit_phase: bool) -> boo
 
 def dependencies(
     fleet: FleetRender, sources: Iterable[Service], everyone: Sequence[Service],
-    optional: Iterable[str] = (), coming: Iterable[str] = (),
+    optional: Iterable[str] = (), coming: Iterable[str] = (), off: Iterable[str] = (),
 ) -> list[Dependency]:
     """Each (source, service on another node, port) the source's rendered text names;
     `optional` names the services on optional nodes or in optional phases, `coming` the
-    services the deploy being checked will bring up itself (an earlier phase of the run)."""
-    extra = set(optional)
-    soon = set(coming)
+    services the deploy being checked will bring up itself (an earlier phase of the run),
+    `off` the nodes that did not answer (their services are named, never probed)."""
+    extra, soon, down = set(optional), set(coming), set(off)
     out: list[Dependency] = []
     for source in sources:
         text = _rendered_text(fleet, source)
@@ -100,7 +74,8 @@ def dependencies(
             if target.node == source.node:
                 continue
             out.extend(
-                Dependency(source, target, port.port, target.name in extra, target.name in soon)
+                Dependency(source, target, port.port, target.name in extra, target.name in soon,
+                           off=target.node in down)
                 for port in target.ports
                 if _names_endpoint(text, target.address, port.port)
             )
@@ -133,12 +108,13 @@ def _names_endpoint(text: str, address: str, port: int) -> bool:
 # --- VRAM ------------------------------------------------------------------------------------
 
 
-def vram_needs(project: Project, scope: Scope) -> dict[str, list[VramNeed]]:
+def vram_needs(scope: Scope) -> dict[str, list[VramNeed]]:
     """Per node, what each vLLM instance of the scope will claim, from the plan's estimates."""
-    plan = make_plan(project, scope.phase)
+    if scope.plan is None:
+        return {}
     names = {s.name for s in scope.services}
     out: dict[str, list[VramNeed]] = {}
-    for node_plan in plan.nodes:
+    for node_plan in scope.plan().nodes:
         for card in node_plan.cards:
             total_mib = card.card.total_bytes // MIB
             for est in card.instances:
@@ -152,8 +128,3 @@ def vram_needs(project: Project, scope: Scope) -> dict[str, list[VramNeed]]:
 def as_needs(needs: Sequence[VramNeed], running: Iterable[str]) -> list[VramNeed]:
     up = set(running)
     return [replace(n, running=n.service in up) for n in needs]
-
-
-def fleet_render(project: Project, scope: Scope, everyone: Sequence[Service] | None = None) -> FleetRender:
-    return render_fleet(project, sorted({s.node for s in scope.services}) or None, for_node=True,
-                        services=list(everyone) if everyone is not None else None)

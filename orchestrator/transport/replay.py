@@ -31,7 +31,9 @@ Reply = Answer | Sequence[Answer] | Callable[[Command], Answer]
 def key_of(command: Command) -> str:
     """How a command is looked up in the script: its label, else its program (and verb)."""
     if command.label:
-        return command.label.split(" ", 1)[0]
+        words = command.label.split(" ", 2)
+        # a step that runs only where the run holds the lock answers as the step it guards
+        return words[1] if words[0] == "if-locked" and len(words) > 1 else words[0]
     argv = command.argv
     if argv[:2] == ("docker", "compose"):
         verb = next((a for a in argv[2:] if a in {"up", "rm", "ps", "config", "version"}), "")

@@ -11,12 +11,17 @@ import io
 import json
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from orchestrator import commands as c
 from orchestrator.commands import Script
-from orchestrator.facts.node import LookRequest, look_script, parse_look
+from orchestrator.engine.context import RunContext
+from orchestrator.engine.session import Look, Session
+from orchestrator.events import EventBus
+from orchestrator.facts.node import LookRequest
+from orchestrator.transport.fleet import Fleet
 from orchestrator.transport.local import LocalTransport
 
 
@@ -33,11 +38,23 @@ def root(tmp_path: Path) -> Path:
     return r
 
 
-def look(root: Path, expected: list[str], run_id: str = "run1", **kw) -> object:
-    request = LookRequest(deploy_root=str(root), run_id=run_id, holder='{"by": "me", "pid": 1}',
-                          expected=tuple(expected), docker=False, **kw)
-    result = asyncio.run(LocalTransport("n1").run(look_script(request), check=False))
-    return parse_look(request, result.steps, "n1")
+class Me(RunContext):
+    def holder(self) -> str:
+        return '{"by": "me", "pid": 1}'
+
+
+def look(root: Path, expected: list[str], run_id: str = "run1", force_lock: bool = False,
+         preflight: tuple[c.Command, ...] = (), **kw) -> object:
+    """The session's lock-then-look on a real /bin/sh (the lock stays: this is not a whole run)."""
+    request = LookRequest(deploy_root=str(root), expected=tuple(expected), docker=False, **kw)
+    session = Session(Fleet([LocalTransport("n1")]), Me(run_id, "me", "deploy", ()), EventBus(), {"n1": str(root)})
+
+    async def go() -> object:
+        state = (await session.look({"n1": Look(request, "force" if force_lock else "auto", preflight)}))["n1"]
+        return state, session.extra["n1"]
+
+    state, extra = asyncio.run(go())
+    return SimpleNamespace(lock=state.lock, preflight=extra)  # type: ignore[attr-defined]
 
 
 def test_a_node_that_runs_what_is_wanted_is_not_locked(root: Path) -> None:

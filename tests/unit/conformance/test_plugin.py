@@ -18,11 +18,18 @@ def project():  # type: ignore[no-untyped-def]
     return load_project(REPO)
 
 
-def test_whole_fleet_leaves_optional_nodes_out(project) -> None:  # type: ignore[no-untyped-def]
+def test_whole_fleet_leaves_out_only_an_optional_node_that_is_off(project) -> None:  # type: ignore[no-untyped-def]
+    """The run selection's one optional-node rule: overflow is in the scope, marked optional; when
+    it does not answer within its window it is left out, and the summary names it."""
     scope = plugin.make_scope(project, None, None)
-    assert [n.name for n in scope.nodes] == ["oracle", "starlord", "thanos"]
-    assert {s.node for s in scope.services} == {"oracle", "starlord", "thanos"}
-    assert "qdrant" in {s.name for s in scope.services if s.protected}
+    assert [n.name for n in scope.nodes] == ["oracle", "starlord", "thanos", "overflow"]
+    assert scope.optional == frozenset({"overflow"})
+    off = plugin.make_scope(project, None, None, {"overflow": "no answer within 0.2s"})
+    assert [n.name for n in off.nodes] == ["oracle", "starlord", "thanos"]
+    assert {s.node for s in off.services} == {"oracle", "starlord", "thanos"}
+    assert "qdrant" in {s.name for s in off.services if s.protected}
+    nodes = {"overflow": {"passed": 0, "failed": 0, "skipped": 0, "failures": [], "off": "no answer within 0.2s"}}
+    assert list(plugin.summary_lines(nodes)) == ["overflow: skipped — optional node off (no answer within 0.2s)"]
 
 
 def test_phase_and_limit_narrow_the_scope(project) -> None:  # type: ignore[no-untyped-def]

@@ -20,10 +20,10 @@ import httpx
 from orchestrator.clients.vault import parse_env_file
 from orchestrator.config.project import Project, load_project
 from orchestrator.engine.consul import ConsulSync
-from orchestrator.engine.context import DeployResult
-from orchestrator.engine.deploy import Deploy, Options
+from orchestrator.engine.context import Boundaries, DeployResult
 from orchestrator.engine.plan import content_for
-from orchestrator.engine.selection import select
+from orchestrator.engine.runbook import Deploy, Options
+from orchestrator.engine.selection import parse_phases, select
 from orchestrator.engine.signals import Interrupts
 from orchestrator.events import EventBus
 from orchestrator.facts.probes import ProbeNetwork
@@ -187,23 +187,30 @@ class ReplayFleet:
     def deploy(self, *, phases: str | None = None, limit: str | None = None, check: bool = False,
                interrupts: Interrupts | None = None, state_dir: Path, bus: EventBus | None = None,
                nodes: Mapping[str, NodeCase] | None = None, plan_cache: Any = None, plan_key: str | None = None,
-               handover: Any = None, fleet_override: Fleet | None = None) -> DeployResult:
-        from orchestrator.engine.selection import parse_phases
+               ) -> DeployResult:
+        return asyncio.run(self.deploying(phases=phases, limit=limit, check=check, interrupts=interrupts,
+                                          state_dir=state_dir, bus=bus, nodes=nodes, plan_cache=plan_cache,
+                                          plan_key=plan_key))
 
+    async def deploying(self, *, phases: str | None = None, limit: str | None = None, check: bool = False,
+                        interrupts: Interrupts | None = None, state_dir: Path, bus: EventBus | None = None,
+                        nodes: Mapping[str, NodeCase] | None = None, plan_cache: Any = None,
+                        plan_key: str | None = None, session: Any = None, first: Any = None) -> DeployResult:
+        """The runbook over these replayed nodes (or over `session`, as the first question left it)."""
         ids = parse_phases(phases, self.project)
         sel = select(self.project, ids, limit)
         for node in sel.nodes:
             if node.name not in self.transports:
                 self.node(node.name, (nodes or {}).get(node.name))
-        fleet = fleet_override or Fleet([self.transports[n.name] for n in sel.nodes])
         bus = bus or EventBus()
+        world = Boundaries(fleet=None if session else Fleet([self.transports[n.name] for n in sel.nodes]),
+                           secrets=None if first else self.secrets, state_dir=state_dir,
+                           consul=ConsulSync(addr=None, fleet="ai-swarm", bus=bus),
+                           network=healthy_network(self.project, self.render))
         run = Deploy(self.project, Options(phases=ids, limit=limit, check=check, skip_preflight=True, by="tester"),
-                     bus, interrupts=interrupts, fleet=fleet, state_dir=state_dir,
-                     secrets=None if handover is not None else self.secrets,
-                     consul=ConsulSync(addr=None, fleet="ai-swarm", bus=bus),
-                     network=healthy_network(self.project, self.render), handover=handover,
-                     plan_cache=plan_cache, plan_key=plan_key)
-        return asyncio.run(run.run())
+                     bus, interrupts=interrupts, session=session, first=first, world=world, cache=plan_cache,
+                     key=plan_key)
+        return await run.run(sel)
 
 
 def _then(transport: ReplayTransport, key: str, nth: int, reply: Reply, action: Any) -> Reply:

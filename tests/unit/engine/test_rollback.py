@@ -13,7 +13,9 @@ import pytest
 import yaml
 
 from orchestrator.engine.consul import ConsulSync
+from orchestrator.engine.context import Boundaries
 from orchestrator.engine.pending import Pending, PendingNode, PendingStore
+from orchestrator.engine.resume import resume_pending
 from orchestrator.engine.rollback import Rollback, RollbackOptions, find_target, merged_compose
 from orchestrator.engine.signals import Interrupts
 from orchestrator.errors import InputError, SwarmError
@@ -63,10 +65,11 @@ def starlord(fleet: ReplayFleet, manifests: Answer, current: dict[str, Any], tex
 def run_rollback(fleet: ReplayFleet, tmp_path: Path, to: str | None = None,
                  interrupts: Interrupts | None = None) -> dict[str, str]:
     bus = EventBus()
-    run = Rollback(fleet.project, RollbackOptions(phases=(3,), limit="starlord", to=to, by="tester"), bus,
-                   fleet=Fleet([fleet.transports["starlord"]]), state_dir=tmp_path, secrets=fleet.secrets,
-                   consul=ConsulSync(addr=None, fleet="ai-swarm", bus=bus),
-                   network=healthy_network(fleet.project, fleet.render), interrupts=interrupts)
+    world = Boundaries(fleet=Fleet([fleet.transports["starlord"]]), state_dir=tmp_path, secrets=fleet.secrets,
+                       consul=ConsulSync(addr=None, fleet="ai-swarm", bus=bus),
+                       network=healthy_network(fleet.project, fleet.render))
+    run = Rollback(fleet.project, RollbackOptions(phase=3, limit="starlord", to=to, by="tester"), bus,
+                   world=world, interrupts=interrupts)
     return asyncio.run(run.run())
 
 
@@ -137,8 +140,6 @@ def test_merged_compose_takes_some_services_from_the_target() -> None:
 
 
 def test_resume_finishes_a_cut_off_unwind_from_the_pending_record(fleet, tmp_path, monkeypatch) -> None:
-    from orchestrator.engine.rollback import resume_pending
-
     monkeypatch.setenv("SWARM_STATE_DIR", str(tmp_path))
     store = PendingStore(tmp_path, "ai-swarm")
     undo = [["sh", "-c", 'rm -rf -- "$1/releases/$2"', "sh", "/opt/ai-swarm", "20261201T130000Z-dddddddd"]]
@@ -148,10 +149,9 @@ def test_resume_finishes_a_cut_off_unwind_from_the_pending_record(fleet, tmp_pat
                                                       previous="20261201T120000Z-cccccccc")}))
     transport = ReplayTransport("starlord", replies={"look-lock": Answer(0, "locked\n"),
                                                      "read-file": Answer(0, "swarm:missing\n")})
-    monkeypatch.setattr("orchestrator.engine.rollback.Fleet.for_nodes",
-                        classmethod(lambda cls, inv, nodes, **kw: Fleet([transport])))
+    world = Boundaries(fleet=Fleet([transport]), consul=ConsulSync(addr=None, fleet="ai-swarm", bus=EventBus()))
     done = asyncio.run(resume_pending(fleet.project, EventBus(), limit_to=None, interrupts=Interrupts(),
-                                      required=True))
+                                      required=True, world=world))
     assert done and store.load() is None
     look = transport.round_trips[0][0]
     assert look.startswith("look-lock /opt/ai-swarm") and " abc123 1 " in look  # the cut-off run's own lock
@@ -167,8 +167,6 @@ def test_the_pending_record_of_a_run_still_alive_is_not_resumed(fleet, tmp_path,
     import subprocess
     import sys
 
-    from orchestrator.engine.rollback import resume_pending
-
     monkeypatch.setenv("SWARM_STATE_DIR", str(tmp_path))
     store = PendingStore(tmp_path, "ai-swarm")
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
@@ -176,10 +174,11 @@ def test_the_pending_record_of_a_run_still_alive_is_not_resumed(fleet, tmp_path,
         store.save(Pending(run_id="live1", by="tester", action="deploy", phase=4, pid=other.pid,
                            host=socket.gethostname(),
                            nodes={"thanos": PendingNode(node="thanos", undo=[["true"]], restore=[])}))
-        monkeypatch.setattr("orchestrator.engine.rollback.Fleet.for_nodes",
-                            classmethod(lambda cls, inv, nodes, **kw: pytest.fail("must not connect")))
+        thanos = ReplayTransport("thanos")
         with pytest.raises(SwarmError) as err:
-            asyncio.run(resume_pending(fleet.project, EventBus(), limit_to=None, interrupts=Interrupts()))
+            asyncio.run(resume_pending(fleet.project, EventBus(), limit_to=None, interrupts=Interrupts(),
+                                       world=Boundaries(fleet=Fleet([thanos]))))
+        assert thanos.round_trips == [] and thanos.stats.connections == 0  # nothing asked of the node
         assert err.value.exit_code == 4 and "another deploy holds the lock of phase 4" in str(err.value)
         assert store.load() is not None  # its owner clears it
     finally:

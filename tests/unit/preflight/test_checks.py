@@ -23,6 +23,7 @@ from orchestrator.clients.registry import ImageIndex, PlatformManifest
 from orchestrator.commands import Command, DiskFree, StepResult
 from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project, load_project
+from orchestrator.engine.selection import checked_phases, select
 from orchestrator.errors import ServiceError
 from orchestrator.facts.gpu import GpuReading, parse_nvidia_smi
 from orchestrator.facts.probes import Outcome
@@ -36,8 +37,8 @@ from orchestrator.preflight.facts import (
     probe_script,
 )
 from orchestrator.preflight.report import Report
-from orchestrator.preflight.run import require_passed
-from orchestrator.preflight.scope import dependencies, scope_for, vram_needs
+from orchestrator.preflight.run import plan_requests, require_passed
+from orchestrator.preflight.scope import Scope, dependencies, vram_needs
 from orchestrator.render.fleet import render_fleet
 from orchestrator.render.plan import make_plan
 from orchestrator.render.services import Service, build_services
@@ -234,7 +235,7 @@ def test_free_vram_counts_only_instances_not_running_yet() -> None:
 
 def thanos_needs(project: Project) -> list[checks.VramNeed]:
     """What the plan says thanos's vLLM will claim (phase 4), as preflight gets it."""
-    return vram_needs(project, scope_for(project, 4))["thanos"]
+    return vram_needs(scope_for(project, 4))["thanos"]
 
 
 def test_a_recorded_busy_card_fails_against_the_plans_claim(project: Project) -> None:
@@ -487,15 +488,36 @@ def test_hostile_targets_stay_data(tmp_path: Path) -> None:
 # --- scope and the deploy gate ------------------------------------------------------------------
 
 
-def test_scope_skips_optional_nodes_unless_asked(project: Project) -> None:
+def scope_for(project: Project, phase: int | None, limit: str | None = None) -> Scope:
+    """What `swarm preflight [--phase N] [--limit L]` checks: the run selection's scope."""
+    ids = checked_phases(project, None if phase is None else (phase,))
+    return select(project, ids, limit).preflight_scope()
+
+
+def test_the_scope_is_the_run_selection_with_its_optional_nodes(project: Project) -> None:
+    """One optional-node rule: overflow (optional: true) is in the scope, marked optional — a
+    preflight gives it a short connect window and names it when it is off."""
     everything = scope_for(project, None)
-    assert {n.name for n in everything.nodes} == {"oracle", "starlord", "thanos"}
-    assert "redis-cache" not in {s.name for s in everything.services}
+    assert {n.name for n in everything.nodes} == {"oracle", "starlord", "thanos", "overflow"}
+    assert everything.optional == frozenset({"overflow"})
+    assert "redis-cache" in {s.name for s in everything.services}
     phase5 = scope_for(project, 5)
     assert [n.name for n in phase5.nodes] == ["overflow"]
-    assert scope_for(project, 0) == everything  # phase 0, validation, checks every phase
+    assert scope_for(project, 0).nodes == everything.nodes  # phase 0, validation, checks every phase
     limited = scope_for(project, 4, "thanos")
     assert {s.node for s in limited.services} == {"thanos"}
+
+
+def test_an_optional_node_that_is_off_is_named_never_probed(project: Project) -> None:
+    """oracle's Prometheus scrapes overflow's backup-router: with overflow off, oracle is not
+    asked to connect to it (that waited 3 s per preflight), and the check says why."""
+    scope = scope_for(project, None).without(["overflow"])
+    requests = plan_requests(project, scope)
+    assert not any(t.startswith(f"{project.inventory.node('overflow').address}:")
+                   for t in requests.by_node["oracle"].targets)
+    dep = next(d for d in requests.deps if d.target.node == "overflow")
+    result = checks.check_network("oracle", [dep], NodeFacts())
+    assert result[0].status == "warn" and "optional overflow is off" in result[0].message
 
 
 def test_require_passed_lists_every_failure() -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config.project import load_project
-from orchestrator.engine.deploy import mask_env
 from orchestrator.engine.steps import audit_line
 from orchestrator.errors import InputError
 from orchestrator.render.fleet import render_fleet
@@ -93,11 +92,6 @@ def test_public_files_leave_env_out(fleet) -> None:
     content = build_release(fleet.nodes["starlord"], SECRETS)
     assert "env/vllm-primary.env" in content.files
     assert not any(p.startswith("env/") for p in content.public_files())
-
-
-def test_mask_env_keeps_names_hides_values() -> None:
-    masked = mask_env("# comment\nA='secret-one'\nB=two\n")
-    assert masked == "# comment\nA=********\nB=********\n"
 
 
 def test_audit_line_is_scrubbed() -> None:

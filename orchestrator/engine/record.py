@@ -1,0 +1,344 @@
+"""The plan record, and the planner's first question: does anything differ from last time?
+
+A full deploy loads and validates the project, renders every node and hashes what it would
+upload; when nothing changed, all of that reproduces what the last run computed. So each
+full run leaves a *plan record* in the controller's cache (~/.cache/swarm/plans, 0600),
+keyed by everything the result depends on — swarm's own code, the inventory, the playbook,
+every file of the roles it may use, and the command line — holding, per node, exactly what
+the run's first command asks (the `service hash` lines it expects, its directories), where
+the node is (its SSH target), which Vault paths the hashes were computed with (and a digest
+of those secret values, never a value), and what Consul should hold.
+
+`first_question` asks it over the run's session (engine/session.py), importing neither the
+validation models nor the template engine: the secrets are read (the one Vault reader, one
+request per path) while the nodes connect, each node gets the same first command a full run
+sends, and Consul's registrations are read meanwhile. Every node unchanged and running, the
+secrets' digest and Consul as recorded: the run is over. Anything else — a node that differs
+(it took its lock), a container not running, a rotated secret, a lost registration, a
+required node that does not answer — and the deploy goes on with the same session, its
+connections and any lock taken (engine/deploy.py). A record is only a shortcut to the same
+answer: whenever it cannot vouch for one, the full plan runs.
+
+A record decides where the Vault token is sent, so one is used only when the user owns it
+(and its directory) and nobody else may write either, and only when its Vault and Consul
+addresses are the ones the inventory names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.clients import consul_read, vault_kv
+from orchestrator.clients.consul_read import ConsulAccess, agent_services
+from orchestrator.clients.http import Tls
+from orchestrator.clients.vault_kv import KvReader, VaultAccess, token_for
+from orchestrator.engine.context import DeployResult
+from orchestrator.engine.session import Look, Session
+from orchestrator.events import EventBus
+from orchestrator.facts.node import LookRequest, NodeState
+from orchestrator.secrets import Secret
+
+FORMAT = 2
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- the key
+
+
+def code_fingerprint() -> str:
+    """swarm's own code: every module's path, size and mtime (a changed swarm renders anew)."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        info = path.stat()
+        digest.update(f"{path.relative_to(PACKAGE)}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
+    return digest.hexdigest()
+
+
+def inputs_digest(root: Path, inventory: Path, playbook: Path, args: Sequence[str]) -> str:
+    """What a deploy's plan depends on, by content: inventory, playbook, the roles on the search
+    path (the project's roles/, then swarm's shared ones), the arguments."""
+    digest = hashlib.sha256(f"swarm-plan-{FORMAT}\0{code_fingerprint()}\0".encode())
+    for arg in args:
+        digest.update(arg.encode() + b"\0")
+    roles = [root / "roles"]
+    if (PACKAGE.parent / "roles").resolve() != roles[0].resolve():  # swarm's shared roles (config/project.py)
+        roles.append(PACKAGE.parent / "roles")
+    for path in (inventory, playbook, *(p for d in roles for p in sorted(d.rglob("*")))):
+        if path.is_file():
+            digest.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def secrets_digest(secrets: Mapping[str, Secret]) -> str:
+    digest = hashlib.sha256(b"swarm-secrets\0")
+    for name in sorted(secrets):
+        digest.update(name.encode() + b"\0" + secrets[name].reveal().encode() + b"\0")
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- the record
+
+
+@dataclass
+class NodePlan:
+    target: dict[str, Any]                 # SshTarget.as_record()
+    deploy_root: str
+    project: str
+    expected: list[str]
+    directories: list[str]
+    network: str | None
+    docker: bool
+    services: list[str]                    # every selected service on the node (must run)
+    optional: bool = False
+
+    def look(self) -> LookRequest:
+        return LookRequest(deploy_root=self.deploy_root, expected=tuple(self.expected),
+                           directories=tuple(self.directories), network=self.network, docker=self.docker)
+
+
+@dataclass
+class RecordedVault:
+    addr: str
+    mount: str
+    paths: dict[str, list[str]]            # secret name -> [full path, key]
+    token_file: str | None = None
+    ca_cert: str | None = None
+    client_cert: list[str] | None = None   # [certificate, key]
+
+    def access(self) -> VaultAccess:
+        return VaultAccess(addr=self.addr, mount=self.mount, token_file=_path(self.token_file),
+                           tls=_tls(self.ca_cert, self.client_cert))
+
+
+@dataclass
+class RecordedConsul:
+    addr: str
+    token_file: str | None = None
+    token_env: str = "CONSUL_HTTP_TOKEN"
+    expected: dict[str, dict[str, Any]] = field(default_factory=dict)   # service id -> fields
+    ca_cert: str | None = None
+    client_cert: list[str] | None = None
+
+    def access(self) -> ConsulAccess:
+        return ConsulAccess(addr=self.addr, token_file=_path(self.token_file), token_env=self.token_env,
+                            tls=_tls(self.ca_cert, self.client_cert))
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _tls(ca: str | None, cert: list[str] | None) -> Tls:
+    return Tls(ca_cert=_path(ca), client_cert=(Path(cert[0]), Path(cert[1])) if cert else None)
+
+
+@dataclass
+class PlanRecord:
+    key: str
+    phases: list[int]
+    holder_phases: list[int]
+    nodes: dict[str, NodePlan]
+    vault: RecordedVault | None
+    secrets: str                            # digest of the secret values the hashes used
+    consul: RecordedConsul | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PlanRecord:
+        data = json.loads(text)
+        nodes = {k: NodePlan(**v) for k, v in data.pop("nodes").items()}
+        vault = RecordedVault(**data.pop("vault")) if data.get("vault") else None
+        data.pop("vault", None)
+        consul = RecordedConsul(**data.pop("consul")) if data.get("consul") else None
+        data.pop("consul", None)
+        return cls(nodes=nodes, vault=vault, consul=consul, **data)
+
+
+class PlanCache:
+    """Plan records under the controller's cache directory (0600 in a 0700 directory, a few kept)."""
+
+    KEEP = 8
+
+    def __init__(self, directory: Path | None = None) -> None:
+        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        self.directory = directory or base / "swarm" / "plans"
+
+    def path(self, key: str) -> Path:
+        return self.directory / f"{key[:32]}.json"
+
+    def load(self, key: str, inventory: Path) -> PlanRecord | None:
+        """The record for `key`, if one can be trusted: ours, writable by us alone, and naming
+        the Vault and Consul the inventory names."""
+        path = self.path(key)
+        if not (is_ours(path) and is_ours(path.parent)):
+            return None
+        try:
+            record = PlanRecord.from_json(path.read_text())
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return None
+        if record.key != key or not same_services(record, inventory):
+            return None
+        return record
+
+    def save(self, record: PlanRecord) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".plan-")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(record.to_json())
+        os.replace(tmp, self.path(record.key))
+        for old in sorted(self.directory.glob("*.json"), key=lambda p: p.stat().st_mtime)[: -self.KEEP]:
+            old.unlink(missing_ok=True)
+
+
+def is_ours(path: Path) -> bool:
+    """Owned by this user, and neither the group nor others may write it (nor is it a link)."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return (info.st_uid == os.geteuid() and not info.st_mode & 0o022
+            and (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)))
+
+
+def same_services(record: PlanRecord, inventory: Path) -> bool:
+    """The record's Vault and Consul are where the inventory says (read without the loader:
+    a plain YAML parse of the `vault.addr` and `consul.addr` it sets, else their defaults)."""
+    try:
+        data = yaml.load(inventory.read_bytes(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (OSError, yaml.YAMLError):
+        return False
+    if not isinstance(data, dict):
+        return False
+    vault = _addr(data.get("vault"), vault_kv.DEFAULT_ADDR)
+    consul = _addr(data.get("consul"), consul_read.DEFAULT_ADDR)
+    return ((record.vault is None or record.vault.addr.rstrip("/") == vault)
+            and (record.consul is None or record.consul.addr.rstrip("/") == consul))
+
+
+def _addr(block: Any, default: str) -> str | None:
+    if block is None:
+        return default.rstrip("/")
+    value = block.get("addr", default) if isinstance(block, dict) else None
+    return str(value).rstrip("/") if isinstance(value, str) else None
+
+
+# --------------------------------------------------------------------------- the first question
+
+
+@dataclass
+class FirstAnswer:
+    """What the record's question learned: `result` when the run is over, else why not (the
+    session goes on, with the states read and any lock taken; `secrets` if they were read)."""
+
+    why: str
+    secrets: dict[str, Secret] | None
+    result: DeployResult | None = None
+
+    @property
+    def noop(self) -> bool:
+        return self.result is not None
+
+
+async def first_question(record: PlanRecord, session: Session, bus: EventBus,
+                         reader: Any = None) -> FirstAnswer:
+    """Connect, read the secrets, look at every node — the same first command a full run sends.
+
+    `reader` (RecordedVault -> secrets) is the Vault boundary, for tests."""
+    bus.emit("run", "start", message=f"phase {', '.join(map(str, record.phases))} on "
+                                     f"{', '.join(record.nodes)} (as planned last time)")
+    session.start()
+    secrets = await _settle(asyncio.to_thread(reader or read_secrets, record.vault))
+    if secrets is None or secrets_digest(secrets) != record.secrets:
+        return FirstAnswer("the secrets could not be checked or changed", secrets)
+    consul = asyncio.ensure_future(asyncio.to_thread(consul_services, record.consul))  # while the nodes look
+    states = await session.look({n: Look(p.look()) for n, p in record.nodes.items()})
+    why = _difference(record, states, session)
+    held = await _settle(consul)
+    if why is None and (held is None or not consul_matches(record.consul, states, held)):
+        why = "Consul does not hold every registration"
+    if why is not None:
+        return FirstAnswer(why, secrets)
+    bus.emit("run", "unchanged", message="nothing to change: every node runs what is wanted")
+    return FirstAnswer("unchanged", secrets, DeployResult(
+        phases=tuple(record.phases), unchanged=sorted(states), skipped=dict(session.skipped),
+        releases={n: s.current_id or "" for n, s in states.items()}, stats=dict(session.fleet.stats())))
+
+
+async def _settle(work: Any) -> Any:
+    try:
+        return await work
+    except Exception:  # any doubt: the full plan decides, with its own messages
+        return None
+
+
+def _difference(record: PlanRecord, states: Mapping[str, NodeState], session: Session) -> str | None:
+    for name, plan in record.nodes.items():
+        state = states.get(name)
+        if state is None:
+            if name in session.skipped:  # an optional node that is off: skipped, as the full plan would
+                continue
+            return f"{name} did not answer"
+        if state.lock.taken or state.lock.error:
+            return f"{name} runs something else"
+        if not state.infra_ready:
+            return f"{name} lacks its infrastructure"
+        stopped = [s for s in plan.services if not state.is_running(s, plan.project)]
+        if stopped:
+            return f"{name}: {', '.join(stopped)} not running"
+    return None
+
+
+def read_secrets(vault: RecordedVault | None) -> dict[str, Secret]:
+    """The recorded secrets, through the one Vault reader with the one token rule."""
+    if vault is None or not vault.paths:
+        return {}
+    access = vault.access()
+    by_path = KvReader(access, token_for(access)).read_many(path for path, _ in vault.paths.values())
+    return {name: Secret((by_path[path] or {})[key].reveal(), name) for name, (path, key) in sorted(vault.paths.items())}
+
+
+def consul_services(consul: RecordedConsul | None) -> dict[str, Any]:
+    """The agent's registrations (nothing to read when the record expects none)."""
+    if consul is None or not consul.expected:
+        return {}
+    return agent_services(consul.access())
+
+
+def consul_matches(consul: RecordedConsul | None, states: Mapping[str, NodeState],
+                   services: Mapping[str, Any]) -> bool:
+    """Consul holds every registration as the last run left it (release ids as the nodes say)."""
+    if consul is None or not consul.expected:
+        return True
+    for sid, want in consul.expected.items():
+        have = services.get(sid)
+        node = str(want.get("node", ""))
+        release = states[node].current_id if node in states else None
+        if have is None or _fields(have) != want["fields"] or have.get("Meta", {}).get("swarm_release") != release:
+            return False
+    return True
+
+
+def _fields(service: Mapping[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in (service.get("Meta") or {}).items() if k != "swarm_release"}
+    return {"Service": service.get("Service"), "Address": service.get("Address"), "Port": service.get("Port"),
+            "Tags": sorted(service.get("Tags") or []), "Meta": meta}
+
+
+def expected_registration(payload: Mapping[str, Any], node: str) -> dict[str, Any]:
+    """What `consul_matches` compares, from a registration swarm makes (its agent payload)."""
+    return {"node": node, "fields": _fields({"Service": payload["Name"], "Address": payload["Address"],
+                                             "Port": payload["Port"], "Tags": payload.get("Tags"),
+                                             "Meta": payload.get("Meta")})}

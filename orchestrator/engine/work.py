@@ -1,0 +1,92 @@
+"""A phase's work on its nodes, from the plan: the release each node gets and its steps.
+
+`phase_work` turns the phase's `NodeChange`s into the runner's `PhaseWork`: per changed
+node the release id (stamped under the lock, strictly increasing per node), its record,
+the apply step (the release as one tar + `compose up` of what changed) and the switch step
+(`current`, audit line, prune, and the node's unlock when this is its last phase of the
+run) — steps as data (steps.py), executed and unwound by runner.py.
+
+`strategy_of(service)` is where each changed service's way of going live is chosen.
+Today every one is recreated by the apply step's `compose up`; a rolling strategy (drain,
+swap, gate, undrain, one instance at a time) is chosen there per service and handed to
+the runner with the node's work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from orchestrator.engine.plan import NodeChange, applied_after
+from orchestrator.engine.runner import NodeWork, PhaseWork
+from orchestrator.engine.selection import PhaseScope
+from orchestrator.engine.steps import apply_step, audit_line, prune_list, restore_of, switch_step
+from orchestrator.facts.node import NodeState
+from orchestrator.render.release import manifest, release_id, tarball
+from orchestrator.render.services import Service
+
+RECREATE = "recreate"
+
+
+def strategy_of(service: Service) -> str:
+    """How a changed service goes live (see the module docstring)."""
+    return RECREATE
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every node's work of the run shares."""
+
+    by: str
+    run_id: str
+    keep_releases: int
+    pins: Mapping[str, str]                       # image -> repo@sha256 (preflight's answers)
+    unlock: Callable[[str], Any]                  # node -> the command that releases its lock
+
+
+@dataclass(frozen=True)
+class NodeRelease:
+    """A node's new release, as the switch leaves it (the runbook's state after the phase)."""
+
+    record: dict[str, Any]
+    unlocks: bool
+    pruned: tuple[str, ...]
+
+    def state_after(self, state: NodeState) -> NodeState:
+        after = state.after(self.record)
+        return replace(after, releases=tuple(r for r in after.releases if r not in self.pruned))
+
+
+def phase_work(scope: PhaseScope, mine: Sequence[NodeChange], states: Mapping[str, NodeState],
+               last_phase: Mapping[str, int], ctx: Context) -> tuple[PhaseWork, dict[str, NodeRelease]]:
+    """The phase's work, and per node the release it will leave (see the module docstring)."""
+    nodes, releases = [], {}
+    for change in mine:
+        unlocks = len(mine) == 1 and last_phase[change.node.name] == scope.id
+        work, releases[change.node.name] = node_work(change, states[change.node.name], unlocks, ctx)
+        nodes.append(work)
+    return PhaseWork(phase=scope.id, name=scope.phase.name, action="deploy", spec=scope.phase.spec.gate,
+                     nodes=nodes, consul_services=[s for c in mine for s in c.services]), releases
+
+
+def node_work(change: NodeChange, state: NodeState, unlocks: bool, ctx: Context) -> tuple[NodeWork, NodeRelease]:
+    node, previous = change.node, state.current_id
+    release = release_id(change.content.hash, state.releases)
+    by_name = {s.name: s for s in change.services}
+    recreate = tuple(s for s in change.to_apply if strategy_of(by_name[s]) == RECREATE)
+    record = manifest(change.content, release=release, phase=change.phase.id, applied=applied_after(change, state),
+                      by=ctx.by, previous=previous, run=ctx.run_id,
+                      images={s.name: ctx.pins[s.image] for s in change.services if s.image in ctx.pins})
+    infra = change.infra
+    apply = apply_step(node, release, previous=previous, previous_applied=state.applied, to_apply=recreate,
+                       tar=tarball(change.content, release, record),
+                       directories=infra.directories if infra else (), network=infra.network if infra else None)
+    pruned = prune_list(state.releases, ctx.keep_releases, new=release, previous=previous)
+    audit = audit_line(node.name, "deploy", change.phase.id, ctx.by, release=release, previous=previous,
+                       services=list(change.to_apply), adopted=list(change.adoptions))
+    switch = switch_step(node, release, previous=previous, audit=audit, prune=pruned,
+                         unlock=ctx.unlock(node.name) if unlocks else None)
+    work = NodeWork(node=node, release=release, previous=previous, apply=apply, switch=switch,
+                    restore=restore_of(previous, state.applied, recreate, ()), gated=change.services)
+    return work, NodeRelease(record, unlocks, tuple(pruned))
