@@ -126,7 +126,7 @@ def project_options(fn: F) -> F:
 PHASE_HELP = "phases: 3, a range 2-4 or a list 2,4 (default: every phase, in order)"
 
 
-def _phase_syntax(ctx: click.Context, _: Any, value: str | None) -> str | None:
+def phase_syntax(ctx: click.Context, _: Any, value: str | None) -> str | None:
     """A phase selector is a number, a range or a list: anything else is refused as the
     command line is read (exit 2), before the project loads."""
     if value is not None:
@@ -141,7 +141,7 @@ def _phase_syntax(ctx: click.Context, _: Any, value: str | None) -> str | None:
 
 
 def phase_option(fn: F) -> F:
-    return click.option("--phase", "phase", metavar="N|N-M|N,M", help=PHASE_HELP, callback=_phase_syntax)(fn)
+    return click.option("--phase", "phase", metavar="N|N-M|N,M", help=PHASE_HELP, callback=phase_syntax)(fn)
 
 
 def phases_of(project: Project, text: str | None) -> tuple[int, ...] | None:

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli.common import Context, handle_errors, pass_ctx, project_options
+from orchestrator.cli.common import Context, handle_errors, pass_ctx, phase_syntax, project_options
 
 
 @click.command("verify")
 @click.option("--limit", help="only these nodes or groups (comma separated)")
-@click.option("--phase", metavar="N|N-M|N,M", help="only the nodes and services of these phases (0: every phase)")
+@click.option("--phase", metavar="N|N-M|N,M", callback=phase_syntax,
+              help="only the nodes and services of these phases (0: every phase)")
 @click.option("--junit", type=click.Path(path_type=Path, dir_okay=False), help="write a JUnit XML report here")
 @click.option("-n", "workers", type=click.IntRange(0, 256), default=0, show_default=True,
               help="check nodes in parallel with this many pytest-xdist workers")

@@ -82,3 +82,25 @@ def test_a_reader_that_leaves_early_is_not_an_error(tmp_path) -> None:
         os.close(write_end)
     assert done.returncode == 0, done.stderr
     assert "internal error" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_phase_selector_is_a_number_a_range_or_a_list_nothing_else() -> None:
+    """`--phase ''` or `--phase all` once meant every phase: for `rollback` that rolled the whole
+    fleet back. Now both are bad input, refused before anything loads or connects."""
+    runner = CliRunner()
+    for command in ("deploy", "rollback", "releases", "preflight", "backup", "verify"):
+        for selector in ("", "all", "2-", "3-1", "2,,4", "x"):
+            result = runner.invoke(main, ["--project", str(REPO), command, "--phase", selector])
+            assert result.exit_code == 2, (command, selector, result.output)
+            assert "--phase" in result.output and "Traceback" not in result.output
+
+
+def test_a_rollback_is_exactly_one_phase() -> None:
+    runner = CliRunner()
+    for selector in ("2-4", "2,4", "3-3,4"):
+        result = runner.invoke(main, ["--project", str(REPO), "rollback", "--phase", selector])
+        assert result.exit_code == 2 and "a rollback is per phase" in result.output, result.output
+    missing = runner.invoke(main, ["--project", str(REPO), "rollback"])
+    assert missing.exit_code == 2 and "--phase N" in missing.output
+    validation = runner.invoke(main, ["--project", str(REPO), "rollback", "--phase", "0"])
+    assert validation.exit_code == 2 and "validation" in validation.output, validation.output
