@@ -1,6 +1,8 @@
-"""Who a run is (operator, controller, run id — in every lock and audit line) and what it did.
+"""Who a run is (operator, controller, run id — in every lock and audit line), what it was
+asked (`DeployRequest`), where it meets the world (`Boundaries`) and what it did.
 
-Light on purpose: the no-op fast path needs it before anything heavy is imported.
+Light on purpose: a deploy's first question (the plan record) needs it before anything heavy
+is imported.
 """
 
 from __future__ import annotations

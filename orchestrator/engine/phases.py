@@ -4,7 +4,7 @@
 ''`), a word (`all`) or a range that runs backwards is bad input (exit 2), never "every
 phase" by accident: `swarm rollback --phase ''` must not roll back the whole fleet. The
 syntax is checked here, before the project loads (the CLI does it as it parses); which
-phases exist is the selection's question (`engine/selection.parse_phases`).
+phases exist is the selection's question (`parse_phases` in `engine/selection.py`).
 """
 
 from __future__ import annotations
