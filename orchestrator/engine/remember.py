@@ -22,16 +22,19 @@ from orchestrator.engine.record import (
     secrets_digest,
 )
 from orchestrator.engine.selection import Selection
-from orchestrator.engine.session import Look, Session
+from orchestrator.engine.session import Session
+from orchestrator.facts.node import LookRequest
 from orchestrator.secrets import Secret
 from orchestrator.transport.ssh import target_for
 
 
-def plan_record(key: str, session: Session, sel: Selection, looks: Mapping[str, Look],
+def plan_record(key: str, session: Session, sel: Selection, requests: Mapping[str, LookRequest],
                 secrets: Mapping[str, Secret], source: SecretSource, consul: ConsulSync) -> PlanRecord:
+    """The record of a run over `sel` (the whole selection: an optional node that was off too),
+    whose looks asked `requests`."""
     inventory, nodes = sel.project.inventory, {}
     for node in sel.nodes:
-        request = looks[node.name].request
+        request = requests[node.name]
         nodes[node.name] = NodePlan(
             target=target_for(inventory, node, optional=sel.is_optional(node.name)).as_record(),
             deploy_root=node.deploy_root, project=node.project, expected=list(request.expected),

@@ -94,8 +94,8 @@ class Deploy:
         async with self._open(sel) as session:
             return await self._over(session, sel)
 
-    async def _over(self, session: Session, sel: Selection) -> DeployResult:
-        sel, secrets = await self._connect(session, sel)
+    async def _over(self, session: Session, whole: Selection) -> DeployResult:
+        sel, secrets = await self._connect(session, whole)
         try:
             await self._look(session, sel, secrets)
             changes = self._plan(session, sel, secrets)
@@ -113,7 +113,7 @@ class Deploy:
                 await self._phases(session, sel, changes, secrets, result)
             await self._reconcile_consul(session, sel, skip={c.phase.id for c in moving})
             self._say_done(result)
-            self._remember(session, sel, secrets)
+            self._remember(session, whole, secrets)
             return self._finish(result, session, sel)
         finally:
             await self._unlock(session)
@@ -268,12 +268,15 @@ class Deploy:
         else:
             self.bus.emit("run", "unchanged", message="nothing to change: every node runs what is wanted")
 
-    def _remember(self, session: Session, sel: Selection, secrets: Mapping[str, Secret]) -> None:
-        """Leave the record the next run's first question asks (best effort)."""
+    def _remember(self, session: Session, whole: Selection, secrets: Mapping[str, Secret]) -> None:
+        """Leave the record the next run's first question asks (best effort): every node of the
+        selection, an optional one that was off included (the next run asks it again)."""
         if self.cache is None or self.key is None:
             return
+        requests = {n: self.looks[n].request if n in self.looks else self._request(whole, n, secrets)
+                    for n in whole.names}
         try:
-            self.cache.save(plan_record(self.key, session, sel, self.looks, secrets, self.source, self.consul))
+            self.cache.save(plan_record(self.key, session, whole, requests, secrets, self.source, self.consul))
         except (OSError, SwarmError) as exc:
             self.bus.emit("run", "info", message=f"plan record not written: {exc}")
 

@@ -229,3 +229,18 @@ def test_the_record_paths_defaults_are_the_loaders() -> None:
 
     assert VaultSettings().addr == vault_kv.DEFAULT_ADDR
     assert ConsulSettings().addr == consul_read.DEFAULT_ADDR
+
+
+def test_a_record_keeps_an_optional_node_that_was_off(tmp_path) -> None:
+    """overflow (optional) is off during the full run: it is skipped, and the record still names
+    it — the next run asks it again, and deploys it once it is on."""
+    fleet = ReplayFleet()
+    cache = PlanCache(tmp_path / "plans")
+    result = fleet.deploy(state_dir=tmp_path, plan_cache=cache, plan_key=KEY,
+                          nodes={"overflow": NodeCase(dead=True)})
+    assert set(result.skipped) == {"overflow"} and result.changed == {}
+    record = cache.load(KEY, INVENTORY)
+    assert record is not None and record.nodes["overflow"].optional
+    assert record.nodes["overflow"].target["answer_window"] == 0.2
+    assert "backup-router" in record.nodes["overflow"].services
+    assert not record.nodes["oracle"].optional
