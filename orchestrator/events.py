@@ -7,6 +7,7 @@ into a message is masked in every renderer.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -241,10 +242,15 @@ class AuditLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def __call__(self, event: Event) -> None:
         if event.kind not in self.ACTIONS or event.state in {"start", "waiting", "info", "progress"}:
             return
-        with self.path.open("a", encoding="utf-8") as fh:
+        # 0600 from the start (O_CREAT's mode), and an older 0644 log is narrowed: it says who
+        # deployed what, where, and which commands failed with what output
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:
+            if os.fstat(fd).st_mode & 0o077:
+                os.fchmod(fd, 0o600)
             fh.write(event.to_json() + "\n")
