@@ -107,6 +107,10 @@ _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 
 
 def is_ip(value: str) -> bool:
+    """An IPv4 or IPv6 address, without a zone id (`fe80::1%eth0`): a zone is local to one
+    machine's interfaces, and its text (`%-oProxyCommand=...`) reaches ssh, URLs and configs."""
+    if "%" in value:
+        return False
     try:
         ipaddress.ip_address(value)
     except ValueError:
@@ -114,14 +118,31 @@ def is_ip(value: str) -> bool:
     return True
 
 
+def is_hostname(value: str) -> bool:
+    """A DNS name of RFC 1123 labels whose last label is not all digits (RFC 3696 2: `1.2.3.4.5`
+    is neither a name nor an address)."""
+    if len(value) > 253 or _HOSTNAME.fullmatch(value) is None:
+        return False
+    return not value.rstrip(".").rsplit(".", 1)[-1].isdigit()
+
+
 def is_host(value: str) -> bool:
     """A DNS name (RFC 1123 labels) or an IPv4/IPv6 address; nothing a shell or ssh would parse."""
-    return len(value) <= 253 and (is_ip(value) or _HOSTNAME.fullmatch(value) is not None)
+    return is_ip(value) or is_hostname(value)
+
+
+def url_host(host: str) -> str:
+    """A host as it stands in a URL or a `host:port`: an IPv6 address in brackets (RFC 3986)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def host_port(host: str, port: int | str) -> str:
+    return f"{url_host(host)}:{port}"
 
 
 def _host(value: str) -> str:
     if not is_host(value):
-        raise ValueError(f"not a host name or IP address, got {quoted(value)}")
+        raise ValueError(f"not a host name or IP address (IPv6 without a %zone), got {quoted(value)}")
     return value
 
 
@@ -130,7 +151,7 @@ Host = Annotated[str, AfterValidator(_host)]
 
 def _ip(value: str) -> str:
     if not is_ip(value):
-        raise ValueError(f"not an IP address, got {quoted(value)}")
+        raise ValueError(f"not an IP address (IPv6 without a %zone), got {quoted(value)}")
     return value
 
 
@@ -139,12 +160,27 @@ IpAddress = Annotated[str, AfterValidator(_ip)]
 _URL = re.compile(r"(https?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?(/[A-Za-z0-9._~/%-]*)?")
 
 
-def _url(value: str) -> str:
+def is_http_url(value: str) -> bool:
+    """http(s)://host[:port][/path]; an IPv6 host in brackets, a bare one (ambiguous) refused."""
     match = _URL.fullmatch(value)
-    host = match.group(2).strip("[]") if match else ""
-    port = int(match.group(3)) if match and match.group(3) else 1
-    if not match or not is_host(host) or not 1 <= port <= 65535:
-        raise ValueError(f"not an http(s) URL like http://10.0.0.1:8200, got {quoted(value)}")
+    if not match:
+        return False
+    host = match.group(2)
+    bracketed = host.startswith("[")
+    if bracketed and not is_ip(host[1:-1]) or not bracketed and not is_hostname(host) and not _is_ipv4(host):
+        return False
+    port = match.group(3)
+    return port is None or (1 <= int(port) <= 65535 and not (len(port) > 1 and port.startswith("0")))
+
+
+def _is_ipv4(value: str) -> bool:
+    return is_ip(value) and ":" not in value
+
+
+def _url(value: str) -> str:
+    if not is_http_url(value):
+        raise ValueError(f"not an http(s) URL like http://10.0.0.1:8200 (an IPv6 host in brackets), "
+                         f"got {quoted(value)}")
     return value
 
 

@@ -38,7 +38,7 @@ from orchestrator.config.models import (
     RelPath,
     quoted,
 )
-from orchestrator.config.settings import SettingSpec
+from orchestrator.config.settings import SettingSpec, compiled_pattern
 from orchestrator.config.yamlfile import YamlDoc, load_yaml, validate
 from orchestrator.errors import InputError
 
@@ -350,13 +350,38 @@ def _check_settings(role: Role) -> None:
             raise InputError(f"{loc[0]}.{key[:64]}: setting names use letters, digits and '_'",
                              file=role.where(loc))
     for key, setting in spec.settings.items():
+        problem = _pattern_problem(setting)
+        if problem:
+            raise InputError(f"settings.{key}: {problem}", file=role.where(("settings", key)))
         if key in spec.defaults and not _is_template(spec.defaults[key]):
             problem = setting.problem(spec.defaults[key])
             if problem:
                 raise InputError(f"defaults.{key}: {problem}", file=role.where(("defaults", key)))
 
 
+def _pattern_problem(setting: SettingSpec) -> str | None:
+    """A pattern RE2 cannot compile (a backreference, lookaround), here or in items/keys."""
+    for spec in (setting, setting.items, setting.keys):
+        if spec is None:
+            continue
+        if spec is not setting:
+            problem = _pattern_problem(spec)
+            if problem:
+                return problem
+        elif spec.pattern is not None:
+            try:
+                compiled_pattern(spec.pattern)
+            except ValueError as exc:
+                return f"pattern {spec.pattern[:80]!r}: {exc}"
+    return None
+
+
 def _is_template(value: Any) -> bool:
+    """A default that is, or holds, a template: checked per instance once rendered."""
+    if isinstance(value, list):
+        return any(_is_template(v) for v in value)
+    if isinstance(value, dict):
+        return any(_is_template(v) for v in value.values())
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 

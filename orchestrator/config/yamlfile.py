@@ -33,6 +33,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.errors import InputError
+from orchestrator.text import printable
 
 PathKey = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
@@ -466,7 +467,8 @@ def describe_error(err: Any) -> str:
 
 def _short(value: Any, limit: int = 80) -> str:
     text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+    shown = text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+    return printable(shown)
 
 
 def _show(value: Any) -> str:

@@ -21,7 +21,7 @@ from orchestrator.config.models import Model, is_env_name, is_ip, parse_duration
 from orchestrator.config.playbook import Phase, ServiceInstance
 from orchestrator.config.project import Project
 from orchestrator.config.roles import ConsulSpec, HealthcheckSpec, ProbeSpec, Role
-from orchestrator.config.settings import Origin, SettingSpec, role_settings
+from orchestrator.config.settings import Origin, SettingSpec, role_settings, unsafe_text
 from orchestrator.config.yamlfile import PathKey, describe_error, format_loc, show_value
 from orchestrator.errors import InputError
 from orchestrator.render.templates import Where, render_value
@@ -203,8 +203,7 @@ def instance_vars(project: Project, svc: ServiceInstance, role: Role, node: Node
             break
         merged = rendered
         context = {**builtins, **merged}
-    _check_values(settings, merged, role)
-    return {**builtins, **merged}
+    return {**builtins, **_check_values(settings, merged, role)}
 
 
 def _render_setting(settings: Settings, key: str, value: Any, context: dict[str, Any], role: Role) -> Any:
@@ -214,11 +213,13 @@ def _render_setting(settings: Settings, key: str, value: Any, context: dict[str,
     return render_value(value, context, origin.source.where, origin.loc)
 
 
-def _check_values(settings: Settings, values: dict[str, Any], role: Role) -> None:
-    for key, spec in settings.specs.items():
-        if key not in values:
-            continue
-        problem = spec.problem(values[key])
+def _check_values(settings: Settings, values: dict[str, Any], role: Role) -> dict[str, Any]:
+    """Every value against its setting's form, and every string in any variable (settings or
+    not: a template may use any of them) free of control and bidi characters; the values as
+    templates get them (`"8080"` -> 8080)."""
+    for key, value in values.items():
+        spec = settings.specs.get(key)
+        problem = spec.problem(value) if spec is not None else unsafe_text(value)
         if problem:
             raise settings.blame(key, problem, str(role.file))
     extra = values.get("extra_env") or {}
@@ -229,6 +230,7 @@ def _check_values(settings: Settings, values: dict[str, Any], role: Role) -> Non
         if isinstance(value, dict | list):
             raise settings.blame("extra_env", f"{name}: expected a single value, got {show_value(value)}",
                                  str(role.file))
+    return {k: settings.specs[k].canonical(v) if k in settings.specs else v for k, v in values.items()}
 
 
 def _builtins(project: Project, svc: ServiceInstance, node: Node) -> dict[str, Any]:
@@ -345,8 +347,9 @@ def _port(data: dict[str, Any], ctx: dict[str, Any], role: Role, i: int, svc: Se
 
 
 def _int_text(value: Any) -> Any:
-    """A port rendered from text ("8080") is the number; anything else is left to validation."""
-    if isinstance(value, str) and re.fullmatch(r"\d{1,5}", value.strip()):
+    """A port rendered from text ("8080") is the number; anything else ("0443": octal to YAML
+    1.1) is left to validation, which refuses it."""
+    if isinstance(value, str) and re.fullmatch(r"[1-9][0-9]{0,4}", value.strip()):
         return int(value)
     return value
 
