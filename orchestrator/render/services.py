@@ -401,7 +401,11 @@ def _dur(seconds: float) -> str:
 
 def compose_service(project: Project, svc: ServiceInstance, role: Role, node: Node,
                     ctx: dict[str, Any], image: str, ports: tuple[Port, ...]) -> dict[str, Any]:
+    """The service's compose definition. A role's own text is compose syntax (`$$` for a `$`
+    the container should see); every value from the context is data, so its `$` is doubled
+    (`compose_literal`) and compose never expands it from the node's environment."""
     spec, where = role.spec, role.where
+    ctx = compose_literal(ctx)
     out: dict[str, Any] = {"image": image, "platform": node.platform}
     if spec.entrypoint is not None:
         out["entrypoint"] = _argv(render_value(spec.entrypoint, ctx, where, ("entrypoint",)), role, "entrypoint")
@@ -451,6 +455,18 @@ def compose_service(project: Project, svc: ServiceInstance, role: Role, node: No
     }
     out["logging"] = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
     return out
+
+
+def compose_literal(value: Any) -> Any:
+    """`value` with every `$` of every string doubled: compose reads `$$` as one `$`, and
+    `$HOME`, `${PATH:-z}` or `${UNSET:?boom}` as interpolation from the node's environment."""
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, dict):
+        return {k: compose_literal(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [compose_literal(v) for v in value]
+    return value
 
 
 def _port_text(p: Port) -> str:
