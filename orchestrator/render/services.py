@@ -24,6 +24,7 @@ from orchestrator.config.roles import ConsulSpec, HealthcheckSpec, ProbeSpec, Ro
 from orchestrator.config.settings import Origin, SettingSpec, role_settings, unsafe_text
 from orchestrator.config.yamlfile import PathKey, describe_error, format_loc, show_value
 from orchestrator.errors import InputError
+from orchestrator.render.sandbox import run_budget
 from orchestrator.render.templates import Where, render_value
 
 
@@ -547,7 +548,8 @@ def _same_node(project: Project, service: str, node: str) -> bool:
 
 
 def build_services(project: Project) -> list[Service]:
-    services = [build_service(project, phase, svc) for phase, svc in project.playbook.all_services()]
+    with run_budget():  # every value of every service shares one budget (render/sandbox.py)
+        services = [build_service(project, phase, svc) for phase, svc in project.playbook.all_services()]
     check_port_owners(project, services)
     return services
 

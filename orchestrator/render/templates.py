@@ -4,8 +4,8 @@ Every inventory, playbook and role value may hold Jinja, and every one of them i
 on the controller — the machine that holds the SSH key and the Vault token. So templates
 run in Jinja's immutable sandbox (no attribute starting with `_`, no mutation of lists or
 dicts, no `lipsum`/`cycler`/`joiner`/`namespace`), with budgets on what a template can make
-the controller do: `range` and `*` are bounded, calls refuse huge arguments, the output is
-capped, recursion ends. An escape attempt or a runtime error (`1 // 0`, an unknown filter,
+the controller do (steps, items, sizes, numbers, CPU: render/sandbox.py), and write values
+through the escaping of the file's format (`FORMAT_FILTERS`). An escape attempt or a runtime error (`1 // 0`, an unknown filter,
 a missing include, a macro that never returns, bytes that are not UTF-8) is an InputError
 naming the file and line (a template file) or the file, line and key (a value in YAML).
 
@@ -15,9 +15,7 @@ directory, bounded in size, UTF-8.
 
 from __future__ import annotations
 
-import contextvars
 import json
-import operator
 import re
 from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
@@ -25,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import jinja2.sandbox
 import yaml
 from jinja2 import Undefined
 from jinja2.exceptions import SecurityError
@@ -34,53 +31,14 @@ from orchestrator.config.models import host_port, is_ip, relative_path_problem, 
 from orchestrator.config.roles import Role
 from orchestrator.config.yamlfile import decode_utf8, format_loc, read_bounded
 from orchestrator.errors import InputError
+from orchestrator.render.sandbox import MAX_TEXT, Sandbox, render_budget
 from orchestrator.secrets import scrub
 from orchestrator.text import printable
 
-MAX_OUTPUT = 8 * 1024 * 1024        # characters one template may produce
-MAX_ITEMS = 1_000_000               # range() items and sequence repetition, per render
-MAX_ARGUMENT = 1024 * 1024          # characters of one string passed to a call
+MAX_OUTPUT = MAX_TEXT               # characters one template may produce
 MAX_TEMPLATE_BYTES = 1024 * 1024
 
 Where = str | Callable[[tuple[str | int, ...]], str]
-
-_budget: contextvars.ContextVar[list[int]] = contextvars.ContextVar("jinja_budget")
-
-
-class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
-    """The immutable sandbox, with limits on what a template can make the controller compute."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: jinja2.runtime.Context, op: str, left: Any, right: Any) -> Any:
-        if op == "**" and isinstance(right, int | float) and abs(right) > 1000:
-            raise SecurityError("exponent too large")
-        if op == "*":
-            for seq, times in ((left, right), (right, left)):
-                if isinstance(seq, str | list | tuple) and isinstance(times, int):
-                    _spend(len(seq) * max(times, 0))
-            return operator.mul(left, right)
-        return super().call_binop(context, op, left, right)
-
-    def call(__self, __context: jinja2.runtime.Context, __obj: Any,  # noqa: N805 - jinja's signature
-             *args: Any, **kwargs: Any) -> Any:
-        for value in (*args, *kwargs.values()):
-            if isinstance(value, str) and len(value) > MAX_ARGUMENT:
-                raise SecurityError("argument too large")
-        return super().call(__context, __obj, *args, **kwargs)
-
-
-def _spend(items: int) -> None:
-    left = _budget.get([MAX_ITEMS])
-    left[0] -= items
-    if left[0] < 0:
-        raise SecurityError(f"the template makes more than {MAX_ITEMS} items")
-
-
-def _bounded_range(*args: int) -> range:
-    items = range(*args)
-    _spend(len(items))
-    return items
 
 
 def _to_yaml(value: Any) -> str:
@@ -190,7 +148,7 @@ FORMAT_FILTERS: dict[str, Callable[..., str]] = {
 
 
 def jinja_env(loader: jinja2.BaseLoader | None = None) -> jinja2.Environment:
-    env = _Sandbox(
+    env = Sandbox(
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -198,12 +156,10 @@ def jinja_env(loader: jinja2.BaseLoader | None = None) -> jinja2.Environment:
         autoescape=False,  # noqa: S701 - config files, not HTML
         loader=loader,
     )
-    for name in ("lipsum", "cycler", "joiner", "namespace"):
-        env.globals.pop(name, None)
-    env.globals["range"] = _bounded_range
     env.filters["to_yaml"] = _to_yaml
     env.filters.update(FORMAT_FILTERS)
     env.tests["ip"] = _is_ip
+    env.guard_filters()
     return env
 
 
@@ -253,14 +209,12 @@ def _compiled(text: str) -> jinja2.Template:
 
 
 def _render(template: jinja2.Template, context: dict[str, Any]) -> str:
-    token = _budget.set([MAX_ITEMS])
-    try:
+    with render_budget():
         return _collect(template.generate(context))
-    finally:
-        _budget.reset(token)
 
 
 def _collect(chunks: Iterator[str]) -> str:
+    """The output, refused as soon as it grows past MAX_OUTPUT (not once it is all made)."""
     out: list[str] = []
     size = 0
     for chunk in chunks:
