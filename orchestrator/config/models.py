@@ -50,6 +50,10 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+Interval = Annotated[float, BeforeValidator(parse_duration), Field(ge=0.1)]
+"""A period something repeats at (a check, a probe's timeout): at least 0.1 s, never a busy loop."""
+ConsulInterval = Annotated[float, BeforeValidator(parse_duration), Field(ge=1.0)]
+"""Consul runs a check at most once a second (it raises shorter intervals to 1s itself)."""
 
 
 # ---------------------------------------------------------------- names

@@ -30,8 +30,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, field_validator
 
 from orchestrator.config.models import (
+    ConsulInterval,
     Duration,
     EnvName,
+    Interval,
     Line,
     Model,
     NonEmptyLine,
@@ -78,8 +80,8 @@ class PortSpec(Model):
 class HealthcheckSpec(Model):
     test: list[Templated]
     shell: bool = False
-    interval: Duration = 10.0
-    timeout: Duration = 5.0
+    interval: Interval = 10.0
+    timeout: Interval = 5.0
     retries: int = Field(5, ge=1, le=1000)
     start_period: Duration = 0.0
 
@@ -98,7 +100,7 @@ class ProbeSpec(Model):
     json_field: dict[str, Any] = Field({}, alias="json")
     body_contains: str | None = None
     bearer_secret: str | None = None
-    timeout: Duration = 5.0
+    timeout: Interval = 5.0
 
     @field_validator("path")
     @classmethod
@@ -118,8 +120,8 @@ class ConsulCheckSpec(Model):
     kind: Literal["http", "tcp"]
     port: Templated
     path: Line = "/"
-    interval: Duration = 10.0
-    timeout: Duration = 5.0
+    interval: ConsulInterval = 10.0
+    timeout: Interval = 5.0
 
 
 class ConsulSpec(Model):

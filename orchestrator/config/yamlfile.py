@@ -389,7 +389,8 @@ def validate(model: type[M], doc: YamlDoc, what: str) -> M:
     data = {} if doc.data is None else doc.data
     if not isinstance(data, Mapping):
         raise InputError(
-            f"{what} must be a mapping at the top level, got {type_name(data)}", file=str(doc.path)
+            # never the content: -i may name any file (/etc/shadow), and this is all it holds
+            f"{what} must be a mapping at the top level, got {kind_of(data)}", file=str(doc.path)
         )
     try:
         return model.model_validate(data)
@@ -465,7 +466,7 @@ def describe_error(err: Any) -> str:
     return msg
 
 
-def _short(value: Any, limit: int = 80) -> str:
+def _short(value: Any, limit: int = 60) -> str:
     text = value if isinstance(value, str) else repr(value)
     shown = text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
     return printable(shown)
@@ -484,6 +485,13 @@ def _show(value: Any) -> str:
 def show_value(value: Any) -> str:
     """A value as messages quote it: short, strings in double quotes."""
     return _show(value)
+
+
+def kind_of(value: Any) -> str:
+    """What a value is, without any of its content."""
+    if isinstance(value, str):
+        return f"text ({len(value)} characters)"
+    return type_name(value) if value is None or isinstance(value, Mapping | list) else type(value).__name__
 
 
 def type_name(value: Any) -> str:

@@ -555,17 +555,25 @@ def build_services(project: Project) -> list[Service]:
 
 
 def check_port_owners(project: Project, services: list[Service]) -> None:
-    """One service per published host port and protocol on a node (docker would refuse the second)."""
+    """One publication per host port and protocol on a node (docker would refuse the second,
+    be it another service's or the same service's), and none on the node's own SSH port."""
     owners: dict[tuple[str, int, str], Service] = {}
     for svc in services:
+        ssh_port = project.inventory.node(svc.node).ssh.port
         for port in svc.ports:
             key = (svc.node, port.port, port.protocol)
             other = owners.get(key)
-            if other is not None and other.name != svc.name:
-                loc = (*project.playbook.loc_of(svc.name), "name")
-                raise InputError(
-                    f"{format_loc(loc[:-1])}: {svc.name} publishes port {port.port}/{port.protocol} on "
-                    f"{svc.node}, which {other.name} already publishes: give one of them another port "
-                    f"(vars.port or nodes.{svc.node}.services.{svc.name}.port)",
-                    file=project.playbook.where(loc))
+            if port.port == ssh_port and port.protocol == "tcp":
+                _port_refused(project, svc, f"publishes port {port.port}/tcp on {svc.node}, the port its sshd "
+                                            "listens on (nodes.<node>.ssh.port): swarm would lose the node")
+            if other is not None:
+                whom = "itself already" if other.name == svc.name else f"{other.name} already"
+                _port_refused(project, svc, f"publishes port {port.port}/{port.protocol} on {svc.node}, which "
+                                            f"{whom} publishes")
             owners[key] = svc
+
+
+def _port_refused(project: Project, svc: Service, problem: str) -> None:
+    loc = project.playbook.loc_of(svc.name)
+    raise InputError(f"{format_loc(loc)}: {svc.name} {problem}: give it another port (vars.port or "
+                     f"nodes.{svc.node}.services.{svc.name}.port)", file=project.playbook.where((*loc, "name")))
