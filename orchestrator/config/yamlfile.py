@@ -295,7 +295,7 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
         if not isinstance(key, Hashable) or isinstance(key, list | dict):
             raise _problem(key_node, "a mapping key must be a plain value, not a list or mapping")
         if key in seen:
-            raise _problem(key_node, f"duplicate key {_short(repr(key))} (first at line {seen[key]})")
+            raise _problem(key_node, f"duplicate key {_short(repr(key), 20)} (first at line {seen[key]})")
         seen[key] = key_node.start_mark.line + 1
     loader.flatten_mapping(node)
     return {loader.construct_object(k, deep=True): loader.construct_object(v, deep=True)
