@@ -315,12 +315,10 @@ class _Restore:
         self.result.gated = names
 
     async def _probe_secrets(self, watched: Sequence[Service]) -> dict[str, Secret]:
-        wanted = {p.bearer_secret for s in watched for p in s.probes if p.bearer_secret}
-        if not wanted:
-            return {}
-        from orchestrator.clients.secrets_source import SecretSource
+        """The probes' keys; and every secret of the fleet for the scrubber (a gate may show logs)."""
+        from orchestrator.clients.secrets_source import SecretSource, read_for_gate
 
-        return await SecretSource.from_project(self.project).read_async(set(wanted))
+        return await read_for_gate(SecretSource.from_project(self.project), watched)
 
     async def unseal(self, key_file: Path | None) -> bool | None:
         if key_file is None:
