@@ -109,6 +109,9 @@ class RegistrySettings(Model):
     insecure: bool = False
     username: Line | None = None
     password_env: EnvName | None = None
+    # hosts of token services (the `realm` of a registry's 401) that may receive the credentials;
+    # the registry's own host always may (e.g. [auth.docker.io] for Docker Hub)
+    token_realms: list[Host] = []
 
 
 class TlsFiles(Model):
