@@ -100,7 +100,7 @@ REFUSED: list[tuple[str, str, Callable[[dict], None], list[str]]] = [
     ("node-named-all", INV, lambda d: d["nodes"].update({"all": d["nodes"].pop("overflow")}), ["nodes.all", "reserved"]),
     ("group-named-all", INV, lambda d: d["groups"].update({"all": {"hosts": ["oracle"]}}), ["groups.all", "reserved"]),
     ("poll-1ns", BOOK, lambda d: d["phases"][2]["gate"].update(poll_interval="0.000000001s"), ["poll_interval"]),
-    ("poll-1ms", BOOK, lambda d: d["phases"][2]["gate"].update(poll_interval="1ms"), ["at least 0.1s"]),
+    ("poll-1ms", BOOK, lambda d: d["phases"][2]["gate"].update(poll_interval="1ms"), ["at least 0.01s"]),
     ("consul-check-1ms", "roles/redis/role.yml", lambda d: d["consul"]["check"].update(interval="1ms"),
      ["consul.check.interval"]),
     ("backtracking-pattern", "roles/ollama/role.yml",
