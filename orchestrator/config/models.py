@@ -147,6 +147,8 @@ def host_port(host: str, port: int | str) -> str:
 def _host(value: str) -> str:
     if not is_host(value):
         raise ValueError(f"not a host name or IP address (IPv6 without a %zone), got {quoted(value)}")
+    if is_ip(value) and ipaddress.ip_address(value).is_unspecified:  # Consul refuses it, ssh cannot reach it
+        raise ValueError(f"{value} means every address, not one machine: give the node's own address")
     return value
 
 
