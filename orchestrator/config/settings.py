@@ -37,9 +37,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal, Protocol
 
-import re2  # type: ignore[import-untyped]
+import re2
 
-from orchestrator.config.models import Model, is_host, is_http_url, is_ip, parse_duration, relative_path_problem
+from orchestrator.config.models import (
+    Model,
+    is_host,
+    is_http_url,
+    is_ip,
+    parse_duration,
+    relative_path_problem,
+)
 from orchestrator.config.yamlfile import PathKey, format_loc, show_value
 from orchestrator.text import describe_char, unsafe_char
 

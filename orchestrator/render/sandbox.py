@@ -283,21 +283,21 @@ class _Counting(NodeTransformer):
     """Every loop iterates through `counted`, and every `~` result is checked."""
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
-        node = self.generic_visit(node)
-        if not node.recursive:
-            node.iter = nodes.Filter(node.iter, "swarm_counted", [], [], None, None, lineno=node.lineno)
-        return node
+        visited = self.generic_visit(node)
+        if isinstance(visited, nodes.For) and not visited.recursive:
+            visited.iter = nodes.Filter(visited.iter, "swarm_counted", [], [], None, None, lineno=visited.lineno)
+        return visited
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
-        node = self.generic_visit(node)
-        return nodes.Filter(node, "swarm_checked", [], [], None, None, lineno=node.lineno)
+        visited = self.generic_visit(node)
+        return nodes.Filter(visited, "swarm_checked", [], [], None, None, lineno=node.lineno)
 
 
 class Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
     """The immutable sandbox, with the budgets above on what a template can make the controller do."""
 
     intercepted_binops = frozenset(_OPERATORS)
-    concat = staticmethod(bounded_concat)  # type: ignore[assignment]
+    concat = staticmethod(bounded_concat)
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
