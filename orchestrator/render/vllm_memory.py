@@ -25,13 +25,13 @@ The activation peak is what the profiling run leaves at its high-water mark:
                    (0.10), 39 with the PyTorch top-k/top-p sampler.
 
 Non-torch memory is what the version counts of the memory outside PyTorch's allocator:
-  device-wide    V0 0.5.4-0.6.4 and V1 0.8.x subtract everything in use on the card beyond
+  device-wide    V0 0.6.4 and V1 before 0.9.2 subtract everything in use on the card beyond
                  PyTorch's tensors: the CUDA context and libraries, NCCL, *and other
                  processes* (a desktop on a consumer card): `context_gib`, and a wider band
                  on consumer cards;
   from a baseline  the others measure only what grows during profiling: `increase_gib`.
 Tensor or pipeline parallelism adds NCCL and custom all-reduce buffers (`parallel_gib`).
-V1 from 0.9 also refuses to start when the card's free memory at start-up is below its
+V1 from 0.9.2 also refuses to start when the card's free memory at start-up is below its
 share (the CUDA context, ~0.3-1.6 GiB, is already in use then): a utilization near 1.0 does
 not start. CUDA graphs are captured after the KV cache is allocated, outside the budget,
 until 0.21 made vLLM reserve its estimate inside it.
@@ -75,7 +75,7 @@ DEFAULT_BATCHED_TOKENS = 2048
 LARGE_CARD_GIB = 70
 CUDA_GRAPH_RESERVE_GIB = 0.5
 TOKENS_WITHIN = 0.10
-OLDEST_MODELLED = (0, 5, 4)
+OLDEST_MODELLED = (0, 4, 0)
 NEWEST: tuple[int, ...] = (999,)
 _VERSION_RE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 _CONSUMER = re.compile(r"geforce|titan|rtx\s*[2345]0\d0", re.IGNORECASE)
@@ -100,6 +100,16 @@ class Card:
     name: str
     vram_mib: int
     cuda_total_bytes: int | None = None
+    in_use_mib: int | None = None     # other processes' memory on the card; None = unknown
+
+    @property
+    def in_use_gib(self) -> float:
+        return (self.in_use_mib or 0) / 1024
+
+    @property
+    def in_use_unknown(self) -> bool:
+        """Unknown and plausibly large: a GeForce card may drive a desktop."""
+        return self.in_use_mib is None and self.is_consumer
 
     @property
     def total_bytes(self) -> int:
@@ -270,20 +280,26 @@ def cuda_graph_reserve_gib(settings: VllmSettings) -> float:
 
 
 def counts_device_wide(settings: VllmSettings) -> bool:
-    """Whether the version subtracts all memory in use on the card (other processes too)."""
+    """Whether the version subtracts all memory in use on the card, other processes' too:
+    V0 0.6.4 (vllm#9352 made gpu_memory_utilization a limit for the whole card, vllm#10451;
+    vllm#10511 undid it in 0.6.5; before, V0 counted only what grew since its own start) and
+    V1 until vllm#19312 (0.9.2). Two instances sharing a card then count each other: the one
+    that profiles second loses the other's share."""
     if settings.is_v1:
-        return (0, 8) <= settings.version < (0, 9)
-    return (0, 5, 4) <= settings.version < (0, 6, 5)
+        return settings.version < (0, 9, 2)
+    return (0, 6, 4) <= settings.version < (0, 6, 5)
 
 
-def non_torch_gib(settings: VllmSettings, overheads: Overheads = FITTED) -> float:
-    base = overheads.context_gib if counts_device_wide(settings) else overheads.increase_gib
+def non_torch_gib(settings: VllmSettings, overheads: Overheads = FITTED, card: Card | None = None) -> float:
+    base = overheads.increase_gib
+    if counts_device_wide(settings):
+        base = overheads.context_gib + (card.in_use_gib if card else 0.0)
     return base + (overheads.parallel_gib if settings.workers > 1 else 0.0)
 
 
 def checks_free_memory(settings: VllmSettings) -> bool:
-    """V1 from 0.9 refuses to start when the card's free memory is below its share."""
-    return settings.is_v1 and settings.version >= (0, 9)
+    """V1 from 0.9.2 (vllm#19312) refuses to start when the card's free memory is below its share."""
+    return settings.is_v1 and settings.version >= (0, 9, 2)
 
 
 # ---------------------------------------------------------------- the estimate
@@ -461,7 +477,7 @@ def _stage_kv(arch: ModelArch, settings: VllmSettings, card: Card, stage: Stage,
         budget=settings.gpu_memory_utilization * card.total_bytes,
         weights=arch.weights_bytes(tp, stage.layers, stage.first, stage.last),
         activation=activation_bytes(arch, settings, tokens, seqs, stage.last),
-        non_torch=non_torch_gib(settings, overheads) * GIB,
+        non_torch=non_torch_gib(settings, overheads, card) * GIB,
         graphs=cuda_graph_reserve_gib(settings) * GIB,
         layout=kv_layout(arch, settings, stage.layers, tokens),
     )
@@ -471,7 +487,7 @@ def _band(settings: VllmSettings, card: Card, overheads: Overheads) -> tuple[flo
     """(low, high) shifts of the KV budget, GiB: the fits' widest miss, and a desktop's share
     on a consumer card where the version counts other processes' memory."""
     low = -overheads.margin_gib
-    if counts_device_wide(settings) and card.is_consumer:
+    if counts_device_wide(settings) and card.in_use_unknown:
         low -= overheads.display_gib
     return low, overheads.margin_gib
 
@@ -479,7 +495,7 @@ def _band(settings: VllmSettings, card: Card, overheads: Overheads) -> tuple[flo
 def _free_memory_refusal(settings: VllmSettings, card: Card, overheads: Overheads) -> str:
     if not checks_free_memory(settings):
         return ""
-    least_used = overheads.startup_used_gib[0]
+    least_used = overheads.startup_used_gib[0] + card.in_use_gib
     free = card.total_gib - least_used
     want = settings.gpu_memory_utilization * card.total_gib
     if want <= free:
@@ -489,18 +505,33 @@ def _free_memory_refusal(settings: VllmSettings, card: Card, overheads: Overhead
             f"but at least {least_used:.2f} GiB is in use before it allocates anything")
 
 
-def _headroom_doubts(settings: VllmSettings, card: Card, overheads: Overheads) -> list[str]:
-    """What must fit beside the budget: memory in use at start-up and, until vLLM reserves
-    them inside the budget, the CUDA graphs it captures after the KV cache is allocated."""
-    outside = card.total_gib * (1 - settings.gpu_memory_utilization)
-    need = 0.0 if counts_device_wide(settings) else overheads.startup_used_gib[1]
+def outside_need_gib(settings: VllmSettings, card: Card, overheads: Overheads = FITTED,
+                     cautious: bool = False) -> float:
+    """What must fit beside the budget: memory in use at start-up (the CUDA context, other
+    processes) where the version does not count it inside, and, until vLLM reserves them
+    inside the budget, the CUDA graphs it captures after the KV cache is allocated. The
+    typical figure, or with `cautious` the most the reports show (what fixes leave free)."""
+    used = overheads.startup_used_gib[1 if cautious else 0] + card.in_use_gib
+    need = 0.0 if counts_device_wide(settings) else used
     if not settings.enforce_eager and not cuda_graph_reserve_gib(settings):
         need += CUDA_GRAPH_RESERVE_GIB * (2 if settings.workers > 1 else 1)
+    return need
+
+
+def max_safe_utilization(settings: VllmSettings, card: Card, overheads: Overheads = FITTED) -> float:
+    """The largest utilization (two decimals) that leaves the cautious outside need free."""
+    free = card.total_gib - outside_need_gib(settings, card, overheads, cautious=True)
+    return max(0.0, math.floor(free / card.total_gib * 100) / 100)
+
+
+def _headroom_doubts(settings: VllmSettings, card: Card, overheads: Overheads) -> list[str]:
+    outside = card.total_gib * (1 - settings.gpu_memory_utilization)
+    need = outside_need_gib(settings, card, overheads)
     if outside >= need:
         return []
     return [f"only {outside:.2f} GiB of the card is left outside gpu_memory_utilization "
-            f"{settings.gpu_memory_utilization:g}, where {need:.2f} GiB may be needed (memory in use at "
-            "start-up, CUDA graphs captured after the KV cache): it may not start"]
+            f"{settings.gpu_memory_utilization:g}, where {need:.2f} GiB is typically needed (memory in use "
+            "at start-up, CUDA graphs captured after the KV cache): it may not start"]
 
 
 def _cannot_predict(arch: ModelArch, settings: VllmSettings) -> tuple[str, ...]:
