@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.config.models import is_host, is_name
+from orchestrator.config.models import host_port, is_host, is_name
 from orchestrator.errors import InputError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -296,8 +296,8 @@ def inventory_data(request: InitRequest, fleet: str, book: Raw,
         "ssh": {"user": request.ssh_user, "port": 22, "key": request.ssh_key,
                 "known_hosts": request.known_hosts, "connect_timeout": 10, "command_timeout": 300},
         "deploy_root": "/opt/ai-swarm",
-        "vault": {"addr": f"http://{vault_host}:8200", "mount": "secret", "path": fleet},
-        "consul": {"addr": f"http://{consul_host}:8500"},
+        "vault": {"addr": f"http://{host_port(vault_host, 8200)}", "mount": "secret", "path": fleet},
+        "consul": {"addr": f"http://{host_port(consul_host, 8500)}"},
         "network": dict(source.get("network") or {"name": "aiswarm", "subnet": "172.20.0.0/16"}),
         "vars": copy.deepcopy(source.get("vars") or {"tailnet_cidr": "100.64.0.0/10"}),
     }

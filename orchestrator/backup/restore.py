@@ -37,6 +37,7 @@ from orchestrator.backup.record import recorded
 from orchestrator.backup.run import Who, copy_backup, lock_problem, new_who, step_error
 from orchestrator.commands import Command, Script
 from orchestrator.commands import backup as bcmd
+from orchestrator.config.models import host_port
 from orchestrator.config.project import Project
 from orchestrator.errors import InputError, LockHeld, RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
@@ -272,7 +273,7 @@ class _Restore:
         target, opts = self.target, self.target.options
         collections: Mapping[str, dict[str, str]] = manifest.details.get("collections") or {}
         async with httpx.AsyncClient(transport=self.http) as client:
-            api = QdrantApi(client, f"{opts['scheme']}://{target.address}:{opts['port']}", target.service)
+            api = QdrantApi(client, f"{opts['scheme']}://{host_port(target.address, opts['port'])}", target.service)
             for collection, entry in sorted(collections.items()):
                 name = entry["snapshot"]
                 await self._run(transport, bcmd.qdrant_put(target.project, target.service, directory,

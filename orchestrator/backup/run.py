@@ -49,6 +49,7 @@ from orchestrator.backup.qdrant import QdrantApi, Snapshot
 from orchestrator.backup.record import check_bytes, keep_record
 from orchestrator.commands import Command, Script, StepResult
 from orchestrator.commands import backup as bcmd
+from orchestrator.config.models import host_port
 from orchestrator.config.project import Project
 from orchestrator.errors import RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
@@ -303,7 +304,7 @@ class _Run:
 
     def _api(self, client: httpx.AsyncClient, target: Target) -> QdrantApi:
         opts = target.options
-        return QdrantApi(client, f"{opts['scheme']}://{target.address}:{opts['port']}", target.service)
+        return QdrantApi(client, f"{opts['scheme']}://{host_port(target.address, opts['port'])}", target.service)
 
     async def _snapshots(self, target: Target) -> list[Snapshot]:
         import httpx

@@ -139,3 +139,10 @@ def test_an_example_s_published_client_keys_are_never_copied(tmp_path: Path) -> 
     for key in keys.values():
         assert hashlib.sha256(key.encode()).hexdigest() in text
     assert pi.CLIENT_KEYS_FILE in (tmp_path / "p/.gitignore").read_text()
+
+
+def test_an_ipv6_machine_gets_bracketed_vault_and_consul_urls(tmp_path: Path) -> None:
+    machines = (replace(pi.machine("gw", "fd00::1"), ram_gb=32),)
+    pi.init_project(pi.InitRequest(tmp_path / "p", machines))
+    inventory = load_project(tmp_path / "p").inventory.spec
+    assert (inventory.vault.addr, inventory.consul.addr) == ("http://[fd00::1]:8200", "http://[fd00::1]:8500")
