@@ -86,3 +86,17 @@ def test_vault_unseal_verifies_with_the_inventory_ca(project_copy: Path, tmp_pat
     _point_at(project_copy, "https://127.0.0.1:1", ca_cert=str(tmp_path / "no-such-ca.pem"))
     code, out = _swarm(project_copy, "vault", "unseal", "--key-file", str(keys))
     assert code == 2 and "vault.ca_cert" in out and "no-such-ca.pem" in out, out
+
+
+def test_the_deploy_token_lists_and_checks_the_fleet_s_secrets(project_copy: Path, tmp_path: Path,
+                                                                fresh_vault: standin.StandinServer) -> None:
+    keys, token_file = tmp_path / "vault-keys.json", tmp_path / "vault-token"
+    _point_at(project_copy, fresh_vault.url, token_file=str(token_file))
+    assert _swarm(project_copy, "vault", "init", "--key-file", str(keys))[0] == 0
+    env = tmp_path / "secrets.env"
+    env.write_text("REDIS_PASSWORD=redis-pass-2\n")
+    assert _swarm(project_copy, "secrets", "push", "--env-file", str(env))[0] == 0
+    code, out = _swarm(project_copy, "secrets", "list")
+    assert code == 0 and "redis" in out and "redis-pass-2" not in out, out
+    code, out = _swarm(project_copy, "secrets", "check")
+    assert code == 1 and "postgres_password" in out and "permission" not in out, out
