@@ -18,6 +18,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from orchestrator.text import unsafe_char
+
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
@@ -239,8 +241,10 @@ AbsDir = Annotated[str, AfterValidator(_absolute)]
 
 
 def _text(value: str) -> str:
-    if any(ord(c) < 32 and c not in "\t" or ord(c) == 127 for c in value):
-        raise ValueError(f"control characters (newlines included) are not allowed here, got {quoted(value)}")
+    bad = unsafe_char(value.replace("\t", " "))
+    if bad is not None:
+        raise ValueError(f"control and bidirectional characters (newlines included) are not allowed here, "
+                         f"got {quoted(value)}")
     return value
 
 

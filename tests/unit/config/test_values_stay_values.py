@@ -92,6 +92,8 @@ REFUSED: list[tuple[str, str, Callable[[dict], None], list[str]]] = [
      ["vars.allowed_ips", "U+000A"]),
     ("allowed-ip-word", INV, lambda d: d["vars"].update(allowed_ips=["10.0.0.0/8 0.0.0.0/0"]),
      ["vars.allowed_ips", "expected an IP address or a network"]),
+    ("gpu-model-bidi", INV, lambda d: d["nodes"]["starlord"]["gpus"][0].update(model="RTX \u202e0904"),
+     ["nodes.starlord.gpus[0].model", "bidirectional"]),
     ("fleet-var-escape", INV, lambda d: d["vars"].update(timezone="UTC\x1b[2J"), ["vars.timezone", "ESC"]),
     ("ssh-port-published", BOOK, lambda d: _svc(d, "gpu-monitor")["vars"].update(port=22),
      ["gpu-monitor publishes port 22/tcp on starlord", "sshd"]),
