@@ -350,6 +350,19 @@ class ModelArch:
             out += params * (self.quant.bytes_per_weight() if quantized else self.dtype_bytes)
         return out
 
+    def expert_padding_bytes(self, tp: int = 1, layers: range | None = None) -> float:
+        """The most MXFP4 experts can grow on one rank when vLLM's MoE kernel pads them:
+        Mxfp4MoEMethod.create_weights rounds the intermediate size (and with FlashInfer the
+        hidden size) up to 64, 128 or 256 depending on the backend it picks for the card, which
+        the plan cannot see; 0 for other checkpoints."""
+        if self.quant.method != "mxfp4" or not self.is_moe:
+            return 0.0
+        width, hidden = self.moe_width() / tp, self.hidden_size
+        grown = math.ceil(width / 256) * 256 * math.ceil(hidden / 256) * 256 / (width * hidden) - 1
+        span = layers if layers is not None else range(self.num_hidden_layers)
+        experts = sum(self.mlp_params(tp, i).get("experts", 0.0) for i in span)
+        return experts * self.quant.bytes_per_weight() * grown
+
     def weights_gib(self, tp: int = 1) -> float:
         return self.weights_bytes(tp) / GIB
 

@@ -210,8 +210,12 @@ def test_json_carries_kv_cache_tokens_and_max_concurrency_per_instance() -> None
     data = as_dict(make_plan(load_project(REPO)))
     rows = [i for n in data["nodes"].values() for g in n["gpus"] for i in g["instances"]]
     assert len(rows) == 3
+    assert any(row["kv_cache_tokens"] for row in rows)
     for row in rows:
-        assert row["kv_cache_tokens"] > 0 and row["max_concurrency"] >= 1
+        assert row["max_concurrency"] >= 1
+        if row["kv_cache_tokens"] is None:   # a band wider than 10% of the figure: said, not guessed
+            assert any("kv_cache_tokens" in why for why in row["cannot_predict"]), row
+            continue
         assert row["weights_gib"] + row["overhead_gib"] + row["kv_budget_gib"] == pytest.approx(row["budget_gib"], abs=0.01)
         assert row["kv_cache_tokens"] * row["kv_bytes_per_token"] <= (row["kv_budget_gib"] + 0.001) * GIB
 
