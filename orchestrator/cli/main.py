@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from orchestrator import __version__
-from orchestrator.cli.common import Context
+from orchestrator.cli.common import Context, SafeLogFormatter
 
 # Where each sub-command lives, and the first paragraph of its help: a command's module is
 # imported only when that command runs, so `swarm deploy` never loads the lab, preflight
@@ -105,22 +105,11 @@ class LazyGroup(click.Group):
                 if not command.hidden:
                     rows.append((name, command.get_short_help_str(limit)))
             else:
-                rows.append((name, short_help(LAZY[name][1], limit)))
+                # click's own shortening, on a stand-in command carrying the kept summary
+                summary = click.Command(name, help=LAZY[name][1])
+                rows.append((name, summary.get_short_help_str(limit)))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
-
-
-def short_help(text: str, limit: int) -> str:
-    """The first sentence, cut at a word to `limit` characters, as click shortens a command's help."""
-    sentence = text.split(". ")[0].rstrip(".")
-    if len(sentence) <= limit:
-        return sentence
-    words, out = sentence.split(), ""
-    for word in words:
-        if len(out) + len(word) + 4 > limit:
-            break
-        out = f"{out} {word}".strip()
-    return out + "..."
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -135,7 +124,9 @@ def main(ctx: click.Context, inventory: Path | None, playbook: Path | None, root
     from orchestrator.paths import find_root
 
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SafeLogFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     ctx.obj = Context(root=root or find_root(), inventory=inventory, playbook=playbook, verbose=verbose)
 
 

@@ -133,3 +133,34 @@ def push(source: SecretSource, values: dict[str, Secret]) -> list[tuple[str, int
         result = client.push(source.mount, path, data)
         written.append((path, result.version, sorted(data), result.changed))
     return written
+
+
+# ---------------------------------------------------------------- what a gate may show
+
+FLEET_READ_TIMEOUT_S = 10.0
+
+
+async def read_for_gate(source: SecretSource, bearer: set[str]) -> dict[str, Secret]:
+    """The keys a gate's probes send (`bearer`, read strictly), after every secret the playbook
+    declares has been read for the scrubber (best effort).
+
+    A rollback or restore gates services whose logs it may show (a failed gate, `docker logs`):
+    an application that logs its database password would show it in the CLI, the JSON output
+    and the audit log unless the scrub registry knows that value too. A deploy reads them for
+    its env files; a rollback or restore needs only the probe keys, so they are read here.
+    Vault down or a key missing does not stop the gate (it never needed them)."""
+    await remember_declared(source)
+    return await source.read_async(bearer) if bearer else {}
+
+
+async def remember_declared(source: SecretSource) -> int:
+    """Read every secret the playbook declares into `Secret`s (so REGISTRY masks each one),
+    through the one reader; how many were read. Nothing raises: this only widens what output
+    is scrubbed of."""
+    paths = sorted({source.full_path(spec) for spec in source.declared.values()})
+    try:
+        reader = source.reader()
+        answers = await asyncio.wait_for(asyncio.to_thread(reader.read_many, paths), FLEET_READ_TIMEOUT_S)
+    except (ServiceError, InputError, TimeoutError):
+        return 0
+    return sum(len(a) for a in answers.values() if a)

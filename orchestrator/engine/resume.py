@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from orchestrator.clients.secrets_source import SecretSource
+from orchestrator.clients.secrets_source import SecretSource, read_for_gate
 from orchestrator.config.playbook import GateSpec
 from orchestrator.config.project import Project
 from orchestrator.engine.consul import ConsulSync
@@ -32,6 +32,7 @@ from orchestrator.facts.node import LookRequest
 from orchestrator.facts.probes import ProbeNetwork
 from orchestrator.paths import local_state_dir
 from orchestrator.render.fleet import render_fleet
+from orchestrator.render.services import probe_keys
 from orchestrator.transport.base import check_result
 from orchestrator.transport.fleet import Fleet
 from orchestrator.transport.ssh import target_for
@@ -130,9 +131,8 @@ async def _regate(project: Project, bus: EventBus, session: Session, pending: Pe
         spec = GateSpec()
     targets = {n: GateTarget(transport=session.fleet[n], project=project.inventory.node(n).project,
                              fresh_since=clocks.get(n)) for n in names}
-    bearer = {p.bearer_secret for s in services for p in s.probes if p.bearer_secret}
     try:
-        keys = await SecretSource.from_project(project).read_async(bearer) if bearer else {}
+        keys = await read_for_gate(SecretSource.from_project(project), probe_keys(services))
     except SwarmError as exc:  # Vault sealed: gate on what needs no key
         bus.emit("rollback", "info", message=f"probes with a key skipped: {exc.message}")
         keys = {}

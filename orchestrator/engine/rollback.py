@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from orchestrator import commands as cmd
-from orchestrator.clients.secrets_source import SecretSource
+from orchestrator.clients.secrets_source import SecretSource, read_for_gate
 from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project
 from orchestrator.engine.consul import ConsulSync
@@ -49,7 +49,7 @@ from orchestrator.facts.node import LookRequest, NodeState
 from orchestrator.facts.probes import ProbeNetwork
 from orchestrator.paths import local_state_dir
 from orchestrator.render.release import RELEASE_FILE, applied_lines, release_id
-from orchestrator.render.services import Service
+from orchestrator.render.services import Service, probe_keys
 from orchestrator.secrets import Secret
 from orchestrator.transport.ssh import DEFAULT_FORKS, target_for
 
@@ -325,11 +325,9 @@ class Rollback:
 
 
 async def bearer_secrets(project: Project, services: Sequence[Service]) -> dict[str, Secret]:
-    """The keys the gate's probes send (vLLM's /v1/models); a rollback needs no other secret."""
-    bearer = {p.bearer_secret for s in services for p in s.probes if p.bearer_secret}
-    if not bearer:
-        return {}
-    return await SecretSource.from_project(project).read_async(bearer)
+    """The keys the gate's probes send (vLLM's /v1/models); every other secret is read only
+    for the scrubber (clients/secrets_source.py read_for_gate)."""
+    return await read_for_gate(SecretSource.from_project(project), probe_keys(services))
 
 
 def _protect(releases: Sequence[str], plan: RollbackPlan) -> list[str]:
