@@ -45,6 +45,7 @@ from orchestrator.clients.http import Tls
 from orchestrator.clients.vault_kv import KvReader, VaultAccess, token_for
 from orchestrator.engine.context import DeployResult
 from orchestrator.engine.session import Look, Session
+from orchestrator.errors import SwarmError
 from orchestrator.events import EventBus
 from orchestrator.facts.node import LookRequest, NodeState
 from orchestrator.secrets import Secret
@@ -264,7 +265,11 @@ async def first_question(record: PlanRecord, session: Session, bus: EventBus,
     if secrets is None or secrets_digest(secrets) != record.secrets:
         return FirstAnswer("the secrets could not be checked or changed", secrets)
     consul = asyncio.ensure_future(asyncio.to_thread(consul_services, record.consul))  # while the nodes look
-    states = await session.look({n: Look(p.look()) for n, p in record.nodes.items()})
+    try:
+        states = await session.look({n: Look(p.look()) for n, p in record.nodes.items()})
+    except SwarmError as exc:  # the plan looks again, and says what went wrong
+        consul.cancel()
+        return FirstAnswer(f"a node's look failed: {exc.message}", secrets)
     why = _difference(record, states, session)
     held = await _settle(consul)
     if why is None and (held is None or not consul_matches(record.consul, states, held)):
