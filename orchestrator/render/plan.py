@@ -73,6 +73,7 @@ class ModelFacts(Model):
     source: str
     quantization_source: str | None = None
     context_source: str | None = None
+    revision: str | None = None   # the commit swarm stages (render/weights.py, docs/models.md)
 
     def arch(self) -> ModelArch:
         return ModelArch(
