@@ -73,6 +73,7 @@ from orchestrator.facts.node import (
     look_script,
     parse_look,
 )
+from orchestrator.models.run import before_deploy
 from orchestrator.paths import local_state_dir
 from orchestrator.render.release import manifest, release_id, tarball
 from orchestrator.render.services import Service
@@ -116,6 +117,7 @@ class Deploy:
         self.locked: set[str] = set()
         self.states: dict[str, NodeState] = {}
         self.pins: dict[str, str] = {}
+        self.weights: dict[str, dict[str, Any]] = {}   # service -> the revision it serves (models/)
         self._records: dict[str, tuple[dict[str, Any], bool, list[str]]] = {}
         self.handover = handover          # what the fast path already opened, read and locked
         self.given_ctx = run_ctx
@@ -205,6 +207,8 @@ class Deploy:
             return self._finish(result, fleet, sel)
         self.interrupts.check()
         await self._preflight(sel, moving)
+        self.weights = await before_deploy(self.project, fleet, self.bus, [s for c in moving for s in c.services],
+                                           [n for c in moving for n in c.to_apply], secrets)
         await self._phases(fleet, sel, changes, secrets, result)
         await self._reconcile_consul(sel, skip={c.phase.id for c in moving})
         self.bus.emit("run", "ok", message=f"{len(result.changed_nodes)} node(s) on new releases, healthy")
@@ -445,6 +449,7 @@ class Deploy:
         record = manifest(change.content, release=release, phase=change.phase.id,
                           applied=applied_after(change, state), by=self.opts.by, previous=previous,
                           images={s.name: self.pins[s.image] for s in change.services if s.image in self.pins},
+                          models={s.name: self.weights[s.name] for s in change.services if s.name in self.weights},
                           run=self.run_ctx.run_id)
         infra = change.infra
         apply = apply_step(node, release, previous=previous, previous_applied=state.applied,

@@ -52,6 +52,7 @@ from orchestrator.engine.steps import (
 from orchestrator.errors import InputError, LockHeld, RollbackFailed, RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
 from orchestrator.facts.node import LookRequest, NodeState, look_script, parse_look
+from orchestrator.models.run import before_rollback
 from orchestrator.paths import local_state_dir
 from orchestrator.render.release import RELEASE_FILE, applied_lines
 from orchestrator.render.services import Service
@@ -284,6 +285,7 @@ class Rollback:
         done: dict[str, str] = {}
         for scope in reversed(sel.phases):
             texts = await self._compose_texts(fleet, plans[scope.id])
+            await before_rollback(self.project, fleet, self.bus, {n: t[1] for n, t in texts.items()})
             work = self._work(scope, sel, plans[scope.id], texts)
             if not work.nodes:
                 continue

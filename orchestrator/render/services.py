@@ -25,7 +25,13 @@ from orchestrator.config.settings import Origin, SettingSpec, role_settings
 from orchestrator.config.yamlfile import PathKey, describe_error, format_loc, show_value
 from orchestrator.errors import InputError
 from orchestrator.render.templates import Where, render_value
-from orchestrator.render.weights import NO_WEIGHTS, WeightsPin, catalogue_path, catalogue_revisions, pin_for
+from orchestrator.render.weights import (
+    NO_WEIGHTS,
+    WeightsPin,
+    catalogue_path,
+    catalogue_revisions,
+    pin_for,
+)
 
 
 class Port(Model):

@@ -2,9 +2,10 @@
 
 A role that serves a model names it with a `weights:` block (roles/vllm: `repo: "{{ model }}"`,
 `revision: "{{ revision }}"`). The revision is the instance's own `revision` var, else the
-`revision:` the model catalogue (roles/vllm/models.yml) pins for that repository, else the
-branch `main` — which renders (so `swarm render` and `swarm plan` work before anything is
-pinned) but which staging and deploys refuse: a branch moves, a commit does not.
+`revision:` the model catalogue (roles/vllm/models.yml) pins for that repository. A model with
+no pinned commit is served as before pinning existed — the server downloads it itself from the
+hub, into its cache volume — and every deploy says so: a branch moves, a commit does not, so
+only a commit is staged (`swarm models pin` finds the commit to write down).
 
 On its node the revision lives in the model store, `<deploy_root>/models/<repo>/<revision>/`
 (docs/models.md); the container sees that one directory, read-only, at `/models/<repo>`, so a
@@ -59,7 +60,9 @@ class WeightsPin:
         return f"{CONTAINER_ROOT}/{self.repo}"
 
     def as_vars(self, deploy_root: str) -> dict[str, Any]:
-        """What a role's templates see as `weights`."""
+        """What a role's templates see as `weights` (an unpinned model: no path, no mount)."""
+        if not self.pinned:
+            return {**NO_WEIGHTS, "repo": self.repo, "revision": self.revision}
         return {"repo": self.repo, "revision": self.revision, "pinned": self.pinned,
                 "path": self.container_path, "host_path": self.store_dir(deploy_root),
                 "mount": f"{self.store_dir(deploy_root)}:{self.container_path}:ro"}

@@ -93,7 +93,7 @@ class Store:
         for meta_file in self.root.glob(f"*/*/*/{META}"):
             for entry in json.loads(meta_file.read_text())["files"]:
                 if entry.get("sha256") == sha256 and entry.get("lfs"):
-                    return meta_file.parent / entry["name"]
+                    return meta_file.parent / str(entry["name"])
         return None
 
 
@@ -277,7 +277,7 @@ class HubServer:
         self.server = server
         self.cdn = cdn
         self.store = store
-        store.cdn = f"http://{cdn.server_address[0]}:{cdn.server_address[1]}"
+        store.cdn = f"http://{_host(cdn)}:{cdn.server_address[1]}"
         self.threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (server, cdn)]
         for thread in self.threads:
             thread.start()
@@ -288,12 +288,17 @@ class HubServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.server.server_address[0]}:{self.port}"
+        return f"http://{_host(self.server)}:{self.port}"
 
     def shutdown(self) -> None:
         for server in (self.server, self.cdn):
             server.shutdown()
             server.server_close()
+
+
+def _host(server: ThreadingHTTPServer) -> str:
+    host = server.server_address[0]
+    return host.decode() if isinstance(host, bytes) else str(host)
 
 
 def serve(host: str, port: int, root: Path, token: str | None = None, cdn_port: int = 0) -> HubServer:
