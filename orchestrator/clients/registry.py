@@ -91,6 +91,13 @@ class PlatformCheck(NamedTuple):
     offered: tuple[Platform, ...]
 
 
+def config_env(config: dict[str, Any]) -> list[str]:
+    """`KEY=value` items of an image config's `config.Env`."""
+    inner = config.get("config")
+    env = inner.get("Env") if isinstance(inner, dict) else None
+    return [str(e) for e in env] if isinstance(env, list) else []
+
+
 def format_platforms(platforms: Iterable[Platform]) -> str:
     return ", ".join(str(p) for p in platforms) or "none"
 
@@ -116,6 +123,7 @@ class RegistryClient:
         self._limit = asyncio.Semaphore(concurrency)
         self._auth: dict[tuple[str, str], str] = {}
         self._results: dict[str, asyncio.Task[ImageIndex]] = {}
+        self._configs: dict[str, asyncio.Task[dict[str, Any]]] = {}
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -147,6 +155,35 @@ class RegistryClient:
         keys = [str(r) for r in refs]
         answers = await asyncio.gather(*(self.platforms(k) for k in keys), return_exceptions=True)
         return {key: _as_result(answer) for key, answer in zip(keys, answers, strict=True)}
+
+    async def config(self, ref: str | ImageRef, platform: Platform | str) -> dict[str, Any]:
+        """The image config (`config.Env`, os, architecture) of `ref` for `platform` (cached)."""
+        image = parse_image_ref(ref) if isinstance(ref, str) else ref
+        wanted = parse_platform(platform) if isinstance(platform, str) else platform
+        key = f"{image} {wanted}"
+        if key not in self._configs:
+            self._configs[key] = asyncio.ensure_future(self._fetch_config(image, wanted))
+        return await self._configs[key]
+
+    async def tags(self, ref: str | ImageRef) -> list[str]:
+        """The repository's tags (`/v2/<name>/tags/list`, the first 1000)."""
+        image = parse_image_ref(ref) if isinstance(ref, str) else ref
+        body = _json_body(image, await self._get(image, "tags/list?n=1000", "application/json"))
+        tags = body.get("tags")
+        return [str(t) for t in tags] if isinstance(tags, list) else []
+
+    async def _fetch_config(self, image: ImageRef, platform: Platform) -> dict[str, Any]:
+        index = await self.platforms(image)
+        manifest = index.find(platform)
+        if manifest is None:
+            raise ServiceError(f"image {image} has no {platform} variant",
+                               hint=f"it offers {format_platforms(index.platforms)}")
+        body = _json_body(image, await self._get(image, f"manifests/{manifest.digest}", MANIFEST_ACCEPT))
+        config = body.get("config")
+        if not isinstance(config, dict) or not _BLOB_DIGEST_RE.match(str(config.get("digest"))):
+            raise _bad_answer(image, "a manifest without a valid config descriptor")
+        response = await self._get(image, f"blobs/{config['digest']}", str(config.get("mediaType") or "*/*"))
+        return _json_body(image, response)
 
     # --- fetching ------------------------------------------------------------------
 

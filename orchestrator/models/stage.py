@@ -21,7 +21,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from orchestrator.clients.hub import HubClient
@@ -32,7 +32,7 @@ from orchestrator.errors import RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
 from orchestrator.models.mirror import Mirror
 from orchestrator.models.snapshot import Snapshot
-from orchestrator.models.store import FileProblem, NodeStore, check_files, read_store
+from orchestrator.models.store import FileProblem, Held, NodeStore, check_files, read_store
 from orchestrator.models.transfer import (
     Endpoint,
     Report,
@@ -288,6 +288,8 @@ class Stager:
             self.outcome.problems.append(message)
             return False
         self.outcome.copied.append((dst.name, pin, source, snap.total_bytes, seconds))
+        store = self.stores.get(dst.name) or NodeStore(dst.name, dst.node.deploy_root)
+        self.stores[dst.name] = replace(store, held={**store.held, pin: Held(pin, final, snap)})
         rate = snap.total_bytes / seconds / 1e6 if seconds > 0 else 0.0
         self.bus.emit("models", "ok", host=dst.name,
                       message=f"{pin.short}: {snap.total_bytes / GB:.2f} GB from {source} in {seconds:.1f}s "
