@@ -407,7 +407,7 @@ class Deploy:
         requests = plan_requests(self.project, scope, list(sel.services), sel.fleet, coming=coming)
         facts = {n: (parse_node_facts(requests, n, self.states[n].preflight), 0.0) for n in names}
         checked = asyncio.to_thread(check_rendered, self.project, sel.fleet, cache_dir=local_state_dir() / "validated")
-        answers, _ = await asyncio.gather(external_answers(self.project, scope, vault=False), checked)
+        answers, _ = await asyncio.gather(external_answers(self.project, scope, vault=False, facts=facts), checked)
         results, pins = judge(self.project, scope, requests, facts, {}, answers)
         report = Report.of(results, pins, duration_s=time.monotonic() - started)
         emit_report(self.bus, report, scope.phase)
