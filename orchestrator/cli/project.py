@@ -46,19 +46,28 @@ def render(ctx: Context, out: str | None, check: bool) -> None:
 @handle_errors
 def plan(ctx: Context, phase: int | None, output: str) -> None:
     """Show what runs where, port use, RAM and the GPU memory budget; exit 2 if it cannot fit."""
+    from orchestrator.models import disk
     from orchestrator.render.fleet import render_fleet
     from orchestrator.render.plan import as_dict, describe, make_plan, require_feasible
+    from orchestrator.render.services import build_services
     from orchestrator.render.validate import check_rendered
 
     project = ctx.project()
     if phase is not None:
         project.playbook.phase(phase)  # an unknown phase is bad input, before anything else
     result = make_plan(project, phase)
+    margin = project.inventory.spec.models.disk_margin_gb
+    disks = disk.plan_disks(project, build_services(project), result.nodes)  # every phase's weights stay
+    result.problems.extend(p for d in disks if (p := d.problem(margin)))
     if output == "json":
-        click.echo(json.dumps(as_dict(result), indent=2, default=str))
+        data = as_dict(result)
+        data["model_store"] = {d.node: disk.as_dict(d, margin) for d in disks}
+        click.echo(json.dumps(data, indent=2, default=str))
     else:
         for line in describe(result):
             click.echo(line)
+        for d in disks:
+            click.echo(f"{d.node} model store:\n{d.describe(margin)}")
     require_feasible(result, project.inventory.path)
     check_rendered(project, render_fleet(project))  # what would be deployed must also be valid
 

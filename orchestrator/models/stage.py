@@ -30,6 +30,7 @@ from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project
 from orchestrator.errors import RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
+from orchestrator.models.disk import remember
 from orchestrator.models.mirror import Mirror
 from orchestrator.models.snapshot import Snapshot
 from orchestrator.models.store import FileProblem, Held, NodeStore, check_files, read_store
@@ -123,8 +124,12 @@ class Stager:
             return self.outcome
         await self._read_stores()
         bad = await self._verify(needs)
-        for pin in needs.pins:
-            await self._stage(pin, needs, bad)
+        try:
+            for pin in needs.pins:
+                await self._stage(pin, needs, bad)
+        finally:
+            remember(self.project, self.stores, {p: s.total_bytes for p, s in self.outcome.snapshots.items()},
+                     "staging")
         return self.outcome
 
     async def _read_stores(self) -> None:
@@ -289,7 +294,8 @@ class Stager:
             return False
         self.outcome.copied.append((dst.name, pin, source, snap.total_bytes, seconds))
         store = self.stores.get(dst.name) or NodeStore(dst.name, dst.node.deploy_root)
-        self.stores[dst.name] = replace(store, held={**store.held, pin: Held(pin, final, snap)})
+        free = None if store.free_bytes is None else store.free_bytes - snap.total_bytes
+        self.stores[dst.name] = replace(store, held={**store.held, pin: Held(pin, final, snap)}, free_bytes=free)
         rate = snap.total_bytes / seconds / 1e6 if seconds > 0 else 0.0
         self.bus.emit("models", "ok", host=dst.name,
                       message=f"{pin.short}: {snap.total_bytes / GB:.2f} GB from {source} in {seconds:.1f}s "
