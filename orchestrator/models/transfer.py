@@ -75,7 +75,7 @@ async def with_progress(dst: Endpoint, tmp: str, report: Report, work: Awaitable
 def authorized_line(public_key: str, forced: str, source_address: str, marker: str,
                     now: float | None = None) -> str:
     """The destination's authorized_keys line for one copy: one command, one source, one day."""
-    expiry = time.strftime("%Y%m%d%H%M", time.gmtime((now or time.time()) + KEY_LIFETIME_S))
+    expiry = time.strftime("%Y%m%d%H%M", time.gmtime((time.time() if now is None else now) + KEY_LIFETIME_S))
     options = ["restrict", f'expiry-time="{expiry}"', f'command="{_quote_option(forced)}"']
     if _is_ip(source_address):
         options.insert(1, f'from="{source_address}"')
