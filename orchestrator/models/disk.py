@@ -19,14 +19,16 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.config.project import Project
 from orchestrator.models.mirror import Mirror
-from orchestrator.models.store import NodeStore
 from orchestrator.paths import local_state_dir
 from orchestrator.render.services import Service
 from orchestrator.render.weights import WeightsPin
+
+if TYPE_CHECKING:  # the store's reader needs the transport (asyncssh): `swarm plan` never loads it
+    from orchestrator.models.store import NodeStore
 
 GB = 1e9
 GIB = 1 << 30
