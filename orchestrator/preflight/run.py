@@ -321,6 +321,16 @@ def registry_client(project: Project) -> RegistryClient:
     return RegistryClient(insecure=insecure, credentials=credentials)
 
 
+async def current_digests(project: Project, refs: Sequence[str]) -> dict[str, str]:
+    """The digest each image's tag names now: one HEAD each, all at once (an unreachable registry
+    leaves its images out — the run then compares nothing for them)."""
+    if not refs:
+        return {}
+    async with registry_client(project) as client:
+        found = await asyncio.gather(*(client.digest(r) for r in refs), return_exceptions=True)
+    return {ref: digest for ref, digest in zip(refs, found, strict=True) if isinstance(digest, str)}
+
+
 async def _images(project: Project, scope: Scope) -> dict[str, ImageIndex | SwarmError]:
     refs = sorted({s.image for s in scope.services})
     if not refs:

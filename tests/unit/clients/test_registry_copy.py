@@ -14,6 +14,7 @@ import pytest
 
 from orchestrator.clients.images import parse_image_ref
 from orchestrator.clients.registry import RegistryClient
+from orchestrator.clients.tags import head_digests
 from orchestrator.errors import ServiceError
 from tests.unit.clients.test_registry_local import (
     BINARY,
@@ -105,3 +106,7 @@ def test_a_moved_tag_is_a_new_digest_to_one_head(two: tuple[LocalRegistry, Local
             return await c.digest(f"{upstream.host}/acme/app:1.0")
 
     assert asyncio.run(head()) == moved != first
+    # the fast path's stdlib HEAD gives the same answer, and None where no registry answers
+    assert head_digests([f"{upstream.host}/acme/app:1.0", "127.0.0.1:9/acme/app:1.0"],
+                        insecure=[upstream.host, "127.0.0.1:9"]) == {f"{upstream.host}/acme/app:1.0": moved,
+                                                                      "127.0.0.1:9/acme/app:1.0": None}
