@@ -107,7 +107,9 @@ class LazyGroup(click.Group):
                 if not command.hidden:
                     rows.append((name, command.get_short_help_str(limit)))
             else:
-                rows.append((name, click.utils.make_default_short_help(LAZY[name][1], limit).strip()))
+                # click's own shortening, on a stand-in command carrying the kept summary
+                summary = click.Command(name, help=LAZY[name][1])
+                rows.append((name, summary.get_short_help_str(limit)))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

@@ -91,6 +91,9 @@ class Gpu(Model):
     model: NonEmptyLine
     vram_mib: int = Field(gt=0, le=10_000_000)
     index: int | None = Field(None, ge=0, le=1023)
+    # memory other processes keep on the card (a desktop); unset = unknown, which the GPU plan
+    # allows for on a GeForce card (render/vllm_memory.py)
+    in_use_mib: int | None = Field(None, ge=0, le=10_000_000)
 
 
 _MIRROR = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?")

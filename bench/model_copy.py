@@ -3,7 +3,7 @@
 Run on a lab that is up and deployed (it holds the lab lock itself unless SWARM_LAB_LOCK_OWNER
 is set), as root:
 
-    python bench/copy.py --mb 1024 --repeat 3
+    python bench/model_copy.py --mb 1024 --repeat 3
 
 Each repeat, between starlord (which holds the revision) and thanos (which does not):
 
@@ -14,7 +14,7 @@ Each repeat, between starlord (which holds the revision) and thanos (which does 
 - swarm relay: the same through the controller over its two SSH connections (`models.direct: false`).
 
 Also measured: the hub's bytes served during the node-to-node copies (0 expected). The results go
-to bench/copy-results.json and are printed; nothing is asserted (docs/bench.md, docs/models.md).
+to bench/model-copy-results.json and are printed; nothing is asserted (docs/bench.md, docs/models.md).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def main() -> None:
                "repeat": args.repeat, "cpus": os.cpu_count(), "hub_bytes_during_copies": hub_bytes,
                "best_mb_s": best, "ratio_to_cat_ssh": {k: round(v / best["cat | ssh"], 3) for k, v in best.items()},
                "runs": runs}
-    (REPO / "bench" / "copy-results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (REPO / "bench" / "model-copy-results.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: summary[k] for k in ("mb", "hub_bytes_during_copies", "best_mb_s", "ratio_to_cat_ssh")},
                      indent=2))
 
