@@ -28,6 +28,13 @@ from orchestrator.cli.common import (
 )
 
 OUTPUT = click.Choice(["text", "json"])
+
+
+def human(size: float) -> str:
+    """Bytes as people read them (models/snapshot.py's rule, without importing it at load)."""
+    return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+
+
 GB = 1e9
 
 
@@ -67,11 +74,11 @@ def ls(ctx: Context, limit: str | None, output: str) -> None:
             click.echo(f"{name}: {row['error']}")
             continue
         free = f"{row['free_bytes'] / GB:.1f} GB free" if row["free_bytes"] is not None else "free space unknown"
-        click.echo(f"{name}: {len(row['revisions'])} revision(s), {row['held_bytes'] / GB:.2f} GB, {free}")
+        click.echo(f"{name}: {len(row['revisions'])} revision(s), {human(row['held_bytes'])}, {free}")
         for rev in row["revisions"]:
             used = ", ".join(rev["releases"]) or "no release"
             flag = "" if rev["manifest"] else "  [no manifest: not installed by swarm]"
-            click.echo(f"  {rev['pin']:<60} {rev['bytes'] / GB:8.2f} GB  used by {used}"
+            click.echo(f"  {rev['pin']:<60} {human(rev['bytes']):>10}  used by {used}"
                        f"{'  (placed here now)' if rev['wanted'] else ''}{flag}")
         for path in row["partial"]:
             click.echo(f"  {path}  (a copy left half way: `swarm models gc` removes it)")
@@ -123,10 +130,10 @@ def stage(ctx: Context, phase: str | None, limit: str | None) -> None:
 
     needs, outcome = run_engine(work, bus)
     for node, pin, source, size, seconds in outcome.copied:
-        click.echo(f"{node}: {pin.short} {size / GB:.2f} GB from {source} in {seconds:.1f}s "
+        click.echo(f"{node}: {pin.short} {human(size)} from {source} in {seconds:.1f}s "
                    f"({size / max(seconds, 1e-3) / 1e6:.0f} MB/s)")
     held = sum(len(p) for p in needs.by_node.values())
-    click.echo(f"{held} placement(s) staged and checked; {outcome.bytes_from('hub') / GB:.2f} GB from the hub")
+    click.echo(f"{held} placement(s) staged and checked; {human(outcome.bytes_from('hub'))} from the hub")
     if outcome.problems:
         fail("weights not staged:\n  " + "\n  ".join(outcome.problems), 1)
 
@@ -166,7 +173,7 @@ def gc(ctx: Context, limit: str | None, dry_run: bool) -> None:
             continue
         plan = plans[name]
         kept = ", ".join(f"{p.short} ({', '.join(r)})" for p, r in sorted(plan.kept.items())) or "nothing"
-        click.echo(f"{name}: {verb} {len(plan.paths)} ({plan.freed_bytes / GB:.2f} GB); kept for releases: {kept}")
+        click.echo(f"{name}: {verb} {len(plan.paths)} ({human(plan.freed_bytes)}); kept for releases: {kept}")
         for path in plan.paths:
             click.echo(f"  {path}")
 

@@ -84,6 +84,11 @@ def wanted(files: Iterable[HubFile]) -> list[HubFile]:
     return sorted(listed, key=lambda f: f.name)
 
 
+def human(size: float) -> str:
+    """Bytes as people read them: `812 MB`, `7.42 GB`."""
+    return f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+
+
 def is_safe_name(name: str) -> bool:
     """A relative path inside the revision (no absolute path, no `..`, no control characters)."""
     parts = name.split("/")

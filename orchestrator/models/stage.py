@@ -32,7 +32,7 @@ from orchestrator.errors import RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
 from orchestrator.models.disk import remember
 from orchestrator.models.mirror import Mirror
-from orchestrator.models.snapshot import Snapshot
+from orchestrator.models.snapshot import Snapshot, human
 from orchestrator.models.store import FileProblem, Held, NodeStore, check_files, read_store
 from orchestrator.models.transfer import (
     Endpoint,
@@ -166,7 +166,7 @@ class Stager:
         problems = await check_files(self.fleet[node], held.path, held.snapshot)
         self.bus.emit("models", "ok" if not problems else "failed", host=node,
                       message=f"{pin.short}: {len(held.snapshot.files)} file(s), "
-                              f"{held.snapshot.total_bytes / GB:.2f} GB hashed in {time.monotonic() - started:.1f}s")
+                              f"{human(held.snapshot.total_bytes)} hashed in {time.monotonic() - started:.1f}s")
         return problems
 
     # --- one revision ----------------------------------------------------------------------
@@ -212,8 +212,8 @@ class Stager:
             if free is not None and snap.total_bytes + margin > free:
                 raise RuntimeFailure(
                     f"{node}: {pin.short} ({', '.join(needs.by_node[node][pin])}) needs "
-                    f"{snap.total_bytes / GB:.2f} GB + the {self.settings.disk_margin_gb:g} GB margin, the model "
-                    f"store has {free / GB:.2f} GB free; nothing was copied",
+                    f"{human(snap.total_bytes)} + the {self.settings.disk_margin_gb:g} GB margin, the model "
+                    f"store has {human(free)} free; nothing was copied",
                     hint=f"free space on {node} (`swarm models gc --limit {node}`), or place the model elsewhere")
 
     async def _copy_round(self, pin: WeightsPin, snap: Snapshot | None, targets: list[str],
@@ -243,7 +243,7 @@ class Stager:
         ways = ["direct", "relay"] if self.settings.direct else ["relay"]
         for way in ways:
             self.bus.emit("models", "start", host=target,
-                          message=f"{pin.short}: {snap.total_bytes / GB:.2f} GB from {source} ({way})")
+                          message=f"{pin.short}: {human(snap.total_bytes)} from {source} ({way})")
             try:
                 if way == "direct":
                     work = copy_direct(src, dst, snap, src_dir, tmp, self._host_key_line(target),
@@ -277,7 +277,7 @@ class Stager:
         tmp = final + TMP_SUFFIX
         started = time.monotonic()
         self.bus.emit("models", "start", host=target,
-                      message=f"{pin.short}: {snap.total_bytes / GB:.2f} GB from the controller's mirror")
+                      message=f"{pin.short}: {human(snap.total_bytes)} from the controller's mirror")
         work = push_local(dst, self.mirror.path(pin), snap, tmp)
         await with_progress(dst, tmp, self._reporter(target, pin, snap, "the controller", started), work)
         ok = await self._install(dst, pin, snap, tmp, final, source, started)
@@ -298,7 +298,7 @@ class Stager:
         self.stores[dst.name] = replace(store, held={**store.held, pin: Held(pin, final, snap)}, free_bytes=free)
         rate = snap.total_bytes / seconds / 1e6 if seconds > 0 else 0.0
         self.bus.emit("models", "ok", host=dst.name,
-                      message=f"{pin.short}: {snap.total_bytes / GB:.2f} GB from {source} in {seconds:.1f}s "
+                      message=f"{pin.short}: {human(snap.total_bytes)} from {source} in {seconds:.1f}s "
                               f"({rate:.0f} MB/s), every sha256 checked")
         return True
 
@@ -307,7 +307,7 @@ class Stager:
         def report(done: int) -> None:
             seconds = max(time.monotonic() - started, 1e-3)
             self.bus.emit("models", "progress", host=target,
-                          message=f"{pin.short}: {done / GB:.2f} of {snap.total_bytes / GB:.2f} GB from {source} "
+                          message=f"{pin.short}: {human(done)} of {human(snap.total_bytes)} from {source} "
                                   f"({done / seconds / 1e6:.0f} MB/s)", done=done, total=snap.total_bytes)
         return report
 
