@@ -32,9 +32,27 @@ def list_store(deploy_root: str) -> Command:
     return sh(_LIST, deploy_root, mutates=False, label="models-list")
 
 
+# OpenSSL's sha256 where the node has it (SHA extensions: 1.2 GB/s here, coreutils' sha256sum
+# 0.34 GB/s — measured on this machine, 512 MB): hashing is most of what a copy adds to the wire.
+_HASH = ('cd -- "$1" && shift && if command -v openssl >/dev/null 2>&1; '
+         'then openssl dgst -sha256 -r -- "$@"; else sha256sum -- "$@"; fi')
+
+
 def hash_files(directory: str, names: Sequence[str]) -> Command:
-    """`sha256sum` of each named file (relative to `directory`); a missing one says so on stderr."""
-    return sh('cd -- "$1" && shift && sha256sum -- "$@"', directory, *names, mutates=False, label="models-hash")
+    """sha256 of each named file (relative to `directory`): `<hex> *<name>` (openssl) or
+    `<hex>  <name>` (sha256sum) lines; a missing file has no line (see `parse_hashes`)."""
+    return sh(_HASH, directory, *names, mutates=False, label="models-hash")
+
+
+def parse_hashes(stdout: str) -> dict[str, str]:
+    """`hash_files`' answer -> {name: sha256}."""
+    out = {}
+    for line in stdout.splitlines():
+        digest, _, name = line.partition(" ")
+        name = name[1:] if name[:1] in ("*", " ") else name
+        if len(digest) == 64 and name:
+            out[name] = digest.lower()
+    return out
 
 
 def size_of(directory: str) -> Command:
@@ -64,11 +82,8 @@ def send_tar(directory: str, names: Sequence[str]) -> Command:
 
 
 def install(tmp_dir: str, final: str) -> Command:
-    """Check every file against `sha256  name` lines on stdin, then rename the temp dir into place.
-
-    On a mismatch nothing is installed and the failing names are printed (`name: FAILED`)."""
-    script = ('cd -- "$1" && sha256sum -c --quiet - || exit 3; '
-              'mkdir -p -- "$(dirname -- "$2")" && rm -rf -- "$2" && mv -T -- "$1" "$2"')
+    """Rename a checked revision's temp dir into place (replacing a bad copy there)."""
+    script = 'mkdir -p -- "$(dirname -- "$2")" && rm -rf -- "$2" && mv -T -- "$1" "$2"'
     return sh(script, tmp_dir, final, mutates=True, label="models-install")
 
 

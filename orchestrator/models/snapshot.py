@@ -44,10 +44,6 @@ class Snapshot:
     def names(self) -> list[str]:
         return [f.name for f in self.files]
 
-    def checksums(self) -> bytes:
-        """`sha256  name` lines, as `sha256sum -c` reads them."""
-        return "".join(f"{f.sha256}  {f.name}\n" for f in self.files).encode()
-
     def to_json(self) -> dict[str, Any]:
         return {"repo": self.pin.repo, "revision": self.pin.revision, "bytes": self.total_bytes,
                 "files": [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in self.files]}

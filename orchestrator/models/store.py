@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from orchestrator.commands import models as mcmd
-from orchestrator.commands import parse_sha256sum
 from orchestrator.errors import SwarmError
 from orchestrator.models.snapshot import Snapshot, loads
 from orchestrator.render.weights import STORE, WeightsPin
@@ -110,7 +109,7 @@ async def check_files(transport: Transport, directory: str, snapshot: Snapshot) 
     """Hash the revision's files on the node (about a second per GB) and name every bad one."""
     timeout = 120 + snapshot.total_bytes / 50e6   # at least 50 MB/s of disk and sha256
     result = await transport.run(mcmd.hash_files(directory, snapshot.names), check=False, timeout=timeout)
-    return compare(snapshot, parse_sha256sum(result.stdout))
+    return compare(snapshot, mcmd.parse_hashes(result.stdout))
 
 
 def stale(stores: Sequence[NodeStore]) -> dict[str, tuple[str, ...]]:

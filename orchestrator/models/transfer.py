@@ -30,7 +30,7 @@ from orchestrator.commands import to_shell
 from orchestrator.config.inventory import Node
 from orchestrator.errors import CommandFailed, RuntimeFailure
 from orchestrator.models.snapshot import Snapshot
-from orchestrator.models.store import FileProblem
+from orchestrator.models.store import FileProblem, check_files
 from orchestrator.transport.base import Transport
 
 _CHUNK = 1 << 20
@@ -172,24 +172,11 @@ def _text(data: object) -> str:
 
 
 async def install(dst: Endpoint, snapshot: Snapshot, tmp: str, final: str) -> list[FileProblem]:
-    """Write the manifest, check every file against its pin, rename into place; [] when installed."""
+    """Hash every file the destination received, compare with its pin, and only then write the
+    manifest and rename the revision into place; [] when installed, else every bad file named."""
+    problems = await check_files(dst.transport, tmp, snapshot)
+    if problems:
+        return problems
     await dst.transport.run(mcmd.receive_file(tmp, mcmd.MANIFEST), input=snapshot.dumps(), timeout=30)
-    timeout = 120 + snapshot.total_bytes / 50e6
-    result = await dst.transport.run(mcmd.install(tmp, final), input=snapshot.checksums(), check=False,
-                                     timeout=timeout)
-    if result.ok:
-        return []
-    problems = [problem for line in result.stdout.splitlines() if (problem := _failed(line))]
-    if result.exit_status != 3 or not problems:
-        raise CommandFailed(dst.name, "install weights", result.exit_status, result.stdout, result.stderr)
-    return problems
-
-
-def _failed(line: str) -> FileProblem | None:
-    """`name: FAILED` (content differs) or `name: FAILED open or read` (missing) from `sha256sum -c`."""
-    name, _, verdict = line.rpartition(": ")
-    if verdict == "FAILED":
-        return FileProblem(name, "sha256 differs from its pin")
-    if verdict == "FAILED open or read":
-        return FileProblem(name, "missing")
-    return None
+    await dst.transport.run(mcmd.install(tmp, final), timeout=60)
+    return []
