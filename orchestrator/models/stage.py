@@ -254,7 +254,7 @@ class Stager:
             except SwarmError as exc:
                 self.bus.emit("models", "info", host=target, message=f"{pin.short}: {way} copy failed: {exc}")
                 continue
-            return await self._install(dst, pin, snap, tmp, final, f"{way} from {source}", started)
+            return await self._install(dst, pin, snap, tmp, final, f"{source} ({way})", started)
         return False
 
     async def _from_controller(self, pin: WeightsPin, target: str, needs: Needs | None

@@ -67,7 +67,7 @@ def test_a_node_gets_a_model_from_a_node_that_holds_it_and_nothing_from_the_hub(
     before = fleet.hub_stats()["bytes_served"]
     second = stage(fleet, {"thanos": pin})
     assert fleet.hub_stats()["bytes_served"] == before           # 0 bytes from the hub
-    assert [(c[0], c[2]) for c in second.copied] == [("thanos", "direct from starlord")]
+    assert [(c[0], c[2]) for c in second.copied] == [("thanos", "starlord (direct)")]
     assert second.copied[0][3] == first.copied[0][3] >= 3_000_000
     listing = json.loads(ok(swarm(fleet, "models", "ls", "--output", "json")).stdout)
     revisions = {r["pin"] for r in listing["thanos"]["revisions"]}
