@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 
 from orchestrator.config.project import load_project
 from orchestrator.events import EventBus
 from orchestrator.lab import hub as lab_hub
+from orchestrator.lab import registry as lab_registry
 from orchestrator.models.stage import Needs, Outcome, Stager
 from orchestrator.render.weights import WeightsPin
 from orchestrator.transport.fleet import Fleet
-from tests.integration.labtools import REPO, node_sh, ok, swarm
+from tests.integration.labtools import REPO, lab_inventory_copy, node_sh, ok, swarm
 
 pytestmark = pytest.mark.lab
 
@@ -135,3 +138,41 @@ def test_an_image_needing_a_newer_cuda_than_the_driver_is_refused_by_preflight(f
     message = cuda[0]["message"]
     assert "needs CUDA 12.4" in message and "535.54.03 supports at most CUDA 12.2" in message
     assert "vllm/vllm-openai:v0.4.0" in message
+
+
+PROBE = "v0.6.3-pinprobe"
+
+
+def _retag(source: str, tag: str) -> str:
+    """Point `vllm/vllm-openai:<tag>` at the index `source` names (this test's own tag); its digest."""
+    status, media, body = lab_registry.get_manifest("vllm/vllm-openai", source)
+    assert status == 200, media
+    with httpx.Client() as http:
+        answer = http.put(f"http://{lab_registry.REGISTRY}/v2/vllm/vllm-openai/manifests/{tag}", content=body,
+                          headers={"Content-Type": media})
+    assert answer.status_code == 201, answer.text
+    return str(answer.headers["Docker-Content-Digest"])
+
+
+def test_a_moved_tag_is_a_change_the_deploy_sees_and_the_release_pins(fleet, tmp_path: Path) -> None:  # noqa: ANN001
+    first = _retag("v0.6.3", PROBE)
+
+    def probe(data: dict) -> None:  # type: ignore[type-arg]
+        data["nodes"]["thanos"]["services"]["vllm-backup"]["image_tag"] = PROBE
+
+    inventory = lab_inventory_copy(fleet, tmp_path, probe)
+    try:
+        ok(swarm(fleet, "deploy", "--phase", "4", inventory=inventory))
+        assert "nothing to change" in ok(swarm(fleet, "deploy", "--phase", "4", inventory=inventory)).stderr
+        compose = node_sh(fleet, "thanos", "cat", "/opt/ai-swarm/current/compose.yml")
+        assert f"vllm/vllm-openai:{PROBE}@{first}" in compose
+        moved = _retag("v0.4.0", PROBE)
+        assert moved != first
+        result = ok(swarm(fleet, "deploy", "--phase", "4", inventory=inventory))
+        assert "image moved" in result.stderr and "vllm-backup" in result.stderr
+        release = json.loads(node_sh(fleet, "thanos", "cat", "/opt/ai-swarm/current/release.json"))
+        assert release["images"]["vllm-backup"].endswith(f"@{moved}")
+        running = node_sh(fleet, "thanos", "docker", "inspect", "-f", "{{.Config.Image}}", "swarm-thanos-vllm-backup-1")
+        assert running.strip().endswith(f"@{moved}")
+    finally:
+        ok(swarm(fleet, "deploy", "--phase", "4"))
