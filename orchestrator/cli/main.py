@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from orchestrator import __version__
-from orchestrator.cli.common import Context
+from orchestrator.cli.common import Context, SafeLogFormatter
 
 # Where each sub-command lives, and the first paragraph of its help: a command's module is
 # imported only when that command runs, so `swarm deploy` never loads the lab, preflight
@@ -126,7 +126,9 @@ def main(ctx: click.Context, inventory: Path | None, playbook: Path | None, root
     from orchestrator.paths import find_root
 
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SafeLogFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     ctx.obj = Context(root=root or find_root(), inventory=inventory, playbook=playbook, verbose=verbose)
 
 
