@@ -104,7 +104,9 @@ class LazyGroup(click.Group):
                 if not command.hidden:
                     rows.append((name, command.get_short_help_str(limit)))
             else:
-                rows.append((name, click.utils.make_default_short_help(LAZY[name][1], limit).strip()))
+                # a stand-in Command shortens it as click does (click.utils.make_default_short_help
+                # is deprecated, to go in click 9)
+                rows.append((name, click.Command(name, help=LAZY[name][1]).get_short_help_str(limit)))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
