@@ -143,7 +143,7 @@ def test_make_demo_and_every_hint_it_prints(user_env: dict[str, str], lab) -> No
     hints = demo_hints(out)
     assert [h for h in hints if h == "swarm lab down"], hints  # printed, not run (see the docstring)
     hints = [h for h in hints if h != "swarm lab down"]
-    assert len(hints) == 7 and not any(":4000" in h for h in hints), hints
+    assert len(hints) == 6 and not any(":4000" in h for h in hints), hints
     for hint in hints:
         check_hint(hint, user_env, lab, "")
 
