@@ -178,10 +178,28 @@ def test_init_probe_records_host_keys_first(lab, tmp_path: Path) -> None:
 
 
 def test_undo_a_phase_as_the_readme_says(user_env: dict[str, str], lab) -> None:
-    """The README's `swarm -i $I rollback --phase 3`, last: then the demo's deploy brings phase 3
-    forward again, for the tests after this module."""
+    """The README's `swarm -i $I rollback --phase 3`, last. Right after the demo phase 3 has one
+    release and nothing to undo (exit 2 says so), so it is run as an operator would need it: after
+    a deploy that changed phase 3 (an env var on starlord's gpu-monitor, set in the lab inventory
+    and then taken out again). The rollback brings back the release the inventory describes, so
+    the demo's `swarm -i $I deploy` after it changes nothing."""
     command = next(h for h in where_to_look() if h.endswith("rollback --phase 3"))
+    original = lab.inventory_path.read_bytes()
+    changed = yaml.safe_load(original)
+    services = changed["nodes"]["starlord"].setdefault("services", {})
+    services.setdefault("gpu-monitor", {})["extra_env"] = {"SWARM_README_UNDO": "1"}
+    try:
+        lab.inventory_path.write_text(yaml.safe_dump(changed, sort_keys=False))
+        clean(run("swarm -i $I deploy --phase 3", user_env, lab, readme_prelude()), "deploy a change")
+    finally:
+        lab.inventory_path.write_bytes(original)
     result = run(command, user_env, lab, readme_prelude())
     forward = run("swarm -i $I deploy", user_env, lab, readme_prelude())
     clean(result, command)
     clean(forward, "swarm -i $I deploy")
+    assert "SWARM_README_UNDO" not in node_env(lab, "starlord", "gpu-monitor")
+
+
+def node_env(lab, node: str, service: str) -> str:
+    argv = lab.ssh_argv(node, f"docker inspect -f '{{{{.Config.Env}}}}' swarm-{node}-{service}-1")
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
