@@ -20,8 +20,9 @@ swarm -i "$INV" plan | sed -n '1,200p' | grep -E '^[a-z]|GPU|vllm' || true
 echo "== phase 1: network, directories, Vault + Consul"
 swarm -i "$INV" deploy --phase 1
 
-echo "== Vault: initialise + unseal once (keys in $LAB_DIR/vault-keys.json, 0600), push the lab's secrets"
-swarm -i "$INV" vault init --key-file "$LAB_DIR/vault-keys.json"
+echo "== Vault: initialise + unseal once (keys + root token in $LAB_DIR/vault-keys.json, 0600, kept offline;"
+echo "   deploys use the deploy token in $LAB_DIR/vault-token, limited to the fleet's secrets), push the lab's secrets"
+swarm -i "$INV" vault init --key-file "$LAB_DIR/vault-keys.json" --token-file "$LAB_DIR/vault-token"
 swarm -i "$INV" secrets push --env-file examples/lab-secrets.env
 
 echo "== every phase in order (2 control plane, 3 starlord, 4 thanos; 5 overflow is optional and off)"

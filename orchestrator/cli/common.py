@@ -49,10 +49,24 @@ class Context:
 
 
 def fail(message: str, code: int) -> None:
+    """The one error line (and its hint): secrets masked, control and bidi characters escaped,
+    so no input drives the terminal (an ESC sequence in a value or a node's answer)."""
     from orchestrator.secrets import scrub
+    from orchestrator.text import printable
 
-    click.echo(scrub(f"error: {message}"), err=True)
+    click.echo(printable(scrub(f"error: {message}"), keep_newlines=True), err=True)
     sys.exit(code)
+
+
+class SafeLogFormatter(logging.Formatter):
+    """Log lines (and -v tracebacks, whose frames show local values) scrubbed of every known
+    secret, with control and bidi characters escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from orchestrator.secrets import scrub
+        from orchestrator.text import printable
+
+        return printable(scrub(super().format(record)), keep_newlines=True)
 
 
 def _quiet_stdout() -> None:

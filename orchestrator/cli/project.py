@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -45,11 +46,17 @@ def render(ctx: Context, out: str | None, check: bool) -> None:
 @click.command()
 @click.option("--phase", type=int, help="only this phase's services")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@click.option("--place", "wants", type=click.Path(path_type=Path),
+              help="propose cards, shares and splits for the models this file lists (docs/plan.md)")
+@click.option("--limit", help="with --place: only these nodes or groups (leave out a node that is down)")
 @project_options
 @pass_ctx
 @handle_errors
-def plan(ctx: Context, phase: int | None, output: str) -> None:
+def plan(ctx: Context, phase: int | None, output: str, wants: Path | None, limit: str | None) -> None:
     """Show what runs where, port use, RAM and the GPU memory budget; exit 2 if it cannot fit."""
+    if wants is not None:
+        _place(ctx, wants, limit)
+        return
     from orchestrator.render.fleet import render_fleet
     from orchestrator.render.plan import as_dict, describe, make_plan, require_feasible
     from orchestrator.render.validate import check_rendered
@@ -68,6 +75,18 @@ def plan(ctx: Context, phase: int | None, output: str) -> None:
                 click.echo(line)
     require_feasible(result, project.inventory.path)
     check_rendered(project, render_fleet(project))  # what would be deployed must also be valid
+
+
+def _place(ctx: Context, wants: Path, limit: str | None) -> None:
+    from orchestrator.render.placement import fragment, load_wants, place_project, require_placed
+
+    project = ctx.project()
+    placement = place_project(project, load_wants(wants), limit)
+    cards = {f"{n.name}:{g.index if g.index is not None else i}": g.model
+             for n in project.inventory.nodes.values() for i, g in enumerate(n.gpus)}
+    for line in fragment(placement, cards):
+        click.echo(line)
+    require_placed(placement, wants)
 
 
 def role_lines(project: Project) -> list[str]:

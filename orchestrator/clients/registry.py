@@ -45,7 +45,8 @@ _ATTESTATION = "attestation-manifest"
 
 @dataclass(frozen=True)
 class Credentials:
-    """Basic-auth credentials for one registry host (sent to it or to its token realm)."""
+    """Basic-auth credentials for one registry host (sent to it, or to a token realm the
+    inventory allows: `RegistryClient._may_send`)."""
 
     username: str
     password: Secret
@@ -109,9 +110,11 @@ class RegistryClient:
         timeout: float = 10.0,
         concurrency: int = 8,
         transport: httpx.AsyncBaseTransport | None = None,
+        token_realms: Iterable[str] = (),
     ) -> None:
         self._insecure = frozenset(insecure)
         self._credentials = dict(credentials or {})
+        self._token_realms = frozenset(h.lower() for h in token_realms)
         self._http = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=True)
         self._limit = asyncio.Semaphore(concurrency)
         self._auth: dict[tuple[str, str], str] = {}
@@ -218,9 +221,10 @@ class RegistryClient:
         query = {"scope": params.get("scope") or f"repository:{image.repository}:pull"}
         if params.get("service"):
             query["service"] = params["service"]
-        auth = (creds.username, creds.password.reveal()) if creds else None
+        realm = params["realm"]
+        auth = (creds.username, creds.password.reveal()) if creds and self._may_send(image, realm) else None
         try:
-            answer = await self._http.get(params["realm"], params=query, auth=auth)
+            answer = await self._http.get(realm, params=query, auth=auth)
         except httpx.TransportError as exc:
             raise self._unreachable(image, exc) from exc
         if answer.status_code in (401, 403):
@@ -228,6 +232,20 @@ class RegistryClient:
         if answer.status_code != 200:
             raise _bad_answer(image, f"HTTP {answer.status_code} from the token service")
         return _token_of(image, answer)
+
+    def _may_send(self, image: ImageRef, realm: str) -> bool:
+        """Credentials go to the registry's own host, or to a token realm the inventory allows
+        (`registry.token_realms`) over https: a registry's answer may name any URL as its realm,
+        and a realm that is not trusted gets the request without them (anonymous)."""
+        try:
+            url = httpx.URL(realm)
+        except httpx.InvalidURL:
+            return False
+        own = image.api_host.rsplit(":", 1)[0].strip("[]").lower()
+        host = (url.host or "").lower()
+        if host == own:
+            return url.scheme == "https" or image.registry in self._insecure
+        return url.scheme == "https" and host in self._token_realms
 
     def _unreachable(self, image: ImageRef, exc: httpx.TransportError) -> ServiceError:
         detail = str(exc) or type(exc).__name__

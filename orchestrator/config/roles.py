@@ -30,15 +30,17 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, field_validator
 
 from orchestrator.config.models import (
+    ConsulInterval,
     Duration,
     EnvName,
+    Interval,
     Line,
     Model,
     NonEmptyLine,
     RelPath,
     quoted,
 )
-from orchestrator.config.settings import SettingSpec
+from orchestrator.config.settings import SettingSpec, compiled_pattern
 from orchestrator.config.yamlfile import YamlDoc, load_yaml, validate
 from orchestrator.errors import InputError
 
@@ -78,8 +80,8 @@ class PortSpec(Model):
 class HealthcheckSpec(Model):
     test: list[Templated]
     shell: bool = False
-    interval: Duration = 10.0
-    timeout: Duration = 5.0
+    interval: Interval = 10.0
+    timeout: Interval = 5.0
     retries: int = Field(5, ge=1, le=1000)
     start_period: Duration = 0.0
 
@@ -98,7 +100,7 @@ class ProbeSpec(Model):
     json_field: dict[str, Any] = Field({}, alias="json")
     body_contains: str | None = None
     bearer_secret: str | None = None
-    timeout: Duration = 5.0
+    timeout: Interval = 5.0
 
     @field_validator("path")
     @classmethod
@@ -118,8 +120,8 @@ class ConsulCheckSpec(Model):
     kind: Literal["http", "tcp"]
     port: Templated
     path: Line = "/"
-    interval: Duration = 10.0
-    timeout: Duration = 5.0
+    interval: ConsulInterval = 10.0
+    timeout: Interval = 5.0
 
 
 class ConsulSpec(Model):
@@ -350,13 +352,38 @@ def _check_settings(role: Role) -> None:
             raise InputError(f"{loc[0]}.{key[:64]}: setting names use letters, digits and '_'",
                              file=role.where(loc))
     for key, setting in spec.settings.items():
+        problem = _pattern_problem(setting)
+        if problem:
+            raise InputError(f"settings.{key}: {problem}", file=role.where(("settings", key)))
         if key in spec.defaults and not _is_template(spec.defaults[key]):
             problem = setting.problem(spec.defaults[key])
             if problem:
                 raise InputError(f"defaults.{key}: {problem}", file=role.where(("defaults", key)))
 
 
+def _pattern_problem(setting: SettingSpec) -> str | None:
+    """A pattern RE2 cannot compile (a backreference, lookaround), here or in items/keys."""
+    for spec in (setting, setting.items, setting.keys):
+        if spec is None:
+            continue
+        if spec is not setting:
+            problem = _pattern_problem(spec)
+            if problem:
+                return problem
+        elif spec.pattern is not None:
+            try:
+                compiled_pattern(spec.pattern)
+            except ValueError as exc:
+                return f"pattern {spec.pattern[:80]!r}: {exc}"
+    return None
+
+
 def _is_template(value: Any) -> bool:
+    """A default that is, or holds, a template: checked per instance once rendered."""
+    if isinstance(value, list):
+        return any(_is_template(v) for v in value)
+    if isinstance(value, dict):
+        return any(_is_template(v) for v in value.values())
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 

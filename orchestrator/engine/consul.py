@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.config.models import host_port
 from orchestrator.config.project import Project
 from orchestrator.errors import ServiceError
 from orchestrator.events import EventBus
@@ -25,8 +26,8 @@ def registration(svc: Service, release: str, fleet: str) -> Any:
     check = None
     if spec.check is not None:
         scheme = str(svc.vars.get("scheme", "http"))  # roles serving TLS (Vault, Consul) set it
-        target = (f"{scheme}://{svc.address}:{spec.check.port}{spec.check.path}" if spec.check.kind == "http"
-                  else f"{svc.address}:{spec.check.port}")
+        where = host_port(svc.address, spec.check.port)  # an IPv6 address in brackets
+        target = f"{scheme}://{where}{spec.check.path}" if spec.check.kind == "http" else where
         check = CheckSpec(kind="http" if spec.check.kind == "http" else "tcp", target=target, interval=f"{int(spec.check.interval)}s",
                           timeout=f"{int(spec.check.timeout)}s")
     port = spec.check.port if spec.check else (svc.ports[0].port if svc.ports else 0)

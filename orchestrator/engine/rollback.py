@@ -382,13 +382,11 @@ class Rollback:
 
 
 async def bearer_secrets(project: Project, services: Sequence[Service]) -> dict[str, Any]:
-    """The keys the gate's probes send (vLLM's /v1/models); a rollback needs no other secret."""
-    from orchestrator.clients.secrets_source import SecretSource
+    """The keys the gate's probes send (vLLM's /v1/models); every other secret is read only
+    for the scrubber (clients/secrets_source.py read_for_gate)."""
+    from orchestrator.clients.secrets_source import SecretSource, read_for_gate
 
-    bearer = {p.bearer_secret for s in services for p in s.probes if p.bearer_secret}
-    if not bearer:
-        return {}
-    return await SecretSource.from_project(project).read_async(bearer)
+    return await read_for_gate(SecretSource.from_project(project), services)
 
 
 def _protect(releases: Sequence[str], plan: RollbackPlan) -> list[str]:

@@ -192,6 +192,7 @@ def up(nodes: str | Sequence[str] | None = None, light: bool = False, *,
         down(paths, say=lambda _m: None)
         # A fresh lab has a fresh, uninitialised Vault: its old keys belong to nobody now.
         (paths.root / "vault-keys.json").unlink(missing_ok=True)
+        (paths.root / "vault-token").unlink(missing_ok=True)
         # ...and its nodes run nothing: an unfinished unwind recorded against the old lab is moot.
         for record in (paths.root / "state").glob("pending-unwind-*.json"):
             record.unlink(missing_ok=True)

@@ -258,7 +258,7 @@ def registry_client(project: Project) -> RegistryClient:
     password = os.environ.get(settings.password_env or "") if settings.password_env else None
     if settings.mirror and settings.username and password:
         credentials[settings.mirror] = Credentials(settings.username, Secret(password, "registry"))
-    return RegistryClient(insecure=insecure, credentials=credentials)
+    return RegistryClient(insecure=insecure, credentials=credentials, token_realms=settings.token_realms)
 
 
 async def _images(project: Project, scope: Scope) -> dict[str, ImageIndex | SwarmError]:

@@ -74,7 +74,7 @@ def test_haproxy_directive_it_rejects(project: Path) -> None:
 
 def test_prometheus_config_promtool_rejects(project: Path) -> None:
     tpl = project / "roles/prometheus/prometheus.yml.j2"
-    tpl.write_text(tpl.read_text().replace("scrape_interval: {{ scrape_interval }}", "scrape_interval: bogus", 1))
+    tpl.write_text(tpl.read_text().replace("scrape_interval: {{ scrape_interval | yaml }}", "scrape_interval: bogus", 1))
     message = refused(project)
     assert "oracle/config/prometheus/prometheus.yml" in message and "promtool check config" in message
     assert 'not a valid duration string: "bogus"' in message
