@@ -1,4 +1,4 @@
-"""`swarm plan` and `swarm render --check` on a generated fleet of N nodes (default 100): how long
+"""`swarm plan` and `swarm render --out DIR` on a generated fleet of N nodes (default 100): how long
 the rendering and the real tools' checks of every node's compose project take (issue 23: one
 `docker compose config` per node made 100 nodes take 7-12 s).
 
@@ -84,9 +84,9 @@ def main() -> None:
         root = Path(tmp)
         write_project(root, args.nodes)
         swarm = [sys.executable, "-m", "orchestrator.cli", "--project", str(root)]
-        for name, argv in (("plan", [*swarm, "plan"]), ("render --check", [*swarm, "render", "--out", str(root / "out")])):
+        for name, argv in (("plan", [*swarm, "plan"]), ("render --out DIR", [*swarm, "render", "--out", str(root / "out")])):
             runs = [timed(argv, REPO) for _ in range(args.repeat)]
-            print(f"{args.nodes} nodes, swarm {name}: " + ", ".join(f"{t:.2f}" for t in runs)
+            print(f"{args.nodes} nodes, swarm {name}: " + ", ".join(f"{t:.2f}" for t in runs)  # noqa: T201
                   + f" s; median {statistics.median(runs):.2f} s")
 
 
