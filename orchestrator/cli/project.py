@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from orchestrator.cli.common import Context, fail, handle_errors, pass_ctx, project_options
+
+if TYPE_CHECKING:
+    from orchestrator.config.project import Project
 
 
 @click.command()
@@ -75,6 +79,9 @@ def plan(ctx: Context, phase: int | None, output: str, wants: Path | None, limit
             click.echo(line)
         for d in disks:
             click.echo(f"{d.node} model store:\n{d.describe(margin)}")
+        if ctx.verbose:
+            for line in role_lines(project):
+                click.echo(line)
     require_feasible(result, project.inventory.path)
     check_rendered(project, render_fleet(project))  # what would be deployed must also be valid
 
@@ -89,6 +96,17 @@ def _place(ctx: Context, wants: Path, limit: str | None) -> None:
     for line in fragment(placement, cards):
         click.echo(line)
     require_placed(placement, wants)
+
+
+def role_lines(project: Project) -> list[str]:
+    """Which directory each role came from (`plan -v`): the project's roles/ or swarm's shared ones."""
+    from orchestrator.config.project import role_sources
+
+    sources = role_sources(project)
+    width = max((len(name) for name, _, _ in sources), default=0)
+    search = ", ".join(str(d) for d in project.roles_path)
+    return ["", f"roles (first found along {search}):",
+            *(f"  {name:<{width}}  {origin:<7}  {where}" for name, where, origin in sources)]
 
 
 COMMANDS = (render, plan)
