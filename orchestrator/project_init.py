@@ -164,6 +164,26 @@ def check_machines(machines: Sequence[Machine]) -> None:
 
 # ---------------------------------------------------------------- probing over SSH
 
+SSH_PORT = 22  # the port the written inventory gives every machine
+
+
+def known_hosts_path(request: InitRequest) -> Path:
+    """The known_hosts file the written inventory will name, as that inventory resolves it
+    (relative paths from its own directory, ~ expanded)."""
+    path = Path(request.known_hosts).expanduser()
+    return path if path.is_absolute() else request.directory / "inventory" / path
+
+
+def untrusted(request: InitRequest) -> list[Machine]:
+    """Machines whose host key known_hosts does not hold yet. `--probe` records them first (the
+    fingerprint shown and confirmed, as `swarm trust` does): probing needs a verified key, and
+    `swarm trust` needs the project that init has not written yet."""
+    from orchestrator.transport.ssh import known_keys  # asyncssh, ~110 ms to import: only for --probe
+
+    path = known_hosts_path(request)
+    return [m for m in request.machines if not known_keys(path, m.address, SSH_PORT)]
+
+
 
 def probe(inventory_path: Path, machines: Sequence[Machine],
           say: Callable[[str], None] = lambda _m: None) -> tuple[Machine, ...]:
@@ -175,7 +195,8 @@ def probe(inventory_path: Path, machines: Sequence[Machine],
         result = facts[m.name]
         if isinstance(result, BaseException):
             raise InputError(f"--probe: {m.name} ({m.address}): {result}",
-                             hint="check the address, the SSH user and key, and `swarm trust HOST`")
+                             hint="check the address, --ssh-user and --ssh-key (the key must be in the "
+                                  "user's authorized_keys on the machine)")
         arch = _ARCHES.get(result.arch, m.arch)
         say(f"{m.name}: {arch}, {result.cpus} cores, {result.ram_gb:g} GB RAM, "
             + (", ".join(f"{name} {vram} MiB" for _, name, vram in result.gpus) or "no GPU"))
@@ -299,7 +320,7 @@ def inventory_data(request: InitRequest, fleet: str, book: Raw,
     consul_host = machines[_server_host(book, "consul", request.machines[0].name)].address
     data: Raw = {
         "fleet": fleet,
-        "ssh": {"user": request.ssh_user, "port": 22, "key": request.ssh_key,
+        "ssh": {"user": request.ssh_user, "port": SSH_PORT, "key": request.ssh_key,
                 "known_hosts": request.known_hosts, "connect_timeout": 10, "command_timeout": 300},
         "deploy_root": "/opt/ai-swarm",
         "vault": {"addr": f"http://{host_port(vault_host, 8200)}", "mount": "secret", "path": fleet},
@@ -517,7 +538,7 @@ search path; `roles/` holds only what this project adds.
 ```sh
 cd {request.directory}
 swarm plan                         # what runs where, RAM, and whether each model fits its GPU
-swarm trust <address>              # once per machine: record its SSH host key
+swarm trust all                    # each machine's SSH host key: check it, record it (--probe did)
 swarm preflight --phase 1          # SSH, docker, disk, arch, ports
 swarm deploy --phase 1             # network, directories, Vault + Consul
 swarm vault init --key-file vault-keys.json

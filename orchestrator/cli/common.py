@@ -120,7 +120,7 @@ def pass_ctx(fn: F) -> F:
 
 
 def project_options(fn: F) -> F:
-    """-i/--inventory and --playbook accepted after the sub-command too, as Ansible users type them."""
+    """-i/--inventory, --playbook and -v accepted after the sub-command too, as Ansible users type them."""
 
     def setter(attr: str) -> Callable[[click.Context, Any, Path | None], None]:
         def set_value(ctx: click.Context, _: Any, value: Path | None) -> None:
@@ -130,10 +130,18 @@ def project_options(fn: F) -> F:
 
         return set_value
 
+    def more_verbose(ctx: click.Context, _: Any, count: int) -> None:
+        obj = ctx.find_root().obj
+        if count and isinstance(obj, Context):
+            obj.verbose += count
+            logging.getLogger().setLevel(logging.WARNING - 10 * min(obj.verbose, 2))
+
     fn = click.option("-i", "--inventory", type=click.Path(path_type=Path), expose_value=False,
                       callback=setter("inventory"), help="inventory file")(fn)
     fn = click.option("--playbook", type=click.Path(path_type=Path), expose_value=False,
                       callback=setter("playbook"), help="playbook file")(fn)
+    fn = click.option("-v", "--verbose", count=True, expose_value=False, callback=more_verbose,
+                      help="more detail (as swarm -v)")(fn)
     return fn
 
 

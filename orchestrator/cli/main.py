@@ -60,6 +60,9 @@ LAZY: dict[str, tuple[str, str]] = {
     "backups": ("orchestrator.cli.backup",
         "List the backups each node keeps (and the copies on copy_to nodes): ids, sizes, "
         "checksums."),
+    "models": ("orchestrator.cli.models",
+        "Model weights in the fleet: each node's store, staging from peers, the mirror or the hub, "
+        "and collecting what no release uses."),
     "init": ("orchestrator.cli.init",
         "Write a new project in DIRECTORY: an inventory of your machines, a playbook, a "
         "README."),

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from orchestrator.cli.common import Context, fail, handle_errors, pass_ctx, project_options
+
+if TYPE_CHECKING:
+    from orchestrator.config.project import Project
 
 
 @click.command()
@@ -53,19 +57,31 @@ def plan(ctx: Context, phase: int | None, output: str, wants: Path | None, limit
     if wants is not None:
         _place(ctx, wants, limit)
         return
+    from orchestrator.models import disk
     from orchestrator.render.fleet import render_fleet
     from orchestrator.render.plan import as_dict, describe, make_plan, require_feasible
+    from orchestrator.render.services import build_services
     from orchestrator.render.validate import check_rendered
 
     project = ctx.project()
     if phase is not None:
         project.playbook.phase(phase)  # an unknown phase is bad input, before anything else
     result = make_plan(project, phase)
+    margin = project.inventory.spec.models.disk_margin_gb
+    disks = disk.plan_disks(project, build_services(project), result.nodes)  # every phase's weights stay
+    result.problems.extend(p for d in disks if (p := d.problem(margin)))
     if output == "json":
-        click.echo(json.dumps(as_dict(result), indent=2, default=str))
+        data = as_dict(result)
+        data["model_store"] = {d.node: disk.as_dict(d, margin) for d in disks}
+        click.echo(json.dumps(data, indent=2, default=str))
     else:
         for line in describe(result):
             click.echo(line)
+        for d in disks:
+            click.echo(f"{d.node} model store:\n{d.describe(margin)}")
+        if ctx.verbose:
+            for line in role_lines(project):
+                click.echo(line)
     require_feasible(result, project.inventory.path)
     check_rendered(project, render_fleet(project))  # what would be deployed must also be valid
 
@@ -80,6 +96,17 @@ def _place(ctx: Context, wants: Path, limit: str | None) -> None:
     for line in fragment(placement, cards):
         click.echo(line)
     require_placed(placement, wants)
+
+
+def role_lines(project: Project) -> list[str]:
+    """Which directory each role came from (`plan -v`): the project's roles/ or swarm's shared ones."""
+    from orchestrator.config.project import role_sources
+
+    sources = role_sources(project)
+    width = max((len(name) for name, _, _ in sources), default=0)
+    search = ", ".join(str(d) for d in project.roles_path)
+    return ["", f"roles (first found along {search}):",
+            *(f"  {name:<{width}}  {origin:<7}  {where}" for name, where, origin in sources)]
 
 
 COMMANDS = (render, plan)

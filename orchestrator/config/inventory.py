@@ -123,6 +123,16 @@ class RegistrySettings(Model):
     token_realms: list[Host] = []
 
 
+class ModelsSettings(Model):
+    """Where model weights come from when no node holds them yet (docs/models.md)."""
+
+    hub: HttpUrl = "https://huggingface.co"     # a Hugging Face hub endpoint (the lab's stand-in)
+    mirror: Line = "~/.cache/swarm/models"      # a directory on the controller: <repo>/<revision>/
+    token_secret: Name = "hf_token"             # the Vault secret holding the hub token, if any
+    disk_margin_gb: float = Field(10.0, ge=0, le=1_000_000)   # free disk a node keeps beyond its weights
+    direct: bool = True                         # node to node over a short-lived SSH key (else via the controller)
+
+
 class TlsFiles(Model):
     """A server's certificate and key, as files on its node (mounted read-only into the container)."""
 
@@ -217,6 +227,7 @@ class InventoryFile(Model):
     deploy_root: AbsDir = "/opt/ai-swarm"
     keep_releases: int = Field(5, ge=1, le=1000)
     registry: RegistrySettings = RegistrySettings()
+    models: ModelsSettings = ModelsSettings()
     vault: VaultSettings = VaultSettings()
     consul: ConsulSettings = ConsulSettings()
     network: NetworkSettings = NetworkSettings()

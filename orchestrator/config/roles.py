@@ -142,6 +142,13 @@ class TemplateSpec(Model):
     check: ConfigCheck | None = None   # which program's check applies (default: known from the mount)
 
 
+class WeightsSpec(Model):
+    """The model a role serves, as a hub repository at a revision (render/weights.py, docs/models.md)."""
+
+    repo: Templated
+    revision: Templated | None = None
+
+
 class ResourcesSpec(Model):
     ram_gb: float = Field(0.25, ge=0, le=100_000)
     disk_gb: float = Field(1.0, ge=0, le=1_000_000)
@@ -251,6 +258,7 @@ class RoleSpec(Model):
     templates: list[TemplateSpec] = []
     depends_on: list[str] = []
     backup: BackupSpec | None = None
+    weights: WeightsSpec | None = None   # staged into the node's model store before a deploy
 
     @field_validator("user")
     @classmethod

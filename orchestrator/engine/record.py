@@ -42,6 +42,7 @@ import yaml
 from orchestrator.clients import consul_read, vault_kv
 from orchestrator.clients.consul_read import ConsulAccess, agent_services
 from orchestrator.clients.http import Tls
+from orchestrator.clients.tags import head_digests
 from orchestrator.clients.vault_kv import KvReader, VaultAccess, token_for
 from orchestrator.engine.context import DeployResult
 from orchestrator.engine.session import Look, Session
@@ -153,6 +154,8 @@ class PlanRecord:
     vault: RecordedVault | None
     secrets: str                            # digest of the secret values the hashes used
     consul: RecordedConsul | None = None
+    images: dict[str, str] = field(default_factory=dict)   # image -> the digest the nodes run (render/pins.py)
+    insecure: list[str] = field(default_factory=list)      # plain-HTTP registries (registry.insecure)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -262,16 +265,17 @@ async def first_question(record: PlanRecord, session: Session, bus: EventBus,
                                      f"{', '.join(record.nodes)} (as planned last time)")
     session.start()
     consul = asyncio.ensure_future(asyncio.to_thread(consul_services, record.consul))  # meanwhile: sends no token
+    images = asyncio.ensure_future(asyncio.to_thread(head_digests, record.images, record.insecure))
     secrets = await _settle(asyncio.to_thread(reader or read_secrets, record.vault))
     if secrets is None or secrets_digest(secrets) != record.secrets:
-        await _settle(consul)
+        await asyncio.gather(_settle(consul), _settle(images))
         return FirstAnswer("the secrets could not be checked or changed", secrets)
     try:
         states = await session.look({n: Look(p.look()) for n, p in record.nodes.items()})
     except SwarmError as exc:  # the plan looks again, and says what went wrong
-        consul.cancel()
+        await asyncio.gather(_settle(consul), _settle(images))
         return FirstAnswer(f"a node's look failed: {exc.message}", secrets)
-    why = _difference(record, states, session)
+    why = _difference(record, states, session) or _moved(record, await _settle(images))
     held = await _settle(consul)
     if why is None and (held is None or not consul_matches(record.consul, states, held)):
         why = "Consul does not hold every registration"
@@ -305,6 +309,12 @@ def _difference(record: PlanRecord, states: Mapping[str, NodeState], session: Se
         if stopped:
             return f"{name}: {', '.join(stopped)} not running"
     return None
+
+
+def _moved(record: PlanRecord, heads: Mapping[str, str | None] | None) -> str | None:
+    """A tag that names another digest than the nodes run (an unreachable registry: no verdict)."""
+    moved = [ref for ref, digest in record.images.items() if (heads or {}).get(ref) not in (None, digest)]
+    return f"the tag of {moved[0]} names another image now" if moved else None
 
 
 def read_secrets(vault: RecordedVault | None) -> dict[str, Secret]:

@@ -47,6 +47,7 @@ from orchestrator.errors import InputError, RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
 from orchestrator.facts.node import LookRequest, NodeState
 from orchestrator.facts.probes import ProbeNetwork
+from orchestrator.models.run import before_rollback
 from orchestrator.paths import local_state_dir
 from orchestrator.render.release import RELEASE_FILE, applied_lines, release_id
 from orchestrator.render.services import Service, probe_keys
@@ -241,6 +242,7 @@ class Rollback:
                         interrupts=self.interrupts, network=self.network)
         targets = self._targets(session, scope)  # refuse before any change
         texts = await self._compose_texts(session, targets)
+        await before_rollback(self.project, session.fleet, self.bus, {n: t[1] for n, t in texts.items()})
         work, plans = self._work(session, scope, sel, targets, texts)
         if not work.nodes:
             return {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from orchestrator import commands as cmd
 from orchestrator.clients.secrets_source import SecretSource
@@ -25,16 +26,17 @@ from orchestrator.engine.record import FirstAnswer, PlanCache
 from orchestrator.engine.remember import plan_record
 from orchestrator.engine.resume import resume_pending
 from orchestrator.engine.runner import Runner
-from orchestrator.engine.selection import PhaseScope, Selection, parse_phases, select
+from orchestrator.engine.selection import Selection, parse_phases, select
 from orchestrator.engine.session import LockMode, Look, Session
 from orchestrator.engine.signals import Interrupted, Interrupts, StopRequested
-from orchestrator.engine.work import Context, phase_work
+from orchestrator.engine.work import Context, phase_work, with_moved_images
 from orchestrator.errors import RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
 from orchestrator.facts.node import LookRequest
 from orchestrator.facts.probes import ProbeNetwork
+from orchestrator.models.run import before_deploy
 from orchestrator.paths import local_state_dir
-from orchestrator.preflight.run import check_deploy, plan_requests
+from orchestrator.preflight.run import check_deploy, current_digests, plan_requests
 from orchestrator.render.release import applied_lines
 from orchestrator.render.validate import check_rendered
 from orchestrator.secrets import Secret
@@ -85,7 +87,9 @@ class Deploy:
         self.network = world.network or ProbeNetwork.for_inventory(project.inventory)
         self.cache, self.key = cache, key
         self.looks: dict[str, Look] = {}
-        self.pins: dict[str, str] = {}
+        self.pins: dict[str, str] = {}                 # image -> the digest preflight verified
+        self.digests: dict[str, str] = {}              # image -> the digest its tag names now (render/pins.py)
+        self.weights: dict[str, dict[str, Any]] = {}   # service -> the revision it serves (models/)
 
     async def run(self, sel: Selection | None = None) -> DeployResult:
         sel = sel or select(self.project, self.opts.phases, self.opts.limit)
@@ -110,13 +114,14 @@ class Deploy:
             if moving:
                 self.interrupts.check()
                 await self._preflight(session, sel, moving)
+                await self.stage(session, moving, secrets)
                 await self._phases(session, sel, changes, secrets, result)
             await self._reconcile_consul(session, sel, skip={c.phase.id for c in moving})
             self._say_done(result)
             self._remember(session, whole, secrets)
             return self._finish(result, session, sel)
         finally:
-            await self._unlock(session)
+            await release_locks(session, self.bus)
 
     # ------------------------------------------------------------ connect, secrets
 
@@ -132,17 +137,21 @@ class Deploy:
         return Session.over_ssh(targets, ctx, self.bus, roots=roots, forks=self.opts.forks, check=self.opts.check)
 
     async def _connect(self, session: Session, sel: Selection) -> tuple[Selection, dict[str, Secret]]:
-        """Every connection at once, the secrets meanwhile; an optional node that is off is left out."""
+        """Every connection at once, the secrets and what each image's tag names now meanwhile; an
+        optional node that is off is left out."""
         reading = asyncio.ensure_future(self._secrets(sel.secrets_needed()))
+        heads = asyncio.ensure_future(self._digests(sel))   # registry HEADs while SSH connects
         try:
             skipped = await session.connect(sel.names)
             if len(skipped) == len(sel.names):
                 raise RuntimeFailure("every selected node is optional and unreachable: nothing to do")
             secrets = await reading
+            self.digests = await heads
         finally:
-            if not reading.done():
-                reading.cancel()
-                await asyncio.gather(reading, return_exceptions=True)
+            for task in (reading, heads):
+                if not task.done():
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
         self.bus.emit("secrets", "ok", message=f"{len(secrets)} secrets read (values never shown)")
         return sel.without(skipped), secrets
 
@@ -151,6 +160,12 @@ class Deploy:
         if given is not None and names <= set(given):
             return {n: given[n] for n in names}
         return await self.source.read_async(names)
+
+    async def _digests(self, sel: Selection) -> dict[str, str]:
+        """What each image's tag names now (not with --skip-preflight: nothing was verified)."""
+        if self.opts.skip_preflight:
+            return {}
+        return await current_digests(self.project, sorted({s.image for s in sel.selected_services()}))
 
     # ------------------------------------------------------------ lock, then look; plan
 
@@ -180,8 +195,9 @@ class Deploy:
 
     def _plan(self, session: Session, sel: Selection, secrets: Mapping[str, Secret]) -> list[NodeChange]:
         network = (self.project.inventory.spec.network.name, self.project.inventory.spec.network.subnet)
-        return [plan_change(scope.phase, node, sel.services_of(scope.id, node.name),
-                            sel.content(node.name, scope.id, secrets), session.states[node.name], network)
+        return [with_moved_images(plan_change(scope.phase, node, sel.services_of(scope.id, node.name),
+                                              sel.content(node.name, scope.id, secrets), session.states[node.name],
+                                              network), session.states[node.name], self.digests)
                 for scope in sel.phases for node in scope.nodes]
 
     async def _repair(self, session: Session, sel: Selection, secrets: Mapping[str, Secret],
@@ -216,9 +232,13 @@ class Deploy:
 
     # ------------------------------------------------------------ the phases
 
-    async def stage(self, scope: PhaseScope, mine: Sequence[NodeChange]) -> None:
-        """Before the phase touches a node: put in place what its changed services need that is
-        not part of the release (model weights, images). Nothing is staged yet."""
+    async def stage(self, session: Session, moving: Sequence[NodeChange], secrets: Mapping[str, Secret]) -> None:
+        """Before a phase touches a node: what the changed services need that is not part of the
+        release is in place — the weights of every service of the changing phases staged on its
+        node and the revisions about to (re)start hashed (models/run.py); a missing or corrupt
+        file stops the run, naming it, before any container changes."""
+        self.weights = await before_deploy(self.project, session.fleet, self.bus, [s for c in moving for s in c.services],
+                                           [n for c in moving for n in c.to_apply], secrets)
 
     async def _phases(self, session: Session, sel: Selection, changes: Sequence[NodeChange],
                       secrets: dict[str, Secret], result: DeployResult) -> None:
@@ -227,13 +247,13 @@ class Deploy:
                         secrets=secrets, thermal={n.name: n.thermal_limit_c for n in sel.nodes if n.gpus},
                         interrupts=self.interrupts, network=self.network)
         ctx = Context(by=self.opts.by, run_id=session.ctx.run_id, pins=self.pins, unlock=session.unlock_command,
-                      keep_releases=self.project.inventory.spec.keep_releases)
+                      keep_releases=self.project.inventory.spec.keep_releases, weights=self.weights,
+                      services_of=lambda node: sel.fleet.nodes[node].services)
         last_phase = {c.node.name: c.phase.id for c in changes if c.changed}
         for scope in sel.phases:
             mine = [c for c in changes if c.phase.id == scope.id and c.changed]
             if not mine:
                 continue
-            await self.stage(scope, mine)
             work, releases = phase_work(scope, mine, session.states, last_phase, ctx)
             self.bus.emit("phase", "start", phase=scope.id, message=f"phase {scope.id} ({scope.phase.name}): "
                           + "; ".join(f"{c.node.name}: {c.summary()}" for c in mine))
@@ -276,7 +296,11 @@ class Deploy:
         requests = {n: self.looks[n].request if n in self.looks else self._request(whole, n, secrets)
                     for n in whole.names}
         try:
-            self.cache.save(plan_record(self.key, session, whole, requests, secrets, self.source, self.consul))
+            record = plan_record(self.key, session, whole, requests, secrets, self.source, self.consul)
+            registry = self.project.inventory.spec.registry
+            record.images = dict(self.digests)
+            record.insecure = [registry.mirror] if registry.mirror and registry.insecure else []
+            self.cache.save(record)
         except (OSError, SwarmError) as exc:
             self.bus.emit("run", "info", message=f"plan record not written: {exc}")
 
@@ -289,18 +313,19 @@ class Deploy:
         result.stats = dict(session.fleet.stats())
         return result
 
-    async def _unlock(self, session: Session) -> None:
-        """Every lock this run still holds, released; a release without its applied lines gets them."""
-        async def one(name: str) -> None:
-            state = session.states.get(name)
-            if state is not None and state.current is not None:
-                write = cmd.write_file(f"{session.roots[name]}/current/{cmd.APPLIED_FILE}", 0o644)
-                await session.unlock(name, before=(write,), input=applied_lines(state.applied))
-            else:
-                await session.unlock(name)
 
-        held = [n for n in sorted(session.locked) if n not in session.fleet.unreachable]
-        outcome = await asyncio.gather(*(one(n) for n in held), return_exceptions=True)
-        for name, failed in zip(held, outcome, strict=True):
-            if isinstance(failed, BaseException):
-                self.bus.emit("lock", "failed", host=name, message=f"could not release the lock: {failed}")
+async def release_locks(session: Session, bus: EventBus) -> None:
+    """Every lock the run still holds, released; a release without its applied lines gets them."""
+    async def one(name: str) -> None:
+        state = session.states.get(name)
+        if state is not None and state.current is not None:
+            write = cmd.write_file(f"{session.roots[name]}/current/{cmd.APPLIED_FILE}", 0o644)
+            await session.unlock(name, before=(write,), input=applied_lines(state.applied))
+        else:
+            await session.unlock(name)
+
+    held = [n for n in sorted(session.locked) if n not in session.fleet.unreachable]
+    outcome = await asyncio.gather(*(one(n) for n in held), return_exceptions=True)
+    for name, failed in zip(held, outcome, strict=True):
+        if isinstance(failed, BaseException):
+            bus.emit("lock", "failed", host=name, message=f"could not release the lock: {failed}")

@@ -15,7 +15,7 @@ the runner with the node's work.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrator.engine.plan import NodeChange, applied_after
@@ -23,7 +23,8 @@ from orchestrator.engine.runner import NodeWork, PhaseWork
 from orchestrator.engine.selection import PhaseScope
 from orchestrator.engine.steps import apply_step, audit_line, prune_list, restore_of, switch_step
 from orchestrator.facts.node import NodeState
-from orchestrator.render.release import manifest, release_id, tarball
+from orchestrator.render.pins import moved_images, pin_compose, recorded_images
+from orchestrator.render.release import ReleaseContent, manifest, release_id, tarball
 from orchestrator.render.services import Service
 
 RECREATE = "recreate"
@@ -43,6 +44,8 @@ class Context:
     keep_releases: int
     pins: Mapping[str, str]                       # image -> repo@sha256 (preflight's answers)
     unlock: Callable[[str], Any]                  # node -> the command that releases its lock
+    weights: Mapping[str, dict[str, Any]] = field(default_factory=dict)   # service -> the revision it serves
+    services_of: Callable[[str], Sequence[Service]] = lambda _node: ()   # node -> every service rendered for it
 
 
 @dataclass(frozen=True)
@@ -75,12 +78,14 @@ def node_work(change: NodeChange, state: NodeState, unlocks: bool, ctx: Context)
     release = release_id(change.content.hash, state.releases)
     by_name = {s.name: s for s in change.services}
     recreate = tuple(s for s in change.to_apply if strategy_of(by_name[s]) == RECREATE)
+    images = {**recorded_images(state.current),
+              **{s.name: ctx.pins[s.image] for s in change.services if s.image in ctx.pins}}
     record = manifest(change.content, release=release, phase=change.phase.id, applied=applied_after(change, state),
-                      by=ctx.by, previous=previous, run=ctx.run_id,
-                      images={s.name: ctx.pins[s.image] for s in change.services if s.image in ctx.pins})
+                      by=ctx.by, previous=previous, run=ctx.run_id, images=images,
+                      models={s.name: ctx.weights[s.name] for s in change.services if s.name in ctx.weights})
     infra = change.infra
     apply = apply_step(node, release, previous=previous, previous_applied=state.applied, to_apply=recreate,
-                       tar=tarball(change.content, release, record),
+                       tar=tarball(pinned(change, images, ctx.services_of(node.name)), release, record),
                        directories=infra.directories if infra else (), network=infra.network if infra else None)
     pruned = prune_list(state.releases, ctx.keep_releases, new=release, previous=previous)
     audit = audit_line(node.name, "deploy", change.phase.id, ctx.by, release=release, previous=previous,
@@ -90,3 +95,19 @@ def node_work(change: NodeChange, state: NodeState, unlocks: bool, ctx: Context)
     work = NodeWork(node=node, release=release, previous=previous, apply=apply, switch=switch,
                     restore=restore_of(previous, state.applied, recreate, ()), gated=change.services)
     return work, NodeRelease(record, unlocks, tuple(pruned))
+
+
+def with_moved_images(change: NodeChange, state: NodeState, digests: Mapping[str, str]) -> NodeChange:
+    """A tag that names another digest than the node runs is a change (render/pins.py)."""
+    moved = moved_images(change.services, recorded_images(state.current), digests)
+    new = [s for s in moved if s not in change.to_apply and s not in change.adopted]
+    if not new:
+        return change
+    return replace(change, to_apply=(*change.to_apply, *new), reasons={**change.reasons, **{s: moved[s] for s in new}})
+
+
+def pinned(change: NodeChange, images: Mapping[str, str], services: Sequence[Service]) -> ReleaseContent:
+    """The release's compose names every image by the digest its release records (render/pins.py)."""
+    pins = {s.name: (s.image, images[s.name]) for s in services if s.name in images}
+    files = {**change.content.files, "compose.yml": pin_compose(change.content.files["compose.yml"], pins)}
+    return replace(change.content, files=files)

@@ -87,6 +87,7 @@ class ModelFacts(Model):
     source: str
     quantization_source: str | None = None
     context_source: str | None = None
+    revision: str | None = None   # the commit swarm stages (render/weights.py, docs/models.md)
 
     def arch(self) -> ModelArch:
         """The same ModelArch vLLM's config.json would give: the entry is read as one."""
@@ -134,9 +135,11 @@ class ResolvedModel:
 def resolve_model(project: Project, catalog: Catalog, svc: Service) -> ResolvedModel | None:
     """config.json from where the weights are: staged weights, a hub cache, the catalogue."""
     name = str(svc.vars["model"])
-    revision = svc.vars.get("model_revision")
-    found = find_config(name, project.root, cache_roots(svc.vars), mirror_roots(svc.vars),
-                        str(revision) if revision else None)
+    pinned = svc.weights.revision if svc.weights is not None and svc.weights.pinned else None
+    revision = svc.vars.get("model_revision") or pinned
+    # the controller's mirror of the model store (inventory `models.mirror`, docs/models.md) too
+    mirrors = [*mirror_roots(svc.vars), Path(project.inventory.spec.models.mirror).expanduser()]
+    found = find_config(name, project.root, cache_roots(svc.vars), mirrors, str(revision) if revision else None)
     facts = catalog.models.get(name)
     if found is not None:
         arch = load_arch(found.path)

@@ -27,6 +27,13 @@ from orchestrator.config.yamlfile import PathKey, describe_error, format_loc, sh
 from orchestrator.errors import InputError
 from orchestrator.render.sandbox import run_budget
 from orchestrator.render.templates import Where, render_value
+from orchestrator.render.weights import (
+    NO_WEIGHTS,
+    WeightsPin,
+    catalogue_path,
+    catalogue_revisions,
+    pin_for,
+)
 
 
 class Port(Model):
@@ -111,6 +118,8 @@ class Service:
     healthy_deadline: float | None
     min_healthy_time: float | None
     compose: dict[str, Any] = field(repr=False, compare=False)
+    weights: WeightsPin | None = None   # the model it serves, staged in the node's store
+
 
     @property
     def has_healthcheck(self) -> bool:
@@ -178,7 +187,7 @@ def merge_settings(project: Project, svc: ServiceInstance, role: Role, node: Nod
 
 
 BUILTIN_NAMES = frozenset({"instance", "node", "network", "deploy_root", "config_dir", "fleet_name",
-                           "thermal_limit_c", "nodes", "vault", "consul", "fleet", "secrets"})
+                           "thermal_limit_c", "nodes", "vault", "consul", "fleet", "secrets", "weights"})
 """What templates get from swarm itself (`_builtins`, plus `fleet` in config files and `secrets`
 in secret_env): a variable of the same name would silently replace it."""
 
@@ -277,6 +286,8 @@ def build_service(project: Project, phase: Phase, svc: ServiceInstance) -> Servi
     ctx = instance_vars(project, svc, role, node)
     where = role.where
     spec = role.spec
+    weights = _weights(role, ctx)
+    ctx["weights"] = weights.as_vars(node.deploy_root) if weights else NO_WEIGHTS
     image_ref = spec.image.by_arch.get(node.arch, spec.image.name)
     image_loc = ("image", "by_arch", node.arch) if node.arch in spec.image.by_arch else ("image", "name")
     upstream = str(render_value(image_ref, ctx, where, image_loc))
@@ -296,8 +307,21 @@ def build_service(project: Project, phase: Phase, svc: ServiceInstance) -> Servi
         vars=dict(ctx), ports=ports, probes=probes, consul=consul,
         secret_env=dict(spec.secret_env), gpu=spec.gpu, protected=node.is_protected(svc.name),
         ram_gb=spec.resources.ram_gb, healthy_deadline=deadline, min_healthy_time=min_healthy,
-        compose=compose,
+        compose=compose, weights=weights,
     )
+
+
+def _weights(role: Role, ctx: dict[str, Any]) -> WeightsPin | None:
+    """The model the instance serves, pinned by its own `revision` or the role's catalogue."""
+    spec = role.spec.weights
+    if spec is None:
+        return None
+    repo = str(render_value(spec.repo, ctx, role.where, ("weights", "repo")))
+    revision = render_value(spec.revision, ctx, role.where, ("weights", "revision")) if spec.revision else None
+    try:
+        return pin_for(repo, str(revision) if revision else None, catalogue_revisions(catalogue_path(role.dir)))
+    except ValueError as exc:
+        raise InputError(f"weights: {exc} (service {ctx.get('instance')})", file=role.where(("weights",))) from None
 
 
 def _check_image(ref: str, role: Role, loc: PathKey, svc: ServiceInstance) -> None:

@@ -6,11 +6,17 @@ Accepts vLLM's real command line (`--model`, `--port`, `--host`, `--served-model
 `VLLM_API_KEY`. Serves `/health`, `/version`, `/v1/models`, `/v1/chat/completions`,
 `/v1/completions` and `/metrics`; `/v1/*` requires `Authorization: Bearer <key>` when a
 key is set. Fault modes: see `_base.py`.
+
+A `--model` that is a directory (the staged revision swarm mounts: docs/models.md) is loaded as
+vLLM loads it before it listens: its `config.json` is read (missing or not JSON: exit 1, as vLLM
+fails), then every safetensors shard its index names is read from disk; the time it took is
+logged (`loaded N bytes in S s`), nothing is downloaded. A hub repository id is served as before.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import threading
 import time
@@ -178,8 +184,33 @@ def make_handler(args: argparse.Namespace) -> type[_base.Handler]:
     return VllmHandler
 
 
+def load_model(path: str) -> dict[str, Any]:
+    """Read the staged revision as vLLM would: config.json, then every shard (SystemExit if unusable)."""
+    try:
+        with open(os.path.join(path, "config.json")) as handle:
+            config = json.load(handle)
+    except (OSError, ValueError) as exc:
+        _base.log("vllm-standin", f"cannot load {path}: config.json: {exc}")
+        raise SystemExit(1) from None
+    started, size = time.monotonic(), 0
+    index = os.path.join(path, "model.safetensors.index.json")
+    shards: list[str] = []
+    if os.path.exists(index):
+        with open(index) as handle:
+            shards = sorted(set(json.load(handle)["weight_map"].values()))
+    for shard in shards:
+        with open(os.path.join(path, shard), "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                size += len(chunk)
+    _base.log("vllm-standin", f"{config.get('architectures')} loaded {size} bytes in "
+              f"{time.monotonic() - started:.2f} s from {path} (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE')})")
+    return dict(config)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.model.startswith("/"):
+        load_model(args.model)
     _base.log(
         "vllm-standin",
         f"model={args.model} served={args.served} "
