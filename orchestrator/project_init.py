@@ -178,7 +178,8 @@ def untrusted(request: InitRequest) -> list[Machine]:
     """Machines whose host key known_hosts does not hold yet. `--probe` records them first (the
     fingerprint shown and confirmed, as `swarm trust` does): probing needs a verified key, and
     `swarm trust` needs the project that init has not written yet."""
-    from orchestrator.transport.ssh import known_keys  # asyncssh, ~110 ms to import: only for --probe
+    # asyncssh, ~110 ms to import: only for --probe
+    from orchestrator.transport.ssh import known_keys
 
     path = known_hosts_path(request)
     return [m for m in request.machines if not known_keys(path, m.address, SSH_PORT)]

@@ -21,7 +21,7 @@ answer: whenever it cannot vouch for one, the full plan runs.
 
 A record decides where the Vault token is sent, so one is used only when the user owns it
 (and its directory) and nobody else may write either, and only when its Vault and Consul
-addresses are the ones the inventory names.
+addresses are the ones the inventory names (read without a YAML library: `declared_addresses`).
 """
 
 from __future__ import annotations
@@ -30,14 +30,13 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from orchestrator.clients import consul_read, vault_kv
 from orchestrator.clients.consul_read import ConsulAccess, agent_services
@@ -218,25 +217,49 @@ def is_ours(path: Path) -> bool:
 
 
 def same_services(record: PlanRecord, inventory: Path) -> bool:
-    """The record's Vault and Consul are where the inventory says (read without the loader:
-    a plain YAML parse of the `vault.addr` and `consul.addr` it sets, else their defaults)."""
+    """The record's Vault and Consul are where the inventory says (`declared_addresses`: what it
+    sets, else the loader's defaults); an inventory too unusual to read that way trusts none."""
     try:
-        data = yaml.load(inventory.read_bytes(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except (OSError, yaml.YAMLError):
+        declared = declared_addresses(inventory.read_text())
+    except (OSError, UnicodeDecodeError):
         return False
-    if not isinstance(data, dict):
+    if declared is None:
         return False
-    vault = _addr(data.get("vault"), vault_kv.DEFAULT_ADDR)
-    consul = _addr(data.get("consul"), consul_read.DEFAULT_ADDR)
+    vault = declared.get("vault", vault_kv.DEFAULT_ADDR).rstrip("/")
+    consul = declared.get("consul", consul_read.DEFAULT_ADDR).rstrip("/")
     return ((record.vault is None or record.vault.addr.rstrip("/") == vault)
             and (record.consul is None or record.consul.addr.rstrip("/") == consul))
 
 
-def _addr(block: Any, default: str) -> str | None:
-    if block is None:
-        return default.rstrip("/")
-    value = block.get("addr", default) if isinstance(block, dict) else None
-    return str(value).rstrip("/") if isinstance(value, str) else None
+_TOP = re.compile(r"([A-Za-z_][\w-]*):\s*(#.*)?")
+_ADDR = re.compile(r"""  addr: +(["']?)(https?://[^\s"'#]+)\1 *(#.*)?""")
+
+
+def declared_addresses(text: str) -> dict[str, str] | None:
+    """`vault.addr` and `consul.addr` as a block-style inventory writes them (a top-level key, the
+    addr two spaces in, a plain or quoted URL): the form `swarm init`, `lab up` and the examples
+    write. Read here without a YAML library (its import alone is ~8 ms of a no-op deploy, with
+    python -X importtime, 2026-12-06); anything else in those blocks — flow style, anchors,
+    aliases, tags, tabs, a key twice — is None, and then the record is not used (the full
+    plan loads the inventory as always)."""
+    found: dict[str, str] = {}
+    seen: set[str] = set()
+    block: str | None = None
+    for line in text.splitlines():
+        if "\t" in line:
+            return None
+        if line[:1] not in ("", " ", "#", "-"):
+            top = _TOP.fullmatch(line)
+            block = top.group(1) if top else line.split(":", 1)[0]
+            if block in ("vault", "consul") and (top is None or block in seen):
+                return None
+            seen.add(block)
+        elif block in ("vault", "consul") and line.lstrip().startswith(("addr", "<<", "&", "*", "!")):
+            match = _ADDR.fullmatch(line)
+            if match is None or block in found:
+                return None
+            found[block] = match.group(2)
+    return found
 
 
 # --------------------------------------------------------------------------- the first question

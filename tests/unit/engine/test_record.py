@@ -244,3 +244,23 @@ def test_a_record_keeps_an_optional_node_that_was_off(tmp_path) -> None:
     assert record.nodes["overflow"].target["answer_window"] == 0.2
     assert "backup-router" in record.nodes["overflow"].services
     assert not record.nodes["oracle"].optional
+
+
+def test_the_record_check_reads_the_inventorys_addresses_as_the_loader_does() -> None:
+    """Without a YAML library (a no-op deploy never imports one): every inventory swarm writes or
+    ships reads the same; any form it cannot read exactly trusts no record."""
+    from orchestrator.config.inventory import load_inventory
+    from orchestrator.engine.record import declared_addresses
+
+    for path in [INVENTORY, *sorted((REPO / "examples").glob("*/inventory/swarm.yml"))]:
+        spec = load_inventory(path).spec
+        assert declared_addresses(path.read_text()) == {"vault": spec.vault.addr, "consul": spec.consul.addr}
+    assert declared_addresses("nodes: {}\n") == {}  # neither named: the loader's defaults
+    for odd in ("vault: {addr: http://a:8200}\n",                    # flow style
+                "vault: &v\n  addr: http://a:8200\n",                # an anchor
+                "vault:\n  <<: *v\n",                                # a merge
+                "vault:\n  addr: !!str http://a:8200\n",             # a tag
+                "vault:\n    addr: http://a:8200\n",                 # another indent
+                "vault:\n\taddr: http://a:8200\n",                   # a tab
+                "vault:\n  addr: http://a:8200\nvault:\n  addr: http://b:8200\n"):  # twice
+        assert declared_addresses(odd) is None, odd
