@@ -287,12 +287,12 @@ async def first_question(record: PlanRecord, session: Session, bus: EventBus,
     bus.emit("run", "start", message=f"phase {', '.join(map(str, record.phases))} on "
                                      f"{', '.join(record.nodes)} (as planned last time)")
     session.start()
-    consul = asyncio.ensure_future(asyncio.to_thread(consul_services, record.consul))  # meanwhile: sends no token
     images = asyncio.ensure_future(asyncio.to_thread(head_digests, record.images, record.insecure))
     secrets = await _settle(asyncio.to_thread(reader or read_secrets, record.vault))
     if secrets is None or secrets_digest(secrets) != record.secrets:
-        await asyncio.gather(_settle(consul), _settle(images))
+        await _settle(images)
         return FirstAnswer("the secrets could not be checked or changed", secrets)
+    consul = asyncio.ensure_future(asyncio.to_thread(consul_services, record.consul))  # while the nodes look
     try:
         states = await session.look({n: Look(p.look()) for n, p in record.nodes.items()})
     except SwarmError as exc:  # the plan looks again, and says what went wrong
