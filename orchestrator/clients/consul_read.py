@@ -24,8 +24,6 @@ from orchestrator.clients.vault_kv import read_private
 from orchestrator.errors import ServiceError
 from orchestrator.secrets import Secret
 
-DEFAULT_ADDR = "http://127.0.0.1:8500"   # config/inventory.py's ConsulSettings default (a test keeps them equal)
-
 
 @dataclass(frozen=True)
 class ConsulAccess:

@@ -35,7 +35,6 @@ from orchestrator.clients.http import Tls, request
 from orchestrator.errors import InputError, ServiceError
 from orchestrator.secrets import Secret, scrub
 
-DEFAULT_ADDR = "http://127.0.0.1:8200"   # config/inventory.py's VaultSettings default (a test keeps them equal)
 TOKEN_FILE_LIMIT = 64 * 1024
 SEALED_HINT = (
     "unseal it with `vault operator unseal` or `swarm vault unseal --key-file FILE` (the keys "

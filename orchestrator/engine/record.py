@@ -38,11 +38,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.clients import consul_read, vault_kv
-from orchestrator.clients.consul_read import ConsulAccess, agent_services
-from orchestrator.clients.http import Tls
-from orchestrator.clients.tags import head_digests
-from orchestrator.clients.vault_kv import KvReader, VaultAccess, token_for
 from orchestrator.engine.context import DeployResult
 from orchestrator.engine.session import Look, Session
 from orchestrator.errors import SwarmError
@@ -51,6 +46,8 @@ from orchestrator.facts.node import LookRequest, NodeState
 from orchestrator.secrets import Secret
 
 FORMAT = 2
+DEFAULT_VAULT = "http://127.0.0.1:8200"    # config/inventory.py's defaults (a test keeps them equal)
+DEFAULT_CONSUL = "http://127.0.0.1:8500"
 PACKAGE = Path(__file__).resolve().parents[1]
 
 
@@ -117,10 +114,6 @@ class RecordedVault:
     ca_cert: str | None = None
     client_cert: list[str] | None = None   # [certificate, key]
 
-    def access(self) -> VaultAccess:
-        return VaultAccess(addr=self.addr, mount=self.mount, token_file=_path(self.token_file),
-                           tls=_tls(self.ca_cert, self.client_cert))
-
 
 @dataclass
 class RecordedConsul:
@@ -131,17 +124,9 @@ class RecordedConsul:
     ca_cert: str | None = None
     client_cert: list[str] | None = None
 
-    def access(self) -> ConsulAccess:
-        return ConsulAccess(addr=self.addr, token_file=_path(self.token_file), token_env=self.token_env,
-                            tls=_tls(self.ca_cert, self.client_cert))
-
 
 def _path(value: str | None) -> Path | None:
     return Path(value) if value else None
-
-
-def _tls(ca: str | None, cert: list[str] | None) -> Tls:
-    return Tls(ca_cert=_path(ca), client_cert=(Path(cert[0]), Path(cert[1])) if cert else None)
 
 
 @dataclass
@@ -225,8 +210,8 @@ def same_services(record: PlanRecord, inventory: Path) -> bool:
         return False
     if declared is None:
         return False
-    vault = declared.get("vault", vault_kv.DEFAULT_ADDR).rstrip("/")
-    consul = declared.get("consul", consul_read.DEFAULT_ADDR).rstrip("/")
+    vault = declared.get("vault", DEFAULT_VAULT).rstrip("/")
+    consul = declared.get("consul", DEFAULT_CONSUL).rstrip("/")
     return ((record.vault is None or record.vault.addr.rstrip("/") == vault)
             and (record.consul is None or record.consul.addr.rstrip("/") == consul))
 
@@ -287,8 +272,9 @@ async def first_question(record: PlanRecord, session: Session, bus: EventBus,
     bus.emit("run", "start", message=f"phase {', '.join(map(str, record.phases))} on "
                                      f"{', '.join(record.nodes)} (as planned last time)")
     session.start()
-    images = asyncio.ensure_future(asyncio.to_thread(head_digests, record.images, record.insecure))
-    secrets = await _settle(asyncio.to_thread(reader or read_secrets, record.vault))
+    reading = asyncio.ensure_future(asyncio.to_thread(reader or read_secrets, record.vault))  # first: the looks wait for it
+    images = asyncio.ensure_future(asyncio.to_thread(tag_digests, record))
+    secrets = await _settle(reading)
     if secrets is None or secrets_digest(secrets) != record.secrets:
         await _settle(images)
         return FirstAnswer("the secrets could not be checked or changed", secrets)
@@ -340,11 +326,23 @@ def _moved(record: PlanRecord, heads: Mapping[str, str | None] | None) -> str | 
     return f"the tag of {moved[0]} names another image now" if moved else None
 
 
+# The reads below run in threads while the SSH connections open, and import their clients there:
+# the Vault reader, the HTTP client, Consul's and the registry's are ~3.5 ms of imports (python
+# -X importtime, 2026-12-06) that would otherwise stand before the connects.
+
+
 def read_secrets(vault: RecordedVault | None) -> dict[str, Secret]:
     """The recorded secrets, through the one Vault reader with the one token rule."""
     if vault is None or not vault.paths:
         return {}
-    access = vault.access()
+    from orchestrator.clients.vault_kv import (  # in its thread: ~3.5 ms above
+        KvReader,
+        VaultAccess,
+        token_for,
+    )
+
+    access = VaultAccess(addr=vault.addr, mount=vault.mount, token_file=_path(vault.token_file),
+                         tls=_tls(vault.ca_cert, vault.client_cert))
     by_path = KvReader(access, token_for(access)).read_many(path for path, _ in vault.paths.values())
     return {name: Secret((by_path[path] or {})[key].reveal(), name) for name, (path, key) in sorted(vault.paths.items())}
 
@@ -353,7 +351,26 @@ def consul_services(consul: RecordedConsul | None) -> dict[str, Any]:
     """The agent's registrations (nothing to read when the record expects none)."""
     if consul is None or not consul.expected:
         return {}
-    return agent_services(consul.access())
+    from orchestrator.clients.consul_read import (  # in its thread: ~3.5 ms above
+        ConsulAccess,
+        agent_services,
+    )
+
+    return agent_services(ConsulAccess(addr=consul.addr, token_file=_path(consul.token_file),
+                                       token_env=consul.token_env, tls=_tls(consul.ca_cert, consul.client_cert)))
+
+
+def tag_digests(record: PlanRecord) -> dict[str, str | None]:
+    """What each recorded image's tag names now (one registry HEAD each)."""
+    from orchestrator.clients.tags import head_digests  # in its thread: ~3.5 ms above
+
+    return head_digests(record.images, record.insecure)
+
+
+def _tls(ca: str | None, cert: list[str] | None) -> Any:
+    from orchestrator.clients.http import Tls  # in the reader's thread: ~3.5 ms above
+
+    return Tls(ca_cert=_path(ca), client_cert=(Path(cert[0]), Path(cert[1])) if cert else None)
 
 
 def consul_matches(consul: RecordedConsul | None, states: Mapping[str, NodeState],

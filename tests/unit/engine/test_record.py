@@ -224,11 +224,11 @@ def test_the_key_changes_with_a_shared_role_an_example_project_uses(tmp_path: Pa
 
 def test_the_record_paths_defaults_are_the_loaders() -> None:
     """Where the record check assumes Vault and Consul when an inventory names neither."""
-    from orchestrator.clients import consul_read, vault_kv
     from orchestrator.config.inventory import ConsulSettings, VaultSettings
+    from orchestrator.engine import record
 
-    assert VaultSettings().addr == vault_kv.DEFAULT_ADDR
-    assert ConsulSettings().addr == consul_read.DEFAULT_ADDR
+    assert VaultSettings().addr == record.DEFAULT_VAULT
+    assert ConsulSettings().addr == record.DEFAULT_CONSUL
 
 
 def test_a_record_keeps_an_optional_node_that_was_off(tmp_path) -> None:
