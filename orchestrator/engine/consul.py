@@ -14,7 +14,16 @@ from typing import Any
 from orchestrator.config.project import Project
 from orchestrator.errors import ServiceError
 from orchestrator.events import EventBus
-from orchestrator.render.services import Service
+from orchestrator.render.services import LOOPBACK, Service
+
+
+def check_endpoint(svc: Service, port: int) -> tuple[str, int]:
+    """Where Consul checks a service: its address, or — published on its node's loopback only —
+    its name and container port on the compose network (Consul's agent runs on that network)."""
+    published = next((p for p in svc.ports if p.port == port), None)
+    if published is not None and published.host_ip == LOOPBACK:
+        return svc.name, published.target
+    return svc.address, port
 
 
 def registration(svc: Service, release: str, fleet: str) -> Any:
@@ -25,8 +34,9 @@ def registration(svc: Service, release: str, fleet: str) -> Any:
     check = None
     if spec.check is not None:
         scheme = str(svc.vars.get("scheme", "http"))  # roles serving TLS (Vault, Consul) set it
-        target = (f"{scheme}://{svc.address}:{spec.check.port}{spec.check.path}" if spec.check.kind == "http"
-                  else f"{svc.address}:{spec.check.port}")
+        host, port_ = check_endpoint(svc, spec.check.port)
+        target = (f"{scheme}://{host}:{port_}{spec.check.path}" if spec.check.kind == "http"
+                  else f"{host}:{port_}")
         check = CheckSpec(kind="http" if spec.check.kind == "http" else "tcp", target=target, interval=f"{int(spec.check.interval)}s",
                           timeout=f"{int(spec.check.timeout)}s")
     port = spec.check.port if spec.check else (svc.ports[0].port if svc.ports else 0)

@@ -30,6 +30,7 @@ from orchestrator import commands as cmd
 from orchestrator.clients.secrets_source import SecretSource
 from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project
+from orchestrator.engine import rollout
 from orchestrator.engine.consul import ConsulSync
 from orchestrator.engine.context import DeployResult, RunContext, new_run, whoami
 from orchestrator.engine.fastpath import (
@@ -417,7 +418,8 @@ class Deploy:
         runner = Runner(fleet, self.bus, run_id=self.run_ctx.run_id, by=self.opts.by, consul=self.consul,
                         pending=PendingStore(self.state_dir, self.project.inventory.fleet),
                         secrets=secrets, thermal=self._thermal(sel), interrupts=self.interrupts,
-                        network=self.probe_network)
+                        network=self.probe_network, inventory=self.project.inventory,
+                        doors=rollout.doors_of(sel.services))
         last_phase = {c.node.name: c.phase.id for c in changes if c.changed}
         for scope in sel.phases:
             mine = [c for c in changes if c.phase.id == scope.id and c.changed]
@@ -442,15 +444,20 @@ class Deploy:
         node, state = change.node, self.states[change.node.name]
         release = release_id(change.content.hash, state.releases)
         previous = state.current_id
+        plan = rollout.plan_node(change.to_apply, change.reasons, change.services, state, node.project,
+                                 shapes=change.content.shapes, configs=change.content.configs,
+                                 doors=rollout.doors_of(self.selected.services))
         record = manifest(change.content, release=release, phase=change.phase.id,
                           applied=applied_after(change, state), by=self.opts.by, previous=previous,
                           images={s.name: self.pins[s.image] for s in change.services if s.image in self.pins},
-                          run=self.run_ctx.run_id)
+                          run=self.run_ctx.run_id,
+                          **rollout.release_extra(change.content.shapes, change.content.configs, state))
         infra = change.infra
         apply = apply_step(node, release, previous=previous, previous_applied=state.applied,
-                           to_apply=change.to_apply, tar=tarball(change.content, release, record),
+                           to_apply=plan.applied_by_step, tar=tarball(change.content, release, record),
                            directories=infra.directories if infra else (),
-                           network=infra.network if infra else None)
+                           network=infra.network if infra else None,
+                           hooks=rollout.apply_hooks(node, plan, state, release))
         keep = self.project.inventory.spec.keep_releases
         audit = audit_line(node.name, "deploy", change.phase.id, self.opts.by, release=release,
                            previous=previous, services=list(change.to_apply), adopted=list(change.adoptions))
@@ -460,8 +467,8 @@ class Deploy:
         self._records[node.name] = (record, fold_unlock, prune_list(state.releases, keep, new=release,
                                                                     previous=previous))
         return NodeWork(node=node, release=release, previous=previous, apply=apply, switch=switch,
-                        restore=restore_of(previous, state.applied, change.to_apply, ()),
-                        gated=change.services)
+                        restore=restore_of(previous, state.applied, plan.applied_by_step, ()),
+                        gated=change.services, rolling=plan.rolling, reloads=plan.reload)
 
     def _committed(self, work: PhaseWork, mine: Sequence[NodeChange], result: DeployResult) -> None:
         """The phase is in: the nodes' states are what this run made them."""

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator import commands as cmd
 from orchestrator.commands import Command, Script
 from orchestrator.config.playbook import GateSpec
+from orchestrator.engine.reach import probe_target
 from orchestrator.engine.signals import Interrupts
 from orchestrator.errors import RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
@@ -434,9 +435,16 @@ class Gate:
         return compose_outcome(container, svc)
 
     async def _probe(self, probe: Probe, svc: Service, client: httpx.AsyncClient) -> Outcome:
+        try:  # a port on the node's loopback only is probed through its SSH link (engine/reach.py)
+            address, via = await probe_target(self.targets[svc.node].transport, svc, probe)
+        except SwarmError as exc:
+            return Outcome(False, describe_probe(probe), exc.message)
         if probe.kind == "http":
-            return await http_probe(client, svc.address, probe, self.secrets)
-        return await tcp_probe(svc.address, probe, self.network.tcp)
+            outcome = await http_probe(client, address, via, self.secrets)
+        else:
+            outcome = await tcp_probe(address, via, self.network.tcp)
+        outcome.probe = describe_probe(probe)  # named by the node's port, not the forward's
+        return outcome
 
     async def _fail_crashed(self, watches: Sequence[Watch], views: Mapping[str, NodeView]) -> None:
         for watch in watches:

@@ -32,6 +32,7 @@ import yaml
 from orchestrator import commands as cmd
 from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project
+from orchestrator.engine import rollout
 from orchestrator.engine.consul import ConsulSync
 from orchestrator.engine.context import RunContext, new_run, whoami
 from orchestrator.engine.deploy import lock_held
@@ -190,7 +191,8 @@ def plan_rollback(node: Node, phase: int, state: NodeState, target: Target, phas
               "previous": state.current_id, "services": {s: target_applied[s] for s in take},
               "applied": applied, "action": "rollback", "rolled_back_to": target.release["id"],
               "rollback_of": target.effective["id"], "run": run_id,
-              "images": dict(target.release.get("images", {}))}
+              "images": dict(target.release.get("images", {})),
+              **rollout.taken_extra(target.release, state, take)}
     return RollbackPlan(node=node, target=target, release=release, record=record, compose=compose,
                         to_apply=to_apply, to_remove=drop, take=take, kept_protected=protected)
 
@@ -233,6 +235,7 @@ class Rollback:
 
     async def run(self) -> dict[str, str]:
         sel = select(self.project, self.opts.phases, self.opts.limit)
+        self.doors = rollout.doors_of(sel.services)
         self.ctx = new_run(self.opts.by, "rollback", sel.phase_ids)
         fleet = self._fleet or Fleet.for_nodes(self.project.inventory, sel.nodes, forks=self.opts.forks)
         async with fleet:
@@ -279,7 +282,8 @@ class Rollback:
                         pending=PendingStore(self.state_dir, self.project.inventory.fleet),
                         secrets=await self._bearer_secrets(sel),
                         thermal={n.name: n.thermal_limit_c for n in sel.nodes if n.gpus},
-                        interrupts=self.interrupts, network=self.network)
+                        interrupts=self.interrupts, network=self.network, inventory=self.project.inventory,
+                        doors=self.doors)
         plans = {scope.id: self._targets(scope, sel) for scope in sel.phases}  # refuse before any change
         done: dict[str, str] = {}
         for scope in reversed(sel.phases):
@@ -353,9 +357,13 @@ class Rollback:
         root = node.deploy_root
         build = [cmd.copy_release(root, previous, plan.release),
                  cmd.take_services(root, str(plan.target.release["id"]), plan.release, list(plan.take))]
+        ways = rollout.plan_node(plan.to_apply, {}, services, state, node.project,
+                                 shapes=plan.record["shapes"], configs=plan.record["configs"],
+                                 doors=self.doors)
         apply = apply_step(node, plan.release, previous=previous, previous_applied=state.applied,
-                           to_apply=plan.to_apply, to_remove=plan.to_remove, tar=rollback_tar(plan),
-                           carry_env=False, build=build)
+                           to_apply=ways.applied_by_step, to_remove=plan.to_remove, tar=rollback_tar(plan),
+                           carry_env=False, build=build,
+                           hooks=rollout.apply_hooks(node, ways, state, plan.release))
         audit = audit_line(node.name, "rollback", plan.record["phase"], self.opts.by, release=plan.release,
                            previous=previous, rolled_back_to=plan.target.release["id"],
                            services=list(plan.to_apply), removed=list(plan.to_remove), on_demand=True)
@@ -365,8 +373,8 @@ class Rollback:
                                               previous=previous))
         gated = tuple(s for s in services if s.name in plan.record["applied"])
         return NodeWork(node=node, release=plan.release, previous=previous, apply=apply, switch=switch,
-                        restore=restore_of(previous, state.applied, plan.to_apply, plan.to_remove),
-                        gated=gated)
+                        restore=restore_of(previous, state.applied, ways.applied_by_step, plan.to_remove),
+                        gated=gated, rolling=ways.rolling, reloads=ways.reload)
 
     async def _bearer_secrets(self, sel: Selection) -> dict[str, Any]:
         if self.given_secrets is not None:

@@ -2,7 +2,11 @@
 
 A phase runs as a transaction over its nodes:
 
-    apply (every node at once) -> gate -> register in Consul -> switch (every node at once)
+    apply (every node at once) -> rolling swaps -> gate -> register in Consul -> switch (every node at once)
+
+The apply step recreates or reloads what changed (engine/rollout.py); a model server that
+rolls is swapped after it, one instance of a model at a time with its drain in the front door,
+each swap journaled like a step.
 
 Before each step's command goes out the runner journals it (and saves the unwind it would
 need in the controller's pending record); its answer is journaled when it comes back.
@@ -24,11 +28,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from orchestrator.commands import Command
-from orchestrator.config.inventory import Node
+from orchestrator.config.inventory import Inventory, Node
 from orchestrator.config.playbook import GateSpec
+from orchestrator.engine import rollout
 from orchestrator.engine.consul import ConsulSync
 from orchestrator.engine.gate import Gate, GateFailed, GateTarget, NodeUnreachable, ProbeNetwork
 from orchestrator.engine.pending import Pending, PendingNode, PendingStore
+from orchestrator.engine.rollout import Move, Swapper
 from orchestrator.engine.signals import Interrupted, Interrupts, StopRequested
 from orchestrator.engine.steps import NodeStep, Restore, audit_line, unwind_script
 from orchestrator.errors import (
@@ -45,6 +51,7 @@ from orchestrator.transport.base import Result, check_result
 from orchestrator.transport.fleet import Fleet, as_swarm_error
 
 RESTORE_HOLD = 3.0       # a restored service that was healthy before: seconds it must stay up
+ROLL_HOLD = 3.0          # a swapped instance: seconds it must stay up before it takes requests again
 RECONNECT_ATTEMPTS = 3      # with 2 s between: a node whose sshd restarts within ~4 s is still rolled back
 
 
@@ -59,6 +66,8 @@ class NodeWork:
     switch: NodeStep
     restore: Restore
     gated: tuple[Service, ...]            # the phase's services on the node, gated after apply
+    rolling: tuple[Service, ...] = ()     # swapped one at a time after the apply (engine/rollout.py)
+    reloads: tuple[Service, ...] = ()     # reloaded in place by the apply; confirmed after it
 
 
 @dataclass
@@ -88,6 +97,8 @@ class Journal:
     work: PhaseWork
     entries: dict[str, list[Entry]] = field(default_factory=dict)
     undone: set[str] = field(default_factory=set)   # undo ran, restored services not re-checked yet
+    moves: list[Move] = field(default_factory=list)  # rolling instances and how far each got
+    swapper: Swapper | None = None
 
     def record(self, node: str, step: NodeStep) -> Entry:
         entry = Entry(step)
@@ -119,7 +130,8 @@ class Runner:
     def __init__(self, fleet: Fleet, bus: EventBus, *, run_id: str, by: str, consul: ConsulSync,
                  pending: PendingStore | None, secrets: Mapping[str, Secret],
                  thermal: Mapping[str, float], interrupts: Interrupts,
-                 network: ProbeNetwork | None = None) -> None:
+                 network: ProbeNetwork | None = None, inventory: Inventory | None = None,
+                 doors: Sequence[Service] = ()) -> None:
         self.fleet = fleet
         self.bus = bus
         self.run_id = run_id
@@ -130,6 +142,8 @@ class Runner:
         self.thermal = thermal
         self.interrupts = interrupts
         self.network = network
+        self.inventory = inventory   # to reach a front door on a node the run did not select
+        self.doors = list(doors)     # the fleet's HAProxy instances with a runtime API
 
     # ------------------------------------------------------------ a phase
 
@@ -138,7 +152,12 @@ class Runner:
         journal = Journal(work)
         try:
             self.interrupts.check()
+            reloads = rollout.reload_pending([s for w in work.nodes for s in w.reloads])
+            workers = await rollout.worker_pids(self.fleet, reloads)
             applied = await self._round(journal, {w.node.name: w.apply for w in work.nodes})
+            await rollout.confirm_reloads(self.fleet, reloads, workers, self.bus, work.phase, self.interrupts,
+                                          wait=min(rollout.RELOAD_WAIT, work.spec.healthy_deadline))
+            await self._roll(journal)
             await self._gate(work, work_services(work), fresh=_clocks(applied))
             self.interrupts.check()
             await self.consul.register(work.phase, work.consul_services, work.releases)
@@ -191,6 +210,97 @@ class Runner:
                     interrupts=self.interrupts, unwinding=unwinding, network=self.network)
         await gate.run()
 
+    # ------------------------------------------------------------ rolling swaps (engine/rollout.py)
+
+    async def _roll(self, journal: Journal) -> None:
+        """Each rolling instance, one at a time per model, models in parallel."""
+        work = journal.work
+        journal.moves = [rollout.Move(svc=s, node=w.node, release=w.release, previous=w.previous or "")
+                         for w in work.nodes for s in w.rolling]
+        if not journal.moves:
+            return
+        if self.inventory is None:
+            raise RuntimeFailure("a rolling rollout needs the inventory to reach the front door")
+        doors = await rollout.open_doors(self.fleet, self.inventory, self.doors)
+        journal.swapper = rollout.Swapper(self.fleet, self.bus, doors, self.secrets, self.interrupts,
+                                          work.phase, self.network)
+        groups = rollout.groups_of(journal.moves)
+        self.bus.emit("rollout", "start", phase=work.phase,
+                      message="rolling, one instance of a model at a time: "
+                              + "; ".join(f"{b}: {', '.join(m.svc.name for m in ms)}" for b, ms in groups.items()))
+        await rollout.run_groups(groups, lambda m: self._roll_one(journal, m))
+
+    async def _roll_one(self, journal: Journal, move: rollout.Move) -> None:
+        swapper, node, svc = journal.swapper, move.node.name, move.svc
+        assert swapper is not None
+        self.interrupts.check()
+        self.bus.emit("rollout", "start", host=node, phase=journal.work.phase, service=svc.name,
+                      message=f"{svc.name}: draining it in the front door ({move.backend})")
+        await swapper.drain(move)
+        self.interrupts.check()
+        step = rollout.swap_step(move.node, svc, release=move.release, previous=move.previous)
+        move.entry = journal.record(node, step)
+        move.stage = "swapped"
+        self._save_pending(journal)
+        result = await self.fleet[node].run(step.script, check=False)
+        move.entry.result = result
+        self._save_pending(journal)
+        check_result(node, result)
+        # back into the front door once it answers (probes, a short hold, a real completion):
+        # a model with one instance has its requests held meanwhile; the phase's gate then holds
+        # it for the whole min_healthy_time with the rest, and a failure there unwinds it too
+        await self._gate(journal.work, [svc], fresh={node: _clock_of(result) or 0.0}, hold_cap=ROLL_HOLD)
+        await swapper.completion(svc)
+        await swapper.ready(move)
+        self.bus.emit("rollout", "changed", host=node, phase=journal.work.phase, service=svc.name,
+                      message=f"{svc.name}: on release {move.release}, back in the front door")
+
+    async def _unroll(self, journal: Journal, reason: str, left: dict[str, NodeLeft]) -> None:
+        """Every rolling instance that moved back, with the same drain; per model in reverse."""
+        moved = [m for m in journal.moves if m.moved]
+        if not moved:
+            return
+        groups = rollout.groups_of(moved)
+
+        async def group(moves: list[rollout.Move]) -> None:
+            for move in sorted(moves, key=lambda m: m.svc.name, reverse=True):
+                try:
+                    await self._unroll_one(journal, move, reason)
+                except StopRequested:
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - named in what is left, the rest goes on
+                    left[move.node.name] = NodeLeft(move.node.name, f"{move.svc.name}: {_undo_failure(exc)}")
+
+        outcomes = await asyncio.gather(*(group(ms) for ms in groups.values()), return_exceptions=True)
+        stop = next((o for o in outcomes if isinstance(o, StopRequested)), None)
+        if stop is not None:
+            raise stop
+
+    async def _unroll_one(self, journal: Journal, move: rollout.Move, reason: str) -> None:
+        swapper, node, svc = journal.swapper, move.node.name, move.svc
+        assert swapper is not None
+        self.interrupts.check(unwinding=True)
+        if move.stage == "drained":  # still its old container: only back into the front door
+            await swapper.ready(move)
+            move.stage = "waiting"
+            self.bus.emit("rollback", "changed", host=node, phase=journal.work.phase,
+                          message=f"{svc.name}: not swapped; back in the front door")
+            return
+        if not await self._reachable(node):
+            raise NodeUnreachable(node, str(self.fleet.unreachable.get(node, "no answer")))
+        await swapper.drain(move, unwinding=True)
+        result = await self.fleet[node].run(rollout.restore_script(move.node, svc, move.previous), check=False)
+        check_result(node, result)
+        await self._gate(journal.work, [svc], fresh={node: _clock_of(result) or 0.0}, hold_cap=RESTORE_HOLD,
+                         unwinding=True)
+        await swapper.completion(svc)
+        await swapper.ready(move)
+        move.stage = "waiting"
+        journal.entries[node] = [e for e in journal.entries.get(node, []) if e is not move.entry]
+        self._save_pending(journal, reason)
+        self.bus.emit("rollback", "changed", host=node, phase=journal.work.phase,
+                      message=f"{svc.name}: back on {move.previous}, drained first, checked, in the front door")
+
     # ------------------------------------------------------------ the unwind
 
     async def _unwind(self, journal: Journal, cause: BaseException) -> None:
@@ -202,6 +312,7 @@ class Runner:
         left: dict[str, NodeLeft] = {}
         try:
             self._save_pending(journal, reason)
+            await self._unroll(journal, reason, left)
             restored = await self._undo_nodes(journal, moved, reason, left)
             await self._regate(journal, restored, left)
             self.interrupts.check(unwinding=True)

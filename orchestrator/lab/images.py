@@ -119,6 +119,8 @@ def catalog() -> list[ImageSpec]:
                   extra=(oci.file_entry("/etc/prometheus/prometheus.yml",
                                         rootfs.PROMETHEUS_DEFAULT_CONFIG),)),
         _vllm("vllm/vllm-openai:v0.6.3"),
+        # the same stand-in under vLLM's next tag: a new image to roll out (bench/rollout.py)
+        _vllm("vllm/vllm-openai:v0.6.3.post1"),
         _vllm("vllm/vllm-openai:v0.6.3-broken", ("SWARM_STANDIN_MODE=never-healthy",)),
         _python_image("qdrant/qdrant:v1.9.2", BOTH, ("swarm-entrypoint", "qdrant"), (), (),
                       (rootfs.python_wrapper("qdrant", "qdrant.py"),),

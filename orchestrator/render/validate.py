@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 TOOL_TIMEOUT_S = 20.0
 CHECKS_VERSION = 1   # bump when a check changes, so remembered results are not reused
 SKIP_ENV = "SWARM_SKIP_VALIDATORS"
+_DIR = "/"  # in `_mounts`: where the service's whole config directory is mounted
 
 
 class ValidatorMissing(SwarmError):
@@ -167,7 +168,7 @@ def config_files(project: Project, nr: NodeRender) -> list[ConfigFile]:
         mounts = _mounts(svc)
         for tpl in role.spec.templates:
             rel = f"config/{svc.name}/{tpl.dest}"
-            target = mounts.get(tpl.dest, "")
+            target = mounts.get(tpl.dest) or (f"{mounts[_DIR]}/{tpl.dest}" if _DIR in mounts else "")
             kind = tpl.check or _kind(svc, target)
             out.append(ConfigFile(nr.node.name, svc, rel, target, kind, str(role.dir / tpl.src)))
     return out
@@ -182,6 +183,8 @@ def _mounts(svc: Service) -> dict[str, str]:
         target = rest.split(":")[0]
         if src.startswith(config_dir + "/") and target:
             out[src[len(config_dir) + 1:]] = target
+        elif src == config_dir and target:  # the whole directory (a role that reloads in place)
+            out[_DIR] = target.rstrip("/")
     return out
 
 

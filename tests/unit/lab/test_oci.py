@@ -63,7 +63,7 @@ def test_catalog_matches_the_contract_table() -> None:
     assert "SWARM_STANDIN_MODE=never-healthy" in (
         by_ref["vllm/vllm-openai:v0.6.3-broken"].runtime.env)
     amd64_only = {s.ref for s in images.catalog() if s.platforms == ("amd64",)}
-    assert amd64_only == {"vllm/vllm-openai:v0.6.3", "vllm/vllm-openai:v0.6.3-broken",
+    assert amd64_only == {"vllm/vllm-openai:v0.6.3", "vllm/vllm-openai:v0.6.3.post1", "vllm/vllm-openai:v0.6.3-broken",
                           "utkuozdemir/nvidia_gpu_exporter:1.2.0",
                           "ghcr.io/sillytavern/sillytavern-extras:latest",
                           "metabase/metabase:v0.50.4"}

@@ -225,10 +225,14 @@ def test_vllm_counts_requests_running_while_it_generates(servers: list[Threading
     threads = [threading.Thread(target=sse_events, args=(f"{url}/v1/chat/completions", body)) for _ in range(3)]
     for t in threads:
         t.start()
-    running = _metric(call(f"{url}/metrics")[1], "vllm:num_requests_running")
+    running, deadline = 0.0, time.monotonic() + 5
+    while running < 3 and time.monotonic() < deadline:  # the three are each a second long at 20 tokens/s
+        running = _metric(call(f"{url}/metrics")[1], "vllm:num_requests_running")
     for t in threads:
         t.join()
-    after = call(f"{url}/metrics")[1]
+    deadline = time.monotonic() + 5  # the server ends its count once its thread is done writing
+    while _metric(after := call(f"{url}/metrics")[1], "vllm:num_requests_running") and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert running == 3.0
     assert _metric(after, "vllm:num_requests_running") == 0.0
     assert _metric(after, "vllm:generation_tokens_total") == 60.0
