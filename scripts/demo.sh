@@ -30,7 +30,7 @@ swarm -i "$INV" deploy
 oracle=$(awk '/^  oracle:/{f=1} f&&/address:/{print $2; exit}' "$INV")
 echo
 echo "The reference fleet runs on the lab. Look at:"
-echo "  HAProxy stats (oracle's loopback): ssh -L 8888:127.0.0.1:8888 swarm@$oracle, then http://127.0.0.1:8888/stats"
+echo "  HAProxy stats:        http://$oracle/stats"
 echo "  models via the front door: curl -H 'Authorization: Bearer lab-vllm-key-d81f2c6b' http://$oracle/pool/v1/models"
 echo "  LiteLLM via the front door: curl -H 'Authorization: Bearer sk-lab-master-9c41e77a' http://$oracle/v1/models"
 echo "  Consul services:      curl http://$oracle:8500/v1/health/state/any   (or: swarm -i $INV status)"

@@ -300,7 +300,7 @@ class Gate:
                  spec: GateSpec, secrets: Mapping[str, Secret], bus: EventBus, phase: int,
                  hold_cap: float | None = None, what: str = "gate",
                  interrupts: Interrupts | None = None, unwinding: bool = False,
-                 network: ProbeNetwork | None = None) -> None:
+                 network: ProbeNetwork | None = None, max_sleep: float = MAX_SLEEP) -> None:
         self.services = list(services)
         self.targets = targets
         self.spec = spec
@@ -312,6 +312,7 @@ class Gate:
         self.interrupts = interrupts or Interrupts()
         self.unwinding = unwinding  # a restore gate: only a second signal stops it
         self.network = network or ProbeNetwork()
+        self.max_sleep = max_sleep  # a swap that holds requests looks more often (engine/rollout.py)
         self.started = time.monotonic()
 
     async def run(self) -> None:
@@ -337,7 +338,7 @@ class Gate:
                     return
                 self._check_deadlines(watches, time.monotonic())
                 await self.interrupts.sleep(sleep, unwinding=self.unwinding)
-                sleep = min(MAX_SLEEP, sleep * 1.5)
+                sleep = min(self.max_sleep, sleep * 1.5)
 
     def _watch(self, svc: Service) -> Watch:
         if svc.vars.get("healthy_deadline") is not None and not self.unwinding:  # set on the instance

@@ -32,7 +32,7 @@ from orchestrator.config.inventory import Inventory, Node
 from orchestrator.config.playbook import GateSpec
 from orchestrator.engine import rollout
 from orchestrator.engine.consul import ConsulSync
-from orchestrator.engine.gate import Gate, GateFailed, GateTarget, NodeUnreachable, ProbeNetwork
+from orchestrator.engine.gate import MAX_SLEEP, Gate, GateFailed, GateTarget, NodeUnreachable, ProbeNetwork
 from orchestrator.engine.pending import Pending, PendingNode, PendingStore
 from orchestrator.engine.rollout import Move, Swapper
 from orchestrator.engine.signals import Interrupted, Interrupts, StopRequested
@@ -51,7 +51,8 @@ from orchestrator.transport.base import Result, check_result
 from orchestrator.transport.fleet import Fleet, as_swarm_error
 
 RESTORE_HOLD = 3.0       # a restored service that was healthy before: seconds it must stay up
-ROLL_HOLD = 3.0          # a swapped instance: seconds it must stay up before it takes requests again
+ROLL_HOLD = 2.0          # a swapped instance: seconds it must stay up before it takes requests again
+SWAP_POLL = 0.5          # ... looked at every 0.5-1 s: a model with one instance has its requests held meanwhile
 RECONNECT_ATTEMPTS = 3      # with 2 s between: a node whose sshd restarts within ~4 s is still rolled back
 
 
@@ -195,7 +196,7 @@ class Runner:
         return {n: o for n, o in zip(names, outcomes, strict=True) if isinstance(o, Result)}
 
     async def _gate(self, work: PhaseWork, services: Sequence[Service], *, fresh: Mapping[str, float],
-                    hold_cap: float | None = None, unwinding: bool = False) -> None:
+                    hold_cap: float | None = None, unwinding: bool = False, swap: bool = False) -> None:
         if not services:
             return
         targets = {w.node.name: GateTarget(transport=self.fleet[w.node.name], project=w.node.project,
@@ -205,9 +206,12 @@ class Runner:
         what = "restore" if unwinding else "gate"
         self.bus.emit("gate", "start", phase=work.phase,
                       message=f"{'re-checking' if unwinding else 'waiting for'} {len(services)} service(s)")
-        gate = Gate(services=services, targets=targets, spec=work.spec, secrets=self.secrets,
+        spec, most = work.spec, MAX_SLEEP
+        if swap:  # a swap of one instance: looked at every 0.5-1 s (its requests may be held meanwhile)
+            spec, most = work.spec.model_copy(update={"poll_interval": min(SWAP_POLL, spec.poll_interval)}), SWAP_POLL * 2
+        gate = Gate(services=services, targets=targets, spec=spec, secrets=self.secrets,
                     bus=self.bus, phase=work.phase, hold_cap=hold_cap, what=what,
-                    interrupts=self.interrupts, unwinding=unwinding, network=self.network)
+                    interrupts=self.interrupts, unwinding=unwinding, network=self.network, max_sleep=most)
         await gate.run()
 
     # ------------------------------------------------------------ rolling swaps (engine/rollout.py)
@@ -249,7 +253,7 @@ class Runner:
         # back into the front door once it answers (probes, a short hold, a real completion):
         # a model with one instance has its requests held meanwhile; the phase's gate then holds
         # it for the whole min_healthy_time with the rest, and a failure there unwinds it too
-        await self._gate(journal.work, [svc], fresh={node: _clock_of(result) or 0.0}, hold_cap=ROLL_HOLD)
+        await self._gate(journal.work, [svc], fresh={node: _clock_of(result) or 0.0}, hold_cap=ROLL_HOLD, swap=True)
         await swapper.completion(svc)
         await swapper.ready(move)
         self.bus.emit("rollout", "changed", host=node, phase=journal.work.phase, service=svc.name,
@@ -292,7 +296,7 @@ class Runner:
         result = await self.fleet[node].run(rollout.restore_script(move.node, svc, move.previous), check=False)
         check_result(node, result)
         await self._gate(journal.work, [svc], fresh={node: _clock_of(result) or 0.0}, hold_cap=RESTORE_HOLD,
-                         unwinding=True)
+                         unwinding=True, swap=True)
         await swapper.completion(svc)
         await swapper.ready(move)
         move.stage = "waiting"

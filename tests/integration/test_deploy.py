@@ -21,6 +21,7 @@ from tests.integration.labtools import (
     SECRET_VALUES,
     container_ids,
     lab_inventory_copy,
+    node_get,
     node_sh,
     ok,
     swarm,
@@ -37,8 +38,10 @@ def test_full_deploy_is_healthy_on_every_node(deployed) -> None:
     models = httpx.get(f"http://{starlord}:8001/v1/models", headers={"Authorization": "Bearer lab-vllm-key-d81f2c6b"},
                        timeout=5).json()
     assert models["data"][0]["id"] == "TheBloke/Mistral-7B-Instruct-v0.2-GPTQ"
-    assert httpx.get(f"http://{oracle}:8888/stats", timeout=5).status_code == 200
-    assert httpx.get(f"http://{oracle}:4000/health/liveliness", timeout=5).status_code == 200
+    # internal services answer on oracle itself (and through the front door), not on its address
+    assert node_get(lab, "oracle", "http://127.0.0.1:8888/stats")[0] == 200
+    assert node_get(lab, "oracle", "http://127.0.0.1:4000/health/liveliness")[0] == 200
+    assert httpx.get(f"http://{oracle}/health/liveliness", timeout=5).status_code == 200
     assert httpx.get(f"http://{thanos}:8002/health", timeout=5).status_code == 200
     env_mode = node_sh(lab, "starlord", "sh", "-c", "stat -c %a /opt/ai-swarm/current/env/vllm-primary.env")
     assert env_mode.strip() == "600"

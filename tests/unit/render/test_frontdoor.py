@@ -150,6 +150,14 @@ def test_a_model_with_every_instance_drained_waits_then_gets_503_with_retry_afte
     assert status == 200  # the other model is not held
 
 
+def test_a_model_whose_instances_are_down_without_a_drain_gets_503_at_once(door: FrontDoor) -> None:
+    """An outage is not a swap: nothing to wait for, so LiteLLM's declared fallback can act."""
+    backend = frontdoor.backend_of(NEMO)
+    door.command(f"set server {backend}/vllm-primary health down")
+    status, headers, _, took = door.post("/pool/v1/chat/completions", chat(NEMO))
+    assert status == 503 and headers["retry-after"] == "7" and took < 1.5
+
+
 def test_a_held_request_is_served_once_an_instance_is_back(door: FrontDoor) -> None:
     backend = frontdoor.backend_of(NEMO)
     door.command(f"set server {backend}/vllm-primary state drain")
