@@ -32,7 +32,14 @@ from orchestrator.config.inventory import Inventory, Node
 from orchestrator.config.playbook import GateSpec
 from orchestrator.engine import rollout
 from orchestrator.engine.consul import ConsulSync
-from orchestrator.engine.gate import MAX_SLEEP, Gate, GateFailed, GateTarget, NodeUnreachable, ProbeNetwork
+from orchestrator.engine.gate import (
+    MAX_SLEEP,
+    Gate,
+    GateFailed,
+    GateTarget,
+    NodeUnreachable,
+    ProbeNetwork,
+)
 from orchestrator.engine.pending import Pending, PendingNode, PendingStore
 from orchestrator.engine.rollout import Move, Swapper
 from orchestrator.engine.signals import Interrupted, Interrupts, StopRequested
