@@ -80,7 +80,9 @@ class RuntimeApi:
         except (TimeoutError, OSError) as exc:
             raise RuntimeApiError(f"{self.where}: its runtime API ({self.socket}) did not answer: "
                                   f"{exc or type(exc).__name__}",
-                                  hint="is the HAProxy container running with the rendered config?") from None
+                                  hint="is HAProxy running the config swarm renders? deploy its phase first "
+                                       "(a front door from before the runtime API has no socket), or set "
+                                       "`rollout: recreate` on the instances") from None
         return raw.decode("utf-8", errors="replace")
 
     async def set_state(self, backend: str, server: str, state: str) -> None:

@@ -46,6 +46,7 @@ from orchestrator.commands import Command, Script
 from orchestrator.commands.rollout import install_live_config, run_dir, signal_service
 from orchestrator.config.inventory import Inventory, Node
 from orchestrator.engine.gate import GateFailed, ProbeNetwork
+from orchestrator.engine.reach import FORWARDED_HOST, is_loopback
 from orchestrator.engine.signals import Interrupts
 from orchestrator.engine.steps import ApplyHooks, NodeStep, compose_file
 from orchestrator.errors import RuntimeFailure, SwarmError
@@ -300,7 +301,7 @@ class Swapper:
         """The server's own count of requests being generated (vllm:num_requests_running)."""
         import httpx  # as in the gate: not loaded by the no-op deploy path
 
-        url = f"http://{svc.address}:{svc.ports[0].port}/metrics"
+        url = await self.base_url(svc) + "/metrics"
         transport = self.network.http_transport if self.network else None
         try:
             async with httpx.AsyncClient(transport=transport, timeout=5.0) as client:
@@ -308,6 +309,16 @@ class Swapper:
         except httpx.HTTPError:
             return 0  # not answering: nothing it holds can still finish
         return running_requests(resp.text) if resp.status_code == 200 else 0
+
+    async def base_url(self, svc: Service) -> str:
+        """Where the controller reaches the instance itself: its address, or — published on its
+        node's loopback only — through that node's SSH connection (engine/reach.py)."""
+        port = svc.ports[0].port
+        if is_loopback(svc, port) and svc.node in self.fleet:
+            forward = getattr(self.fleet[svc.node], "forward_local", None)
+            if forward is not None:
+                return f"http://{FORWARDED_HOST}:{await forward(port)}"
+        return f"http://{svc.address}:{port}"
 
     async def ready(self, move: Move) -> None:
         for door in self.doors:
@@ -322,7 +333,7 @@ class Swapper:
         started = self.clock()
         try:
             async with httpx.AsyncClient(transport=transport, timeout=COMPLETION_TIMEOUT) as client:
-                resp = await client.post(f"http://{svc.address}:{svc.ports[0].port}/v1/chat/completions",
+                resp = await client.post(await self.base_url(svc) + "/v1/chat/completions",
                                          json=completion_body(svc), headers=bearer(svc, self.secrets))
         except httpx.HTTPError as exc:
             raise GateFailed(svc.name, svc.node, "a real completion", f"{type(exc).__name__}",
