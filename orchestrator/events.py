@@ -7,6 +7,7 @@ into a message is masked in every renderer.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from orchestrator.secrets import scrub, scrub_data
+from orchestrator.text import printable
 
 States = ("start", "ok", "changed", "unchanged", "waiting", "failed", "skipped", "info", "rolled-back")
 
@@ -100,7 +102,7 @@ class PlainRenderer:
         line = f"{elapsed:6.1f}s {phase}{where}{event.kind:<9} {event.state:<10} {event.message}"
         if event.state == "progress":
             line += _progress_tail(event)
-        self.stream.write(scrub(line.rstrip()) + "\n")
+        self.stream.write(printable(scrub(line.rstrip()), keep_newlines=True) + "\n")
         self.stream.flush()
 
     def _shown(self, event: Event) -> bool:
@@ -178,11 +180,11 @@ class LiveRenderer:
         hosts = sorted({*self.rows, *(h for h, _ in self.services)})
         for host in hosts:
             step, state, detail, since = self.rows.get(host, ("gate", "waiting", "", now))
-            table.add_row(host, step, f"[{_colour(state)}]{state}[/]", f"{now - since:5.1f}s", scrub(detail)[:80])
+            table.add_row(host, step, f"[{_colour(state)}]{state}[/]", f"{now - since:5.1f}s", _cell(detail))
             for (h, name), row in sorted(self.services.items()):
                 if h == host:
                     table.add_row("", f"  {name}", f"[{_colour(row['state'])}]{row['state']}[/]",
-                                  _held(row), scrub(row["detail"])[:80])
+                                  _held(row), _cell(row["detail"]))
         return table
 
     def __call__(self, event: Event) -> None:
@@ -197,7 +199,7 @@ class LiveRenderer:
             since = self.rows.get(event.host, ("", "", "", time.monotonic()))[3]
             self.rows[event.host] = (event.kind, event.state, event.message, since)
         elif event.kind in {"run", "rollback"} and event.state in {"ok", "failed", "rolled-back", "info", "start"}:
-            self.live.console.print(scrub(event.message))
+            self.live.console.print(_markup_safe(event.message))
         if event.kind == "gate" and event.state == "start" and event.host is None:
             self.services.clear()
         self.live.update(self._table())
@@ -218,6 +220,17 @@ class LiveRenderer:
         if not self.stopped:
             self.stopped = True
             self.live.stop()
+
+
+def _markup_safe(text: str) -> str:
+    """Text for rich: secrets masked, control characters escaped, `[...]` not read as markup."""
+    from rich.markup import escape
+
+    return str(escape(printable(scrub(text), keep_newlines=True)))
+
+
+def _cell(text: str) -> str:
+    return _markup_safe(printable(scrub(text))[:80])
 
 
 def _colour(state: str) -> str:
@@ -247,10 +260,15 @@ class AuditLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def __call__(self, event: Event) -> None:
         if event.kind not in self.ACTIONS or event.state in {"start", "waiting", "info", "progress"}:
             return
-        with self.path.open("a", encoding="utf-8") as fh:
+        # 0600 from the start (O_CREAT's mode), and an older 0644 log is narrowed: it says who
+        # deployed what, where, and which commands failed with what output
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:
+            if os.fstat(fd).st_mode & 0o077:
+                os.fchmod(fd, 0o600)
             fh.write(event.to_json() + "\n")

@@ -13,6 +13,8 @@ roles search path, `config/project.py`). `swarm init DIR` writes one:
   example keeps in its inventory (which model a vLLM serves, ...) move with their node, and
   the roles the example adds are copied in. Without an example, the playbook brings up the
   backbone only: directories, the docker network, Vault and Consul on the first machine;
+- an example's client API keys are never copied: each client gets a fresh key, the
+  inventory its hash and `client-keys.txt` (0600) the key to hand out;
 - a README says what was written and the next commands, and `secrets.example.env` names
   every secret the playbook declares, to fill in and push.
 
@@ -24,7 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
+import os
 import re
+import secrets
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -33,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.config.models import is_host, is_name
+from orchestrator.config.models import host_port, is_host, is_name
 from orchestrator.errors import InputError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -151,6 +156,26 @@ def check_machines(machines: Sequence[Machine]) -> None:
 
 # ---------------------------------------------------------------- probing over SSH
 
+SSH_PORT = 22  # the port the written inventory gives every machine
+
+
+def known_hosts_path(request: InitRequest) -> Path:
+    """The known_hosts file the written inventory will name, as that inventory resolves it
+    (relative paths from its own directory, ~ expanded)."""
+    path = Path(request.known_hosts).expanduser()
+    return path if path.is_absolute() else request.directory / "inventory" / path
+
+
+def untrusted(request: InitRequest) -> list[Machine]:
+    """Machines whose host key known_hosts does not hold yet. `--probe` records them first (the
+    fingerprint shown and confirmed, as `swarm trust` does): probing needs a verified key, and
+    `swarm trust` needs the project that init has not written yet."""
+    from orchestrator.transport.ssh import known_keys  # asyncssh: only for --probe
+
+    path = known_hosts_path(request)
+    return [m for m in request.machines if not known_keys(path, m.address, SSH_PORT)]
+
+
 
 def probe(inventory_path: Path, machines: Sequence[Machine],
           say: Callable[[str], None] = lambda _m: None) -> tuple[Machine, ...]:
@@ -164,7 +189,8 @@ def probe(inventory_path: Path, machines: Sequence[Machine],
         result = facts[m.name]
         if isinstance(result, BaseException):
             raise InputError(f"--probe: {m.name} ({m.address}): {result}",
-                             hint="check the address, the SSH user and key, and `swarm trust HOST`")
+                             hint="check the address, --ssh-user and --ssh-key (the key must be in the "
+                                  "user's authorized_keys on the machine)")
         arch = _ARCHES.get(result.arch, m.arch)
         say(f"{m.name}: {arch}, {result.cpus} cores, {result.ram_gb:g} GB RAM, "
             + (", ".join(f"{name} {vram} MiB" for _, name, vram in result.gpus) or "no GPU"))
@@ -288,11 +314,11 @@ def inventory_data(request: InitRequest, fleet: str, book: Raw,
     consul_host = machines[_server_host(book, "consul", request.machines[0].name)].address
     data: Raw = {
         "fleet": fleet,
-        "ssh": {"user": request.ssh_user, "port": 22, "key": request.ssh_key,
+        "ssh": {"user": request.ssh_user, "port": SSH_PORT, "key": request.ssh_key,
                 "known_hosts": request.known_hosts, "connect_timeout": 10, "command_timeout": 300},
         "deploy_root": "/opt/ai-swarm",
-        "vault": {"addr": f"http://{vault_host}:8200", "mount": "secret", "path": fleet},
-        "consul": {"addr": f"http://{consul_host}:8500"},
+        "vault": {"addr": f"http://{host_port(vault_host, 8200)}", "mount": "secret", "path": fleet},
+        "consul": {"addr": f"http://{host_port(consul_host, 8500)}"},
         "network": dict(source.get("network") or {"name": "aiswarm", "subnet": "172.20.0.0/16"}),
         "vars": copy.deepcopy(source.get("vars") or {"tailnet_cidr": "100.64.0.0/10"}),
     }
@@ -325,6 +351,54 @@ def _node(m: Machine, source: Raw, mapping: dict[str, str]) -> Raw:
 # ---------------------------------------------------------------- writing
 
 
+# ---------------------------------------------------------------- client keys
+
+CLIENT_KEYS_FILE = "client-keys.txt"
+
+
+def fresh_client_keys(inventory: Raw) -> dict[str, str]:
+    """New API keys for every client an example's `client_keys` names (client -> sha256 hex).
+
+    An example's hashes belong to keys published with it (its lab-secrets.env): a project
+    made from it must never accept them. Each client gets a new random key; the inventory
+    keeps only its SHA-256, the key itself goes to CLIENT_KEYS_FILE (0600) for the operator
+    to hand out."""
+    keys: dict[str, str] = {}
+    for table in _var_tables(inventory):
+        given = table.get("client_keys")
+        if isinstance(given, dict) and given:
+            fresh = {str(name): keys.setdefault(str(name), f"sk-{name}-{secrets.token_urlsafe(24)}")
+                     for name in given}
+            table["client_keys"] = {name: hashlib.sha256(key.encode()).hexdigest() for name, key in fresh.items()}
+    return keys
+
+
+def _var_tables(inventory: Raw) -> list[Raw]:
+    """Every mapping of settings in an inventory: fleet, group and node vars, node services."""
+    tables: list[Raw] = [inventory.get("vars") or {}]
+    tables += [(g or {}).get("vars") or {} for g in (inventory.get("groups") or {}).values()]
+    for node in (inventory.get("nodes") or {}).values():
+        tables.append((node or {}).get("vars") or {})
+        tables += [s for s in ((node or {}).get("services") or {}).values() if isinstance(s, dict)]
+    return [t for t in tables if isinstance(t, dict)]
+
+
+def _write_client_keys(directory: Path, keys: dict[str, str]) -> list[Path]:
+    path = directory / CLIENT_KEYS_FILE
+    lines = ["# API keys of this fleet's clients, made by `swarm init` (the inventory holds only their",
+             "# SHA-256). Hand each client its key, then delete this file; never commit it.",
+             *(f"{name}={key}" for name, key in sorted(keys.items()))]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        os.fchmod(fd, 0o600)
+        fh.write("\n".join(lines) + "\n")
+    ignore = directory / ".gitignore"
+    if CLIENT_KEYS_FILE not in (ignore.read_text() if ignore.is_file() else ""):
+        with ignore.open("a", encoding="utf-8") as fh:
+            fh.write(f"{CLIENT_KEYS_FILE}\n")
+    return [path, ignore]
+
+
 def check_directory(directory: Path, force: bool) -> None:
     if directory.exists() and not directory.is_dir():
         raise InputError(f"{directory} exists and is not a directory")
@@ -350,6 +424,7 @@ def init_project(request: InitRequest) -> Written:
             else backbone_playbook(fleet, request.machines[0].name))
     playbook_file = example.playbook_name if example else f"{fleet}.yml"
     inventory = inventory_data(request, fleet, book, example, mapping)
+    client_keys = fresh_client_keys(inventory)
     files = {
         "inventory/swarm.yml": _inventory_text(request, example, inventory),
         f"playbooks/{playbook_file}": _playbook_text(example, book),
@@ -358,7 +433,10 @@ def init_project(request: InitRequest) -> Written:
     }
     roles = _example_roles(example)
     _check(files, roles)
-    return _write(request.directory, files, roles, mapping)
+    written = _write(request.directory, files, roles, mapping)
+    if client_keys:
+        written.files += _write_client_keys(request.directory, client_keys)
+    return written
 
 
 def _example_roles(example: Example | None) -> list[Path]:
@@ -461,7 +539,7 @@ search path; `roles/` holds only what this project adds.
 ```sh
 cd {request.directory}
 swarm plan                         # what runs where, RAM, and whether each model fits its GPU
-swarm trust <address>              # once per machine: record its SSH host key
+swarm trust all                    # each machine's SSH host key: check it, record it (--probe did)
 swarm preflight --phase 1          # SSH, docker, disk, arch, ports
 swarm deploy --phase 1             # network, directories, Vault + Consul
 swarm vault init --key-file vault-keys.json

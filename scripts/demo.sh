@@ -20,19 +20,25 @@ swarm -i "$INV" plan | sed -n '1,200p' | grep -E '^[a-z]|GPU|vllm' || true
 echo "== phase 1: network, directories, Vault + Consul"
 swarm -i "$INV" deploy --phase 1
 
-echo "== Vault: initialise + unseal once (keys in $LAB_DIR/vault-keys.json, 0600), push the lab's secrets"
-swarm -i "$INV" vault init --key-file "$LAB_DIR/vault-keys.json"
+echo "== Vault: initialise + unseal once (keys + root token in $LAB_DIR/vault-keys.json, 0600, kept offline;"
+echo "   deploys use the deploy token in $LAB_DIR/vault-token, limited to the fleet's secrets), push the lab's secrets"
+swarm -i "$INV" vault init --key-file "$LAB_DIR/vault-keys.json" --token-file "$LAB_DIR/vault-token"
 swarm -i "$INV" secrets push --env-file examples/lab-secrets.env
 
 echo "== every phase in order (2 control plane, 3 starlord, 4 thanos; 5 overflow is optional and off)"
 swarm -i "$INV" deploy
 
+# Where to look: what the README's "Where to look afterwards" lists, in the same words (kept
+# together here and there; tests/integration/test_readme_commands.py runs every command of both).
+# Clients go through the front door (HAProxy on oracle, port 80): LiteLLM and the vLLM pool
+# behind it are not addressed on their own ports.
 oracle=$(awk '/^  oracle:/{f=1} f&&/address:/{print $2; exit}' "$INV")
 echo
 echo "The reference fleet runs on the lab. Look at:"
-echo "  HAProxy stats:        http://$oracle/stats"
-echo "  models via the front door: curl -H 'Authorization: Bearer lab-vllm-key-d81f2c6b' http://$oracle/pool/v1/models"
-echo "  LiteLLM via the front door: curl -H 'Authorization: Bearer sk-lab-master-9c41e77a' http://$oracle/v1/models"
-echo "  Consul services:      curl http://$oracle:8500/v1/health/state/any   (or: swarm -i $INV status)"
-echo "  releases per node:    swarm -i $INV releases"
-echo "  tear down:            swarm lab down"
+echo "  front door, LiteLLM:   curl -H 'Authorization: Bearer sk-lab-master-9c41e77a' http://$oracle/v1/models"
+echo "  front door, vLLM pool: curl -H 'Authorization: Bearer lab-vllm-key-d81f2c6b' http://$oracle/pool/v1/models"
+echo "  HAProxy stats:         http://$oracle/stats"
+echo "  health per service:    swarm -i $INV status"
+echo "  releases per node:     swarm -i $INV releases"
+echo "  conformance:           swarm -i $INV verify"
+echo "  tear down:             swarm lab down"

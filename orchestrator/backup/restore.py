@@ -33,9 +33,11 @@ from typing import TYPE_CHECKING
 from orchestrator import commands as cmd
 from orchestrator.backup.model import Listed, Listing, Manifest, Target, is_id, parse_listing
 from orchestrator.backup.qdrant import QdrantApi
+from orchestrator.backup.record import recorded
 from orchestrator.backup.run import Who, copy_backup, lock_problem, new_who, step_error
 from orchestrator.commands import Command, Script
 from orchestrator.commands import backup as bcmd
+from orchestrator.config.models import host_port
 from orchestrator.config.project import Project
 from orchestrator.errors import InputError, LockHeld, RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
@@ -206,6 +208,11 @@ class _Restore:
             what = f"backup {backup_id}" if backup_id else "backup"
             raise InputError(f"--service {target.service}: no {what} of it on {target.node} "
                              f"(backups there: {have})" + (f" or on {target.copy_to}" if target.copy_to else ""))
+        trusted = recorded(self.project.inventory.fleet, target.service, found.id)
+        if trusted is not None and trusted.checksum != found.manifest.checksum:
+            raise RuntimeFailure(f"{target.service}: backup {found.id} on {target.node} is not the one this "
+                                 f"controller recorded (sha256 {found.manifest.checksum[:16]}..., recorded "
+                                 f"{trusted.checksum[:16]}...): nothing was changed")
         if found.manifest.service != target.service or found.manifest.method != target.method:
             raise RuntimeFailure(f"backup {found.id} in {target.service_dir} is a {found.manifest.method} backup of "
                                  f"{found.manifest.service}, not of {target.service}: nothing was changed")
@@ -222,13 +229,21 @@ class _Restore:
         found = copies.find(target.service, backup_id) if backup_id else copies.newest(target.service)
         if found is None or found.manifest is None:
             return None
+        trusted = recorded(self.project.inventory.fleet, target.service, found.id)
+        if trusted is None:  # the copy node's own manifest and SHA256SUMS prove nothing
+            raise RuntimeFailure(
+                f"{target.service}: backup {found.id} is kept only on {target.copy_to}, and this controller has "
+                "no record of it (it records every backup it makes): a copy that only its node vouches for "
+                "is not restored", hint=f"check the copy by hand, or restore one this controller made "
+                                        f"(`swarm backups --service {target.service}`)")
         on_copy_node = replace(target, deploy_root=copy_root)
-        await copy_backup(fleet[target.copy_to], fleet[target.node], on_copy_node, found.manifest,
-                          target.deploy_root)
+        await copy_backup(fleet[target.copy_to], fleet[target.node], on_copy_node, trusted, target.deploy_root,
+                          trusted=True)
         self.result.from_copy = target.copy_to
         self.bus.emit("restore", "info", host=target.node,
-                      message=f"{target.service}: brought {found.id} back from {target.copy_to}")
-        return found
+                      message=f"{target.service}: brought {found.id} back from {target.copy_to}, every file "
+                              "matching this controller's record")
+        return Listed(found.service, found.id, trusted)
 
     async def by_method(self, transport: Transport, directory: str, manifest: Manifest) -> None:
         target, opts = self.target, self.target.options
@@ -258,7 +273,7 @@ class _Restore:
         target, opts = self.target, self.target.options
         collections: Mapping[str, dict[str, str]] = manifest.details.get("collections") or {}
         async with httpx.AsyncClient(transport=self.http) as client:
-            api = QdrantApi(client, f"{opts['scheme']}://{target.address}:{opts['port']}", target.service)
+            api = QdrantApi(client, f"{opts['scheme']}://{host_port(target.address, opts['port'])}", target.service)
             for collection, entry in sorted(collections.items()):
                 name = entry["snapshot"]
                 await self._run(transport, bcmd.qdrant_put(target.project, target.service, directory,
@@ -315,12 +330,10 @@ class _Restore:
         self.result.gated = names
 
     async def _probe_secrets(self, watched: Sequence[Service]) -> dict[str, Secret]:
-        wanted = {p.bearer_secret for s in watched for p in s.probes if p.bearer_secret}
-        if not wanted:
-            return {}
-        from orchestrator.clients.secrets_source import SecretSource
+        """The probes' keys; and every secret of the fleet for the scrubber (a gate may show logs)."""
+        from orchestrator.clients.secrets_source import SecretSource, read_for_gate
 
-        return await SecretSource.from_project(self.project).read_async(set(wanted))
+        return await read_for_gate(SecretSource.from_project(self.project), watched)
 
     async def unseal(self, key_file: Path | None) -> bool | None:
         if key_file is None:

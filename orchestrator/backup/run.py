@@ -46,8 +46,10 @@ from orchestrator.backup.model import (
     total_size,
 )
 from orchestrator.backup.qdrant import QdrantApi, Snapshot
+from orchestrator.backup.record import check_bytes, keep_record
 from orchestrator.commands import Command, Script, StepResult
 from orchestrator.commands import backup as bcmd
+from orchestrator.config.models import host_port
 from orchestrator.config.project import Project
 from orchestrator.errors import RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
@@ -250,6 +252,7 @@ class _Run:
             if snapshots:
                 await self._drop_snapshots(target, snapshots)
         outcome.ok, outcome.manifest = True, manifest
+        keep_record(self.project.inventory.fleet, manifest)  # what a restore will trust
         self.bus.emit("backup", "ok", host=target.node, message=describe_written(outcome),
                       service=target.service, checksum=manifest.checksum)
         return outcome
@@ -301,7 +304,7 @@ class _Run:
 
     def _api(self, client: httpx.AsyncClient, target: Target) -> QdrantApi:
         opts = target.options
-        return QdrantApi(client, f"{opts['scheme']}://{target.address}:{opts['port']}", target.service)
+        return QdrantApi(client, f"{opts['scheme']}://{host_port(target.address, opts['port'])}", target.service)
 
     async def _snapshots(self, target: Target) -> list[Snapshot]:
         import httpx
@@ -353,10 +356,12 @@ class _Run:
 
 
 async def copy_backup(source: Transport, dest: Transport, target: Target, manifest: Manifest,
-                      dest_root: str) -> None:
+                      dest_root: str, *, trusted: bool = False) -> None:
     """One backup from its node to another, through the controller: every file read and written
     as bytes (0600, in 0700 directories), checked there against its SHA256SUMS, renamed into
-    place with its manifest, the copies pruned by the same retention."""
+    place with its manifest, the copies pruned by the same retention. With `trusted`, `manifest`
+    is the controller's record and every file is checked against it on the way (a restore
+    bringing a backup back: the source node's own sums prove nothing)."""
     src_dir = target.directory(manifest.id)
     dest_dir = f"{dest_root}/backups/{target.service}"
     tmp = f"{dest_dir}/{bcmd.tmp_name(manifest.id)}"
@@ -366,7 +371,14 @@ async def copy_backup(source: Transport, dest: Transport, target: Target, manife
         raise step_error(target, first.failed_step)
     listing = parse_listing(first.steps[0].stdout)
     for name in [*manifest.files, bcmd.SUMS_FILE]:
-        await dest.put(await source.get(f"{src_dir}/{name}"), f"{tmp}/{name}", 0o600)
+        data = await source.get(f"{src_dir}/{name}")
+        try:
+            if trusted:
+                check_bytes(manifest, name, data, bcmd.SUMS_FILE)
+        except RuntimeFailure:
+            await dest.run(bcmd.backup_discard(dest_dir, manifest.id), check=False)
+            raise
+        await dest.put(data, f"{tmp}/{name}", 0o600)
     prune = to_prune([*(b.id for b in listing.of(target.service)), manifest.id], keep=target.keep,
                      keep_for=target.keep_for, now=listing.now)
     steps = [bcmd.backup_verify(tmp), bcmd.backup_commit(dest_dir, manifest.id)]

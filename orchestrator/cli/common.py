@@ -49,10 +49,24 @@ class Context:
 
 
 def fail(message: str, code: int) -> None:
+    """The one error line (and its hint): secrets masked, control and bidi characters escaped,
+    so no input drives the terminal (an ESC sequence in a value or a node's answer)."""
     from orchestrator.secrets import scrub
+    from orchestrator.text import printable
 
-    click.echo(scrub(f"error: {message}"), err=True)
+    click.echo(printable(scrub(f"error: {message}"), keep_newlines=True), err=True)
     sys.exit(code)
+
+
+class SafeLogFormatter(logging.Formatter):
+    """Log lines (and -v tracebacks, whose frames show local values) scrubbed of every known
+    secret, with control and bidi characters escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from orchestrator.secrets import scrub
+        from orchestrator.text import printable
+
+        return printable(scrub(super().format(record)), keep_newlines=True)
 
 
 def _quiet_stdout() -> None:
@@ -106,7 +120,7 @@ def pass_ctx(fn: F) -> F:
 
 
 def project_options(fn: F) -> F:
-    """-i/--inventory and --playbook accepted after the sub-command too, as Ansible users type them."""
+    """-i/--inventory, --playbook and -v accepted after the sub-command too, as Ansible users type them."""
 
     def setter(attr: str) -> Callable[[click.Context, Any, Path | None], None]:
         def set_value(ctx: click.Context, _: Any, value: Path | None) -> None:
@@ -116,10 +130,18 @@ def project_options(fn: F) -> F:
 
         return set_value
 
+    def more_verbose(ctx: click.Context, _: Any, count: int) -> None:
+        obj = ctx.find_root().obj
+        if count and isinstance(obj, Context):
+            obj.verbose += count
+            logging.getLogger().setLevel(logging.WARNING - 10 * min(obj.verbose, 2))
+
     fn = click.option("-i", "--inventory", type=click.Path(path_type=Path), expose_value=False,
                       callback=setter("inventory"), help="inventory file")(fn)
     fn = click.option("--playbook", type=click.Path(path_type=Path), expose_value=False,
                       callback=setter("playbook"), help="playbook file")(fn)
+    fn = click.option("-v", "--verbose", count=True, expose_value=False, callback=more_verbose,
+                      help="more detail (as swarm -v)")(fn)
     return fn
 
 

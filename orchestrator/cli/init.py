@@ -7,12 +7,13 @@ given on a terminal, runs the probe over SSH when asked, and reports what was wr
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from orchestrator.cli.common import handle_errors
+from orchestrator.cli.common import handle_errors, run_async
 
 if TYPE_CHECKING:
     from orchestrator.project_init import InitRequest, Machine
@@ -35,10 +36,12 @@ if TYPE_CHECKING:
 @click.option("--ssh-key", default="~/.ssh/swarm_ed25519", show_default=True)
 @click.option("--known-hosts", default="~/.ssh/known_hosts", show_default=True)
 @click.option("--force", is_flag=True, help="write into a directory that is not empty")
+@click.option("--yes", is_flag=True,
+              help="with --probe: record host keys not in known_hosts without asking (fingerprints are printed)")
 @handle_errors
 def init(directory: Path, example: str | None, nodes: tuple[str, ...], gpus: tuple[str, ...],
          rams: tuple[str, ...], probe: bool, fleet: str | None, ssh_user: str, ssh_key: str, known_hosts: str,
-         force: bool) -> None:
+         force: bool, yes: bool) -> None:
     """Write a new project in DIRECTORY: an inventory of your machines, a playbook, a README."""
     from orchestrator import project_init as pi
 
@@ -47,6 +50,7 @@ def init(directory: Path, example: str | None, nodes: tuple[str, ...], gpus: tup
     machines = pi.with_ram(machines, [pi.parse_ram_option(r) for r in rams])
     request = pi.InitRequest(directory, machines, example, fleet, ssh_user, ssh_key, known_hosts, force)
     if probe:
+        _trust_new_hosts(request, yes)
         machines = _probe(request)
         request = pi.InitRequest(directory, machines, example, fleet, ssh_user, ssh_key, known_hosts, force)
     written = pi.init_project(request)
@@ -74,6 +78,26 @@ def _ask_machines() -> tuple[Machine, ...]:
     return tuple(machines)
 
 
+def _trust_new_hosts(request: InitRequest, yes: bool) -> None:
+    """`swarm trust` for machines of a project not written yet: show each unknown host key's
+    fingerprint and record it once confirmed, so the probe's verified connection can follow."""
+    from orchestrator import project_init as pi
+    from orchestrator.errors import InputError
+    from orchestrator.transport.ssh import fetch_host_key, record_host_key
+
+    known = pi.known_hosts_path(request)
+    for machine in pi.untrusted(request):
+        key = run_async(fetch_host_key(machine.address, pi.SSH_PORT))
+        click.echo(f"{machine.name} ({machine.address}:{pi.SSH_PORT}) {key.algorithm} {key.fingerprint}")
+        if not yes and not click.confirm(f"record this key for {machine.name} in {known}?", default=False):
+            raise InputError(f"--probe: {machine.name}'s host key is not recorded, so it is not probed",
+                             hint="compare the fingerprint with `ssh-keygen -lf` of the machine's host key "
+                                  "and answer y; or leave out --probe (give --gpu and --ram) and run "
+                                  f"`swarm trust all` in {request.directory} afterwards")
+        record_host_key(key, known)
+        click.echo(f"recorded in {known}")
+
+
 def _probe(request: InitRequest) -> tuple[Machine, ...]:
     import tempfile
 
@@ -82,7 +106,9 @@ def _probe(request: InitRequest) -> tuple[Machine, ...]:
     with tempfile.TemporaryDirectory(prefix="swarm-init-probe-") as scratch:
         path = Path(scratch) / "inventory.yml"
         book = pi.backbone_playbook("probe", request.machines[0].name)
-        path.write_text(pi._inventory_text(request, None, pi.inventory_data(request, "probe", book, None, {})))
+        # known_hosts as the written inventory will resolve it, not from this scratch directory
+        probing = replace(request, known_hosts=str(pi.known_hosts_path(request)))
+        path.write_text(pi._inventory_text(probing, None, pi.inventory_data(probing, "probe", book, None, {})))
         return pi.probe(path, request.machines, say=click.echo)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from orchestrator import __version__
-from orchestrator.cli.common import Context
+from orchestrator.cli.common import Context, SafeLogFormatter
 
 # Where each sub-command lives, and the first paragraph of its help: a command's module is
 # imported only when that command runs, so `swarm deploy` never loads the lab, preflight
@@ -59,6 +59,9 @@ LAZY: dict[str, tuple[str, str]] = {
     "backups": ("orchestrator.cli.backup",
         "List the backups each node keeps (and the copies on copy_to nodes): ids, sizes, "
         "checksums."),
+    "models": ("orchestrator.cli.models",
+        "Model weights in the fleet: each node's store, staging from peers, the mirror or the hub, "
+        "and collecting what no release uses."),
     "init": ("orchestrator.cli.init",
         "Write a new project in DIRECTORY: an inventory of your machines, a playbook, a "
         "README."),
@@ -104,7 +107,9 @@ class LazyGroup(click.Group):
                 if not command.hidden:
                     rows.append((name, command.get_short_help_str(limit)))
             else:
-                rows.append((name, click.utils.make_default_short_help(LAZY[name][1], limit).strip()))
+                # click's own shortening, on a stand-in command carrying the kept summary
+                summary = click.Command(name, help=LAZY[name][1])
+                rows.append((name, summary.get_short_help_str(limit)))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
@@ -121,7 +126,9 @@ def main(ctx: click.Context, inventory: Path | None, playbook: Path | None, root
     from orchestrator.paths import find_root
 
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SafeLogFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     ctx.obj = Context(root=root or find_root(), inventory=inventory, playbook=playbook, verbose=verbose)
 
 

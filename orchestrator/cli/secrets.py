@@ -83,23 +83,47 @@ def vault() -> None:
 
 
 @vault.command("init")
-@click.option("--key-file", required=True, help="where to keep unseal keys + root token (0600)")
+@click.option("--key-file", required=True, help="where to keep unseal keys + root token (0600; keep it offline)")
+@click.option("--token-file", help="where to write the deploy token (0600; default: the inventory's "
+                                   "vault.token_file, else vault-token beside the key file)")
 @click.option("--shares", type=int, default=1, show_default=True)
 @click.option("--threshold", type=int, default=1, show_default=True)
 @project_options
 @pass_ctx
 @handle_errors
-def vault_init(ctx: Context, key_file: str, shares: int, threshold: int) -> None:
-    """Initialise (if fresh) and unseal the inventory's Vault, and mount KV v2."""
+def vault_init(ctx: Context, key_file: str, token_file: str | None, shares: int, threshold: int) -> None:
+    """Initialise (if fresh) and unseal the inventory's Vault, mount KV v2, and make a deploy
+    token limited to the fleet's secrets (the root token stays in the key file, offline)."""
     from orchestrator.clients.secrets_source import SecretSource
-    from orchestrator.clients.vault import bootstrap, check_init_options
+    from orchestrator.clients.vault import bootstrap, check_init_options, create_deploy_token
 
-    check_init_options(key_file, shares, threshold)  # bad options: exit 2 before connecting
-    source = SecretSource.from_project(ctx.project())
-    addr = source.addr
+    key_path = check_init_options(key_file, shares, threshold)  # bad options: exit 2 before connecting
+    project = ctx.project()
+    source = SecretSource.from_project(project)
+    addr, verify = source.addr, source.tls()["verify"]
+    token_path = deploy_token_path(token_file, source.token_file, key_path)
     result = bootstrap(addr, key_file, shares=shares, threshold=threshold, kv_mount=source.mount,
-                       verify=source.tls()["verify"])  # type: ignore[arg-type]
+                       verify=verify)  # type: ignore[arg-type]
+    written, made = create_deploy_token(addr, key_file, token_path, mount=source.mount, path=source.base_path,
+                                        fleet=project.inventory.fleet, verify=verify)  # type: ignore[arg-type]
     click.echo(f"Vault at {addr}: {'initialised and ' if result.initialized else ''}unsealed; keys in {key_file}")
+    click.echo(f"deploy token ({'new' if made else 'kept'}, only {source.mount}/{source.base_path}/*) in {written}: "
+               f"point vault.token_file at it and keep {key_file} offline")
+
+
+def deploy_token_path(given: str | None, inventory_file: Path | None, key_file: Path) -> Path:
+    """--token-file, else the inventory's vault.token_file (never the key file), else beside the keys."""
+    from orchestrator.errors import InputError
+
+    if given is not None:
+        path = Path(given)
+    elif inventory_file is not None and inventory_file.resolve() != key_file.resolve():
+        path = inventory_file
+    else:
+        path = key_file.parent / "vault-token"
+    if path.resolve() == key_file.resolve():
+        raise InputError("--token-file: the deploy token cannot share the key file (that file goes offline)")
+    return path
 
 
 @vault.command("unseal")
@@ -109,10 +133,12 @@ def vault_init(ctx: Context, key_file: str, shares: int, threshold: int) -> None
 @handle_errors
 def vault_unseal(ctx: Context, key_file: Path) -> None:
     """Unseal the inventory's Vault with the keys kept by `swarm vault init`."""
+    from orchestrator.clients.secrets_source import SecretSource
     from orchestrator.clients.vault import unseal
 
-    addr = ctx.project().inventory.spec.vault.addr
-    status = unseal(addr, key_file)
+    source = SecretSource.from_project(ctx.project())
+    addr = source.addr
+    status = unseal(addr, key_file, verify=source.tls()["verify"])  # type: ignore[arg-type]  # the inventory's CA
     click.echo(f"Vault at {addr}: {'sealed' if status.sealed else 'unsealed'}")
 
 

@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+from urllib.parse import urljoin
 
 import httpx
 
@@ -45,7 +46,8 @@ _ATTESTATION = "attestation-manifest"
 
 @dataclass(frozen=True)
 class Credentials:
-    """Basic-auth credentials for one registry host (sent to it or to its token realm)."""
+    """Basic-auth credentials for one registry host (sent to it, or to a token realm the
+    inventory allows: `RegistryClient._may_send`)."""
 
     username: str
     password: Secret
@@ -91,6 +93,13 @@ class PlatformCheck(NamedTuple):
     offered: tuple[Platform, ...]
 
 
+def config_env(config: dict[str, Any]) -> list[str]:
+    """`KEY=value` items of an image config's `config.Env`."""
+    inner = config.get("config")
+    env = inner.get("Env") if isinstance(inner, dict) else None
+    return [str(e) for e in env] if isinstance(env, list) else []
+
+
 def format_platforms(platforms: Iterable[Platform]) -> str:
     return ", ".join(str(p) for p in platforms) or "none"
 
@@ -109,13 +118,16 @@ class RegistryClient:
         timeout: float = 10.0,
         concurrency: int = 8,
         transport: httpx.AsyncBaseTransport | None = None,
+        token_realms: Iterable[str] = (),
     ) -> None:
         self._insecure = frozenset(insecure)
         self._credentials = dict(credentials or {})
+        self._token_realms = frozenset(h.lower() for h in token_realms)
         self._http = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=True)
         self._limit = asyncio.Semaphore(concurrency)
         self._auth: dict[tuple[str, str], str] = {}
         self._results: dict[str, asyncio.Task[ImageIndex]] = {}
+        self._configs: dict[str, asyncio.Task[dict[str, Any]]] = {}
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -148,6 +160,35 @@ class RegistryClient:
         answers = await asyncio.gather(*(self.platforms(k) for k in keys), return_exceptions=True)
         return {key: _as_result(answer) for key, answer in zip(keys, answers, strict=True)}
 
+    async def config(self, ref: str | ImageRef, platform: Platform | str) -> dict[str, Any]:
+        """The image config (`config.Env`, os, architecture) of `ref` for `platform` (cached)."""
+        image = parse_image_ref(ref) if isinstance(ref, str) else ref
+        wanted = parse_platform(platform) if isinstance(platform, str) else platform
+        key = f"{image} {wanted}"
+        if key not in self._configs:
+            self._configs[key] = asyncio.ensure_future(self._fetch_config(image, wanted))
+        return await self._configs[key]
+
+    async def tags(self, ref: str | ImageRef) -> list[str]:
+        """The repository's tags (`/v2/<name>/tags/list`, the first 1000)."""
+        image = parse_image_ref(ref) if isinstance(ref, str) else ref
+        body = _json_body(image, await self._get(image, "tags/list?n=1000", "application/json"))
+        tags = body.get("tags")
+        return [str(t) for t in tags] if isinstance(tags, list) else []
+
+    async def _fetch_config(self, image: ImageRef, platform: Platform) -> dict[str, Any]:
+        index = await self.platforms(image)
+        manifest = index.find(platform)
+        if manifest is None:
+            raise ServiceError(f"image {image} has no {platform} variant",
+                               hint=f"it offers {format_platforms(index.platforms)}")
+        body = _json_body(image, await self._get(image, f"manifests/{manifest.digest}", MANIFEST_ACCEPT))
+        config = body.get("config")
+        if not isinstance(config, dict) or not _BLOB_DIGEST_RE.match(str(config.get("digest"))):
+            raise _bad_answer(image, "a manifest without a valid config descriptor")
+        response = await self._get(image, f"blobs/{config['digest']}", str(config.get("mediaType") or "*/*"))
+        return _json_body(image, response)
+
     # --- fetching ------------------------------------------------------------------
 
     async def _fetch_index(self, image: ImageRef) -> ImageIndex:
@@ -175,25 +216,109 @@ class RegistryClient:
         blob = _json_body(image, response)
         return _platform_of(image, blob)
 
-    async def _get(self, image: ImageRef, path: str, accept: str) -> httpx.Response:
+    async def _get(self, image: ImageRef, path: str, accept: str, method: str = "GET") -> httpx.Response:
         url = f"{self._base_url(image)}/{path}"
         async with self._limit:
-            response = await self._send(image, url, accept)
+            response = await self._send(image, url, accept, method)
             if response.status_code == 401:
                 await self._authenticate(image, response)
-                response = await self._send(image, url, accept)
+                response = await self._send(image, url, accept, method)
         _raise_for_status(image, response)
         return response
 
-    async def _send(self, image: ImageRef, url: str, accept: str) -> httpx.Response:
+    async def _send(self, image: ImageRef, url: str, accept: str, method: str = "GET") -> httpx.Response:
         headers = {"Accept": accept}
         auth = self._auth.get(_auth_key(image))
         if auth:
             headers["Authorization"] = auth
         try:
-            return await self._http.get(url, headers=headers)
+            return await self._http.request(method, url, headers=headers)
         except httpx.TransportError as exc:
             raise self._unreachable(image, exc) from exc
+
+    # --- the digest a tag names now, and keeping a digest in the fleet's registry -----------
+
+    async def digest(self, ref: str | ImageRef) -> str:
+        """The digest `ref` names now: one HEAD (registries answer `Docker-Content-Digest`; Docker
+        Hub does not count HEADs against its pull limit). The no-op check's cheap question."""
+        image = parse_image_ref(ref) if isinstance(ref, str) else ref
+        response = await self._get(image, f"manifests/{image.reference}", MANIFEST_ACCEPT, "HEAD")
+        header = str(response.headers.get("Docker-Content-Digest", ""))
+        if not _DIGEST_RE.match(header):
+            return (await self.platforms(image)).digest   # a registry that leaves the header out
+        return header
+
+    async def copy(self, source: ImageRef, mirror: str, *, tag: str | None = None) -> int:
+        """Put `source` (pinned by digest) into the registry `mirror` under the same repository path,
+        with every platform's manifest, config and layers (and `tag`, if given); bytes copied.
+
+        Nothing is read twice: a manifest the mirror has by digest is done, a blob it has is skipped.
+        So a rollback to any release can pull its digests from the fleet's own registry."""
+        if not source.digest:
+            raise ServiceError(f"image {source}: copy needs a digest, not a tag")
+        target = ImageRef(mirror, source.repository)
+        if await self._has(target, "manifests", source.digest) and tag is None:
+            return 0
+        copied = await self._copy_manifest(source, target, source.digest)
+        if tag is not None:
+            body, media = await self._raw_manifest(source, source.digest)
+            await self._put_manifest(target, tag, body, media)
+        return copied
+
+    async def _copy_manifest(self, source: ImageRef, target: ImageRef, digest: str) -> int:
+        body, media = await self._raw_manifest(source, digest)
+        document = json.loads(body)
+        copied = 0
+        for child in document.get("manifests") or []:   # an index: every platform (attestations too)
+            copied += await self._copy_manifest(source, target, str(child["digest"]))
+        for blob in [document.get("config"), *(document.get("layers") or [])]:
+            if isinstance(blob, dict) and blob.get("digest"):
+                copied += await self._copy_blob(source, target, str(blob["digest"]))
+        await self._put_manifest(target, digest, body, media)
+        return copied
+
+    async def _raw_manifest(self, image: ImageRef, digest: str) -> tuple[bytes, str]:
+        response = await self._get(image, f"manifests/{digest}", MANIFEST_ACCEPT)
+        return response.content, _media_type(_json_body(image, response), response)
+
+    async def _has(self, image: ImageRef, kind: str, digest: str) -> bool:
+        try:
+            await self._get(image, f"{kind}/{digest}", MANIFEST_ACCEPT, "HEAD")
+        except ServiceError:
+            return False
+        return True
+
+    async def _copy_blob(self, source: ImageRef, target: ImageRef, digest: str) -> int:
+        if await self._has(target, "blobs", digest):
+            return 0
+        body = (await self._get(source, f"blobs/{digest}", "*/*")).content
+        if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
+            raise ServiceError(f"image {source}: blob {digest} arrived with other content",
+                               hint="the registry or a proxy altered it; do not keep it")
+        started = await self._write(target, "POST", f"{self._base_url(target)}/blobs/uploads/", b"", {})
+        location = urljoin(f"{self._base_url(target)}/", started.headers.get("Location", ""))
+        separator = "&" if "?" in location else "?"
+        await self._write(target, "PUT", f"{location}{separator}digest={digest}", body,
+                          {"Content-Type": "application/octet-stream"})
+        return len(body)
+
+    async def _put_manifest(self, target: ImageRef, reference: str, body: bytes, media: str) -> None:
+        await self._write(target, "PUT", f"{self._base_url(target)}/manifests/{reference}", body,
+                          {"Content-Type": media})
+
+    async def _write(self, image: ImageRef, method: str, url: str, body: bytes,
+                     headers: dict[str, str]) -> httpx.Response:
+        auth = self._auth.get(_auth_key(image))
+        sent = {**headers, **({"Authorization": auth} if auth else {})}
+        try:
+            response = await self._http.request(method, url, content=body, headers=sent)
+        except httpx.TransportError as exc:
+            raise self._unreachable(image, exc) from exc
+        if response.status_code not in (201, 202):
+            raise ServiceError(f"registry {image.registry} refused {method} {url.split('?')[0]} "
+                               f"(HTTP {response.status_code}): {response.text[:200]}",
+                               hint="is registry.mirror writable by swarm (not a pull-through cache)?")
+        return response
 
     def _base_url(self, image: ImageRef) -> str:
         scheme = "http" if image.registry in self._insecure else "https"
@@ -218,9 +343,10 @@ class RegistryClient:
         query = {"scope": params.get("scope") or f"repository:{image.repository}:pull"}
         if params.get("service"):
             query["service"] = params["service"]
-        auth = (creds.username, creds.password.reveal()) if creds else None
+        realm = params["realm"]
+        auth = (creds.username, creds.password.reveal()) if creds and self._may_send(image, realm) else None
         try:
-            answer = await self._http.get(params["realm"], params=query, auth=auth)
+            answer = await self._http.get(realm, params=query, auth=auth)
         except httpx.TransportError as exc:
             raise self._unreachable(image, exc) from exc
         if answer.status_code in (401, 403):
@@ -228,6 +354,20 @@ class RegistryClient:
         if answer.status_code != 200:
             raise _bad_answer(image, f"HTTP {answer.status_code} from the token service")
         return _token_of(image, answer)
+
+    def _may_send(self, image: ImageRef, realm: str) -> bool:
+        """Credentials go to the registry's own host, or to a token realm the inventory allows
+        (`registry.token_realms`) over https: a registry's answer may name any URL as its realm,
+        and a realm that is not trusted gets the request without them (anonymous)."""
+        try:
+            url = httpx.URL(realm)
+        except httpx.InvalidURL:
+            return False
+        own = image.api_host.rsplit(":", 1)[0].strip("[]").lower()
+        host = (url.host or "").lower()
+        if host == own:
+            return url.scheme == "https" or image.registry in self._insecure
+        return url.scheme == "https" and host in self._token_realms
 
     def _unreachable(self, image: ImageRef, exc: httpx.TransportError) -> ServiceError:
         detail = str(exc) or type(exc).__name__

@@ -193,3 +193,39 @@ def push(source: SecretSource, values: dict[str, Secret]) -> list[tuple[str, int
         result = client.push(source.mount, path, data)
         written.append((path, result.version, sorted(data), result.changed))
     return written
+
+
+# ---------------------------------------------------------------- what a gate may show
+
+FLEET_READ_TIMEOUT_S = 10.0
+
+
+async def read_for_gate(source: SecretSource, services: Iterable[Service]) -> dict[str, Secret]:
+    """The keys a gate's probes send (read strictly), after every secret the playbook declares
+    has been read for the scrubber (best effort).
+
+    A rollback or restore gates services whose logs it may show (a failed gate, `docker logs`):
+    an application that logs its database password would show it in the CLI, the JSON output
+    and the audit log unless the scrub registry knows that value too. A deploy reads them for
+    its env files; a rollback or restore needs only the probe keys, so they are read here.
+    Vault down or a key missing does not stop the gate (it never needed them)."""
+    services = list(services)
+    bearer = {p.bearer_secret for s in services for p in s.probes if p.bearer_secret}
+    await remember_declared(source)
+    return await source.read_async(bearer) if bearer else {}
+
+
+async def remember_declared(source: SecretSource) -> int:
+    """Read every secret the playbook declares into `Secret`s (so REGISTRY masks each one);
+    how many were read. Nothing raises: this only widens what output is scrubbed of."""
+    try:
+        client = await asyncio.wait_for(asyncio.to_thread(source.client), FLEET_READ_TIMEOUT_S)
+    except (ServiceError, InputError, TimeoutError):
+        return 0
+    paths = sorted({source.full_path(spec) for spec in source.declared.values()})
+    reads = [asyncio.to_thread(client.read_secrets, source.mount, p) for p in paths]
+    try:
+        answers = await asyncio.wait_for(asyncio.gather(*reads, return_exceptions=True), FLEET_READ_TIMEOUT_S)
+    except TimeoutError:
+        return 0
+    return sum(len(a) for a in answers if isinstance(a, dict))

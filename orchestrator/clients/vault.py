@@ -389,6 +389,9 @@ class VaultClient:
 def _hvac_client(addr: str, timeout: float, verify: bool | str = True,
                  cert: tuple[str, str] | None = None) -> hvac.Client:
     """hvac's client; TLS verified against `verify` (a CA file, or the system CAs)."""
+    if isinstance(verify, str) and not Path(verify).is_file():
+        raise InputError(f"vault.ca_cert: no CA certificate file {verify} (the CA that signed Vault's "
+                         "certificate, on this machine)")
     return hvac.Client(url=addr.rstrip("/"), timeout=timeout, verify=verify, cert=cert)
 
 
@@ -728,3 +731,58 @@ def _ensure_engines(client: hvac.Client, kv_mount: str, enable_approle: bool) ->
         client.sys.enable_secrets_engine("kv", path=kv_mount, options={"version": "2"})
     if enable_approle and "approle/" not in client.sys.list_auth_methods()["data"]:
         client.sys.enable_auth_method("approle")
+
+
+# --------------------------------------------------------------------------- the deploy token
+
+DEPLOY_TOKEN_PERIOD = "768h"
+
+
+def deploy_policy(mount: str, path: str) -> str:
+    """What a deploy (and `swarm secrets push|list|check`) needs, and nothing else: the fleet's
+    own KV v2 paths. No sys/, no auth/, no other secret of the Vault."""
+    base = path.strip("/")
+    return "\n".join([
+        f'path "{mount}/data/{base}/*" {{ capabilities = ["create", "read", "update"] }}',
+        f'path "{mount}/metadata/{base}/*" {{ capabilities = ["read", "list"] }}',
+        f'path "{mount}/metadata/{base}" {{ capabilities = ["list"] }}',
+        "",
+    ])
+
+
+def create_deploy_token(addr: str, key_file: str | os.PathLike[str], token_file: str | os.PathLike[str], *,
+                        mount: str, path: str, fleet: str, timeout: float = DEFAULT_TIMEOUT_S,
+                        verify: bool | str = True) -> tuple[Path, bool]:
+    """A token limited to `deploy_policy`, written to `token_file` (0600) with the root token
+    of `key_file`; (the file, whether a new token was made). A token file that already holds a
+    valid token is kept. The root token can then go offline: deploys never need it."""
+    target = Path(token_file)
+    client = _hvac_client(addr, timeout, verify)
+    errors = _Translator(addr.rstrip("/"))
+    if target.exists() and _token_is_valid(client, target):
+        return target, False
+    client.token = _read_key_file(Path(key_file), addr)["root_token"].reveal()
+    name = f"swarm-deploy-{fleet}"
+    try:
+        client.sys.create_or_update_policy(name=name, policy=deploy_policy(mount, path))
+        created = client.auth.token.create(policies=[name], no_parent=True, period=DEPLOY_TOKEN_PERIOD,
+                                           display_name=name, renewable=True)
+    except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as err:
+        errors.fail(err, "create the deploy token", f"sys/policies/acl/{name}")
+    token = Secret(created["auth"]["client_token"], "vault-deploy-token")
+    target.unlink(missing_ok=True)
+    fd = _create_private(target)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(token.reveal() + "\n")
+    return target, True
+
+
+def _token_is_valid(client: hvac.Client, path: Path) -> bool:
+    from orchestrator.clients.secrets_source import read_token_file
+
+    client.token = read_token_file(path).reveal()
+    try:
+        client.auth.token.lookup_self()
+    except (hvac.exceptions.VaultError, requests.exceptions.RequestException):
+        return False
+    return True

@@ -69,10 +69,10 @@ class SshSettings(Model):
     port: Port = 22
     key: Line | None = None
     known_hosts: Line | None = "~/.ssh/known_hosts"
-    connect_timeout: float = Field(10.0, gt=0, le=3600)
-    command_timeout: float = Field(300.0, gt=0, le=86400)
+    connect_timeout: float = Field(10.0, ge=0.1, le=3600)
+    command_timeout: float = Field(300.0, ge=0.1, le=86400)
     # A dead link is noticed after about interval x count seconds without an answer.
-    keepalive_interval: float = Field(10.0, gt=0, le=3600)
+    keepalive_interval: float = Field(10.0, ge=1, le=3600)
     keepalive_count: int = Field(3, ge=1, le=100)
 
 
@@ -81,9 +81,9 @@ class SshOverride(Model):
     port: Port | None = None
     key: Line | None = None
     known_hosts: Line | None = None
-    connect_timeout: float | None = Field(None, gt=0, le=3600)
-    command_timeout: float | None = Field(None, gt=0, le=86400)
-    keepalive_interval: float | None = Field(None, gt=0, le=3600)
+    connect_timeout: float | None = Field(None, ge=0.1, le=3600)
+    command_timeout: float | None = Field(None, ge=0.1, le=86400)
+    keepalive_interval: float | None = Field(None, ge=1, le=3600)
     keepalive_count: int | None = Field(None, ge=1, le=100)
 
 
@@ -91,6 +91,9 @@ class Gpu(Model):
     model: NonEmptyLine
     vram_mib: int = Field(gt=0, le=10_000_000)
     index: int | None = Field(None, ge=0, le=1023)
+    # memory other processes keep on the card (a desktop); unset = unknown, which the GPU plan
+    # allows for on a GeForce card (render/vllm_memory.py)
+    in_use_mib: int | None = Field(None, ge=0, le=10_000_000)
 
 
 _MIRROR = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?")
@@ -109,6 +112,19 @@ class RegistrySettings(Model):
     insecure: bool = False
     username: Line | None = None
     password_env: EnvName | None = None
+    # hosts of token services (the `realm` of a registry's 401) that may receive the credentials;
+    # the registry's own host always may (e.g. [auth.docker.io] for Docker Hub)
+    token_realms: list[Host] = []
+
+
+class ModelsSettings(Model):
+    """Where model weights come from when no node holds them yet (docs/models.md)."""
+
+    hub: HttpUrl = "https://huggingface.co"     # a Hugging Face hub endpoint (the lab's stand-in)
+    mirror: Line = "~/.cache/swarm/models"      # a directory on the controller: <repo>/<revision>/
+    token_secret: Name = "hf_token"             # the Vault secret holding the hub token, if any
+    disk_margin_gb: float = Field(10.0, ge=0, le=1_000_000)   # free disk a node keeps beyond its weights
+    direct: bool = True                         # node to node over a short-lived SSH key (else via the controller)
 
 
 class TlsFiles(Model):
@@ -205,6 +221,7 @@ class InventoryFile(Model):
     deploy_root: AbsDir = "/opt/ai-swarm"
     keep_releases: int = Field(5, ge=1, le=1000)
     registry: RegistrySettings = RegistrySettings()
+    models: ModelsSettings = ModelsSettings()
     vault: VaultSettings = VaultSettings()
     consul: ConsulSettings = ConsulSettings()
     network: NetworkSettings = NetworkSettings()
@@ -330,11 +347,19 @@ def load_inventory(path: Path) -> Inventory:
     return Inventory(path=path, spec=spec, nodes=nodes, doc=doc)
 
 
+RESERVED_NAMES = frozenset({"all", "ungrouped", "localhost"})
+"""`all` is every node to --limit and to a playbook's hosts; `ungrouped` and `localhost` mean
+other things to Ansible users: none of them can name a node or a group."""
+
+
 def _check_names(spec: InventoryFile, doc: YamlDoc) -> None:
     for name in [*spec.nodes, *spec.groups]:
+        loc = ("nodes", name) if name in spec.nodes else ("groups", name)
         if not is_name(name):
-            loc = ("nodes", name) if name in spec.nodes else ("groups", name)
             raise InputError(f"{format_loc(loc)}: names {NAME_RULE}", file=doc.where(loc))
+        if name in RESERVED_NAMES:
+            raise InputError(f"{format_loc(loc)}: {name!r} is a reserved name (`all` means every node): "
+                             "choose another name", file=doc.where(loc))
     clash = set(spec.nodes) & set(spec.groups)
     if clash:
         name = sorted(clash)[0]

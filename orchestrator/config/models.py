@@ -18,6 +18,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from orchestrator.text import unsafe_char
+
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
@@ -50,6 +52,10 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+Interval = Annotated[float, BeforeValidator(parse_duration), Field(ge=0.1)]
+"""A period something repeats at (a check, a probe's timeout): at least 0.1 s, never a busy loop."""
+ConsulInterval = Annotated[float, BeforeValidator(parse_duration), Field(ge=1.0)]
+"""Consul runs a check at most once a second (it raises shorter intervals to 1s itself)."""
 
 
 # ---------------------------------------------------------------- names
@@ -107,6 +113,10 @@ _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 
 
 def is_ip(value: str) -> bool:
+    """An IPv4 or IPv6 address, without a zone id (`fe80::1%eth0`): a zone is local to one
+    machine's interfaces, and its text (`%-oProxyCommand=...`) reaches ssh, URLs and configs."""
+    if "%" in value:
+        return False
     try:
         ipaddress.ip_address(value)
     except ValueError:
@@ -114,14 +124,33 @@ def is_ip(value: str) -> bool:
     return True
 
 
+def is_hostname(value: str) -> bool:
+    """A DNS name of RFC 1123 labels whose last label is not all digits (RFC 3696 2: `1.2.3.4.5`
+    is neither a name nor an address)."""
+    if len(value) > 253 or _HOSTNAME.fullmatch(value) is None:
+        return False
+    return not value.rstrip(".").rsplit(".", 1)[-1].isdigit()
+
+
 def is_host(value: str) -> bool:
     """A DNS name (RFC 1123 labels) or an IPv4/IPv6 address; nothing a shell or ssh would parse."""
-    return len(value) <= 253 and (is_ip(value) or _HOSTNAME.fullmatch(value) is not None)
+    return is_ip(value) or is_hostname(value)
+
+
+def url_host(host: str) -> str:
+    """A host as it stands in a URL or a `host:port`: an IPv6 address in brackets (RFC 3986)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def host_port(host: str, port: int | str) -> str:
+    return f"{url_host(host)}:{port}"
 
 
 def _host(value: str) -> str:
     if not is_host(value):
-        raise ValueError(f"not a host name or IP address, got {quoted(value)}")
+        raise ValueError(f"not a host name or IP address (IPv6 without a %zone), got {quoted(value)}")
+    if is_ip(value) and ipaddress.ip_address(value).is_unspecified:  # Consul refuses it, ssh cannot reach it
+        raise ValueError(f"{value} means every address, not one machine: give the node's own address")
     return value
 
 
@@ -130,7 +159,7 @@ Host = Annotated[str, AfterValidator(_host)]
 
 def _ip(value: str) -> str:
     if not is_ip(value):
-        raise ValueError(f"not an IP address, got {quoted(value)}")
+        raise ValueError(f"not an IP address (IPv6 without a %zone), got {quoted(value)}")
     return value
 
 
@@ -139,12 +168,27 @@ IpAddress = Annotated[str, AfterValidator(_ip)]
 _URL = re.compile(r"(https?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?(/[A-Za-z0-9._~/%-]*)?")
 
 
-def _url(value: str) -> str:
+def is_http_url(value: str) -> bool:
+    """http(s)://host[:port][/path]; an IPv6 host in brackets, a bare one (ambiguous) refused."""
     match = _URL.fullmatch(value)
-    host = match.group(2).strip("[]") if match else ""
-    port = int(match.group(3)) if match and match.group(3) else 1
-    if not match or not is_host(host) or not 1 <= port <= 65535:
-        raise ValueError(f"not an http(s) URL like http://10.0.0.1:8200, got {quoted(value)}")
+    if not match:
+        return False
+    host = match.group(2)
+    bracketed = host.startswith("[")
+    if bracketed and not is_ip(host[1:-1]) or not bracketed and not is_hostname(host) and not _is_ipv4(host):
+        return False
+    port = match.group(3)
+    return port is None or (1 <= int(port) <= 65535 and not (len(port) > 1 and port.startswith("0")))
+
+
+def _is_ipv4(value: str) -> bool:
+    return is_ip(value) and ":" not in value
+
+
+def _url(value: str) -> str:
+    if not is_http_url(value):
+        raise ValueError(f"not an http(s) URL like http://10.0.0.1:8200 (an IPv6 host in brackets), "
+                         f"got {quoted(value)}")
     return value
 
 
@@ -197,8 +241,10 @@ AbsDir = Annotated[str, AfterValidator(_absolute)]
 
 
 def _text(value: str) -> str:
-    if any(ord(c) < 32 and c not in "\t" or ord(c) == 127 for c in value):
-        raise ValueError(f"control characters (newlines included) are not allowed here, got {quoted(value)}")
+    bad = unsafe_char(value.replace("\t", " "))
+    if bad is not None:
+        raise ValueError(f"control and bidirectional characters (newlines included) are not allowed here, "
+                         f"got {quoted(value)}")
     return value
 
 

@@ -28,6 +28,9 @@ def _secret_key(value: str) -> str:
     return value
 
 
+MIN_POLL_S = 0.01  # a gate probes, then sleeps this long: 1ns would be a busy loop
+
+
 class GateSpec(Model):
     """Nomad-style update knobs: every probe must pass and stay passing."""
 
@@ -40,8 +43,8 @@ class GateSpec(Model):
         if self.min_healthy_time > self.healthy_deadline:
             raise ValueError(f"min_healthy_time ({self.min_healthy_time:g}s) is longer than healthy_deadline "
                              f"({self.healthy_deadline:g}s): the gate could never pass")
-        if not 0 < self.poll_interval <= max(self.healthy_deadline, 0.1):
-            raise ValueError(f"poll_interval must be more than 0 and at most healthy_deadline, "
+        if not MIN_POLL_S <= self.poll_interval <= max(self.healthy_deadline, MIN_POLL_S):
+            raise ValueError(f"poll_interval must be at least {MIN_POLL_S:g}s and at most healthy_deadline, "
                              f"got {self.poll_interval:g}s")
         return self
 

@@ -6,10 +6,18 @@ example under `examples/`, or one `swarm init` wrote — adds only the roles it 
 reuses the shared ones (vllm, litellm, haproxy, ...) without copying them; a role of the
 same name in the project's `roles/` takes precedence. The default playbook is
 `playbooks/ai-swarm.yml`, or the one playbook a project's `playbooks/` holds.
+
+Resolution says what it did and never guesses: the first directory of the search path with an
+entry of the role's name holds the role, and that role must load — a project's `roles/vllm/`
+without a readable `role.yml` is an error naming the file, never a silent fallback to the shared
+`vllm`. A role's directory must resolve inside the search directory it was found in: a symlink
+out of the project (to /etc, to another project) or a loop is refused (exit 2) naming it.
+`role_sources` tells `swarm plan -v` which directory each role came from.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,20 +85,60 @@ def load_project(
 
 def _load_roles(search: tuple[Path, ...], book: Playbook) -> dict[str, Role]:
     """Each role the playbook names, once, from the first directory of the search path that
-    has it; a missing one is blamed on the playbook line."""
+    has an entry of its name; a missing one is blamed on the playbook line."""
     roles: dict[str, Role] = {}
     for _, svc in book.all_services():
         if svc.role in roles:
             continue
-        found = next((d for d in search if (d / svc.role / "role.yml").is_file()), None)
+        found = next((d for d in search if _has_entry(d, svc.role)), None)
         if found is None:
             loc = (*book.loc_of(svc.name), "role")
             known = {name for d in search for name in known_roles(d)}
             where = " or ".join(str(d) for d in search)
             raise InputError(f"{format_loc(loc)}: no role named {svc.role!r} in {where}"
                              f"{did_you_mean(svc.role, known)}", file=book.where(loc))
-        roles[svc.role] = load_role(found, svc.role)
+        roles[svc.role] = _load_found_role(found, svc.role, search)
     return dict(sorted(roles.items()))
+
+
+def _has_entry(roles_dir: Path, name: str) -> bool:
+    """Anything of that name, even a broken symlink or a folder without role.yml, claims the name."""
+    return os.path.lexists(roles_dir / name)
+
+
+def _load_found_role(roles_dir: Path, name: str, search: tuple[Path, ...]) -> Role:
+    role_dir = roles_dir / name
+    _check_inside(roles_dir, role_dir)
+    if not (role_dir / "role.yml").is_file():
+        later = [str(d) for d in search[search.index(roles_dir) + 1:] if _has_entry(d, name)]
+        shadowed = f"; it hides the role of the same name in {later[0]}" if later else ""
+        raise InputError(f"role {name!r}: {role_dir / 'role.yml'} is missing or not a file{shadowed}",
+                         hint=f"add role.yml to {role_dir}, or remove {role_dir} to use the other")
+    return load_role(roles_dir, name)
+
+
+def _check_inside(roles_dir: Path, role_dir: Path) -> None:
+    """A role directory (or a symlink to one) resolves inside the search directory it is in."""
+    try:
+        target = role_dir.resolve(strict=True)
+        inside = target.is_relative_to(roles_dir.resolve(strict=True)) and target != roles_dir.resolve()
+    except FileNotFoundError:
+        raise InputError(f"{role_dir}: a symlink to {os.readlink(role_dir)!r}, which does not exist",
+                         hint="a role directory is a folder with role.yml") from None
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise InputError(f"{role_dir}: cannot be resolved ({exc})",
+                         hint="a role directory is a folder with role.yml, not a symlink loop") from None
+    if not inside:
+        raise InputError(f"{role_dir}: resolves to {target}, outside {roles_dir}",
+                         hint=f"a role is a folder inside {roles_dir}; copy it there instead of "
+                              "linking out of the search path")
+
+
+def role_sources(project: Project) -> list[tuple[str, Path, str]]:
+    """(role, directory it was loaded from, "project" or "shared") for each role of the project."""
+    own = project.roles_dir
+    return [(name, role.dir, "project" if role.dir.parent == own else "shared")
+            for name, role in sorted(project.roles.items())]
 
 
 def _check_secret_refs(book: Playbook, roles: dict[str, Role]) -> None:

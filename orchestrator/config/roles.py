@@ -30,8 +30,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, field_validator
 
 from orchestrator.config.models import (
+    ConsulInterval,
     Duration,
     EnvName,
+    Interval,
     Line,
     Model,
     NonEmptyLine,
@@ -39,7 +41,7 @@ from orchestrator.config.models import (
     quoted,
 )
 from orchestrator.config.rollout import RolloutSpec
-from orchestrator.config.settings import SettingSpec
+from orchestrator.config.settings import SettingSpec, compiled_pattern
 from orchestrator.config.yamlfile import YamlDoc, load_yaml, validate
 from orchestrator.errors import InputError
 
@@ -84,8 +86,8 @@ class PortSpec(Model):
 class HealthcheckSpec(Model):
     test: list[Templated]
     shell: bool = False
-    interval: Duration = 10.0
-    timeout: Duration = 5.0
+    interval: Interval = 10.0
+    timeout: Interval = 5.0
     retries: int = Field(5, ge=1, le=1000)
     start_period: Duration = 0.0
 
@@ -104,7 +106,7 @@ class ProbeSpec(Model):
     json_field: dict[str, Any] = Field({}, alias="json")
     body_contains: str | None = None
     bearer_secret: str | None = None
-    timeout: Duration = 5.0
+    timeout: Interval = 5.0
 
     @field_validator("path")
     @classmethod
@@ -124,8 +126,8 @@ class ConsulCheckSpec(Model):
     kind: Literal["http", "tcp"]
     port: Templated
     path: Line = "/"
-    interval: Duration = 10.0
-    timeout: Duration = 5.0
+    interval: ConsulInterval = 10.0
+    timeout: Interval = 5.0
 
 
 class ConsulSpec(Model):
@@ -144,6 +146,13 @@ class TemplateSpec(Model):
     dest: RelPath
     mode: Mode = 0o644
     check: ConfigCheck | None = None   # which program's check applies (default: known from the mount)
+
+
+class WeightsSpec(Model):
+    """The model a role serves, as a hub repository at a revision (render/weights.py, docs/models.md)."""
+
+    repo: Templated
+    revision: Templated | None = None
 
 
 class ResourcesSpec(Model):
@@ -256,6 +265,7 @@ class RoleSpec(Model):
     depends_on: list[str] = []
     backup: BackupSpec | None = None
     rollout: RolloutSpec = RolloutSpec()
+    weights: WeightsSpec | None = None   # staged into the node's model store before a deploy
 
     @field_validator("user")
     @classmethod
@@ -357,13 +367,38 @@ def _check_settings(role: Role) -> None:
             raise InputError(f"{loc[0]}.{key[:64]}: setting names use letters, digits and '_'",
                              file=role.where(loc))
     for key, setting in spec.settings.items():
+        problem = _pattern_problem(setting)
+        if problem:
+            raise InputError(f"settings.{key}: {problem}", file=role.where(("settings", key)))
         if key in spec.defaults and not _is_template(spec.defaults[key]):
             problem = setting.problem(spec.defaults[key])
             if problem:
                 raise InputError(f"defaults.{key}: {problem}", file=role.where(("defaults", key)))
 
 
+def _pattern_problem(setting: SettingSpec) -> str | None:
+    """A pattern RE2 cannot compile (a backreference, lookaround), here or in items/keys."""
+    for spec in (setting, setting.items, setting.keys):
+        if spec is None:
+            continue
+        if spec is not setting:
+            problem = _pattern_problem(spec)
+            if problem:
+                return problem
+        elif spec.pattern is not None:
+            try:
+                compiled_pattern(spec.pattern)
+            except ValueError as exc:
+                return f"pattern {spec.pattern[:80]!r}: {exc}"
+    return None
+
+
 def _is_template(value: Any) -> bool:
+    """A default that is, or holds, a template: checked per instance once rendered."""
+    if isinstance(value, list):
+        return any(_is_template(v) for v in value)
+    if isinstance(value, dict):
+        return any(_is_template(v) for v in value.values())
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 

@@ -13,6 +13,14 @@ or, when there is none, from the default's own type (`infer`): a bool default ma
 setting, an int an int (`port` and `*_port`: 1..65535), a float a number, a string text,
 a list a list, a mapping a mapping, null anything.
 
+Types say what a value may be where it ends up: `cidr`, `ip`, `host`, `ip_or_cidr`,
+`identifier`, `size`, `url`, `abspath` besides the plain ones; a list or mapping says the
+form of its items (`items:`) and keys (`keys:`). No string anywhere in a value may hold a
+control character, a line separator or a bidirectional override (orchestrator/text.py).
+Text that is a whole number is the number (`"8080"` -> 8080), but `"0443"` is refused:
+YAML 1.1 and some tools read it as octal. `pattern`s run on RE2, a linear-time engine, so
+no value makes a pattern backtrack (and a pattern RE2 cannot run is refused at load).
+
 Values are checked after rendering (a setting may be `"{{ other }}"`), and a problem is
 blamed on the place that set the value — the role's defaults, the inventory's fleet, group
 or host vars, the playbook's service vars or `nodes.<n>.services.<s>` — with file, line
@@ -22,16 +30,31 @@ and key path (`Origin`). A key an instance sets that its role does not know is a
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal, Protocol
 
-from orchestrator.config.models import Model, parse_duration
-from orchestrator.config.yamlfile import PathKey, format_loc, show_value
+import re2
 
-SettingType = Literal["any", "string", "int", "number", "bool", "port", "duration", "list", "mapping"]
+from orchestrator.config.models import (
+    Model,
+    is_host,
+    is_http_url,
+    is_ip,
+    parse_duration,
+    relative_path_problem,
+)
+from orchestrator.config.yamlfile import PathKey, format_loc, show_value
+from orchestrator.text import describe_char, unsafe_char
+
+SettingType = Literal["any", "string", "int", "number", "bool", "port", "duration", "list", "mapping",
+                      "cidr", "ip", "host", "ip_or_cidr", "identifier", "size", "url", "abspath"]
 Scalar = str | int | float | bool | None
+MAX_TEXT = 4096          # characters of one setting's text
+MAX_ITEMS = 10_000       # items of one list or mapping setting
 
 
 class SettingSpec(Model):
@@ -44,9 +67,14 @@ class SettingSpec(Model):
     gt: float | None = None
     pattern: str | None = None
     nullable: bool = False
+    items: SettingSpec | None = None     # a list's items, a mapping's values
+    keys: SettingSpec | None = None      # a mapping's keys
     description: str = ""
 
     def problem(self, value: Any) -> str | None:
+        return unsafe_text(value) or self.form_problem(value)
+
+    def form_problem(self, value: Any) -> str | None:
         if value is None:
             ok = self.nullable or self.type == "any" or (self.values is not None and None in self.values)
             return None if ok else f"expected {self.expected()}, got nothing (null)"
@@ -55,16 +83,57 @@ class SettingSpec(Model):
                 allowed = ", ".join("null" if v is None else str(v) for v in self.values)
                 return f"expected one of: {allowed}; got {show_value(value)}"
             return None
-        return _TYPE_CHECKS[self.type](self, value)
+        return _TYPE_CHECKS[self.type](self, value) or self._items_problem(value)
+
+    def _items_problem(self, value: Any) -> str | None:
+        if isinstance(value, list) and self.items is not None:
+            return next((f"[{i}]: {p}" for i, v in enumerate(value) if (p := self.items.form_problem(v))), None)
+        if isinstance(value, dict):
+            for key, item in value.items():
+                problem = (self.keys.form_problem(key) if self.keys is not None else None) or (
+                    self.items.form_problem(item) if self.items is not None else None)
+                if problem:
+                    return f"{show_value(key)}: {problem}"
+        return None
 
     def expected(self) -> str:
         return _EXPECTED[self.type]
 
+    def canonical(self, value: Any) -> Any:
+        """The value as templates get it: text that is a whole number becomes the number."""
+        if self.type in ("int", "port") and isinstance(value, str):
+            number = _as_int(value)
+            return value if number is None else number
+        if isinstance(value, list) and self.items is not None:
+            return [self.items.canonical(v) for v in value]
+        return value
+
+
+def unsafe_text(value: Any, depth: int = 0) -> str | None:
+    """What is wrong with the strings inside `value`: a control character, a line separator,
+    a bidirectional override, or more text than any setting needs."""
+    if isinstance(value, str):
+        if len(value) > MAX_TEXT:
+            return f"more than {MAX_TEXT} characters ({len(value)})"
+        bad = unsafe_char(value)
+        return None if bad is None else f"{describe_char(bad)} is not allowed in a value, got {show_value(value)}"
+    if isinstance(value, list | dict) and len(value) > MAX_ITEMS:
+        return f"more than {MAX_ITEMS} items"
+    if isinstance(value, list):
+        return next((f"[{i}]: {p}" for i, v in enumerate(value) if (p := unsafe_text(v, depth + 1))), None)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = unsafe_text(key, depth + 1) or unsafe_text(item, depth + 1)
+            if problem:
+                return f"{show_value(key)}: {problem}"
+    return None
+
 
 # ---------------------------------------------------------------- per type
 
-_INT_TEXT = re.compile(r"-?\d{1,18}")
-_NUMBER_TEXT = re.compile(r"-?\d{1,18}(?:\.\d{1,18})?")
+# no leading zero: "0443" is 443 to Python, octal 291 to YAML 1.1 (and to whatever reads it so)
+_INT_TEXT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
+_NUMBER_TEXT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]{1,18})?")
 
 
 def _as_int(value: Any) -> int | None:
@@ -100,7 +169,7 @@ def _range(spec: SettingSpec, number: float, value: Any) -> str | None:
 def _check_int(spec: SettingSpec, value: Any) -> str | None:
     number = _as_int(value)
     if number is None:
-        return f"expected a whole number, got {show_value(value)}"
+        return f"expected a whole number{_octal_hint(value)}, got {show_value(value)}"
     return _range(spec, number, value)
 
 
@@ -114,8 +183,13 @@ def _check_number(spec: SettingSpec, value: Any) -> str | None:
 def _check_port(spec: SettingSpec, value: Any) -> str | None:
     number = _as_int(value)
     if number is None or not 1 <= number <= 65535:
-        return f"expected a port number 1..65535, got {show_value(value)}"
+        return f"expected a port number 1..65535{_octal_hint(value)}, got {show_value(value)}"
     return None
+
+
+def _octal_hint(value: Any) -> str:
+    text = value.strip() if isinstance(value, str) else ""
+    return " (no leading zero: YAML 1.1 reads it as octal)" if re.fullmatch(r"-?0[0-9]+", text) else ""
 
 
 def _check_bool(spec: SettingSpec, value: Any) -> str | None:
@@ -127,8 +201,107 @@ def _check_bool(spec: SettingSpec, value: Any) -> str | None:
 def _check_string(spec: SettingSpec, value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return f"expected text, got {show_value(value)}"
-    if spec.pattern is not None and not re.fullmatch(spec.pattern, str(value)):
+    if spec.pattern is not None and compiled_pattern(spec.pattern).fullmatch(str(value)) is None:
         return f"expected text matching {spec.pattern}, got {show_value(value)}"
+    return None
+
+
+@lru_cache(maxsize=512)
+def compiled_pattern(pattern: str) -> Any:
+    """`pattern` on RE2: matching time is linear in the text, whatever the pattern (`(a+)+`).
+    Raises ValueError for what RE2 cannot run (backreferences, lookaround)."""
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        why = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ValueError(f"not a pattern RE2 can run (no backreferences or lookaround; repetitions at "
+                         f"most 1000 in all): {why}") from None
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error is ours to report, not absl's on stderr
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _check_cidr(spec: SettingSpec, value: Any) -> str | None:
+    text = _text(value)
+    if text is None or "/" not in text or not _is_network(text):
+        return f"expected a network in CIDR form like 100.64.0.0/10{_host_bits(text)}, got {show_value(value)}"
+    return None
+
+
+def _host_bits(text: str | None) -> str:
+    try:
+        network = ipaddress.ip_network(text or "", strict=False)
+    except ValueError:
+        return ""
+    return f" (host bits set: {network}?)" if "%" not in (text or "") else ""
+
+
+def _is_network(text: str) -> bool:
+    address = text.split("/", 1)[0]
+    try:
+        ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        return False
+    return is_ip(address)
+
+
+def _check_ip(spec: SettingSpec, value: Any) -> str | None:
+    text = _text(value)
+    return None if text is not None and is_ip(text) else f"expected an IP address (IPv6 without a %zone), got {show_value(value)}"
+
+
+def _check_ip_or_cidr(spec: SettingSpec, value: Any) -> str | None:
+    text = _text(value)
+    if text is not None and (is_ip(text) or ("/" in text and _is_network(text))):
+        return None
+    return f"expected an IP address or a network like 100.64.0.0/10, got {show_value(value)}"
+
+
+def _check_host(spec: SettingSpec, value: Any) -> str | None:
+    text = _text(value)
+    return None if text is not None and is_host(text) else f"expected a host name or IP address, got {show_value(value)}"
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def _check_identifier(spec: SettingSpec, value: Any) -> str | None:
+    text = _text(value)
+    if text is None or not _IDENTIFIER.fullmatch(text):
+        return (f"expected an identifier (letters, digits, '_', '.', '-', at most 63, starting with a letter "
+                f"or digit), got {show_value(value)}")
+    return _check_string(spec, value)
+
+
+_SIZE = re.compile(r"(?:0|[1-9][0-9]{0,14})(?:[kKmMgG][bB]?)?")
+
+
+def _check_size(spec: SettingSpec, value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**15:
+        return None
+    text = _text(value)
+    if text is None or not _SIZE.fullmatch(text):
+        return f"expected a size like 512mb, 2g or a number of bytes, got {show_value(value)}"
+    return None
+
+
+def _check_url(spec: SettingSpec, value: Any) -> str | None:
+    text = _text(value)
+    if text is None or not is_http_url(text):
+        return f"expected an http(s) URL like http://10.0.0.1:8200 (IPv6 in brackets), got {show_value(value)}"
+    return None
+
+
+def _check_abspath(spec: SettingSpec, value: Any) -> str | None:
+    text = _text(value)
+    if text is None or not text.startswith("/") or (len(text) > 1 and relative_path_problem(text[1:])):
+        return (f"expected an absolute, normalised path like /etc/ai-swarm/tls (letters, digits and ._@+=,- "
+                f"only), got {show_value(value)}")
     return None
 
 
@@ -158,10 +331,21 @@ _TYPE_CHECKS = {
     "duration": _check_duration,
     "list": _check_list,
     "mapping": _check_mapping,
+    "cidr": _check_cidr,
+    "ip": _check_ip,
+    "ip_or_cidr": _check_ip_or_cidr,
+    "host": _check_host,
+    "identifier": _check_identifier,
+    "size": _check_size,
+    "url": _check_url,
+    "abspath": _check_abspath,
 }
 _EXPECTED = {"any": "a value", "string": "text", "int": "a whole number", "number": "a number",
              "bool": "true or false", "port": "a port number 1..65535", "duration": "a duration like 30s",
-             "list": "a list", "mapping": "a mapping"}
+             "list": "a list", "mapping": "a mapping", "cidr": "a network like 100.64.0.0/10",
+             "ip": "an IP address", "ip_or_cidr": "an IP address or network", "host": "a host name or IP address",
+             "identifier": "an identifier", "size": "a size like 512mb", "url": "an http(s) URL",
+             "abspath": "an absolute path"}
 
 
 # ---------------------------------------------------------------- known settings

@@ -33,6 +33,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.errors import InputError
+from orchestrator.text import printable
 
 PathKey = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
@@ -294,7 +295,7 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
         if not isinstance(key, Hashable) or isinstance(key, list | dict):
             raise _problem(key_node, "a mapping key must be a plain value, not a list or mapping")
         if key in seen:
-            raise _problem(key_node, f"duplicate key {_short(repr(key))} (first at line {seen[key]})")
+            raise _problem(key_node, f"duplicate key {_short(repr(key), 20)} (first at line {seen[key]})")
         seen[key] = key_node.start_mark.line + 1
     loader.flatten_mapping(node)
     return {loader.construct_object(k, deep=True): loader.construct_object(v, deep=True)
@@ -388,7 +389,8 @@ def validate(model: type[M], doc: YamlDoc, what: str) -> M:
     data = {} if doc.data is None else doc.data
     if not isinstance(data, Mapping):
         raise InputError(
-            f"{what} must be a mapping at the top level, got {type_name(data)}", file=str(doc.path)
+            # never the content: -i may name any file (/etc/shadow), and this is all it holds
+            f"{what} must be a mapping at the top level, got {kind_of(data)}", file=str(doc.path)
         )
     try:
         return model.model_validate(data)
@@ -464,9 +466,10 @@ def describe_error(err: Any) -> str:
     return msg
 
 
-def _short(value: Any, limit: int = 80) -> str:
+def _short(value: Any, limit: int = 60) -> str:
     text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+    shown = text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+    return printable(shown)
 
 
 def _show(value: Any) -> str:
@@ -482,6 +485,13 @@ def _show(value: Any) -> str:
 def show_value(value: Any) -> str:
     """A value as messages quote it: short, strings in double quotes."""
     return _show(value)
+
+
+def kind_of(value: Any) -> str:
+    """What a value is, without any of its content."""
+    if isinstance(value, str):
+        return f"text ({len(value)} characters)"
+    return type_name(value) if value is None or isinstance(value, Mapping | list) else type(value).__name__
 
 
 def type_name(value: Any) -> str:

@@ -240,6 +240,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         config.stash[CONTEXT_KEY].close()
 
 
+@pytest.fixture(scope="session")
+def swarm(request: pytest.FixtureRequest) -> Conformance:
+    """The fleet context: scope, one testinfra host per node, facts cached per node (here, not
+    in a conftest: `swarm verify` runs with --noconftest, see verify.py)."""
+    return context(request.config)
+
+
 # ---------------------------------------------------------------- parametrization
 
 Picker = Callable[[Scope], list[Any]]

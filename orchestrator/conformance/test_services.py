@@ -13,6 +13,7 @@ import yaml
 from orchestrator import commands
 from orchestrator.conformance import checks, protected
 from orchestrator.conformance.plugin import Conformance, context, node_of, param_id
+from orchestrator.render.pins import recorded_images
 from orchestrator.render.services import Service
 
 # Services of one role, parametrized here as plugin.PARAMETERS does for the others.
@@ -53,9 +54,10 @@ def test_container_healthy(swarm: Conformance, checked_service: Service) -> None
 
 
 def test_container_image(swarm: Conformance, service: Service) -> None:
-    facts = swarm.facts(service.node, "images")
-    problems = checks.image_problems(service.image, container(swarm, service),
-                                     swarm.pins().get(service.image), facts.image_digests)
+    facts = swarm.facts(service.node, "images", "release")
+    # the digest the node's release pinned (what the deploy ran), else the preflight report's
+    pin = recorded_images(facts.release).get(service.name) or swarm.pins().get(service.image)
+    problems = checks.image_problems(service.image, container(swarm, service), pin, facts.image_digests)
     assert not problems, explain(problems)
 
 

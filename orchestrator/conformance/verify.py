@@ -2,19 +2,31 @@
 
 `run_verify` checks its input first (project, --limit, --phase: bad input is an
 `InputError`, exit 2), then runs pytest in this process on the conformance package with
-the plugin loaded, an empty ini of its own (so a project's pytest settings do not leak
-in), `--junitxml` when asked and `-n WORKERS --dist loadgroup` (one xdist group per
-node). It prints the plugin's per-node summary and returns 0 when every check passed,
-1 when any failed.
+the plugin loaded, `--junitxml` when asked and `-n WORKERS --dist loadgroup` (one xdist
+group per node). It prints the plugin's per-node summary and returns 0 when every check
+passed, 1 when any failed.
+
+The run is the same from any directory: pytest is the engine here, not the operator's test
+runner, so nothing of the directory swarm is started in, nor the operator's pytest settings,
+reaches it — an empty ini and rootdir of its own (no pytest.ini, tox.ini, setup.cfg or
+pyproject.toml of the cwd), `--noconftest` (pytest otherwise loads the cwd's conftest.py and
+`test*/conftest.py` when its arguments are package names, which broke verify in any directory
+holding a `tests/` package, this repository's root first), and none of `PYTEST_ADDOPTS`,
+`PYTEST_PLUGINS`, `PYTEST_DISABLE_PLUGIN_AUTOLOAD` (testinfra and xdist are entry-point plugins).
+The checks' fixtures live in the plugin for that reason.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
+import pytest
 
 from orchestrator.config.project import load_project
 from orchestrator.conformance.plugin import make_scope, summary_lines
@@ -23,6 +35,8 @@ from orchestrator.errors import InputError
 PACKAGE = "orchestrator.conformance"
 PLUGIN = "orchestrator.conformance.plugin"
 _USAGE_ERROR, _NO_TESTS = 4, 5
+# The operator's own pytest settings, read from the environment by every pytest run.
+OPERATOR_PYTEST_ENV = ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTEST_DISABLE_PLUGIN_AUTOLOAD")
 
 
 def pytest_args(project_root: Path | None, inventory: Path | None, playbook: Path | None,
@@ -30,7 +44,7 @@ def pytest_args(project_root: Path | None, inventory: Path | None, playbook: Pat
                 workdir: Path, verbose: int = 0) -> list[str]:
     """The pytest command line of one verify run (pure: unit-tested)."""
     ini = workdir / "pytest.ini"
-    args = ["-c", str(ini), "--rootdir", str(workdir), "-p", "no:cacheprovider",
+    args = ["-c", str(ini), "--rootdir", str(workdir), "--noconftest", "-p", "no:cacheprovider",
             "-p", "no:benchmark", "-p", PLUGIN,
             "--pyargs", PACKAGE, "--swarm-results", str(workdir / "results.json"),
             "-v" if verbose else "-q", "--tb=short" if verbose else "--tb=no", "-rN",
@@ -64,14 +78,11 @@ def run_verify(project_root: Path | None, inventory: Path | None, playbook: Path
                limit: str | None, phase: str | None, junit: Path | None, workers: int,
                verbose: int = 0) -> int:
     """Run the conformance checks; 0 when the fleet conforms, 1 when any check failed."""
-    import pytest
-
     check_input(project_root, inventory, playbook, limit, phase, workers)
     with tempfile.TemporaryDirectory(prefix="swarm-verify-") as tmp:
         workdir = Path(tmp)
-        (workdir / "pytest.ini").write_text("[pytest]\n")
-        code = int(pytest.main(pytest_args(project_root, inventory, playbook, limit, phase, junit,
-                                           workers, workdir, verbose)))
+        code = run_pytest(pytest_args(project_root, inventory, playbook, limit, phase, junit,
+                                      workers, workdir, verbose), workdir)
         nodes = _read_results(workdir / "results.json")
     if junit is not None and workers > 1:
         plain_junit_names(Path(junit))
@@ -84,6 +95,23 @@ def run_verify(project_root: Path | None, inventory: Path | None, playbook: Path
         raise InputError("nothing to verify: no check was collected")
     failed = sum(int(str(n.get("failed", 0))) for n in nodes.values())
     return 0 if code == 0 and not failed else 1
+
+
+def run_pytest(args: list[str], workdir: Path) -> int:
+    """pytest.main on `args` with verify's empty ini in `workdir`, without the operator's
+    pytest environment (restored afterwards); pytest's exit code."""
+    (workdir / "pytest.ini").write_text("[pytest]\n")
+    with _without_env(OPERATOR_PYTEST_ENV):
+        return int(pytest.main(args))
+
+
+@contextmanager
+def _without_env(names: tuple[str, ...]) -> Iterator[None]:
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def plain_junit_names(path: Path) -> None:

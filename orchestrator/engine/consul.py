@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.config.models import host_port
 from orchestrator.config.project import Project
 from orchestrator.errors import ServiceError
 from orchestrator.events import EventBus
@@ -35,8 +36,8 @@ def registration(svc: Service, release: str, fleet: str) -> Any:
     if spec.check is not None:
         scheme = str(svc.vars.get("scheme", "http"))  # roles serving TLS (Vault, Consul) set it
         host, port_ = check_endpoint(svc, spec.check.port)
-        target = (f"{scheme}://{host}:{port_}{spec.check.path}" if spec.check.kind == "http"
-                  else f"{host}:{port_}")
+        where = host_port(host, port_)  # an IPv6 address in brackets
+        target = f"{scheme}://{where}{spec.check.path}" if spec.check.kind == "http" else where
         check = CheckSpec(kind="http" if spec.check.kind == "http" else "tcp", target=target, interval=f"{int(spec.check.interval)}s",
                           timeout=f"{int(spec.check.timeout)}s")
     port = spec.check.port if spec.check else (svc.ports[0].port if svc.ports else 0)

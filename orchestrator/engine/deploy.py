@@ -74,8 +74,10 @@ from orchestrator.facts.node import (
     look_script,
     parse_look,
 )
+from orchestrator.models.run import before_deploy
 from orchestrator.paths import local_state_dir
-from orchestrator.render.release import manifest, release_id, tarball
+from orchestrator.render.pins import moved_images, pin_compose, recorded_images
+from orchestrator.render.release import ReleaseContent, manifest, release_id, tarball
 from orchestrator.render.services import Service
 from orchestrator.secrets import MASK, Secret, scrub
 from orchestrator.transport.fleet import Fleet
@@ -117,6 +119,8 @@ class Deploy:
         self.locked: set[str] = set()
         self.states: dict[str, NodeState] = {}
         self.pins: dict[str, str] = {}
+        self.weights: dict[str, dict[str, Any]] = {}   # service -> the revision it serves (models/)
+        self.digests: dict[str, str] = {}              # image -> the digest its tag names now (render/pins.py)
         self._records: dict[str, tuple[dict[str, Any], bool, list[str]]] = {}
         self.handover = handover          # what the fast path already opened, read and locked
         self.given_ctx = run_ctx
@@ -137,21 +141,32 @@ class Deploy:
             self.bus.emit("run", "start", message=self._headline(sel))
         names = self.source.names_for(sel.selected_services())
         secrets_task = asyncio.ensure_future(self._secrets(names))
+        digests_task = asyncio.ensure_future(self._digests(sel))   # registry HEADs while SSH connects
         fleet = self._fleet or Fleet.for_nodes(self.project.inventory, sel.nodes, forks=self.opts.forks,
                                                check=self.opts.check)
         try:
             async with fleet:
                 sel = await self._connect(fleet, sel)
                 secrets = await secrets_task
+                self.digests = await digests_task
                 self.bus.emit("secrets", "ok", message=f"{len(secrets)} secrets read (values never shown)")
                 try:
                     return await self._run(fleet, sel, secrets)
                 finally:
                     await self._unlock_all(fleet)
         finally:
-            if not secrets_task.done():
-                secrets_task.cancel()
-                await asyncio.gather(secrets_task, return_exceptions=True)
+            for task in (secrets_task, digests_task):
+                if not task.done():
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+
+    async def _digests(self, sel: Selection) -> dict[str, str]:
+        """What each image's tag names now (not with --skip-preflight: nothing was verified)."""
+        if self.opts.skip_preflight:
+            return {}
+        from orchestrator.preflight.run import current_digests
+
+        return await current_digests(self.project, sorted({s.image for s in sel.selected_services()}))
 
     async def _secrets(self, names: set[str]) -> dict[str, Secret]:
         if self.given_secrets is not None:
@@ -206,6 +221,8 @@ class Deploy:
             return self._finish(result, fleet, sel)
         self.interrupts.check()
         await self._preflight(sel, moving)
+        self.weights = await before_deploy(self.project, fleet, self.bus, [s for c in moving for s in c.services],
+                                           [n for c in moving for n in c.to_apply], secrets)
         await self._phases(fleet, sel, changes, secrets, result)
         await self._reconcile_consul(sel, skip={c.phase.id for c in moving})
         self.bus.emit("run", "ok", message=f"{len(result.changed_nodes)} node(s) on new releases, healthy")
@@ -243,9 +260,11 @@ class Deploy:
                                         expected=list(request.expected), directories=list(request.directories),
                                         network=request.network, docker=request.docker, services=services,
                                         optional=sel.is_optional(node.name))
+        registry = self.project.inventory.spec.registry
         return PlanRecord(key=self.plan_key or "", phases=list(sel.phase_ids), holder_phases=list(sel.phase_ids),
                           nodes=nodes, vault=self._vault_access(secrets), secrets=secrets_digest(secrets),
-                          consul=self._consul_access(sel))
+                          consul=self._consul_access(sel), images=dict(self.digests),
+                          insecure=[registry.mirror] if registry.mirror and registry.insecure else [])
 
     def _vault_access(self, secrets: Mapping[str, Secret]) -> VaultAccess | None:
         if not secrets:
@@ -359,9 +378,17 @@ class Deploy:
         for scope in sel.phases:
             for node in scope.nodes:
                 render = sel.fleet.nodes[node.name]
-                changes.append(plan_change(scope.phase, node, render, self.states[node.name],
-                                           secrets, self.network))
+                change = plan_change(scope.phase, node, render, self.states[node.name], secrets, self.network)
+                changes.append(self._moved_images(change))
         return changes
+
+    def _moved_images(self, change: NodeChange) -> NodeChange:
+        """A tag that names another digest than the node runs is a change (render/pins.py)."""
+        moved = moved_images(change.services, recorded_images(self.states[change.node.name].current), self.digests)
+        new = [s for s in moved if s not in change.to_apply and s not in change.adopted]
+        if not new:
+            return change
+        return replace(change, to_apply=(*change.to_apply, *new), reasons={**change.reasons, **{s: moved[s] for s in new}})
 
     # ------------------------------------------------------------ preflight
 
@@ -404,7 +431,7 @@ class Deploy:
         requests = plan_requests(self.project, scope, list(sel.services), sel.fleet, coming=coming)
         facts = {n: (parse_node_facts(requests, n, self.states[n].preflight), 0.0) for n in names}
         checked = asyncio.to_thread(check_rendered, self.project, sel.fleet, cache_dir=local_state_dir() / "validated")
-        answers, _ = await asyncio.gather(external_answers(self.project, scope, vault=False), checked)
+        answers, _ = await asyncio.gather(external_answers(self.project, scope, vault=False, facts=facts), checked)
         results, pins = judge(self.project, scope, requests, facts, {}, answers)
         report = Report.of(results, pins, duration_s=time.monotonic() - started)
         emit_report(self.bus, report, scope.phase)
@@ -447,14 +474,17 @@ class Deploy:
         plan = rollout.plan_node(change.to_apply, change.reasons, change.services, state, node.project,
                                  shapes=change.content.shapes, configs=change.content.configs,
                                  doors=rollout.doors_of(self.selected.services))
+        images = {**recorded_images(state.current),
+                  **{s.name: self.pins[s.image] for s in change.services if s.image in self.pins}}
         record = manifest(change.content, release=release, phase=change.phase.id,
                           applied=applied_after(change, state), by=self.opts.by, previous=previous,
-                          images={s.name: self.pins[s.image] for s in change.services if s.image in self.pins},
+                          images=images,
+                          models={s.name: self.weights[s.name] for s in change.services if s.name in self.weights},
                           run=self.run_ctx.run_id,
                           **rollout.release_extra(change.content.shapes, change.content.configs, state))
         infra = change.infra
         apply = apply_step(node, release, previous=previous, previous_applied=state.applied,
-                           to_apply=plan.applied_by_step, tar=tarball(change.content, release, record),
+                           to_apply=plan.applied_by_step, tar=tarball(self._pinned(change, images), release, record),
                            directories=infra.directories if infra else (),
                            network=infra.network if infra else None,
                            hooks=rollout.apply_hooks(node, plan, state, release))
@@ -469,6 +499,13 @@ class Deploy:
         return NodeWork(node=node, release=release, previous=previous, apply=apply, switch=switch,
                         restore=restore_of(previous, state.applied, plan.applied_by_step, ()),
                         gated=change.services, rolling=plan.rolling, reloads=plan.reload)
+
+    def _pinned(self, change: NodeChange, images: Mapping[str, str]) -> ReleaseContent:
+        """The release's compose names every image by the digest its release records."""
+        services = self.selected.fleet.nodes[change.node.name].services
+        pins = {s.name: (s.image, images[s.name]) for s in services if s.name in images}
+        files = {**change.content.files, "compose.yml": pin_compose(change.content.files["compose.yml"], pins)}
+        return replace(change.content, files=files)
 
     def _committed(self, work: PhaseWork, mine: Sequence[NodeChange], result: DeployResult) -> None:
         """The phase is in: the nodes' states are what this run made them."""

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.clients.tags import head_digests
 from orchestrator.facts.node import LookRequest, NodeState, look_script, parse_look
 from orchestrator.secrets import Secret
 from orchestrator.transport.fleet import Fleet
@@ -120,6 +121,8 @@ class PlanRecord:
     vault: VaultAccess | None
     secrets: str                            # digest of the secret values the hashes used
     consul: ConsulAccess | None = None
+    images: dict[str, str] = field(default_factory=dict)   # image -> the digest the nodes run (render/pins.py)
+    insecure: list[str] = field(default_factory=list)      # plain-HTTP registries (registry.insecure)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -191,6 +194,7 @@ async def try_noop(record: PlanRecord, *, run_id: str, holder: str, fleet: Fleet
     fleet = fleet or (Fleet.over_ssh(targets, forks=forks) if forks else Fleet.over_ssh(targets))
     roots = {n: p.deploy_root for n, p in record.nodes.items()}
     secrets_task = asyncio.ensure_future(asyncio.to_thread(reader or read_secrets, record.vault))
+    images_task = asyncio.ensure_future(asyncio.to_thread(head_digests, record.images, record.insecure))
     await fleet.connect()
     secrets = await _settle(secrets_task)
     if secrets is None or secrets_digest(secrets) != record.secrets:
@@ -201,12 +205,18 @@ async def try_noop(record: PlanRecord, *, run_id: str, holder: str, fleet: Fleet
     requests = {n: _request(p, run_id, holder) for n, p in record.nodes.items() if n not in skipped}
     consul_task = asyncio.ensure_future(asyncio.to_thread(consul_services, record.consul))  # while the nodes look
     states = await _looks(fleet, requests)
-    why = _difference(record, states, skipped)
+    why = _difference(record, states, skipped) or _moved(record, await _settle(images_task))
     held = await _settle(consul_task)
     consul_ok = held is not None and consul_matches(record.consul, states, held)
     if why is None and not consul_ok:
         why = "Consul does not hold every registration"
     return FastOutcome(why is None, why or "unchanged", fleet, states, secrets, skipped, roots)
+
+
+def _moved(record: PlanRecord, heads: Mapping[str, str | None] | None) -> str | None:
+    """A tag that names another digest than the nodes run (an unreachable registry: no verdict)."""
+    moved = [ref for ref, digest in record.images.items() if (heads or {}).get(ref) not in (None, digest)]
+    return f"the tag of {moved[0]} names another image now" if moved else None
 
 
 def _path(value: Any) -> Path | None:

@@ -53,6 +53,7 @@ from orchestrator.engine.steps import (
 from orchestrator.errors import InputError, LockHeld, RollbackFailed, RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
 from orchestrator.facts.node import LookRequest, NodeState, look_script, parse_look
+from orchestrator.models.run import before_rollback
 from orchestrator.paths import local_state_dir
 from orchestrator.render.release import RELEASE_FILE, applied_lines
 from orchestrator.render.services import Service
@@ -288,6 +289,7 @@ class Rollback:
         done: dict[str, str] = {}
         for scope in reversed(sel.phases):
             texts = await self._compose_texts(fleet, plans[scope.id])
+            await before_rollback(self.project, fleet, self.bus, {n: t[1] for n, t in texts.items()})
             work = self._work(scope, sel, plans[scope.id], texts)
             if not work.nodes:
                 continue
@@ -390,13 +392,11 @@ class Rollback:
 
 
 async def bearer_secrets(project: Project, services: Sequence[Service]) -> dict[str, Any]:
-    """The keys the gate's probes send (vLLM's /v1/models); a rollback needs no other secret."""
-    from orchestrator.clients.secrets_source import SecretSource
+    """The keys the gate's probes send (vLLM's /v1/models); every other secret is read only
+    for the scrubber (clients/secrets_source.py read_for_gate)."""
+    from orchestrator.clients.secrets_source import SecretSource, read_for_gate
 
-    bearer = {p.bearer_secret for s in services for p in s.probes if p.bearer_secret}
-    if not bearer:
-        return {}
-    return await SecretSource.from_project(project).read_async(bearer)
+    return await read_for_gate(SecretSource.from_project(project), services)
 
 
 def _protect(releases: Sequence[str], plan: RollbackPlan) -> list[str]:

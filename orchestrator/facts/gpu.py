@@ -265,3 +265,75 @@ def check_free_vram(reading: GpuReading, needed_mib: int) -> GpuFinding:
         hint="stop what holds VRAM (`nvidia-smi --query-compute-apps=pid,used_memory "
         "--format=csv`), or lower gpu_memory_utilization / max_model_len",
     )
+
+
+# --- CUDA: what the driver supports, what an image needs -----------------------------------------
+
+NVIDIA_SMI_TABLE: tuple[str, ...] = ("nvidia-smi",)   # its header names the driver's highest CUDA
+_CUDA_HEADER = re.compile(r"CUDA Version\s*:\s*(\d+\.\d+|N/A)")
+_REQUIRE = re.compile(r"cuda\s*>=\s*(\d+\.\d+)")
+
+# The least Linux driver of each CUDA release (NVIDIA's CUDA Toolkit release notes, "CUDA Toolkit
+# and Corresponding Driver Versions", the GA driver of each): the driver's CUDA when its own table
+# prints none (`CUDA Version: N/A`, drivers before 410).
+CUDA_DRIVERS: tuple[tuple[str, str], ...] = (
+    ("13.0", "580.65.06"), ("12.9", "575.51.03"), ("12.8", "570.26"), ("12.6", "560.28.03"),
+    ("12.5", "555.42.02"), ("12.4", "550.54.14"), ("12.3", "545.23.06"), ("12.2", "535.54.03"),
+    ("12.1", "530.30.02"), ("12.0", "525.60.13"), ("11.8", "520.61.05"), ("11.7", "515.43.04"),
+    ("11.6", "510.39.01"), ("11.5", "495.29.05"), ("11.4", "470.42.01"), ("11.3", "465.19.01"),
+    ("11.2", "460.27.03"), ("11.1", "455.23"), ("11.0", "450.36.06"), ("10.2", "440.33"),
+    ("10.1", "418.39"), ("10.0", "410.48"),
+)
+
+
+def parse_cuda_version(text: str) -> str | None:
+    """`CUDA Version: 12.4` from nvidia-smi's table (or `-q`); None for `N/A` or no header."""
+    match = _CUDA_HEADER.search(text)
+    return match.group(1) if match and match.group(1) != "N/A" else None
+
+
+def cuda_of_driver(driver: str) -> str | None:
+    """The highest CUDA a driver version supports, by NVIDIA's table (None: older than CUDA 10)."""
+    try:
+        have = parse_driver_version(driver)
+    except ValueError:
+        return None
+    return next((cuda for cuda, least in CUDA_DRIVERS if have >= parse_driver_version(least)), None)
+
+
+def cuda_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".")[:2])
+
+
+def required_cuda(env: Sequence[str]) -> str | None:
+    """The CUDA an image needs, from its config's env: `NVIDIA_REQUIRE_CUDA`'s `cuda>=X.Y` (what
+    nvidia-container-cli enforces), else `CUDA_VERSION`'s major.minor; None for a non-CUDA image
+    or one that disables the check (`NVIDIA_DISABLE_REQUIRE`)."""
+    values = dict(item.partition("=")[::2] for item in env)
+    if values.get("NVIDIA_DISABLE_REQUIRE", "").lower() in ("1", "true"):
+        return None
+    match = _REQUIRE.search(values.get("NVIDIA_REQUIRE_CUDA", ""))
+    if match:
+        return match.group(1)
+    version = re.match(r"(\d+\.\d+)", values.get("CUDA_VERSION", ""))
+    return version.group(1) if version else None
+
+
+def check_cuda(image: str, needed: str | None, driver_cuda: str | None, driver: str | None,
+               newest_fit: str | None = None) -> GpuFinding:
+    """Can the node's driver run the image's CUDA? (nvidia-container-cli refuses otherwise)."""
+    if needed is None:
+        return GpuFinding("pass", f"{image} names no CUDA requirement")
+    if driver_cuda is None:
+        return GpuFinding("warn", f"{image} needs CUDA {needed}; the driver's CUDA version is unknown")
+    if cuda_tuple(driver_cuda) >= cuda_tuple(needed):
+        return GpuFinding("pass", f"{image} needs CUDA {needed}, the driver {driver or '?'} supports {driver_cuda}")
+    fit = (f"{newest_fit} is the newest tag of that image that runs on CUDA {driver_cuda}" if newest_fit
+           else "no tag of that image swarm could read runs on it")
+    least = next((d for c, d in CUDA_DRIVERS if c == needed), None)
+    return GpuFinding(
+        "fail",
+        f"{image} needs CUDA {needed}, but the node's driver {driver or '?'} supports at most CUDA {driver_cuda}: "
+        f"its containers would not start (nvidia-container-cli: unsatisfied condition cuda>={needed}); {fit}",
+        hint=(f"upgrade the NVIDIA driver to {least} or newer" if least else "upgrade the NVIDIA driver")
+        + (f", or pin image_tag to {newest_fit.rpartition(':')[2]}" if newest_fit else ""))

@@ -21,6 +21,7 @@ from typing import Any
 
 from orchestrator.errors import InputError, RuntimeFailure
 from orchestrator.lab import gpu, host, images, net, node, proc, registry, teardown
+from orchestrator.lab import hub as lab_hub
 from orchestrator.lab import inventory as lab_inventory
 from orchestrator.lab.layout import REGISTRY, Gpu, LabPaths, NodeSpec, parse_nodes_option
 
@@ -115,6 +116,14 @@ class Lab:
         state = json.loads(path.read_text())
         gpu.write_state(path, gpu.update_state(state, index, fields))
 
+    def hub_stats(self) -> dict[str, Any]:
+        """What the lab's hub stand-in served so far (requests, bytes, per file)."""
+        return lab_hub.stats()
+
+    def make_model(self, repo: str, megabytes: float) -> str:
+        """Publish (or re-publish) a synthetic repository of that size on the lab's hub; its commit."""
+        return lab_hub.make_repos(self.paths, [repo], megabytes)[repo]
+
     def cut_link(self, a: str, b: str) -> None:
         """Make a and b unreachable from each other (both directions)."""
         net.cut_link(self.spec(a), self.spec(b))
@@ -192,6 +201,7 @@ def up(nodes: str | Sequence[str] | None = None, light: bool = False, *,
         down(paths, say=lambda _m: None)
         # A fresh lab has a fresh, uninitialised Vault: its old keys belong to nobody now.
         (paths.root / "vault-keys.json").unlink(missing_ok=True)
+        (paths.root / "vault-token").unlink(missing_ok=True)
         # ...and its nodes run nothing: an unfinished unwind recorded against the old lab is moot.
         for record in (paths.root / "state").glob("pending-unwind-*.json"):
             record.unlink(missing_ok=True)
@@ -224,6 +234,11 @@ def _build(lab: Lab, source: lab_inventory.Raw | None, uid: int, gid: int, pubke
     pusher = None if lab.light else _ImagesThread(paths, say)
     if pusher:
         pusher.start()
+    commits: dict[str, str] = {}
+    if not lab.light:
+        with clock("hub"):
+            commits = lab_hub.make_repos(paths, lab_hub.served_models(source))
+            lab_hub.start(paths)
     with clock("nodes"):
         for spec in specs:
             node.prepare(spec, paths.node(spec.name), uid, gid, pubkey)
@@ -238,6 +253,10 @@ def _build(lab: Lab, source: lab_inventory.Raw | None, uid: int, gid: int, pubke
         _write_known_hosts(lab)
         data = (lab_inventory.light(specs, paths) if lab.light
                 else lab_inventory.rewrite(source, specs, paths))
+        if not lab.light:  # weights come from the lab's hub, each vLLM instance pinned to its commit
+            data["models"] = dict(data.get("models") or {}, hub=lab_hub.HUB_URL,
+                                  mirror=str(paths.root / "models-mirror"))
+            lab_hub.pin_services(data, commits)
         lab_inventory.write(data, paths.inventory)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import InputError
+from orchestrator.facts.gpu import CUDA_DRIVERS
 from orchestrator.lab.layout import NodeSpec
 
 DRIVER_VERSION = "550.54.15"
@@ -30,6 +31,7 @@ ALIASES = {
     "utilization_pct": "utilization.gpu",
     "driver": "driver_version",
     "power_draw": "power.draw",
+    "cuda": "cuda_version",
 }
 
 
@@ -48,7 +50,7 @@ def initial_state(spec: NodeSpec) -> dict[str, Any]:
 def field_name(key: str) -> str:
     name = ALIASES.get(key, key)
     if name not in {"index", "name", "uuid", "memory.total", "memory.used", "temperature.gpu",
-                    "utilization.gpu", "power.draw", "pci.bus_id", "driver_version"}:
+                    "utilization.gpu", "power.draw", "pci.bus_id", "driver_version", "cuda_version"}:
         raise InputError(f"set_gpu: unknown field {key!r}",
                          hint=f"use one of {sorted(ALIASES)} or an nvidia-smi field name")
     return name
@@ -62,8 +64,8 @@ def update_state(state: dict[str, Any], index: int, fields: dict[str, Any]) -> d
     out = dict(state, gpus=gpus)
     for key, value in fields.items():
         name = field_name(key)
-        if name == "driver_version":
-            out["driver_version"] = value
+        if name in ("driver_version", "cuda_version"):
+            out[name] = value
         else:
             gpus[index][name] = value
     return out
@@ -87,6 +89,21 @@ UNITS = {"memory.total": " MiB", "memory.used": " MiB", "memory.free": " MiB",
 HEADERS = {"memory.total": "memory.total [MiB]", "memory.used": "memory.used [MiB]",
            "memory.free": "memory.free [MiB]", "utilization.gpu": "utilization.gpu [%]",
            "power.draw": "power.draw [W]"}
+
+
+# The least driver of each CUDA release (orchestrator/facts/gpu.py CUDA_DRIVERS): the header's
+# "CUDA Version" follows the driver a test sets, unless the state names one ("cuda_version").
+CUDA_DRIVERS = CUDA_TABLE
+
+
+def cuda_version(state):
+    if state.get("cuda_version"):
+        return state["cuda_version"]
+    have = tuple(int(p) for p in str(state["driver_version"]).split("."))
+    for cuda, least in CUDA_DRIVERS:
+        if have >= tuple(int(p) for p in least.split(".")):
+            return cuda
+    return "N/A"
 
 
 def load():
@@ -134,8 +151,8 @@ def main(argv):
         fields = [f.strip() for f in opts["query-gpu"].split(",") if f.strip()]
         print("\n".join(query(state, fields, opts.get("format", "csv"))))
         return 0
-    print("NVIDIA-SMI %s    Driver Version: %s    CUDA Version: 12.4"
-          % (state["driver_version"], state["driver_version"]))
+    print("| NVIDIA-SMI %s    Driver Version: %s    CUDA Version: %s     |"
+          % (state["driver_version"], state["driver_version"], cuda_version(state)))
     for g in state["gpus"]:
         print("|   %s  %-30s | %5sC | %6sMiB / %6sMiB | %3s%% |" % (
             g["index"], g["name"], g["temperature.gpu"], g["memory.used"],
@@ -146,6 +163,9 @@ def main(argv):
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
 '''
+
+
+NVIDIA_SMI = NVIDIA_SMI.replace("CUDA_TABLE", repr(CUDA_DRIVERS))
 
 
 def nvidia_smi_script() -> str:

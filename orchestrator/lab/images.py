@@ -74,6 +74,10 @@ def _generic(ref: str, platforms: tuple[str, ...], name: str, port: int,
                          extra, (f"{port}/tcp",))
 
 
+CUDA_12_4 = ("CUDA_VERSION=12.4.1", "NVIDIA_REQUIRE_CUDA=cuda>=12.4 brand=tesla,driver>=470,driver<471")
+CUDA_12_1 = ("CUDA_VERSION=12.1.0", "NVIDIA_REQUIRE_CUDA=cuda>=12.1 brand=tesla,driver>=470,driver<471")
+
+
 def _vllm(ref: str, env: tuple[str, ...] = ()) -> ImageSpec:
     return _python_image(ref, AMD64, ("python3", "-m", "vllm.entrypoints.openai.api_server"),
                          env=env, extra=tuple(rootfs.vllm_entries()), ports=("8000/tcp",))
@@ -118,10 +122,13 @@ def catalog() -> list[ImageSpec]:
                                 ENV_BASE, "/prometheus", ("9090/tcp",), REAL),
                   extra=(oci.file_entry("/etc/prometheus/prometheus.yml",
                                         rootfs.PROMETHEUS_DEFAULT_CONFIG),)),
-        _vllm("vllm/vllm-openai:v0.6.3"),
+        # the CUDA env of the real images (FROM nvidia/cuda:<CUDA_VERSION>-devel): 0.6.3 is built on
+        # CUDA 12.4.1, 0.4.0 on 12.1.0 — what preflight checks against the node's driver
+        _vllm("vllm/vllm-openai:v0.6.3", CUDA_12_4),
         # the same stand-in under vLLM's next tag: a new image to roll out (bench/rollout.py)
-        _vllm("vllm/vllm-openai:v0.6.3.post1"),
-        _vllm("vllm/vllm-openai:v0.6.3-broken", ("SWARM_STANDIN_MODE=never-healthy",)),
+        _vllm("vllm/vllm-openai:v0.6.3.post1", CUDA_12_4),
+        _vllm("vllm/vllm-openai:v0.6.3-broken", ("SWARM_STANDIN_MODE=never-healthy", *CUDA_12_4)),
+        _vllm("vllm/vllm-openai:v0.4.0", CUDA_12_1),
         _python_image("qdrant/qdrant:v1.9.2", BOTH, ("swarm-entrypoint", "qdrant"), (), (),
                       (rootfs.python_wrapper("qdrant", "qdrant.py"),),
                       ("6333/tcp", "6334/tcp"), "/qdrant"),

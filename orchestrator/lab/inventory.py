@@ -97,9 +97,10 @@ def rewrite(source: Raw | None, specs: list[NodeSpec], paths: LabPaths) -> Raw:
     control = control_address(specs, source, "vault")
     data["ssh"] = ssh_block(paths, source)
     data["registry"] = {"mirror": REGISTRY, "insecure": True}
-    # `swarm vault init --key-file <lab>/vault-keys.json` writes the root token the deploys use.
+    # `swarm vault init --key-file <lab>/vault-keys.json` keeps the root token there and writes
+    # the deploy token (only the fleet's KV paths) to <lab>/vault-token, which deploys use.
     data["vault"] = dict(data.get("vault") or {}, addr=f"http://{control}:8200",
-                         token_file=str(paths.root / "vault-keys.json"))
+                         token_file=str(paths.root / "vault-token"))
     data["consul"] = dict(data.get("consul") or {},
                           addr=f"http://{control_address(specs, source, 'consul')}:8500")
     data["network"] = dict(data.get("network") or {"name": "aiswarm"}, subnet=COMPOSE_SUBNET)

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator.lab import net, proc, registry
+from orchestrator.lab import hub, net, proc, registry
 from orchestrator.lab.layout import REGISTRY, LabPaths
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -35,6 +35,7 @@ def down(paths: LabPaths, say: Callable[[str], None], keep_data: bool = False) -
     net.delete_veths(net.lab_veths())
     net.delete_bridge()
     registry.stop(paths)
+    hub.stop(paths)
     if not keep_data:
         for node_dir in node_dirs:
             _remove_tree(node_dir / "docker")

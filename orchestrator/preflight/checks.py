@@ -257,6 +257,34 @@ def _gpu_results(
     return out
 
 
+@dataclass(frozen=True)
+class CudaNeed:
+    """What CUDA an image needs (None: no requirement), and per driver CUDA that cannot run it, the
+    newest tag of the image that would (None: none found)."""
+
+    image: str
+    needed: str | None
+    fits: dict[str, str | None]
+
+
+def check_cuda(node: Node, services: Sequence[Service], facts: NodeFacts,
+               needs: Mapping[tuple[str, str], CudaNeed | SwarmError]) -> list[CheckResult]:
+    """Each GPU image of the node against the CUDA its driver supports (before any container changes)."""
+    out: list[CheckResult] = []
+    driver = next((g.driver_version for g in facts.gpus or () if g.driver_version), None)
+    for image in dict.fromkeys(s.image for s in services if s.gpu):
+        need = needs.get((image, node.platform))
+        if need is None:
+            continue
+        if isinstance(need, SwarmError):
+            out.append(result("cuda", image, node.name, "warn", f"could not read {image}'s CUDA: {need.message}"))
+            continue
+        fit = need.fits.get(facts.cuda_version or "")
+        out.append(_finding("cuda", image, node.name,
+                            gpu_mod.check_cuda(image, need.needed, facts.cuda_version, driver, fit)))
+    return out
+
+
 def check_runtime(node: Node, facts: NodeFacts) -> CheckResult:
     runtimes = facts.runtimes
     if runtimes is None:

@@ -24,7 +24,14 @@ from orchestrator.commands import Command, DiskFree, Script, StepResult
 from orchestrator.commands import backup as backup_cmd
 from orchestrator.errors import RuntimeFailure
 from orchestrator.facts.containers import parse_containers
-from orchestrator.facts.gpu import NVIDIA_SMI_QUERY, GpuReading, parse_nvidia_smi
+from orchestrator.facts.gpu import (
+    NVIDIA_SMI_QUERY,
+    NVIDIA_SMI_TABLE,
+    GpuReading,
+    cuda_of_driver,
+    parse_cuda_version,
+    parse_nvidia_smi,
+)
 from orchestrator.facts.node import parse_release_json
 
 # Free disk at a path, or at its nearest parent that exists and the user may stat (before
@@ -126,6 +133,7 @@ class NodeFacts:
     current: dict[str, Any] | None = None
     gpus: tuple[GpuReading, ...] | None = None
     gpu_error: str | None = None
+    cuda_version: str | None = None   # the highest CUDA the driver supports (nvidia-smi's table)
     probes: dict[str, Probe] = field(default_factory=dict)
     probe_error: str | None = None
     smokes: dict[str, StepResult] = field(default_factory=dict)
@@ -153,6 +161,7 @@ def probe_script(request: FactsRequest) -> Script:
     ]
     if request.gpus:
         steps.append(Command(NVIDIA_SMI_QUERY, mutates=False))
+        steps.append(Command(NVIDIA_SMI_TABLE, mutates=False))
     if request.targets:
         steps.append(cmd.read_only("sh", "-c", _TCP_PROBES, "sh", *request.targets))
     if request.backups:
@@ -168,6 +177,7 @@ def parse_facts(request: FactsRequest, steps: Sequence[StepResult], node: str) -
     by = dict(zip(_STEPS_FIXED, steps, strict=False))
     rest = list(steps[len(_STEPS_FIXED) :])
     gpu_step = rest.pop(0) if request.gpus else None
+    table_step = rest.pop(0) if request.gpus else None
     probe_step = rest.pop(0) if request.targets else None
     backup_step = rest.pop(0) if request.backups else None
     client, server, docker_error = _docker_versions(by["docker_version"])
@@ -193,6 +203,7 @@ def parse_facts(request: FactsRequest, steps: Sequence[StepResult], node: str) -
         current=_current(by["current"], node),
         gpus=gpus,
         gpu_error=gpu_error,
+        cuda_version=_cuda(table_step, gpus),
         probes=probes,
         probe_error=probe_error,
         smokes={s.image: r for s, r in zip(request.smokes, rest, strict=False)},
@@ -272,6 +283,13 @@ def _gpus(step: StepResult | None) -> tuple[tuple[GpuReading, ...] | None, str |
         return parse_nvidia_smi(step.stdout), None
     except RuntimeFailure as exc:
         return None, exc.message
+
+
+def _cuda(step: StepResult | None, gpus: tuple[GpuReading, ...] | None) -> str | None:
+    """The driver's CUDA from its table's header, else from its version (NVIDIA's table)."""
+    found = parse_cuda_version(step.stdout) if step is not None and step.ok else None
+    driver = next((g.driver_version for g in gpus or () if g.driver_version), None)
+    return found or (cuda_of_driver(driver) if driver else None)
 
 
 def _probes(step: StepResult | None) -> tuple[dict[str, Probe], str | None]:

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import httpx
 
-from orchestrator.clients.registry import Credentials, ImageIndex, RegistryClient
+from orchestrator.clients.images import ImageRef, parse_image_ref
+from orchestrator.clients.registry import Credentials, ImageIndex, RegistryClient, config_env
 from orchestrator.clients.secrets_source import SecretSource
 from orchestrator.commands import Command, StepResult
 from orchestrator.config.inventory import Node
@@ -30,6 +32,7 @@ from orchestrator.config.project import Project
 from orchestrator.engine.gate import Outcome, http_probe
 from orchestrator.errors import RuntimeFailure, ServiceError, SwarmError
 from orchestrator.events import EventBus
+from orchestrator.facts.gpu import cuda_tuple, required_cuda
 from orchestrator.preflight import checks
 from orchestrator.preflight.facts import FactsRequest, NodeFacts, Smoke, parse_facts, probe_script
 from orchestrator.preflight.report import CheckResult, Report
@@ -83,6 +86,7 @@ class Answers:
     missing: list[str] | SwarmError
     vault_s: float
     probes: dict[str, list[Outcome]]
+    cuda: dict[tuple[str, str], checks.CudaNeed | SwarmError] = field(default_factory=dict)
 
 
 # --- entry points ---------------------------------------------------------------------------
@@ -141,13 +145,68 @@ def plan_requests(project: Project, scope: Scope, everyone: Sequence[Service], f
                     by_node={n.name: _request(project, scope, n, deps, smoke) for n in scope.nodes})
 
 
-async def external_answers(project: Project, scope: Scope, *, vault: bool = True) -> Answers:
-    """Registry, Vault and HTTP answers, all at once (`vault=False`: the caller read the secrets)."""
+async def external_answers(project: Project, scope: Scope, *, vault: bool = True,
+                           facts: Mapping[str, tuple[NodeFacts | SwarmError | None, float]] | None = None
+                           ) -> Answers:
+    """Registry, Vault and HTTP answers, all at once (`vault=False`: the caller read the secrets);
+    with the nodes' `facts`, the CUDA each GPU image needs against what their drivers support."""
     secrets_work = (asyncio.to_thread(_missing_secrets, project, scope) if vault
                     else _nothing_missing())
-    (images, registry_s), (missing, vault_s), probes = await asyncio.gather(
-        _timed(_images(project, scope)), _timed(secrets_work), _protected_probes(project, scope))
-    return Answers(images, registry_s, missing, vault_s, probes)
+    (images, registry_s), (missing, vault_s), probes, cuda = await asyncio.gather(
+        _timed(_images(project, scope)), _timed(secrets_work), _protected_probes(project, scope),
+        cuda_answers(project, scope, facts or {}))
+    return Answers(images, registry_s, missing, vault_s, probes, cuda)
+
+
+async def cuda_answers(project: Project, scope: Scope,
+                       facts: Mapping[str, tuple[NodeFacts | SwarmError | None, float]]
+                       ) -> dict[tuple[str, str], checks.CudaNeed | SwarmError]:
+    """Per GPU image and platform: the CUDA it needs (its config's env), and for each driver CUDA of
+    the nodes that cannot run it, the newest tag of that image that would run there."""
+    drivers: dict[tuple[str, str], set[str]] = {}
+    for svc in scope.services:
+        answer = facts.get(svc.node, (None, 0.0))[0]
+        if svc.gpu and isinstance(answer, NodeFacts):
+            drivers.setdefault((svc.image, svc.platform), set()).update([answer.cuda_version or ""])
+    if not drivers:
+        return {}
+    async with registry_client(project) as client:
+        found = await asyncio.gather(*(_cuda_need(client, image, platform, cudas)
+                                       for (image, platform), cudas in drivers.items()), return_exceptions=True)
+    return {key: answer if isinstance(answer, checks.CudaNeed | SwarmError) else
+            ServiceError(f"{key[0]}: {type(answer).__name__}: {answer}") for key, answer in zip(drivers, found, strict=True)}
+
+
+async def _cuda_need(client: RegistryClient, image: str, platform: str, cudas: set[str]) -> checks.CudaNeed:
+    needed = required_cuda(config_env(await client.config(image, platform)))
+    fits: dict[str, str | None] = {}
+    if needed is not None:
+        for cuda in sorted(c for c in cudas if c and cuda_tuple(c) < cuda_tuple(needed)):
+            fits[cuda] = await newest_fit(client, image, platform, cuda)
+    return checks.CudaNeed(image, needed, fits)
+
+
+async def newest_fit(client: RegistryClient, image: str, platform: str, cuda: str, limit: int = 10) -> str | None:
+    """The newest tag older than `image`'s, of the same shape (v0.6.3 -> vX.Y.Z), whose CUDA fits."""
+    ref = parse_image_ref(image)
+    if not ref.tag:
+        return None
+    shape = re.compile(re.sub(r"\d+", r"\\d+", re.escape(ref.tag)))
+    try:
+        tags = await client.tags(ref)
+    except SwarmError:
+        return None
+    older = sorted((t for t in tags if shape.fullmatch(t) and checks.version_tuple(t) < checks.version_tuple(ref.tag)),
+                   key=checks.version_tuple, reverse=True)
+    for tag in older[:limit]:
+        candidate = ImageRef(ref.registry, ref.repository, tag)
+        try:
+            needed = required_cuda(config_env(await client.config(candidate, platform)))
+        except SwarmError:
+            continue
+        if needed is None or cuda_tuple(needed) <= cuda_tuple(cuda):
+            return f"{ref.repository}:{tag}"
+    return None
 
 
 async def _nothing_missing() -> list[str]:
@@ -162,7 +221,7 @@ def judge(project: Project, scope: Scope, requests: Requests,
     for node in scope.nodes:
         answer, seconds = facts.get(node.name, (None, 0.0))
         results = _node_results(project, scope, node, answer, ssh_errors, list(requests.deps),
-                                answers.images, answers.probes)
+                                answers.images, answers.probes, answers.cuda)
         out.extend(_timed_results(results, seconds, answers.registry_s))
     out.extend(_timed_results(_secret_results(project, scope, answers.missing), answers.vault_s, 0.0))
     pins = {ref: a.pinned for ref, a in answers.images.items() if isinstance(a, ImageIndex)}
@@ -189,6 +248,7 @@ async def run_checks(
                                   for n in reachable))
     facts_list, answers = await asyncio.gather(facts_task, external_answers(project, scope))
     facts = dict(zip([n.name for n in reachable], facts_list, strict=True))
+    answers = replace(answers, cuda=await cuda_answers(project, scope, facts))
     return judge(project, scope, requests, facts, ssh_errors, answers)
 
 
@@ -258,7 +318,17 @@ def registry_client(project: Project) -> RegistryClient:
     password = os.environ.get(settings.password_env or "") if settings.password_env else None
     if settings.mirror and settings.username and password:
         credentials[settings.mirror] = Credentials(settings.username, Secret(password, "registry"))
-    return RegistryClient(insecure=insecure, credentials=credentials)
+    return RegistryClient(insecure=insecure, credentials=credentials, token_realms=settings.token_realms)
+
+
+async def current_digests(project: Project, refs: Sequence[str]) -> dict[str, str]:
+    """The digest each image's tag names now: one HEAD each, all at once (an unreachable registry
+    leaves its images out — the run then compares nothing for them)."""
+    if not refs:
+        return {}
+    async with registry_client(project) as client:
+        found = await asyncio.gather(*(client.digest(r) for r in refs), return_exceptions=True)
+    return {ref: digest for ref, digest in zip(refs, found, strict=True) if isinstance(digest, str)}
 
 
 async def _images(project: Project, scope: Scope) -> dict[str, ImageIndex | SwarmError]:
@@ -304,6 +374,7 @@ def _node_results(
     project: Project, scope: Scope, node: Node, facts: NodeFacts | SwarmError | None,
     ssh_errors: Mapping[str, str], deps: Sequence[checks.Dependency],
     images: Mapping[str, ImageIndex | SwarmError], probes: Mapping[str, list[Outcome]],
+    cuda: Mapping[tuple[str, str], checks.CudaNeed | SwarmError] | None = None,
 ) -> list[CheckResult]:
     mine = scope.services_on(node.name)
     image_results = _image_results(node, mine, images)
@@ -324,6 +395,7 @@ def _node_results(
             for image, step in facts.smokes.items()]
     needs = as_needs(vram_needs(project, scope).get(node.name, []), _running(node, mine, facts))
     out += checks.check_gpus(node, facts, spec.min_driver, needs)
+    out += checks.check_cuda(node, mine, facts, cuda or {})
     out += checks.check_ports(node, mine, facts)
     out += [checks.check_protected(node, s, facts, probes.get(s.name, [])) for s in mine if s.protected]
     out += checks.check_network(node.name, [d for d in deps if d.source.node == node.name], facts)

@@ -21,6 +21,7 @@ from orchestrator.config.models import relative_path_problem
 from orchestrator.config.project import Project
 from orchestrator.errors import InputError
 from orchestrator.render import frontdoor
+from orchestrator.render.sandbox import run_budget
 from orchestrator.render.services import Service, build_services, compose_service
 from orchestrator.render.templates import render_template, role_env
 
@@ -100,10 +101,11 @@ def render_fleet(project: Project, nodes: list[str] | None = None, *, for_node: 
     fleet = fleet_view(services)
     names = nodes or list(project.inventory.nodes)
     out: dict[str, NodeRender] = {}
-    for name in names:
-        node = project.inventory.node(name)
-        mine = tuple(s for s in services if s.node == name)
-        out[name] = _render_node(project, node, mine, fleet, for_node)
+    with run_budget():  # the config files of every node share one budget (render/sandbox.py)
+        for name in names:
+            node = project.inventory.node(name)
+            mine = tuple(s for s in services if s.node == name)
+            out[name] = _render_node(project, node, mine, fleet, for_node)
     return FleetRender(nodes=out)
 
 

@@ -23,10 +23,18 @@ from orchestrator.config.project import Project
 from orchestrator.config.roles import ConsulSpec, HealthcheckSpec, ProbeSpec, Role
 from orchestrator.config.rollout import Rollout
 from orchestrator.config.rollout import resolve as resolve_rollout
-from orchestrator.config.settings import Origin, SettingSpec, role_settings
+from orchestrator.config.settings import Origin, SettingSpec, role_settings, unsafe_text
 from orchestrator.config.yamlfile import PathKey, describe_error, format_loc, show_value
 from orchestrator.errors import InputError
+from orchestrator.render.sandbox import run_budget
 from orchestrator.render.templates import Where, render_value
+from orchestrator.render.weights import (
+    NO_WEIGHTS,
+    WeightsPin,
+    catalogue_path,
+    catalogue_revisions,
+    pin_for,
+)
 
 LOOPBACK = "127.0.0.1"
 
@@ -115,6 +123,7 @@ class Service:
     min_healthy_time: float | None
     compose: dict[str, Any] = field(repr=False, compare=False)
     rollout: Rollout = field(default_factory=Rollout, compare=False)   # how a change is put in place
+    weights: WeightsPin | None = None   # the model it serves, staged in the node's store
 
     @property
     def loopback_only(self) -> bool:
@@ -171,7 +180,7 @@ def merge_settings(project: Project, svc: ServiceInstance, role: Role, node: Nod
 
 
 BUILTIN_NAMES = frozenset({"instance", "node", "network", "deploy_root", "config_dir", "run_dir", "fleet_name",
-                           "thermal_limit_c", "nodes", "vault", "consul", "fleet", "secrets"})
+                           "thermal_limit_c", "nodes", "vault", "consul", "fleet", "secrets", "weights"})
 """What templates get from swarm itself (`_builtins`, plus `fleet` in config files and `secrets`
 in secret_env): a variable of the same name would silently replace it."""
 
@@ -214,8 +223,7 @@ def instance_vars(project: Project, svc: ServiceInstance, role: Role, node: Node
             break
         merged = rendered
         context = {**builtins, **merged}
-    _check_values(settings, merged, role)
-    return {**builtins, **merged}
+    return {**builtins, **_check_values(settings, merged, role)}
 
 
 def _render_setting(settings: Settings, key: str, value: Any, context: dict[str, Any], role: Role) -> Any:
@@ -225,11 +233,13 @@ def _render_setting(settings: Settings, key: str, value: Any, context: dict[str,
     return render_value(value, context, origin.source.where, origin.loc)
 
 
-def _check_values(settings: Settings, values: dict[str, Any], role: Role) -> None:
-    for key, spec in settings.specs.items():
-        if key not in values:
-            continue
-        problem = spec.problem(values[key])
+def _check_values(settings: Settings, values: dict[str, Any], role: Role) -> dict[str, Any]:
+    """Every value against its setting's form, and every string in any variable (settings or
+    not: a template may use any of them) free of control and bidi characters; the values as
+    templates get them (`"8080"` -> 8080)."""
+    for key, value in values.items():
+        spec = settings.specs.get(key)
+        problem = spec.problem(value) if spec is not None else unsafe_text(value)
         if problem:
             raise settings.blame(key, problem, str(role.file))
     extra = values.get("extra_env") or {}
@@ -240,6 +250,7 @@ def _check_values(settings: Settings, values: dict[str, Any], role: Role) -> Non
         if isinstance(value, dict | list):
             raise settings.blame("extra_env", f"{name}: expected a single value, got {show_value(value)}",
                                  str(role.file))
+    return {k: settings.specs[k].canonical(v) if k in settings.specs else v for k, v in values.items()}
 
 
 def _builtins(project: Project, svc: ServiceInstance, node: Node) -> dict[str, Any]:
@@ -269,6 +280,8 @@ def build_service(project: Project, phase: Phase, svc: ServiceInstance) -> Servi
     ctx = instance_vars(project, svc, role, node)
     where = role.where
     spec = role.spec
+    weights = _weights(role, ctx)
+    ctx["weights"] = weights.as_vars(node.deploy_root) if weights else NO_WEIGHTS
     image_ref = spec.image.by_arch.get(node.arch, spec.image.name)
     image_loc = ("image", "by_arch", node.arch) if node.arch in spec.image.by_arch else ("image", "name")
     upstream = str(render_value(image_ref, ctx, where, image_loc))
@@ -288,8 +301,21 @@ def build_service(project: Project, phase: Phase, svc: ServiceInstance) -> Servi
         vars=dict(ctx), ports=ports, probes=probes, consul=consul,
         secret_env=dict(spec.secret_env), gpu=spec.gpu, protected=node.is_protected(svc.name),
         ram_gb=spec.resources.ram_gb, healthy_deadline=deadline, min_healthy_time=min_healthy,
-        compose=compose, rollout=_rollout(spec, ctx, role),
+        compose=compose, rollout=_rollout(spec, ctx, role), weights=weights,
     )
+
+
+def _weights(role: Role, ctx: dict[str, Any]) -> WeightsPin | None:
+    """The model the instance serves, pinned by its own `revision` or the role's catalogue."""
+    spec = role.spec.weights
+    if spec is None:
+        return None
+    repo = str(render_value(spec.repo, ctx, role.where, ("weights", "repo")))
+    revision = render_value(spec.revision, ctx, role.where, ("weights", "revision")) if spec.revision else None
+    try:
+        return pin_for(repo, str(revision) if revision else None, catalogue_revisions(catalogue_path(role.dir)))
+    except ValueError as exc:
+        raise InputError(f"weights: {exc} (service {ctx.get('instance')})", file=role.where(("weights",))) from None
 
 
 def _rollout(spec: Any, ctx: dict[str, Any], role: Role) -> Rollout:
@@ -369,8 +395,9 @@ def _port(data: dict[str, Any], ctx: dict[str, Any], role: Role, i: int, svc: Se
 
 
 def _int_text(value: Any) -> Any:
-    """A port rendered from text ("8080") is the number; anything else is left to validation."""
-    if isinstance(value, str) and re.fullmatch(r"\d{1,5}", value.strip()):
+    """A port rendered from text ("8080") is the number; anything else ("0443": octal to YAML
+    1.1) is left to validation, which refuses it."""
+    if isinstance(value, str) and re.fullmatch(r"[1-9][0-9]{0,4}", value.strip()):
         return int(value)
     return value
 
@@ -422,7 +449,11 @@ def _dur(seconds: float) -> str:
 
 def compose_service(project: Project, svc: ServiceInstance, role: Role, node: Node,
                     ctx: dict[str, Any], image: str, ports: tuple[Port, ...]) -> dict[str, Any]:
+    """The service's compose definition. A role's own text is compose syntax (`$$` for a `$`
+    the container should see); every value from the context is data, so its `$` is doubled
+    (`compose_literal`) and compose never expands it from the node's environment."""
     spec, where = role.spec, role.where
+    ctx = compose_literal(ctx)
     out: dict[str, Any] = {"image": image, "platform": node.platform}
     if spec.entrypoint is not None:
         out["entrypoint"] = _argv(render_value(spec.entrypoint, ctx, where, ("entrypoint",)), role, "entrypoint")
@@ -475,6 +506,18 @@ def compose_service(project: Project, svc: ServiceInstance, role: Role, node: No
     }
     out["logging"] = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
     return out
+
+
+def compose_literal(value: Any) -> Any:
+    """`value` with every `$` of every string doubled: compose reads `$$` as one `$`, and
+    `$HOME`, `${PATH:-z}` or `${UNSET:?boom}` as interpolation from the node's environment."""
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, dict):
+        return {k: compose_literal(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [compose_literal(v) for v in value]
+    return value
 
 
 def _port_text(p: Port) -> str:
@@ -555,23 +598,32 @@ def _same_node(project: Project, service: str, node: str) -> bool:
 
 
 def build_services(project: Project) -> list[Service]:
-    services = [build_service(project, phase, svc) for phase, svc in project.playbook.all_services()]
+    with run_budget():  # every value of every service shares one budget (render/sandbox.py)
+        services = [build_service(project, phase, svc) for phase, svc in project.playbook.all_services()]
     check_port_owners(project, services)
     return services
 
 
 def check_port_owners(project: Project, services: list[Service]) -> None:
-    """One service per published host port and protocol on a node (docker would refuse the second)."""
+    """One publication per host port and protocol on a node (docker would refuse the second,
+    be it another service's or the same service's), and none on the node's own SSH port."""
     owners: dict[tuple[str, int, str], Service] = {}
     for svc in services:
+        ssh_port = project.inventory.node(svc.node).ssh.port
         for port in svc.ports:
             key = (svc.node, port.port, port.protocol)
             other = owners.get(key)
-            if other is not None and other.name != svc.name:
-                loc = (*project.playbook.loc_of(svc.name), "name")
-                raise InputError(
-                    f"{format_loc(loc[:-1])}: {svc.name} publishes port {port.port}/{port.protocol} on "
-                    f"{svc.node}, which {other.name} already publishes: give one of them another port "
-                    f"(vars.port or nodes.{svc.node}.services.{svc.name}.port)",
-                    file=project.playbook.where(loc))
+            if port.port == ssh_port and port.protocol == "tcp":
+                _port_refused(project, svc, f"publishes port {port.port}/tcp on {svc.node}, the port its sshd "
+                                            "listens on (nodes.<node>.ssh.port): swarm would lose the node")
+            if other is not None:
+                whom = "itself already" if other.name == svc.name else f"{other.name} already"
+                _port_refused(project, svc, f"publishes port {port.port}/{port.protocol} on {svc.node}, which "
+                                            f"{whom} publishes")
             owners[key] = svc
+
+
+def _port_refused(project: Project, svc: Service, problem: str) -> None:
+    loc = project.playbook.loc_of(svc.name)
+    raise InputError(f"{format_loc(loc)}: {svc.name} {problem}: give it another port (vars.port or "
+                     f"nodes.{svc.node}.services.{svc.name}.port)", file=project.playbook.where((*loc, "name")))

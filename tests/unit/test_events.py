@@ -123,3 +123,27 @@ def test_an_audit_log_that_cannot_be_written_is_said_once_and_the_run_goes_on(tm
     bus.emit("switch", "ok", host="thanos")
     assert seen == ["upload", "switch"]
     assert capsys.readouterr().err.count("local audit log") == 1
+
+
+def test_the_local_audit_log_is_private_to_its_owner(tmp_path) -> None:
+    """It says who deployed what where, and the output of commands that failed: 0600, whatever
+    the umask, and a log an older swarm left readable is narrowed."""
+    import os
+    import stat
+
+    from orchestrator.events import AuditLog
+
+    old = os.umask(0o022)
+    try:
+        fresh, older = tmp_path / "state" / "audit.log", tmp_path / "older.log"
+        older.write_text("")
+        older.chmod(0o644)
+        for path in (fresh, older):
+            bus = EventBus()
+            bus.subscribe(AuditLog(path))
+            bus.emit("switch", "ok", host="thanos", message="release 1")
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+            assert "release 1" in path.read_text()
+        assert stat.S_IMODE(fresh.parent.stat().st_mode) == 0o700
+    finally:
+        os.umask(old)

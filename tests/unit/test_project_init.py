@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,33 @@ def test_written_inventory_keeps_the_example_settings(tmp_path: Path) -> None:
     data = yaml.safe_load((tmp_path / "p/inventory/swarm.yml").read_text())
     assert data["nodes"]["g"]["services"]["llm"]["model"] == "TheBloke/Mistral-7B-Instruct-v0.2-GPTQ"
     assert data["vault"]["addr"] == "http://100.64.0.9:8200"
+
+
+def test_an_example_s_published_client_keys_are_never_copied(tmp_path: Path) -> None:
+    """litellm-tailnet-ollama's lab-secrets.env publishes the keys whose hashes its inventory
+    holds: a project made from it gets fresh keys, their hashes, and the keys in a 0600 file."""
+    import hashlib
+    import stat
+
+    example = yaml.safe_load((pi.EXAMPLES / "litellm-tailnet-ollama/inventory/swarm.yml").read_text())
+    published = {h for node in example["nodes"].values()
+                 for h in ((node.get("services") or {}).get("litellm") or {}).get("client_keys", {}).values()}
+    assert published, "the example keeps client key hashes"
+    machines = tuple(replace(pi.machine(n, f"100.64.0.{i}"), ram_gb=32) for i, n in enumerate(("gw", "a", "b"), 1))
+    pi.init_project(pi.InitRequest(tmp_path / "p", machines, example="litellm-tailnet-ollama"))
+    text = (tmp_path / "p/inventory/swarm.yml").read_text()
+    assert not any(h in text for h in published)
+    keys_file = tmp_path / "p" / pi.CLIENT_KEYS_FILE
+    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+    keys = dict(line.split("=", 1) for line in keys_file.read_text().splitlines() if not line.startswith("#"))
+    assert set(keys) == {"acme", "globex"}
+    for key in keys.values():
+        assert hashlib.sha256(key.encode()).hexdigest() in text
+    assert pi.CLIENT_KEYS_FILE in (tmp_path / "p/.gitignore").read_text()
+
+
+def test_an_ipv6_machine_gets_bracketed_vault_and_consul_urls(tmp_path: Path) -> None:
+    machines = (replace(pi.machine("gw", "fd00::1"), ram_gb=32),)
+    pi.init_project(pi.InitRequest(tmp_path / "p", machines))
+    inventory = load_project(tmp_path / "p").inventory.spec
+    assert (inventory.vault.addr, inventory.consul.addr) == ("http://[fd00::1]:8200", "http://[fd00::1]:8500")

@@ -50,3 +50,30 @@ def test_scrub_data_walks_event_payloads() -> None:
     secret = Secret("s3cr3t-value", "s")
     data = {"env": ["A=s3cr3t-value"], "obj": secret, "n": 3, "nested": {"k": ("x s3cr3t-value",)}}
     assert scrub_data(data) == {"env": [f"A={MASK}"], "obj": MASK, "n": 3, "nested": {"k": (f"x {MASK}",)}}
+
+
+def test_verbose_tracebacks_are_scrubbed_and_escaped() -> None:
+    """`-v` prints an internal error's traceback through the log handler: the exception text
+    and the frames' source lines pass the scrubber, and no control byte reaches the terminal."""
+    import io
+    import logging
+
+    from orchestrator.cli.common import SafeLogFormatter
+    from orchestrator.secrets import Secret
+
+    token = Secret("tb-secret-7d1c9e", "vault-token")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(SafeLogFormatter("%(levelname)s %(name)s: %(message)s"))
+    log = logging.getLogger("swarm.test.traceback")
+    log.addHandler(handler)
+    try:
+        try:
+            raise RuntimeError(f"connect with {token.reveal()} failed \x1b[2J")
+        except RuntimeError:
+            log.exception("internal error")
+    finally:
+        log.removeHandler(handler)
+    text = stream.getvalue()
+    assert "Traceback" in text and "tb-secret-7d1c9e" not in text and "********" in text
+    assert "\x1b" not in text and "\\x1b[2J" in text

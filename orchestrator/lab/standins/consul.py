@@ -190,12 +190,19 @@ def canonical(body: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+ANY_ADDRESSES = frozenset({"0.0.0.0", "::", "[::]"})
+
+
 def parse_service(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "Request decode failed: body must be a JSON object")
     svc = canonical(body, SERVICE_KEYS)
     if not svc.get("Name"):
         raise ApiError(400, "Missing service name")
+    # agent/agent_endpoint.go AgentRegisterService: "Check the service address here and in the
+    # catalog RPC endpoint" - ipaddr.IsAny (0.0.0.0, ::, [::]) is 400 "Invalid service address"
+    if str(svc.get("Address") or "") in ANY_ADDRESSES:
+        raise ApiError(400, "Invalid service address")
     checks = list(svc.get("Checks") or [])
     if svc.get("Check"):
         checks.insert(0, svc["Check"])

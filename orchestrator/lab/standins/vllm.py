@@ -26,6 +26,11 @@ What it models of a real server, because a rollout is judged on it:
   on an open connection gets 503), lets the requests in flight finish for up to S seconds,
   aborts what is left and exits.
 
+A `--model` that is a directory (the staged revision swarm mounts: docs/models.md) is loaded as
+vLLM loads it before it listens: its `config.json` is read (missing or not JSON: exit 1, as vLLM
+fails), then every safetensors shard its index names is read from disk; the time it took is
+logged (`loaded N bytes in S s`), nothing is downloaded. A hub repository id is served as before.
+
 Fault modes (`SWARM_STANDIN_MODE`): see `_base.py`.
 """
 
@@ -369,10 +374,35 @@ def shut_down(server: ThreadingHTTPServer, engine: Engine, grace: float) -> None
     os._exit(0)  # the daemon threads still streaming are cut, as vLLM aborts its requests
 
 
+def load_model(path: str) -> dict[str, Any]:
+    """Read the staged revision as vLLM would: config.json, then every shard (SystemExit if unusable)."""
+    try:
+        with open(os.path.join(path, "config.json")) as handle:
+            config = json.load(handle)
+    except (OSError, ValueError) as exc:
+        _base.log(NAME, f"cannot load {path}: config.json: {exc}")
+        raise SystemExit(1) from None
+    started, size = time.monotonic(), 0
+    index = os.path.join(path, "model.safetensors.index.json")
+    shards: list[str] = []
+    if os.path.exists(index):
+        with open(index) as handle:
+            shards = sorted(set(json.load(handle)["weight_map"].values()))
+    for shard in shards:
+        with open(os.path.join(path, shard), "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                size += len(chunk)
+    _base.log(NAME, f"{config.get('architectures')} loaded {size} bytes in "
+                    f"{time.monotonic() - started:.2f} s from {path} (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE')})")
+    return dict(config)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _base.log(NAME, f"model={args.model} served={args.served} max_model_len={args.max_model_len} "
                     f"quantization={args.quantization} shutdown_timeout={args.shutdown_timeout:g}")
+    if args.model.startswith("/"):
+        load_model(args.model)
     serve(args)
     return 0
 

@@ -499,3 +499,35 @@ def test_any_json_body_gives_an_index_or_a_service_error(body: object) -> None:
 def test_parse_challenge_never_crashes(header: str) -> None:
     scheme, params = parse_challenge(header)
     assert isinstance(scheme, str) and isinstance(params, dict)
+
+
+def _private_mirror(realm: str) -> FakeRegistry:
+    """A mirror whose 401 names `realm` as its token service, which hands out a token to anyone."""
+    fake = FakeRegistry()
+    challenge = f'Bearer realm="{realm}",service="mirror",scope="repository:team/app:pull"'
+    fake.serve(f"https://{MIRROR}/v2/team/app/manifests/1.0",
+               bearer_protected("tok", challenge, answer(fixture("dockerhub-nginx-1.29.1-index.json"), OCI_INDEX)))
+    fake.serve(realm, lambda r: httpx.Response(200, json={"token": "tok"}))
+    return fake
+
+
+CREDS = {MIRROR: Credentials("ci", Secret("registry-password-9f2", "registry"))}
+
+
+@pytest.mark.parametrize(("realm", "allowed", "sent"), [
+    ("https://evil.example/token", (), False),                      # a realm the registry names
+    ("http://198.18.0.1/token", (), False),                         # its own host, but not over TLS
+    (f"https://{MIRROR.split(':')[0]}/token", (), True),            # its own host over https
+    ("https://auth.tail.net/token", ("auth.tail.net",), True),      # a realm the inventory allows
+])
+def test_credentials_go_only_to_the_registry_or_an_allowed_realm(realm: str, allowed: tuple[str, ...],
+                                                                  sent: bool) -> None:
+    fake = _private_mirror(realm)
+
+    async def scenario() -> None:
+        async with fake.client(credentials=CREDS, token_realms=allowed) as client:
+            await client.platforms(f"{MIRROR}/team/app:1.0")
+
+    run(scenario())
+    token_request = next(r for r in fake.requests if str(r.url).startswith(realm))
+    assert ("Authorization" in token_request.headers) is sent

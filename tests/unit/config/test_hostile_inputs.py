@@ -65,7 +65,7 @@ DATA_CASES: list[tuple[str, str, Edit, list[str]]] = [
     ("quantization", INV, lambda d: _primary(d).update(quantization="int3"), ["quantization", "expected one of: null, aqlm"]),
     ("setting-typo", INV, lambda d: _primary(d).update(max_modle_len=4096),
      ["unknown setting `max_modle_len` for role vllm (did you mean `max_model_len`?)"]),
-    ("gpu-zero-text", INV, lambda d: _primary(d).update(gpu="zero"), ["vllm-primary.gpu", "expected a whole number"]),
+    ("gpu-zero-text", INV, lambda d: _primary(d).update(gpu="zero"), ["vllm-primary.gpu", "expected text matching [0-9]"]),
     ("group-var-port", INV, lambda d: d["groups"]["gpu"]["vars"].update(port="eighty"),
      ["groups.gpu.vars.port", "expected a port number 1..65535"]),
     ("min-healthy-over-deadline", INV, lambda d: _primary(d).update(min_healthy_time="20m", healthy_deadline="15m"),

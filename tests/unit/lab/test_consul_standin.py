@@ -131,6 +131,15 @@ def test_register_without_name_is_400(http: httpx.Client) -> None:
     assert resp.headers["content-type"].startswith("text/plain")
 
 
+@pytest.mark.parametrize("address", ["0.0.0.0", "::", "[::]"])
+def test_register_with_an_any_address_is_400(http: httpx.Client, address: str) -> None:
+    """Consul's agent endpoint (and the catalog's) refuses a service address that is "any"
+    (ipaddr.IsAny): 400 with the plain-text body "Invalid service address", nothing registered."""
+    resp = http.put("/v1/agent/service/register", json={"Name": "web", "Address": address, "Port": 80})
+    assert resp.status_code == 400 and resp.text.strip() == "Invalid service address"
+    assert "web" not in http.get("/v1/agent/services").json()
+
+
 def test_register_through_py_consul(client: consul.Consul) -> None:
     """agent/service#register-service via py-consul, which sends lowercase keys."""
     check = consul.Check.tcp("127.0.0.1", 1, "10s", timeout="1s")

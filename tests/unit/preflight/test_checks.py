@@ -460,13 +460,16 @@ def test_parse_facts_reads_docker_answers() -> None:
             "2.27.0\n", json.dumps(info), "Filesystem 1024-blocks Used Available Capacity Mounted on\n"
             "/dev/vda 1000 10 990 1% /\n", "Filesystem 1024-blocks Used Available Capacity Mounted on\n"
             "/dev/vda 1000 10 990 1% /\n", "LISTEN 0 4096 0.0.0.0:22 0.0.0.0:*\n", "",
-            "swarm:missing\n", "0, NVIDIA GeForce RTX 4090, 24564, 1, 24563, 41, 550.54.15, 0\n"]
+            "swarm:missing\n", "0, NVIDIA GeForce RTX 4090, 24564, 1, 24563, 41, 550.54.15, 0\n",
+            (GPU_FIXTURES / "smi-550.54.15-v100.txt").read_text()]
     steps = [StepResult(c, 0, o, "") for c, o in zip(script.commands, outs, strict=True)]
     facts = parse_facts(request, steps, "starlord")
     assert facts.docker_server == "24.0.5" and facts.compose == "2.27.0"
     assert facts.runtimes == ("nvidia", "runc") and facts.listening == {22}
     assert facts.gpus is not None and facts.gpus[0].temperature_c == 41 and facts.current is None
-    no_smi = steps[:-1] + [StepResult(script.commands[-1], 127, "", "sh: nvidia-smi: not found")]
+    assert facts.cuda_version == "12.4"
+    missing = StepResult(script.commands[-2], 127, "", "sh: nvidia-smi: not found")
+    no_smi = steps[:-2] + [missing, StepResult(script.commands[-1], 127, "", "sh: nvidia-smi: not found")]
     assert parse_facts(request, no_smi, "starlord").gpu_error == "nvidia-smi not found"
 
 

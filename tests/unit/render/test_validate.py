@@ -7,13 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from orchestrator.cli.main import main
 from orchestrator.config.project import load_project
 from orchestrator.errors import InputError
 from orchestrator.render.fleet import render_fleet
-from orchestrator.render.validate import check_rendered, config_files
+from orchestrator.render.validate import check_rendered, combined_project, config_files
 
 LICENSED = """  allowed_ips:
 {% for ip in allowed_ips %}
@@ -73,7 +74,7 @@ def test_haproxy_directive_it_rejects(project: Path) -> None:
 
 def test_prometheus_config_promtool_rejects(project: Path) -> None:
     tpl = project / "roles/prometheus/prometheus.yml.j2"
-    tpl.write_text(tpl.read_text().replace("scrape_interval: {{ scrape_interval }}", "scrape_interval: bogus", 1))
+    tpl.write_text(tpl.read_text().replace("scrape_interval: {{ scrape_interval | yaml }}", "scrape_interval: bogus", 1))
     message = refused(project)
     assert "oracle/config/prometheus/prometheus.yml" in message and "promtool check config" in message
     assert 'not a valid duration string: "bogus"' in message
@@ -157,3 +158,58 @@ def test_a_passed_content_is_remembered_and_a_change_is_checked_again(project: P
     with pytest.raises(InputError, match="bogus-directive"):
         check_rendered(p, render_fleet(p), cache_dir=cache)
     assert len(list(cache.iterdir())) == 1
+
+
+# ---------------------------------------------------------------- every node's compose project, one process
+
+EXAMPLES = sorted(p for p in (Path(__file__).resolve().parents[3] / "examples").iterdir()
+                  if (p / "inventory/swarm.yml").is_file())
+
+
+@pytest.mark.parametrize("for_node", [False, True], ids=["render", "node"])
+def test_every_node_of_the_fleet_and_the_examples_fits_one_compose_process(project: Path, for_node: bool,
+                                                                          tmp_path: Path) -> None:
+    for root in (project, *EXAMPLES):
+        fleet = render_fleet(load_project(root), for_node=for_node)
+        combined, alone = combined_project(list(fleet.nodes.values()), tmp_path)
+        assert alone == [], root
+        services = sum(len(nr.services) for nr in fleet.nodes.values())
+        assert len(combined["services"]) == services
+
+
+def tampered(root: Path, changes: dict[str, Callable[[dict], None]]) -> str:
+    """check_rendered's message for the render with some nodes' compose.yml changed."""
+    project = load_project(root)
+    fleet = render_fleet(project)
+    for node, change in changes.items():
+        doc = yaml.safe_load(fleet.nodes[node].files["compose.yml"])
+        change(doc)
+        fleet.nodes[node].files["compose.yml"] = yaml.safe_dump(doc, sort_keys=False).encode()
+    with pytest.raises(InputError) as err:
+        check_rendered(project, fleet)
+    return str(err.value)
+
+
+def test_a_node_cannot_lean_on_another_nodes_service_or_volume(project: Path) -> None:
+    """In the one combined process each node's names stay its own: starlord's service that depends
+    on oracle's postgres, or mounts oracle's volume, is refused as it would be on starlord."""
+    def depends_on_postgres(doc: dict) -> None:
+        doc["services"]["qdrant"]["depends_on"] = ["postgres"]
+
+    def mounts_postgres_data(doc: dict) -> None:
+        doc["services"]["gpu-monitor"]["volumes"] = ["postgres-data:/data"]
+
+    message = tampered(project, {"starlord": depends_on_postgres, "thanos": lambda d: None})
+    assert "starlord/compose.yml: docker compose config" in message and "postgres" in message
+    assert "oracle/compose.yml" not in message and "thanos/compose.yml" not in message
+    message = tampered(project, {"starlord": mounts_postgres_data})
+    assert "starlord/compose.yml: docker compose config" in message and "postgres-data" in message
+
+
+def test_every_refused_node_is_named(project: Path) -> None:
+    def bad_ulimits(doc: dict) -> None:
+        next(iter(doc["services"].values()))["ulimits"] = {"nofile": {"soft": "many"}}
+
+    message = tampered(project, {"starlord": bad_ulimits, "thanos": bad_ulimits})
+    assert "starlord/compose.yml: docker compose config" in message
+    assert "thanos/compose.yml: docker compose config" in message
