@@ -58,9 +58,10 @@ def inventory_variant(source: Path, target: Path, *, strategy: str, image: dict[
         table = data["nodes"][node].setdefault("services", {}).setdefault(svc, {})
         table.update({"rollout": strategy, "image_tag": image[svc], "healthy_deadline": "90s",
                       "extra_env": {"SWARM_VLLM_TOKEN_RATE": str(token_rate), "SWARM_VLLM_LOAD_S": str(load_s)}})
-    if same_model:  # a group of two in one phase: vllm-primary serves the secondary's model
+    if same_model:  # a group of two in one phase: vllm-primary serves the secondary's model (and revision)
+        secondary = data["nodes"]["starlord"]["services"]["vllm-secondary"]
         data["nodes"]["starlord"]["services"]["vllm-primary"].update(
-            model="TheBloke/Mistral-7B-Instruct-v0.2-GPTQ", quantization="gptq", max_model_len=16384)
+            {k: secondary[k] for k in ("model", "quantization", "max_model_len", "revision") if k in secondary})
     haproxy = data["nodes"]["oracle"].setdefault("services", {}).setdefault("haproxy", {})
     # the bench is one client: the front door's per-client limits would count its load as abuse
     haproxy.update({"rate_limit_per_10s": rate_limit or 100000, "pool_rate_limit_per_10s": 100000})
