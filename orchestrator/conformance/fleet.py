@@ -77,17 +77,23 @@ def service_url(svc: Service, port_var: str | None = None) -> str:
     return f"http://{svc.address}:{port}"
 
 
+def in_container_get(host: Any, svc: Service, port: int, path: str) -> str:
+    """GET http://127.0.0.1:<port><path> inside the service's container on its node (`host`: the
+    node's testinfra host): what the node itself sees of a port published on its loopback only."""
+    ids = host.check_output("docker ps -q --filter %s --filter %s",
+                            f"label=com.docker.compose.project=swarm-{svc.node}",
+                            f"label=com.docker.compose.service={svc.name}").split()
+    if not ids:
+        raise ValueError(f"{svc.name} is not running on {svc.node}")
+    return str(host.check_output("docker exec %s wget -q -O - %s", ids[0], f"http://127.0.0.1:{port}{path}"))
+
+
 def fetch_stats(haproxy: Service, host: Any = None) -> str:
     """HAProxy's stats CSV: from the controller, or — its stats port published on the node's
     loopback only — from inside its container on the node (`host`: the node's testinfra host)."""
     port = int(haproxy.vars["stats_port"])
     if host is not None and any(p.port == port and p.host_ip == LOOPBACK for p in haproxy.ports):
-        ids = host.check_output("docker ps -q --filter %s --filter %s",
-                                f"label=com.docker.compose.project=swarm-{haproxy.node}",
-                                f"label=com.docker.compose.service={haproxy.name}").split()
-        if not ids:
-            raise ValueError(f"{haproxy.name} is not running on {haproxy.node}")
-        return str(host.check_output("docker exec %s wget -q -O - %s", ids[0], "http://127.0.0.1:8888/stats;csv"))
+        return in_container_get(host, haproxy, 8888, "/stats;csv")
     url = service_url(haproxy, "stats_port") + "/stats;csv"
     response = httpx.get(url, timeout=HTTP_TIMEOUT)
     response.raise_for_status()

@@ -126,11 +126,6 @@ class Service:
     weights: WeightsPin | None = None   # the model it serves, staged in the node's store
 
     @property
-    def loopback_only(self) -> bool:
-        """Every published port is on the node's loopback: probes go through the node's SSH link."""
-        return bool(self.ports) and all(p.host_ip == LOOPBACK for p in self.ports)
-
-    @property
     def has_healthcheck(self) -> bool:
         return "healthcheck" in self.compose
 

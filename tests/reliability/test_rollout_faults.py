@@ -99,19 +99,23 @@ def test_a_broken_second_instance_unwinds_its_group_and_no_stream_is_lost(deploy
         set_service(data, "starlord", "vllm-secondary", image_tag="v0.6.3-broken", healthy_deadline="25s")
 
     inventory = fast_inventory(lab, tmp_path / "broken.yml", broken)
-    seen, run = asyncio.run(streaming(lab.nodes["oracle"], lambda: swarm(lab, inventory, "deploy", "--phase", "3",
-                                                                         state=state, timeout=600)))
-    assert run.code == 1, run.stderr
-    assert "vllm-secondary" in run.stderr and "rolled back" in run.stderr
-    rolled = [e["message"] for e in run.events if e["kind"] == "rollback" and e["state"] == "changed"]
-    assert any(m.startswith("vllm-secondary: back on") for m in rolled), rolled
-    assert any(m.startswith("vllm-primary: back on") for m in rolled), rolled  # it had moved: it goes back too
-    assert seen["failed"] == 0 and seen["truncated"] == 0 and seen["streams"] >= 20, seen
-    assert {s: image(lab, s) for s in images} == images  # every touched instance on its previous image
-    assert ":v0.6.3-broken" not in image(lab, "vllm-backup", "thanos")  # never reached
-    assert server_status(lab, "vllm-primary").startswith("UP") and server_status(lab, "vllm-secondary").startswith("UP")
-    assert_consistent(lab, before, run, state=state)
-    print(f"broken second instance: exit 1 after {run.seconds():.0f}s, streams {seen}")  # noqa: T201
+    try:
+        seen, run = asyncio.run(streaming(lab.nodes["oracle"], lambda: swarm(lab, inventory, "deploy", "--phase", "3",
+                                                                             state=state, timeout=600)))
+        assert run.code == 1, run.stderr
+        assert "vllm-secondary" in run.stderr and "rolled back" in run.stderr
+        rolled = [e["message"] for e in run.events if e["kind"] == "rollback" and e["state"] == "changed"]
+        assert any(m.startswith("vllm-secondary: back on") for m in rolled), rolled
+        assert any(m.startswith("vllm-primary: back on") for m in rolled), rolled  # it had moved: back too
+        assert seen["failed"] == 0 and seen["truncated"] == 0 and seen["streams"] >= 20, seen
+        assert {s: image(lab, s) for s in images} == images  # every touched instance on its previous image
+        assert ":v0.6.3-broken" not in image(lab, "vllm-backup", "thanos")  # never reached
+        assert server_status(lab, "vllm-primary").startswith("UP")
+        assert server_status(lab, "vllm-secondary").startswith("UP")
+        assert_consistent(lab, before, run, state=state)
+        print(f"broken second instance: exit 1 after {run.seconds():.0f}s, streams {seen}")  # noqa: T201
+    finally:  # the fleet as the lab inventory has it again, for the tests after this one
+        swarm(lab, fast_inventory(lab, tmp_path / "back.yml"), "deploy", "--phase", "2-3", state=state, timeout=600)
 
 
 def test_sigterm_mid_drain_puts_the_instance_back_and_a_reload_keeps_the_drain(deployed, tmp_path, state) -> None:
