@@ -1,9 +1,10 @@
 """Commands of a rollout other than `compose up`: a service's live config and run directory,
-a reload signal, one service's container swapped with its stop grace (engine/rollout.py)."""
+a reload signal, the images of instances about to be swapped (engine/rollout.py)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from orchestrator.commands.base import Command, sh
 
@@ -55,6 +56,15 @@ def signal_service(project: str, service: str, signal: str) -> Command:
     if not re.fullmatch(r"SIG[A-Z0-9]{2,8}", signal):
         raise ValueError(f"not a signal name: {signal!r}")
     return sh(_SIGNAL, project, service, signal, mutates=True, label="signal-service")
+
+
+def compose_pull(project: str, file: str, services: Sequence[str]) -> Command:
+    """The images of services about to be swapped one by one, pulled with the upload: a swap
+    then stops an instance only for as long as its new container takes to start."""
+    for name in services:
+        _check(name)
+    return Command(("docker", "compose", "-p", project, "-f", file, "pull", "--quiet", "--", *services),
+                   mutates=True)
 
 
 def _check(*names: str) -> None:

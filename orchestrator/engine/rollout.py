@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator import commands as cmd
 from orchestrator.clients.haproxy import RuntimeApi, RuntimeApiError, unix_link
 from orchestrator.commands import Command, Script
-from orchestrator.commands.rollout import install_live_config, run_dir, signal_service
+from orchestrator.commands.rollout import compose_pull, install_live_config, run_dir, signal_service
 from orchestrator.config.inventory import Inventory, Node
 from orchestrator.engine.gate import GateFailed, ProbeNetwork
 from orchestrator.engine.reach import FORWARDED_HOST, is_loopback
@@ -153,11 +153,6 @@ def apply_hooks(node: Node, plan: NodeRollout, state: NodeState, release: str) -
     undo_after = [signal_service(project, s.name, str(s.rollout.reload_signal)) for s in plan.reload]
     return ApplyHooks(before_up=tuple(before), after_up=tuple(after), undo_before=tuple(undo_before),
                       undo_after=tuple(undo_after), up=plan.compose)
-
-
-def compose_pull(project: str, file: str, services: Sequence[str]) -> Command:
-    return Command(("docker", "compose", "-p", project, "-f", file, "pull", "--quiet", "--", *services),
-                   mutates=True, label="")
 
 
 def swap_step(node: Node, svc: Service, *, release: str, previous: str) -> NodeStep:
