@@ -79,11 +79,13 @@ class PlainRenderer:
     """One line per event, for pipes and logs; quiet events only with -v.
 
     A gate's per-round progress is printed for each waiting service at most every
-    PROGRESS_EVERY seconds (every round with -v), so a 15-minute cold start visibly moves.
+    PROGRESS_EVERY seconds (every round with -v), so a 15-minute cold start visibly moves;
+    a rolling rollout's drain at once and then every DRAIN_EVERY seconds.
     """
 
     QUIET = {"probe", "facts", "connect"}
     PROGRESS_EVERY = 30.0
+    DRAIN_EVERY = 10.0   # a drain ("vllm-primary: draining, 3 in flight, 12 s of 120 s") moves faster
 
     def __init__(self, stream: TextIO | None = None, verbose: int = 0) -> None:
         self.stream = stream or sys.stderr
@@ -117,13 +119,13 @@ class PlainRenderer:
     def _progress_due(self, event: Event) -> bool:
         if self.verbose >= 1:
             return True
-        key = (event.host, str(event.data.get("service", "")))
+        key = (event.host, f"{event.kind}:{event.data.get('service', '')}")
         now = time.monotonic()
         last = self._progress.get(key)
         if last is None:
-            self._progress[key] = now  # the first round is the "waiting" line already
-            return False
-        if now - last < self.PROGRESS_EVERY:
+            self._progress[key] = now  # a gate's first round is its "waiting" line already
+            return event.kind == "drain"
+        if now - last < (self.DRAIN_EVERY if event.kind == "drain" else self.PROGRESS_EVERY):
             return False
         self._progress[key] = now
         return True
@@ -150,7 +152,9 @@ class JsonRenderer:
 
 class LiveRenderer:
     """A live table on a terminal: one row per host (its step), and while a gate waits one
-    row per service under it — state, how long it has held of min_healthy_time, deadline left."""
+    row per service under it — state, how long it has held of min_healthy_time, deadline left;
+    a model server being drained by a rolling rollout shows its requests in flight and the
+    drain's time ("vllm-primary  draining  3 in flight, 12 s of 120 s")."""
 
     def __init__(self, verbose: int = 0) -> None:
         # rich costs 25-85 ms to import here (python -X importtime, 2026-12-06): only a terminal's
@@ -191,7 +195,7 @@ class LiveRenderer:
         if event.phase is not None:
             self.phase = event.phase
         service = event.data.get("service")
-        if event.kind == "gate" and event.host and isinstance(service, str):
+        if event.kind in {"gate", "drain"} and event.host and isinstance(service, str):
             self._service(event, service)
         elif event.host:
             since = self.rows.get(event.host, ("", "", "", time.monotonic()))[3]
@@ -205,7 +209,9 @@ class LiveRenderer:
     def _service(self, event: Event, name: str) -> None:
         row = self.services.setdefault((event.host or "", name), {"state": "waiting", "detail": ""})
         row["detail"] = event.message.split(": ", 1)[-1]
-        if event.state == "ok":
+        if event.kind == "drain":  # "draining, 3 in flight, 12 s of 120 s" in the detail column
+            row.update(state="drained" if event.state == "ok" else "draining", left=None)
+        elif event.state == "ok":
             row["state"] = "healthy"
         elif event.state == "progress":
             row.update(state="holding" if event.data.get("held") else "waiting",

@@ -37,7 +37,7 @@ echo
 echo "The reference fleet runs on the lab. Look at:"
 echo "  front door, LiteLLM:   curl -H 'Authorization: Bearer sk-lab-master-9c41e77a' http://$oracle/v1/models"
 echo "  front door, vLLM pool: curl -H 'Authorization: Bearer lab-vllm-key-d81f2c6b' http://$oracle/pool/v1/models"
-echo "  HAProxy stats:         http://$oracle:8888/stats"
+echo "  HAProxy stats:         http://$oracle/stats"
 echo "  health per service:    swarm -i $INV status"
 echo "  releases per node:     swarm -i $INV releases"
 echo "  conformance:           swarm -i $INV verify"

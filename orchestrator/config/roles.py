@@ -40,6 +40,7 @@ from orchestrator.config.models import (
     RelPath,
     quoted,
 )
+from orchestrator.config.rollout import RolloutSpec
 from orchestrator.config.settings import SettingSpec, compiled_pattern
 from orchestrator.config.yamlfile import YamlDoc, load_yaml, validate
 from orchestrator.errors import InputError
@@ -74,6 +75,11 @@ class PortSpec(Model):
     target: Templated
     protocol: Literal["tcp", "udp"] = "tcp"
     host_ip: str | None = None       # templated; "" publishes on every interface
+    # Who may reach it (templated): `node` (published on the node's loopback only: the node
+    # itself, and swarm through its SSH connection), `fleet` (the node's address: the other
+    # nodes and the controller), `public` (the node's address, meant for clients); an explicit
+    # host_ip wins. Never every interface unless the node has no IP address in the inventory.
+    reach: str | None = None
     when: bool | str = True
 
 
@@ -258,6 +264,7 @@ class RoleSpec(Model):
     templates: list[TemplateSpec] = []
     depends_on: list[str] = []
     backup: BackupSpec | None = None
+    rollout: RolloutSpec = RolloutSpec()
     weights: WeightsSpec | None = None   # staged into the node's model store before a deploy
 
     @field_validator("user")

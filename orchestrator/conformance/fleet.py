@@ -1,4 +1,4 @@
-"""Cross-node checks from the controller: Consul, HAProxy's vLLM pool, LiteLLM routing.
+"""Cross-node checks from the controller: Consul, the front door's model backends, LiteLLM routing.
 
 Pure parsers and judges (`consul_problems`, `parse_haproxy_csv`, `pool_problems`,
 `chat_problems`) plus thin HTTP helpers; the LiteLLM master key is a `Secret` revealed
@@ -17,10 +17,10 @@ from typing import Any
 
 import httpx
 
-from orchestrator.render.services import Service
+from orchestrator.render.frontdoor import backend_of
+from orchestrator.render.services import LOOPBACK, Service
 from orchestrator.secrets import Secret
 
-POOL_BACKEND = "vllm_pool"
 HTTP_TIMEOUT = 10.0
 CHAT_TIMEOUT = 60.0
 
@@ -51,19 +51,27 @@ def parse_haproxy_csv(text: str) -> list[StatsRow]:
     return [StatsRow(r.get("pxname", ""), r.get("svname", ""), r.get("status", "")) for r in reader]
 
 
-def pool_problems(rows: Sequence[StatsRow], expected: Iterable[str]) -> list[str]:
-    """Every vLLM instance is a server of the pool and UP; nothing else is in it."""
-    servers = {r.server: r.status for r in rows
-               if r.proxy == POOL_BACKEND and r.server not in {"FRONTEND", "BACKEND"}}
-    if not any(r.proxy == POOL_BACKEND for r in rows):
-        return [f"HAProxy has no backend {POOL_BACKEND}"]
-    want = set(expected)
-    problems = [f"{name} is not a server of {POOL_BACKEND}" for name in sorted(want - set(servers))]
-    problems += [f"{POOL_BACKEND} server {name} is {status}" for name, status in sorted(servers.items())
-                 if name in want and not status.startswith("UP")]
-    problems += [f"{POOL_BACKEND} has server {name}, which is no vLLM of the playbook"
-                 for name in sorted(set(servers) - want)]
+def pool_problems(rows: Sequence[StatsRow], expected: Mapping[str, str]) -> list[str]:
+    """Every vLLM instance is a server of its model's backend (`expected`: instance -> backend)
+    and UP; no model backend holds anything else."""
+    backends = set(expected.values())
+    servers = {(r.proxy, r.server): r.status for r in rows
+               if r.proxy in backends and r.server not in {"FRONTEND", "BACKEND"}}
+    problems = [f"HAProxy has no backend {b}" for b in sorted(backends - {r.proxy for r in rows})]
+    for name, backend in sorted(expected.items()):
+        status = servers.get((backend, name))
+        if status is None:
+            problems.append(f"{name} is not a server of {backend}")
+        elif not status.startswith("UP"):
+            problems.append(f"{backend} server {name} is {status}")
+    problems += [f"{b} has server {s}, which is no vLLM of the playbook serving that model"
+                 for (b, s) in sorted(servers) if expected.get(s) != b]
     return problems
+
+
+def model_backends(vllms: Sequence[Service]) -> dict[str, str]:
+    """Each vLLM instance -> the front door's backend of the model it serves."""
+    return {v.name: backend_of(str(v.vars.get("served_model_name") or "")) for v in vllms}
 
 
 def service_url(svc: Service, port_var: str | None = None) -> str:
@@ -71,15 +79,40 @@ def service_url(svc: Service, port_var: str | None = None) -> str:
     return f"http://{svc.address}:{port}"
 
 
-def fetch_stats(haproxy: Service) -> str:
+def in_container_get(host: Any, svc: Service, port: int, path: str) -> str:
+    """GET http://127.0.0.1:<port><path> inside the service's container on its node (`host`: the
+    node's testinfra host): what the node itself sees of a port published on its loopback only."""
+    ids = host.check_output("docker ps -q --filter %s --filter %s",
+                            f"label=com.docker.compose.project=swarm-{svc.node}",
+                            f"label=com.docker.compose.service={svc.name}").split()
+    if not ids:
+        raise ValueError(f"{svc.name} is not running on {svc.node}")
+    return str(host.check_output("docker exec %s wget -q -O - %s", ids[0], f"http://127.0.0.1:{port}{path}"))
+
+
+def fetch_stats(haproxy: Service, host: Any = None) -> str:
+    """HAProxy's stats CSV: from the controller, or — its stats port published on the node's
+    loopback only — from inside its container on the node (`host`: the node's testinfra host)."""
+    port = int(haproxy.vars["stats_port"])
+    if host is not None and any(p.port == port and p.host_ip == LOOPBACK for p in haproxy.ports):
+        return in_container_get(host, haproxy, 8888, "/stats;csv")
     url = service_url(haproxy, "stats_port") + "/stats;csv"
     response = httpx.get(url, timeout=HTTP_TIMEOUT)
     response.raise_for_status()
     return response.text
 
 
-def liveliness_problems(litellm: Service) -> list[str]:
-    url = service_url(litellm) + "/health/liveliness"
+def litellm_base(litellm: Service, doors: Sequence[Service]) -> str:
+    """Where the controller reaches LiteLLM: its own port, or — published on its node's
+    loopback only — the front door on that node (its API paths go to LiteLLM)."""
+    door = next((d for d in doors if d.node == litellm.node), None)
+    if door is not None and litellm.ports and all(p.host_ip == LOOPBACK for p in litellm.ports):
+        return service_url(door, "http_port")
+    return service_url(litellm)
+
+
+def liveliness_problems(litellm: Service, base: str | None = None) -> list[str]:
+    url = (base or service_url(litellm)) + "/health/liveliness"
     try:
         response = httpx.get(url, timeout=HTTP_TIMEOUT)
     except httpx.HTTPError as exc:
@@ -87,8 +120,8 @@ def liveliness_problems(litellm: Service) -> list[str]:
     return [] if response.status_code == 200 else [f"GET {url} answered {response.status_code}"]
 
 
-def chat(litellm: Service, master_key: Secret, model: str) -> httpx.Response:
-    url = service_url(litellm) + "/v1/chat/completions"
+def chat(litellm: Service, master_key: Secret, model: str, base: str | None = None) -> httpx.Response:
+    url = (base or service_url(litellm)) + "/v1/chat/completions"
     body = {"model": model, "max_tokens": 8,
             "messages": [{"role": "user", "content": "swarm verify: reply with one word"}]}
     return httpx.post(url, json=body, timeout=CHAT_TIMEOUT,

@@ -20,16 +20,22 @@ def test_consul_passing(swarm: Conformance, consul_service: Service) -> None:
 
 
 def test_haproxy_vllm_pool_up(swarm: Conformance, haproxy_service: Service) -> None:
+    """Every vLLM instance is UP in the front door's backend of the model it serves."""
     try:
-        rows = fleet.parse_haproxy_csv(fleet.fetch_stats(haproxy_service))
-    except (httpx.HTTPError, ValueError) as exc:
+        stats = fleet.fetch_stats(haproxy_service, swarm.host(haproxy_service.node))
+        rows = fleet.parse_haproxy_csv(stats)
+    except (httpx.HTTPError, ValueError, AssertionError) as exc:
         pytest.fail(f"HAProxy stats on {haproxy_service.node}: {exc}", pytrace=False)
-    problems = fleet.pool_problems(rows, [s.name for s in swarm.scope.role_services("vllm")])
+    problems = fleet.pool_problems(rows, fleet.model_backends(swarm.scope.role_services("vllm")))
     assert not problems, explain(problems)
 
 
+def _base(swarm: Conformance, litellm: Service) -> str:
+    return fleet.litellm_base(litellm, swarm.scope.role_services("haproxy"))
+
+
 def test_litellm_liveliness(swarm: Conformance, litellm_service: Service) -> None:
-    problems = fleet.liveliness_problems(litellm_service)
+    problems = fleet.liveliness_problems(litellm_service, _base(swarm, litellm_service))
     assert not problems, explain(problems)
 
 
@@ -40,7 +46,7 @@ def test_litellm_routes_chat_to_vllm(swarm: Conformance, litellm_service: Servic
     model, backends = fleet.chat_backends(swarm.scope.role_services("vllm"),
                                           swarm.scope.role_services("ollama"))
     try:
-        response = fleet.chat(litellm_service, swarm.secrets()[ref], model)
+        response = fleet.chat(litellm_service, swarm.secrets()[ref], model, _base(swarm, litellm_service))
     except httpx.HTTPError as exc:
         pytest.fail(f"chat completion via {litellm_service.name}: {type(exc).__name__}: {exc}", pytrace=False)
     try:

@@ -3,6 +3,7 @@ stay, and the servers behind PostgreSQL and Prometheus answer as themselves."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,9 +13,10 @@ import yaml
 
 from orchestrator import commands
 from orchestrator.conformance import checks, protected
+from orchestrator.conformance.fleet import in_container_get
 from orchestrator.conformance.plugin import Conformance, context, node_of, param_id
 from orchestrator.render.pins import recorded_images
-from orchestrator.render.services import Service
+from orchestrator.render.services import LOOPBACK, Service
 
 # Services of one role, parametrized here as plugin.PARAMETERS does for the others.
 ROLE_PARAMETERS = {"postgres_service": "postgres", "prometheus_service": "prometheus"}
@@ -116,16 +118,28 @@ def _get_json(url: str) -> Any:
         return None
 
 
+def _service_json(swarm: Conformance, svc: Service, path: str) -> Any:
+    """GET a service's JSON from the controller, or — published on its node's loopback only —
+    from inside its container on the node (conformance/fleet.in_container_get)."""
+    port = svc.ports[0]
+    if port.host_ip != LOOPBACK:
+        return _get_json(f"http://{svc.address}:{port.port}{path}")
+    try:
+        return json.loads(in_container_get(swarm.host(svc.node), svc, port.target, path))
+    except (AssertionError, ValueError):
+        return None
+
+
 def test_prometheus_runs_the_rendered_config(swarm: Conformance, prometheus_service: Service) -> None:
     svc = prometheus_service
-    base = f"http://{svc.address}:{svc.ports[0].port}/api/v1"
-    status = _get_json(f"{base}/status/config") or {}
+    base = "/api/v1"
+    status = _service_json(swarm, svc, f"{base}/status/config") or {}
     loaded_text = (status.get("data") or {}).get("yaml")
     loaded = yaml.safe_load(loaded_text) if isinstance(loaded_text, str) else None
     rendered_file = swarm.scope.render.nodes[svc.node].files.get(f"config/{svc.name}/prometheus.yml")
     if rendered_file is None:
         pytest.fail(f"the render has no config/{svc.name}/prometheus.yml", pytrace=False)
-    problems = checks.prometheus_problems(svc.name, _get_json(f"{base}/status/buildinfo"),
+    problems = checks.prometheus_problems(svc.name, _service_json(swarm, svc, f"{base}/status/buildinfo"),
                                           loaded if isinstance(loaded, dict) else None,
                                           yaml.safe_load(rendered_file) or {})
     assert not problems, explain(problems)

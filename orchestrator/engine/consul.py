@@ -17,7 +17,16 @@ from orchestrator.config.models import host_port
 from orchestrator.config.project import Project
 from orchestrator.errors import ServiceError
 from orchestrator.events import EventBus
-from orchestrator.render.services import Service
+from orchestrator.render.services import LOOPBACK, Service
+
+
+def check_endpoint(svc: Service, port: int) -> tuple[str, int]:
+    """Where Consul checks a service: its address, or — published on its node's loopback only —
+    its name and container port on the compose network (Consul's agent runs on that network)."""
+    published = next((p for p in svc.ports if p.port == port), None)
+    if published is not None and published.host_ip == LOOPBACK:
+        return svc.name, published.target
+    return svc.address, port
 
 
 def registration(svc: Service, release: str, fleet: str) -> ServiceRegistration:
@@ -26,7 +35,8 @@ def registration(svc: Service, release: str, fleet: str) -> ServiceRegistration:
     check = None
     if spec.check is not None:
         scheme = str(svc.vars.get("scheme", "http"))  # roles serving TLS (Vault, Consul) set it
-        where = host_port(svc.address, spec.check.port)  # an IPv6 address in brackets
+        host, port_ = check_endpoint(svc, spec.check.port)
+        where = host_port(host, port_)  # an IPv6 address in brackets
         target = f"{scheme}://{where}{spec.check.path}" if spec.check.kind == "http" else where
         check = CheckSpec(kind="http" if spec.check.kind == "http" else "tcp", target=target, interval=f"{int(spec.check.interval)}s",
                           timeout=f"{int(spec.check.timeout)}s")

@@ -27,12 +27,13 @@ import httpx
 from orchestrator import commands as cmd
 from orchestrator.commands import Command, Script
 from orchestrator.config.playbook import GateSpec
+from orchestrator.engine.reach import probe_target
 from orchestrator.engine.signals import Interrupts
 from orchestrator.errors import RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
 from orchestrator.facts.containers import ContainerState, parse_container_states
 from orchestrator.facts.gpu import NVIDIA_SMI_QUERY, GpuReading, parse_nvidia_smi
-from orchestrator.facts.probes import Outcome, ProbeNetwork, http_probe, tcp_probe
+from orchestrator.facts.probes import Outcome, ProbeNetwork, describe_probe, http_probe, tcp_probe
 from orchestrator.render.services import Probe, Service
 from orchestrator.secrets import Secret, scrub
 from orchestrator.transport.base import Transport
@@ -143,7 +144,7 @@ class Gate:
                  spec: GateSpec, secrets: Mapping[str, Secret], bus: EventBus, phase: int,
                  hold_cap: float | None = None, what: str = "gate",
                  interrupts: Interrupts | None = None, unwinding: bool = False,
-                 network: ProbeNetwork | None = None) -> None:
+                 network: ProbeNetwork | None = None, max_sleep: float = MAX_SLEEP) -> None:
         self.services = list(services)
         self.targets = targets
         self.spec = spec
@@ -155,6 +156,7 @@ class Gate:
         self.interrupts = interrupts or Interrupts()
         self.unwinding = unwinding  # a restore gate: only a second signal stops it
         self.network = network or ProbeNetwork()
+        self.max_sleep = max_sleep  # a swap that holds requests looks more often (engine/rollout.py)
         self.started = time.monotonic()
 
     async def run(self) -> None:
@@ -178,7 +180,7 @@ class Gate:
                     return
                 self._check_deadlines(watches, time.monotonic())
                 await self.interrupts.sleep(sleep, unwinding=self.unwinding)
-                sleep = min(MAX_SLEEP, sleep * 1.5)
+                sleep = min(self.max_sleep, sleep * 1.5)
 
     def _watch(self, svc: Service) -> Watch:
         if svc.vars.get("healthy_deadline") is not None and not self.unwinding:  # set on the instance
@@ -276,9 +278,16 @@ class Gate:
         return compose_outcome(container, svc)
 
     async def _probe(self, probe: Probe, svc: Service, client: httpx.AsyncClient) -> Outcome:
+        try:  # a port on the node's loopback only is probed through its SSH link (engine/reach.py)
+            address, via = await probe_target(self.targets[svc.node].transport, svc, probe)
+        except SwarmError as exc:
+            return Outcome(False, describe_probe(probe), exc.message)
         if probe.kind == "http":
-            return await http_probe(client, svc.address, probe, self.secrets)
-        return await tcp_probe(svc.address, probe, self.network.tcp)
+            outcome = await http_probe(client, address, via, self.secrets)
+        else:
+            outcome = await tcp_probe(address, via, self.network.tcp)
+        outcome.probe = describe_probe(probe)  # named by the node's port, not the forward's
+        return outcome
 
     async def _fail_crashed(self, watches: Sequence[Watch], views: Mapping[str, NodeView]) -> None:
         for watch in watches:

@@ -21,8 +21,9 @@ from orchestrator.config.project import Project
 from orchestrator.engine.consul import ConsulSync
 from orchestrator.engine.context import Boundaries, RunContext, whoami
 from orchestrator.engine.gate import Gate, GateTarget
+from orchestrator.engine.journal import RESTORE_HOLD, clock_of
 from orchestrator.engine.pending import Pending, PendingStore
-from orchestrator.engine.runner import RESTORE_HOLD, clock_of, describe_cause
+from orchestrator.engine.runner import describe_cause
 from orchestrator.engine.session import Look, Session
 from orchestrator.engine.signals import Interrupts
 from orchestrator.engine.steps import audit_line, unwind_script

@@ -34,11 +34,13 @@ from orchestrator import commands as cmd
 from orchestrator.clients.secrets_source import SecretSource, read_for_gate
 from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project
+from orchestrator.engine import rollout
 from orchestrator.engine.consul import ConsulSync
 from orchestrator.engine.context import Boundaries, new_run, whoami
+from orchestrator.engine.journal import NodeWork, PhaseWork
 from orchestrator.engine.pending import PendingStore
 from orchestrator.engine.resume import resume_pending
-from orchestrator.engine.runner import NodeWork, PhaseWork, Runner
+from orchestrator.engine.runner import Runner
 from orchestrator.engine.selection import PhaseScope, Selection, select
 from orchestrator.engine.session import Look, Session
 from orchestrator.engine.signals import Interrupted, Interrupts, StopRequested
@@ -183,7 +185,8 @@ def plan_rollback(node: Node, phase: int, state: NodeState, target: Target, phas
               "previous": state.current_id, "services": {s: target_applied[s] for s in take},
               "applied": applied, "action": "rollback", "rolled_back_to": target.release["id"],
               "rollback_of": target.effective["id"], "run": run_id,
-              "images": dict(target.release.get("images", {}))}
+              "images": dict(target.release.get("images", {})),
+              **rollout.taken_extra(target.release, state, take)}
     return RollbackPlan(node=node, target=target, release=release, record=record, compose=compose,
                         to_apply=to_apply, to_remove=drop, take=take, kept_protected=protected)
 
@@ -215,9 +218,11 @@ class Rollback:
         self.interrupts = interrupts or Interrupts()
         self.consul = world.consul or ConsulSync.from_project(project, bus)
         self.network = world.network or ProbeNetwork.for_inventory(project.inventory)
+        self.doors: list[Service] = []
 
     async def run(self, sel: Selection | None = None) -> dict[str, str]:
         sel = sel or select(self.project, (self.opts.phase,), self.opts.limit)
+        self.doors = rollout.doors_of(sel.services)
         async with self._open(sel) as session:
             sel = sel.without(await session.connect(sel.names))
             looks = {n.name: Look(LookRequest(deploy_root=n.deploy_root, manifests=True), "force") for n in sel.nodes}
@@ -239,7 +244,8 @@ class Rollback:
                         pending=PendingStore(self.world.state_dir or local_state_dir(), self.project.inventory.fleet),
                         secrets=await self._bearer_secrets(sel),
                         thermal={n.name: n.thermal_limit_c for n in sel.nodes if n.gpus},
-                        interrupts=self.interrupts, network=self.network)
+                        interrupts=self.interrupts, network=self.network, inventory=self.project.inventory,
+                        doors=self.doors)
         targets = self._targets(session, scope)  # refuse before any change
         texts = await self._compose_texts(session, targets)
         await before_rollback(self.project, session.fleet, self.bus, {n: t[1] for n, t in texts.items()})
@@ -306,9 +312,13 @@ class Rollback:
         root = node.deploy_root
         build = [cmd.copy_release(root, previous, plan.release),
                  cmd.take_services(root, str(plan.target.release["id"]), plan.release, list(plan.take))]
+        ways = rollout.plan_node(plan.to_apply, {}, services, state, node.project,
+                                 shapes=plan.record["shapes"], configs=plan.record["configs"],
+                                 doors=self.doors)
         apply = apply_step(node, plan.release, previous=previous, previous_applied=state.applied,
-                           to_apply=plan.to_apply, to_remove=plan.to_remove, tar=rollback_tar(plan),
-                           carry_env=False, build=build)
+                           to_apply=ways.applied_by_step, to_remove=plan.to_remove, tar=rollback_tar(plan),
+                           carry_env=False, build=build,
+                           hooks=rollout.apply_hooks(node, ways, state, plan.release))
         audit = audit_line(node.name, "rollback", plan.record["phase"], self.opts.by, release=plan.release,
                            previous=previous, rolled_back_to=plan.target.release["id"],
                            services=list(plan.to_apply), removed=list(plan.to_remove), on_demand=True)
@@ -318,7 +328,8 @@ class Rollback:
                                               previous=previous))
         gated = tuple(s for s in services if s.name in plan.record["applied"])
         return NodeWork(node=node, release=plan.release, previous=previous, apply=apply, switch=switch,
-                        restore=restore_of(previous, state.applied, plan.to_apply, plan.to_remove), gated=gated)
+                        restore=restore_of(previous, state.applied, ways.applied_by_step, plan.to_remove),
+                        gated=gated, rolling=ways.rolling, reloads=ways.reload)
 
     async def _bearer_secrets(self, sel: Selection) -> Mapping[str, Secret]:
         if self.world.secrets is not None:

@@ -17,6 +17,7 @@ from typing import Any
 from orchestrator import commands as cmd
 from orchestrator.clients.secrets_source import SecretSource
 from orchestrator.config.project import Project
+from orchestrator.engine import rollout
 from orchestrator.engine.check import check_report
 from orchestrator.engine.consul import ConsulSync
 from orchestrator.engine.context import Boundaries, DeployRequest, DeployResult, new_run, whoami
@@ -245,8 +246,9 @@ class Deploy:
         runner = Runner(session.fleet, self.bus, run_id=session.ctx.run_id, by=self.opts.by, consul=self.consul,
                         pending=PendingStore(self.world.state_dir or local_state_dir(), self.project.inventory.fleet),
                         secrets=secrets, thermal={n.name: n.thermal_limit_c for n in sel.nodes if n.gpus},
-                        interrupts=self.interrupts, network=self.network)
-        ctx = Context(by=self.opts.by, run_id=session.ctx.run_id, pins=self.pins, unlock=session.unlock_command,
+                        interrupts=self.interrupts, network=self.network, inventory=self.project.inventory,
+                        doors=rollout.doors_of(sel.services))
+        ctx = Context(doors=rollout.doors_of(sel.services), by=self.opts.by, run_id=session.ctx.run_id, pins=self.pins, unlock=session.unlock_command,
                       keep_releases=self.project.inventory.spec.keep_releases, weights=self.weights,
                       services_of=lambda node: sel.fleet.nodes[node].services)
         last_phase = {c.node.name: c.phase.id for c in changes if c.changed}

@@ -2,7 +2,11 @@
 
 A phase runs as a transaction over its nodes:
 
-    apply (every node at once) -> gate -> register in Consul -> switch (every node at once)
+    apply (every node at once) -> rolling swaps -> gate -> register in Consul -> switch (every node at once)
+
+The apply step recreates or reloads what changed (engine/rollout.py); a model server that
+rolls is swapped after it, one instance of a model at a time with its drain in the front door,
+each swap journaled like a step.
 
 Before each step's command goes out the runner journals it (and saves the unwind it would
 need in the controller's pending record); its answer is journaled when it comes back.
@@ -22,16 +26,24 @@ import os
 import signal
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
-from orchestrator.commands import Command
-from orchestrator.config.inventory import Node
-from orchestrator.config.playbook import GateSpec
+from orchestrator.config.inventory import Inventory
+from orchestrator.engine import rollout
 from orchestrator.engine.consul import ConsulSync
-from orchestrator.engine.gate import Gate, GateFailed, GateTarget, NodeUnreachable
+from orchestrator.engine.gate import MAX_SLEEP, Gate, GateFailed, GateTarget, NodeUnreachable
+from orchestrator.engine.journal import (
+    RESTORE_HOLD,
+    Journal,
+    NodeLeft,
+    NodeWork,
+    PhaseWork,
+    clock_of,
+    undo_failure,
+)
 from orchestrator.engine.pending import Pending, PendingNode, PendingStore
+from orchestrator.engine.rolling import SWAP_POLL, Rolling
 from orchestrator.engine.signals import Interrupted, Interrupts, StopRequested
-from orchestrator.engine.steps import NodeStep, Restore, audit_line, unwind_script
+from orchestrator.engine.steps import NodeStep, audit_line, unwind_script
 from orchestrator.errors import (
     PhaseFailed,
     RollbackFailed,
@@ -46,82 +58,15 @@ from orchestrator.secrets import Secret
 from orchestrator.transport.base import Result, check_result
 from orchestrator.transport.fleet import Fleet, as_swarm_error
 
-RESTORE_HOLD = 3.0       # a restored service that was healthy before: seconds it must stay up
 RECONNECT_ATTEMPTS = 3      # with 2 s between: a node whose sshd restarts within ~4 s is still rolled back
-
-
-@dataclass
-class NodeWork:
-    """One node's part of a phase."""
-
-    node: Node
-    release: str
-    previous: str | None
-    apply: NodeStep
-    switch: NodeStep
-    restore: Restore
-    gated: tuple[Service, ...]            # the phase's services on the node, gated after apply
-
-
-@dataclass
-class PhaseWork:
-    phase: int
-    name: str
-    action: str                           # deploy | rollback
-    spec: GateSpec
-    nodes: list[NodeWork]
-    consul_services: list[Service] = field(default_factory=list)
-
-    @property
-    def releases(self) -> dict[str, str]:
-        return {w.node.name: w.release for w in self.nodes}
-
-
-@dataclass
-class Entry:
-    step: NodeStep
-    result: Result | None = None
-
-
-@dataclass
-class Journal:
-    """Per node, the steps this phase ran (or sent), in order."""
-
-    work: PhaseWork
-    entries: dict[str, list[Entry]] = field(default_factory=dict)
-    undone: set[str] = field(default_factory=set)   # undo ran, restored services not re-checked yet
-
-    def record(self, node: str, step: NodeStep) -> Entry:
-        entry = Entry(step)
-        self.entries.setdefault(node, []).append(entry)
-        return entry
-
-    def moved(self) -> list[str]:
-        return [n for n, entries in self.entries.items() if entries]
-
-    def undo(self, node: str) -> list[Command]:
-        out: list[Command] = []
-        for entry in reversed(self.entries.get(node, [])):
-            out.extend(entry.step.undo_for(entry.result))
-        return out
-
-    def by_node(self) -> dict[str, NodeWork]:
-        return {w.node.name: w for w in self.work.nodes}
-
-
-@dataclass
-class NodeLeft:
-    """What an unwind could not finish on a node."""
-
-    node: str
-    what: str
 
 
 class Runner:
     def __init__(self, fleet: Fleet, bus: EventBus, *, run_id: str, by: str, consul: ConsulSync,
                  pending: PendingStore | None, secrets: Mapping[str, Secret],
                  thermal: Mapping[str, float], interrupts: Interrupts,
-                 network: ProbeNetwork | None = None) -> None:
+                 network: ProbeNetwork | None = None, inventory: Inventory | None = None,
+                 doors: Sequence[Service] = ()) -> None:
         self.fleet = fleet
         self.bus = bus
         self.run_id = run_id
@@ -132,6 +77,10 @@ class Runner:
         self.thermal = thermal
         self.interrupts = interrupts
         self.network = network
+        # model servers swapped one at a time; inventory: to reach a front door on a node the
+        # run did not select; doors: the fleet's HAProxy instances with a runtime API
+        self.rolling = Rolling(fleet, bus, secrets, interrupts, network, inventory, list(doors),
+                               gate=self._gate, save=self._save_pending, reachable=self._reachable)
 
     # ------------------------------------------------------------ a phase
 
@@ -140,7 +89,12 @@ class Runner:
         journal = Journal(work)
         try:
             self.interrupts.check()
+            reloads = rollout.reload_pending([s for w in work.nodes for s in w.reloads])
+            workers = await rollout.worker_pids(self.fleet, reloads)
             applied = await self._round(journal, {w.node.name: w.apply for w in work.nodes})
+            await rollout.confirm_reloads(self.fleet, reloads, workers, self.bus, work.phase, self.interrupts,
+                                          wait=min(rollout.RELOAD_WAIT, work.spec.healthy_deadline))
+            await self.rolling.roll(journal)
             await self._gate(work, work_services(work), fresh=_clocks(applied))
             self.interrupts.check()
             await self.consul.register(work.phase, work.consul_services, work.releases)
@@ -178,7 +132,7 @@ class Runner:
         return {n: o for n, o in zip(names, outcomes, strict=True) if isinstance(o, Result)}
 
     async def _gate(self, work: PhaseWork, services: Sequence[Service], *, fresh: Mapping[str, float],
-                    hold_cap: float | None = None, unwinding: bool = False) -> None:
+                    hold_cap: float | None = None, unwinding: bool = False, swap: bool = False) -> None:
         if not services:
             return
         targets = {w.node.name: GateTarget(transport=self.fleet[w.node.name], project=w.node.project,
@@ -188,10 +142,15 @@ class Runner:
         what = "restore" if unwinding else "gate"
         self.bus.emit("gate", "start", phase=work.phase,
                       message=f"{'re-checking' if unwinding else 'waiting for'} {len(services)} service(s)")
-        gate = Gate(services=services, targets=targets, spec=work.spec, secrets=self.secrets,
+        spec, most = work.spec, MAX_SLEEP
+        if swap:  # a swap of one instance: looked at every 0.5-1 s (its requests may be held meanwhile)
+            spec, most = work.spec.model_copy(update={"poll_interval": min(SWAP_POLL, spec.poll_interval)}), SWAP_POLL * 2
+        gate = Gate(services=services, targets=targets, spec=spec, secrets=self.secrets,
                     bus=self.bus, phase=work.phase, hold_cap=hold_cap, what=what,
-                    interrupts=self.interrupts, unwinding=unwinding, network=self.network)
+                    interrupts=self.interrupts, unwinding=unwinding, network=self.network, max_sleep=most)
         await gate.run()
+
+    # ------------------------------------------------------------ rolling swaps (engine/rolling.py)
 
     # ------------------------------------------------------------ the unwind
 
@@ -204,6 +163,7 @@ class Runner:
         left: dict[str, NodeLeft] = {}
         try:
             self._save_pending(journal, reason)
+            await self.rolling.unroll(journal, reason, left)
             restored = await self._undo_nodes(journal, moved, reason, left)
             await self._regate(journal, restored, left)
             self.interrupts.check(unwinding=True)
@@ -240,7 +200,7 @@ class Runner:
             if isinstance(outcome, BaseException):
                 if isinstance(outcome, StopRequested):
                     raise outcome
-                left[node] = NodeLeft(node, _undo_failure(outcome))
+                left[node] = NodeLeft(node, undo_failure(outcome))
             elif outcome is not None:
                 restored[node] = outcome
         return restored
@@ -342,17 +302,6 @@ def _clocks(results: Mapping[str, Result]) -> dict[str, float]:
     return out
 
 
-def clock_of(result: Result) -> float | None:
-    """The node's clock as the step printed it (`commands.node_clock`)."""
-    for step in result.steps:
-        if step.command.argv == ("date", "+%s") and step.ok:
-            try:
-                return float(step.stdout.strip()) - 1.0  # created in the same second counts
-            except ValueError:
-                return None
-    return None
-
-
 def _left_lines(journal: Journal, moved: Sequence[str], left: Mapping[str, NodeLeft]) -> list[str]:
     lines = []
     for node in moved:
@@ -367,14 +316,6 @@ def _left_lines(journal: Journal, moved: Sequence[str], left: Mapping[str, NodeL
             lines.append(f"{node}: back on {work.previous or 'nothing'}, but the services it restored "
                          f"({', '.join(work.restore.back) or '-'}) were not re-checked")
     return lines
-
-
-def _undo_failure(exc: BaseException) -> str:
-    if isinstance(exc, NodeUnreachable):
-        return f"unreachable, not rolled back ({exc.message}); its lock is still held"
-    if isinstance(exc, SwarmError):
-        return f"rollback failed: {exc.message}"
-    return f"rollback failed: {type(exc).__name__}: {exc}"
 
 
 def describe_cause(cause: BaseException) -> str:

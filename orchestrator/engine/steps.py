@@ -73,10 +73,24 @@ def compose_file(node: Node, release: str) -> str:
     return f"{node.deploy_root}/releases/{release}/compose.yml"
 
 
+@dataclass(frozen=True)
+class ApplyHooks:
+    """What a rollout adds to the apply step (engine/rollout.py): commands around `compose up`
+    and around its undo, and which of the applied services compose itself brings up (the
+    others are reloaded in place, or swapped one at a time after the step)."""
+
+    before_up: tuple[Command, ...] = ()
+    after_up: tuple[Command, ...] = ()
+    undo_before: tuple[Command, ...] = ()
+    undo_after: tuple[Command, ...] = ()
+    up: tuple[str, ...] | None = None
+
+
 def apply_step(node: Node, release: str, *, previous: str | None, previous_applied: dict[str, str],
                to_apply: Sequence[str], to_remove: Sequence[str] = (), tar: bytes,
                directories: Sequence[str] = (), network: tuple[str, str] | None = None,
-               carry_env: bool = True, build: Sequence[Command] = ()) -> NodeStep:
+               carry_env: bool = True, build: Sequence[Command] = (),
+               hooks: ApplyHooks = ApplyHooks()) -> NodeStep:
     """Upload + apply in one command (see the module docstring).
 
     `build` replaces the plain unpack for a release assembled on the node (a rollback
@@ -92,12 +106,16 @@ def apply_step(node: Node, release: str, *, previous: str | None, previous_appli
         commands.append(cmd.network_create(*network))
     commands.append(cmd.node_clock())
     touches = len(commands)
+    commands.extend(hooks.before_up)
     if to_remove and previous:
         commands.append(cmd.compose_remove(project, compose_file(node, previous), list(to_remove)))
-    if to_apply:
-        commands.append(cmd.compose_up(project, compose_file(node, release), list(to_apply)))
+    up = list(to_apply if hooks.up is None else hooks.up)
+    if up:
+        commands.append(cmd.compose_up(project, compose_file(node, release), up))
+    commands.extend(hooks.after_up)
     restore = restore_of(previous, previous_applied, to_apply, to_remove)
-    undo = [*_undo_services(node, release, previous, restore), cmd.remove_release(root, release)]
+    undo = [*hooks.undo_before, *_undo_services(node, release, previous, restore), *hooks.undo_after,
+            cmd.remove_release(root, release)]
     summary = ", ".join([*(f"up {s}" for s in to_apply), *(f"rm {s}" for s in to_remove)]) or "infrastructure"
     return NodeStep(name="apply", node=node.name, script=Script.of(*commands), input=tar,
                     undo=tuple(undo), undo_unstarted=(cmd.remove_release(root, release),),

@@ -6,10 +6,10 @@ the apply step (the release as one tar + `compose up` of what changed) and the s
 (`current`, audit line, prune, and the node's unlock when this is its last phase of the
 run) — steps as data (steps.py), executed and unwound by runner.py.
 
-`strategy_of(service)` is where each changed service's way of going live is chosen.
-Today every one is recreated by the apply step's `compose up`; a rolling strategy (drain,
-swap, gate, undrain, one instance at a time) is chosen there per service and handed to
-the runner with the node's work.
+Each changed service's way of going live is chosen by `rollout.plan_node` (rollout.py):
+recreated by the apply step's `compose up`, reloaded in place (config files only), or
+rolled (a model server behind the front door: drain, swap, gate, ready, one instance at a
+time, after the apply step) — the node's work carries which.
 """
 
 from __future__ import annotations
@@ -18,21 +18,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from orchestrator.engine import rollout
+from orchestrator.engine.journal import NodeWork, PhaseWork
 from orchestrator.engine.plan import NodeChange, applied_after
-from orchestrator.engine.runner import NodeWork, PhaseWork
 from orchestrator.engine.selection import PhaseScope
 from orchestrator.engine.steps import apply_step, audit_line, prune_list, restore_of, switch_step
 from orchestrator.facts.node import NodeState
 from orchestrator.render.pins import moved_images, pin_compose, recorded_images
 from orchestrator.render.release import ReleaseContent, manifest, release_id, tarball
 from orchestrator.render.services import Service
-
-RECREATE = "recreate"
-
-
-def strategy_of(service: Service) -> str:
-    """How a changed service goes live (see the module docstring)."""
-    return RECREATE
 
 
 @dataclass(frozen=True)
@@ -46,6 +40,7 @@ class Context:
     unlock: Callable[[str], Any]                  # node -> the command that releases its lock
     weights: Mapping[str, dict[str, Any]] = field(default_factory=dict)   # service -> the revision it serves
     services_of: Callable[[str], Sequence[Service]] = lambda _node: ()   # node -> every service rendered for it
+    doors: Sequence[Service] = ()                 # the front doors of the run's services (rollout.doors_of)
 
 
 @dataclass(frozen=True)
@@ -76,24 +71,27 @@ def phase_work(scope: PhaseScope, mine: Sequence[NodeChange], states: Mapping[st
 def node_work(change: NodeChange, state: NodeState, unlocks: bool, ctx: Context) -> tuple[NodeWork, NodeRelease]:
     node, previous = change.node, state.current_id
     release = release_id(change.content.hash, state.releases)
-    by_name = {s.name: s for s in change.services}
-    recreate = tuple(s for s in change.to_apply if strategy_of(by_name[s]) == RECREATE)
+    plan = rollout.plan_node(change.to_apply, change.reasons, change.services, state, node.project,
+                             shapes=change.content.shapes, configs=change.content.configs, doors=ctx.doors)
     images = {**recorded_images(state.current),
               **{s.name: ctx.pins[s.image] for s in change.services if s.image in ctx.pins}}
     record = manifest(change.content, release=release, phase=change.phase.id, applied=applied_after(change, state),
                       by=ctx.by, previous=previous, run=ctx.run_id, images=images,
-                      models={s.name: ctx.weights[s.name] for s in change.services if s.name in ctx.weights})
+                      models={s.name: ctx.weights[s.name] for s in change.services if s.name in ctx.weights},
+                      **rollout.release_extra(change.content.shapes, change.content.configs, state))
     infra = change.infra
-    apply = apply_step(node, release, previous=previous, previous_applied=state.applied, to_apply=recreate,
+    apply = apply_step(node, release, previous=previous, previous_applied=state.applied, to_apply=plan.applied_by_step,
                        tar=tarball(pinned(change, images, ctx.services_of(node.name)), release, record),
-                       directories=infra.directories if infra else (), network=infra.network if infra else None)
+                       directories=infra.directories if infra else (), network=infra.network if infra else None,
+                       hooks=rollout.apply_hooks(node, plan, state, release))
     pruned = prune_list(state.releases, ctx.keep_releases, new=release, previous=previous)
     audit = audit_line(node.name, "deploy", change.phase.id, ctx.by, release=release, previous=previous,
                        services=list(change.to_apply), adopted=list(change.adoptions))
     switch = switch_step(node, release, previous=previous, audit=audit, prune=pruned,
                          unlock=ctx.unlock(node.name) if unlocks else None)
     work = NodeWork(node=node, release=release, previous=previous, apply=apply, switch=switch,
-                    restore=restore_of(previous, state.applied, recreate, ()), gated=change.services)
+                    restore=restore_of(previous, state.applied, plan.applied_by_step, ()), gated=change.services,
+                    rolling=plan.rolling, reloads=plan.reload)
     return work, NodeRelease(record, unlocks, tuple(pruned))
 
 

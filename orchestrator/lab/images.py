@@ -125,6 +125,8 @@ def catalog() -> list[ImageSpec]:
         # the CUDA env of the real images (FROM nvidia/cuda:<CUDA_VERSION>-devel): 0.6.3 is built on
         # CUDA 12.4.1, 0.4.0 on 12.1.0 — what preflight checks against the node's driver
         _vllm("vllm/vllm-openai:v0.6.3", CUDA_12_4),
+        # the same stand-in under vLLM's next tag: a new image to roll out (bench/rollout.py)
+        _vllm("vllm/vllm-openai:v0.6.3.post1", CUDA_12_4),
         _vllm("vllm/vllm-openai:v0.6.3-broken", ("SWARM_STANDIN_MODE=never-healthy", *CUDA_12_4)),
         _vllm("vllm/vllm-openai:v0.4.0", CUDA_12_1),
         _python_image("qdrant/qdrant:v1.9.2", BOTH, ("swarm-entrypoint", "qdrant"), (), (),

@@ -15,10 +15,12 @@ from typing import Any
 
 import yaml
 
+from orchestrator.commands.rollout import LIVE
 from orchestrator.config.inventory import Node
 from orchestrator.config.models import relative_path_problem
 from orchestrator.config.project import Project
 from orchestrator.errors import InputError
+from orchestrator.render import frontdoor
 from orchestrator.render.sandbox import run_budget
 from orchestrator.render.services import Service, build_services, compose_service
 from orchestrator.render.templates import render_template, role_env
@@ -76,13 +78,16 @@ def fleet_view(services: list[Service]) -> dict[str, Any]:
     """What config templates see of the whole fleet (e.g. HAProxy's vLLM pool)."""
     items = [
         {"name": s.name, "role": s.role, "node": s.node, "address": s.address,
-         "port": s.ports[0].port if s.ports else None, "vars": _public_vars(s.vars)}
+         "port": s.ports[0].port if s.ports else None, "target": s.ports[0].target if s.ports else None,
+         "vars": _public_vars(s.vars)}
         for s in services
     ]
     by_role: dict[str, list[dict[str, Any]]] = {}
     for item in items:
         by_role.setdefault(str(item["role"]), []).append(item)
-    return {"services": items, "by_role": by_role, "by_name": {i["name"]: i for i in items}}
+    models = frontdoor.models(items)  # the front door's backend per served model
+    return {"services": items, "by_role": by_role, "by_name": {i["name"]: i for i in items},
+            "models": models, "frontdoor": frontdoor.catalogue(models)}
 
 
 def _public_vars(ctx: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +127,9 @@ def _render_node(project: Project, node: Node, services: tuple[Service, ...],
             for dest, data in configs.items():
                 store[f"configs/{svc.name}/{digest}/{dest}"] = data
                 modes[f"configs/{svc.name}/{digest}/{dest}"] = file_modes[dest]
-            svc = _with_config_dir(project, svc, config_dir)
+            if svc.rollout.reloads:  # it mounts configs/<svc>/live, which a reload refills in place
+                config_dir = f"{node.deploy_root}/configs/{svc.name}/{LIVE}"
+            svc = _with_config_dir(project, svc, config_dir, digest)
         placed.append(svc)
     files["compose.yml"] = compose_text(project, node, tuple(placed)).encode()
     for path in (*files, *store):
@@ -152,14 +159,15 @@ def _digest(files: dict[str, bytes], modes: dict[str, int] | None = None) -> str
     return h.hexdigest()
 
 
-def _with_config_dir(project: Project, svc: Service, config_dir: str) -> Service:
-    """The same service with its config bind mounts pointing into the node's config store."""
+def _with_config_dir(project: Project, svc: Service, config_dir: str, digest: str) -> Service:
+    """The same service with its config bind mounts pointing into the node's config store
+    (`config_digest` names the config it runs: part of a reloadable service's hash)."""
     _, instance = project.playbook.service(svc.name)
     role = project.roles[svc.role]
     node = project.inventory.node(svc.node)
-    ctx = {**svc.vars, "config_dir": config_dir}
-    compose = compose_service(project, instance, role, node, ctx, svc.image, svc.ports)
-    return replace(svc, vars=ctx, compose=compose)
+    compose = compose_service(project, instance, role, node, {**svc.vars, "config_dir": config_dir},
+                              svc.image, svc.ports)
+    return replace(svc, vars={**svc.vars, "config_dir": config_dir, "config_digest": digest}, compose=compose)
 
 
 def compose_text(project: Project, node: Node, services: tuple[Service, ...]) -> str:

@@ -94,6 +94,8 @@ class ReleaseContent:
     service_hashes: dict[str, str]
     hash: str
     modes: dict[str, int] = field(default_factory=dict)   # files/store paths with a role-set mode
+    shapes: dict[str, str] = field(default_factory=dict)  # service -> shape_hash (reloadable ones)
+    configs: dict[str, str] = field(default_factory=dict)  # service -> config_digest (reloadable ones)
 
     def mode(self, path: str) -> int:
         """The file's mode on the node: env files 0600, a template's own `mode`, else 0644."""
@@ -113,6 +115,8 @@ def build_release(render: NodeRender, secrets: dict[str, Secret],
     """
     files = dict(render.files)
     hashes: dict[str, str] = {}
+    shapes: dict[str, str] = {}
+    configs: dict[str, str] = {}
     for svc in render.services:
         if only is not None and svc.name not in only:
             continue
@@ -120,6 +124,9 @@ def build_release(render: NodeRender, secrets: dict[str, Secret],
         if env:
             files[f"env/{svc.name}.env"] = env
         hashes[svc.name] = service_hash(svc, env)
+        live = config_digest(svc)
+        if live is not None:
+            shapes[svc.name], configs[svc.name] = shape_hash(svc, env), live
     digest = hashlib.sha256()
     for path in sorted(files):
         digest.update(path.encode() + b"\0" + files[path] + b"\0")
@@ -127,12 +134,31 @@ def build_release(render: NodeRender, secrets: dict[str, Secret],
         if path in files:
             digest.update(f"{path}\0mode {mode:o}\0".encode())
     return ReleaseContent(node=render.node.name, files=dict(sorted(files.items())), store=render.store,
-                          service_hashes=hashes, hash=digest.hexdigest(), modes=dict(render.modes))
+                          service_hashes=hashes, hash=digest.hexdigest(), modes=dict(render.modes),
+                          shapes=shapes, configs=configs)
 
 
 def service_hash(svc: Service, env: bytes) -> str:
+    """What the service runs: its compose definition and env file — and, for a service that
+    reloads its config in place (its compose definition mounts a fixed directory), the config."""
+    shape = shape_hash(svc, env)
+    digest = config_digest(svc)
+    if digest is None:
+        return shape
+    return hashlib.sha256(f"{shape}\0config {digest}".encode()).hexdigest()[:16]
+
+
+def shape_hash(svc: Service, env: bytes) -> str:
+    """The compose definition and env file alone: equal between two releases whose only change
+    for the service is its config files, which a reloadable service takes without a restart."""
     body = yaml.safe_dump(svc.compose, sort_keys=True).encode()
     return hashlib.sha256(body + b"\0" + hashlib.sha256(env).digest()).hexdigest()[:16]
+
+
+def config_digest(svc: Service) -> str | None:
+    """The config a reloadable service runs (its files' content address), else None."""
+    digest = svc.vars.get("config_digest")
+    return str(digest) if svc.rollout.reloads and digest else None
 
 
 _STAMP = "%Y%m%dT%H%M%SZ"

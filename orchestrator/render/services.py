@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -22,6 +22,8 @@ from orchestrator.config.models import Model, is_env_name, is_ip, parse_duration
 from orchestrator.config.playbook import Phase, ServiceInstance
 from orchestrator.config.project import Project
 from orchestrator.config.roles import ConsulSpec, HealthcheckSpec, ProbeSpec, Role, secret_names
+from orchestrator.config.rollout import Rollout
+from orchestrator.config.rollout import resolve as resolve_rollout
 from orchestrator.config.settings import Origin, SettingSpec, role_settings, unsafe_text
 from orchestrator.config.yamlfile import PathKey, describe_error, format_loc, show_value
 from orchestrator.errors import InputError
@@ -35,12 +37,15 @@ from orchestrator.render.weights import (
     pin_for,
 )
 
+LOOPBACK = "127.0.0.1"
+
 
 class Port(Model):
     port: int = Field(ge=1, le=65535)
     target: int = Field(ge=1, le=65535)
     protocol: str = "tcp"
     host_ip: str = ""
+    reach: Literal["public", "fleet", "node"] = "fleet"   # who may reach it (config/roles.PortSpec)
 
     @field_validator("host_ip")
     @classmethod
@@ -118,8 +123,8 @@ class Service:
     healthy_deadline: float | None
     min_healthy_time: float | None
     compose: dict[str, Any] = field(repr=False, compare=False)
+    rollout: Rollout = field(default_factory=Rollout, compare=False)   # how a change is put in place
     weights: WeightsPin | None = None   # the model it serves, staged in the node's store
-
 
     @property
     def has_healthcheck(self) -> bool:
@@ -186,7 +191,7 @@ def merge_settings(project: Project, svc: ServiceInstance, role: Role, node: Nod
     return Settings(values=values, origins=origins, specs=specs)
 
 
-BUILTIN_NAMES = frozenset({"instance", "node", "network", "deploy_root", "config_dir", "fleet_name",
+BUILTIN_NAMES = frozenset({"instance", "node", "network", "deploy_root", "config_dir", "run_dir", "fleet_name",
                            "thermal_limit_c", "nodes", "vault", "consul", "fleet", "secrets", "weights"})
 """What templates get from swarm itself (`_builtins`, plus `fleet` in config files and `secrets`
 in secret_env): a variable of the same name would silently replace it."""
@@ -269,6 +274,7 @@ def _builtins(project: Project, svc: ServiceInstance, node: Node) -> dict[str, A
         "network": inv.network.model_dump(),
         "deploy_root": node.deploy_root,
         "config_dir": f"./config/{svc.name}",
+        "run_dir": f"{node.deploy_root}/run/{svc.name}",   # the service's runtime dir (sockets, state)
         "fleet_name": inv.fleet,
         "thermal_limit_c": node.thermal_limit_c,
         "nodes": {n.name: {"address": n.address, "arch": n.arch} for n in project.inventory.nodes.values()},
@@ -307,7 +313,7 @@ def build_service(project: Project, phase: Phase, svc: ServiceInstance) -> Servi
         vars=dict(ctx), ports=ports, probes=probes, consul=consul,
         secret_env=dict(spec.secret_env), gpu=spec.gpu, protected=node.is_protected(svc.name),
         ram_gb=spec.resources.ram_gb, healthy_deadline=deadline, min_healthy_time=min_healthy,
-        compose=compose, weights=weights,
+        compose=compose, rollout=_rollout(spec, ctx, role), weights=weights,
     )
 
 
@@ -322,6 +328,14 @@ def _weights(role: Role, ctx: dict[str, Any]) -> WeightsPin | None:
         return pin_for(repo, str(revision) if revision else None, catalogue_revisions(catalogue_path(role.dir)))
     except ValueError as exc:
         raise InputError(f"weights: {exc} (service {ctx.get('instance')})", file=role.where(("weights",))) from None
+
+
+def _rollout(spec: Any, ctx: dict[str, Any], role: Role) -> Rollout:
+    """How a change of this instance is put in place (config/rollout.py)."""
+    def render(value: Any, key: str) -> Any:
+        return render_value(value, ctx, role.where, ("rollout", key))
+
+    return resolve_rollout(spec.rollout, render, str(role.file), str(ctx["run_dir"]))
 
 
 def _check_image(ref: str, role: Role, loc: PathKey, svc: ServiceInstance) -> None:
@@ -377,9 +391,13 @@ def _enabled(when: bool | str, ctx: dict[str, Any], where: Where, i: int) -> boo
 
 def _port(data: dict[str, Any], ctx: dict[str, Any], role: Role, i: int, svc: ServiceInstance) -> Port:
     data.pop("when", None)
-    if data.get("host_ip") is None:
-        data.pop("host_ip", None)
+    for key in ("host_ip", "reach"):
+        if data.get(key) is None:
+            data.pop(key, None)
     rendered = dict(render_value(data, ctx, role.where, ("ports", i)))
+    if "host_ip" not in rendered:  # where it is published follows who may reach it
+        node = ctx.get("node") or {}
+        rendered["host_ip"] = LOOPBACK if rendered.get("reach") == "node" else str(node.get("bind_address", ""))
     for key in ("port", "target"):
         rendered[key] = _int_text(rendered.get(key))
     try:
@@ -474,6 +492,9 @@ def compose_service(project: Project, svc: ServiceInstance, role: Role, node: No
     if spec.healthcheck:
         out["healthcheck"] = _healthcheck(spec.healthcheck, ctx, where)
     out["restart"] = spec.restart
+    grace = _rollout(spec, ctx, role).stop_grace
+    if grace is not None:  # how long the container may take to exit after SIGTERM (then SIGKILL)
+        out["stop_grace_period"] = f"{grace:g}s"
     _limits(out, spec.limits.cpus, spec.limits.memory, ctx, role, node.spec.cpus)
     if spec.shm_size:
         out["shm_size"] = _size(render_value(spec.shm_size, ctx, where, ("shm_size",)), role, ("shm_size",))

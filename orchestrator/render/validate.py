@@ -63,6 +63,7 @@ TOOL_TIMEOUT_S = 20.0
 COMPOSE_POOL = 4     # compose processes at once when each node is checked on its own
 CHECKS_VERSION = 1   # bump when a check changes, so remembered results are not reused
 SKIP_ENV = "SWARM_SKIP_VALIDATORS"
+_DIR = "/"  # in `_mounts`: where the service's whole config directory is mounted
 
 
 class ValidatorMissing(SwarmError):
@@ -174,7 +175,7 @@ def config_files(project: Project, nr: NodeRender) -> list[ConfigFile]:
         mounts = _mounts(svc)
         for tpl in role.spec.templates:
             rel = f"config/{svc.name}/{tpl.dest}"
-            target = mounts.get(tpl.dest, "")
+            target = mounts.get(tpl.dest) or (f"{mounts[_DIR]}/{tpl.dest}" if _DIR in mounts else "")
             kind = tpl.check or _kind(svc, target)
             out.append(ConfigFile(nr.node.name, svc, rel, target, kind, str(role.dir / tpl.src)))
     return out
@@ -189,6 +190,8 @@ def _mounts(svc: Service) -> dict[str, str]:
         target = rest.split(":")[0]
         if src.startswith(config_dir + "/") and target:
             out[src[len(config_dir) + 1:]] = target
+        elif src == config_dir and target:  # the whole directory (a role that reloads in place)
+            out[_DIR] = target.rstrip("/")
     return out
 
 
@@ -305,7 +308,7 @@ _TOP_KEYS = {"name", "services", "networks", "volumes"}
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 100 nodes' files in ~0.1 s, not ~0.9
 _PLAIN_SERVICE_KEYS = {"image", "platform", "entrypoint", "command", "user", "runtime", "environment",
                        "ports", "healthcheck", "restart", "deploy", "shm_size", "read_only", "tmpfs",
-                       "cap_add", "ulimits", "labels", "logging"}
+                       "cap_add", "ulimits", "labels", "logging", "stop_grace_period"}
 _SERVICE_KEYS = _PLAIN_SERVICE_KEYS | {"depends_on", "networks", "volumes", "env_file"}
 
 

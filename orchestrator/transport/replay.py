@@ -124,6 +124,26 @@ class ReplayTransport:
             return reply
         return reply[min(count, len(reply)) - 1]
 
+    async def forward_local(self, port: int) -> int:
+        """The node's loopback port as the test's probe network sees it (no round trip)."""
+        if self.dead or self.dropped:
+            raise TransportError(self.name, "connection lost (replay: link down)")
+        return port
+
+    async def exchange_unix(self, path: str, data: bytes, *, timeout: float | None = None) -> bytes:
+        """A unix socket on the node (HAProxy's runtime API): recorded as one round trip
+        `unix-socket PATH COMMAND`, answered from the replies under `unix-socket`."""
+        if self.dead or self.dropped:
+            raise TransportError(self.name, "connection lost (replay: link down)")
+        text = data.decode().strip()
+        command = Command(("unix-socket", path, text), mutates=True, label=f"unix-socket {path} {text}")
+        self.round_trips.append([command.describe()])
+        self.sent.append(command)
+        answer = self._answer(command)
+        if answer.exit_status != 0:
+            raise ConnectionRefusedError(f"{path}: {answer.stderr or 'refused'} (replay)")
+        return answer.stdout.encode()
+
     async def put(self, data: bytes, remote_path: str, mode: int = 0o644) -> None:
         raise TransportError(self.name, "replay transport: put is not used by the engine")
 

@@ -96,6 +96,7 @@ class SshTransport(ShellTransport):
         self._conn: asyncssh.SSHClientConnection | None = None
         self._lock = asyncio.Lock()
         self._channels = asyncio.Semaphore(MAX_CHANNELS)
+        self._forwards: dict[int, tuple[asyncssh.SSHClientConnection, asyncssh.SSHListener]] = {}
 
     async def __aenter__(self) -> SshTransport:
         await self.connect()
@@ -154,6 +155,46 @@ class SshTransport(ShellTransport):
                 self.host, f"connection to {self.target.endpoint} lost: the session ended mid-command"
             )
         return _exit_status(proc), _as_bytes(proc.stdout), _as_bytes(proc.stderr)
+
+    async def forward_local(self, port: int) -> int:
+        """A port on the controller's loopback that reaches the node's own 127.0.0.1:`port`
+        through this connection (a service published on the node's loopback only)."""
+        await self.connect()
+        conn = self._conn
+        assert conn is not None
+        known = self._forwards.get(port)
+        if known is not None and known[0] is conn:
+            return int(known[1].get_port())
+        try:
+            listener = await conn.forward_local_port("127.0.0.1", 0, "127.0.0.1", port)
+        except (asyncssh.Error, OSError) as exc:
+            raise TransportError(self.host, f"cannot forward to its port {port}: {_reason(exc)}") from None
+        self._forwards[port] = (conn, listener)
+        return int(listener.get_port())
+
+    async def exchange_unix(self, path: str, data: bytes, *, timeout: float | None = None) -> bytes:
+        """Send `data` to a unix socket on the node and read its answer to the end, through this
+        connection (OpenSSH streamlocal forwarding: no tool on the node, no other connection).
+        A socket that cannot be opened is an OSError; a dead link a TransportError."""
+        await self.connect()
+        conn = self._conn
+        assert conn is not None
+        try:
+            reader, writer = await asyncio.wait_for(conn.open_unix_connection(path), timeout)
+            try:
+                writer.write(data)
+                return await asyncio.wait_for(reader.read(), timeout)
+            finally:
+                writer.close()
+        except asyncssh.ChannelOpenError as exc:
+            raise ConnectionRefusedError(f"{path}: {exc.reason}") from None
+        except TimeoutError:
+            raise TimeoutError(f"{path}: no answer within {timeout:g}s") from None
+        except (asyncssh.Error, OSError) as exc:
+            if isinstance(exc, OSError) and not conn.is_closed():
+                raise
+            self._forget(conn)
+            raise TransportError(self.host, f"connection to {self.target.endpoint} lost: {_reason(exc)}") from None
 
     def _forget(self, conn: asyncssh.SSHClientConnection) -> None:
         if self._conn is conn:

@@ -37,6 +37,23 @@ def node_sh(lab, node: str, *argv: str) -> str:
     return result.stdout
 
 
+NODE_GET = """
+import sys, urllib.error, urllib.request
+try:
+    reply = urllib.request.urlopen(sys.argv[1], timeout=10)
+    print(reply.status); print(reply.read().decode())
+except urllib.error.HTTPError as exc:
+    print(exc.code); print(exc.read().decode())
+"""
+
+
+def node_get(lab, node: str, url: str) -> tuple[int, str]:
+    """GET `url` from inside the node (its own loopback: ports published for the node only)."""
+    done = lab.exec_on(node, [sys.executable, "-c", NODE_GET, url])
+    status, _, body = done.stdout.partition("\n")
+    return int(status), body
+
+
 def container_ids(lab, node: str) -> dict[str, str]:
     out = node_sh(lab, node, "docker", "ps", "--filter", f"label=com.docker.compose.project=swarm-{node}",
                   "--format", '{{.Label "com.docker.compose.service"}} {{.ID}}')

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.labtools import REPO, node_sh, ok, swarm
+from tests.integration.labtools import REPO, node_get, node_sh, ok, swarm
 
 pytestmark = pytest.mark.lab
 
@@ -42,7 +42,8 @@ def in_container(lab, node: str, service: str, script: str) -> str:
 
 
 def chat(oracle: str, model: str, text: str) -> httpx.Response:
-    return httpx.post(f"http://{oracle}:4000/v1/chat/completions", timeout=90,
+    """LiteLLM through the front door (its own port is oracle's only; the controller is allowlisted)."""
+    return httpx.post(f"http://{oracle}/v1/chat/completions", timeout=90,
                       headers={"Authorization": f"Bearer {MASTER_KEY}"},
                       json={"model": model, "max_tokens": 8,
                             "messages": [{"role": "user", "content": text}]})
@@ -53,7 +54,7 @@ def chat(oracle: str, model: str, text: str) -> httpx.Response:
 
 def test_litellm_is_the_pinned_release(deployed) -> None:
     oracle = deployed.nodes["oracle"]
-    ready = httpx.get(f"http://{oracle}:4000/health/readiness", timeout=10).json()
+    ready = httpx.get(f"http://{oracle}/health/readiness", timeout=10).json()
     assert ready["litellm_version"] == "1.55.8"
     assert ready["cache"] == "redis"  # the rendered cache_params reached the proxy
     cli = in_container(deployed, "oracle", "litellm", "litellm --version")
@@ -61,7 +62,7 @@ def test_litellm_is_the_pinned_release(deployed) -> None:
 
 
 def test_litellm_master_key_guards_the_model_list(deployed) -> None:
-    url = f"http://{deployed.nodes['oracle']}:4000/v1/models"
+    url = f"http://{deployed.nodes['oracle']}/v1/models"
     assert httpx.get(url, timeout=10).status_code == 401
     assert httpx.get(url, timeout=10, headers={"Authorization": "Bearer sk-wrong"}).status_code == 401
     listed = httpx.get(url, timeout=10, headers={"Authorization": f"Bearer {MASTER_KEY}"}).json()
@@ -70,11 +71,14 @@ def test_litellm_master_key_guards_the_model_list(deployed) -> None:
 
 
 def test_litellm_routes_to_the_tier_and_caches_in_redis(deployed) -> None:
-    oracle, starlord = deployed.nodes["oracle"], deployed.nodes["starlord"]
+    oracle = deployed.nodes["oracle"]
     text = f"cache probe {uuid.uuid4().hex}"
     first = chat(oracle, "primary", text)
     assert first.status_code == 200, first.text
-    assert f"{starlord}:8000" in first.headers["x-litellm-model-api-base"]
+    # through the front door's backend for the primary's model, and the answer says who gave it
+    assert first.headers["x-litellm-model-api-base"].endswith("/models/casperhansen--mistral-nemo-instruct-2407-awq/v1")
+    assert first.headers["x-litellm-model-id"] == "vllm-primary"
+    assert first.json()["model"].endswith("casperhansen/mistral-nemo-instruct-2407-awq")
     again = chat(oracle, "primary", text)
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]  # a cache hit
     keys = in_container(deployed, "oracle", "redis",
@@ -82,24 +86,25 @@ def test_litellm_routes_to_the_tier_and_caches_in_redis(deployed) -> None:
     assert int(keys) > 0
 
 
-def _pool_server_up(oracle: str, server: str) -> bool:
-    csv = httpx.get(f"http://{oracle}:8888/stats;csv", timeout=5).text
-    return any(line.startswith(f"vllm_pool,{server},") and ",UP" in line
-               for line in csv.splitlines())
+def _server_up(lab, backend: str, server: str) -> bool:
+    _, csv = node_get(lab, "oracle", "http://127.0.0.1:8888/stats;csv")
+    return any(line.startswith(f"{backend},{server},") and ",UP" in line for line in csv.splitlines())
 
 
 def test_litellm_falls_back_when_the_primary_is_down(deployed) -> None:
-    """The rendered `fallbacks` (primary -> secondary -> backup) are LiteLLM's own doing."""
-    oracle, starlord = deployed.nodes["oracle"], deployed.nodes["starlord"]
+    """The fallbacks the inventory declares (primary -> secondary) are LiteLLM's own doing, and
+    the answer says it came from another instance (x-litellm-model-id, the body's model)."""
+    oracle = deployed.nodes["oracle"]
     node_sh(deployed, "starlord", "docker", "stop", "-t", "1", "swarm-starlord-vllm-primary-1")
     try:
         answer = chat(oracle, "primary", f"fallback probe {uuid.uuid4().hex}")
         assert answer.status_code == 200, answer.text
-        assert f"{starlord}:8001" in answer.headers["x-litellm-model-api-base"]
+        assert answer.headers["x-litellm-model-id"] == "vllm-secondary"
+        assert answer.json()["model"].endswith("TheBloke/Mistral-7B-Instruct-v0.2-GPTQ")
     finally:
         node_sh(deployed, "starlord", "docker", "start", "swarm-starlord-vllm-primary-1")
-        wait_for(lambda: _pool_server_up(oracle, "vllm-primary"), 60,
-                 "vllm-primary back UP in HAProxy's pool")
+        wait_for(lambda: _server_up(deployed, "model_casperhansen--mistral-nemo-instruct-2407-awq", "vllm-primary"),
+                 60, "vllm-primary back UP in the front door")
         wait_for(lambda: not [c for c in httpx.get(f"http://{oracle}:8500/v1/health/state/critical", timeout=5).json()
                               if "vllm-primary" in c.get("ServiceID", "")], 90,
                  "vllm-primary passing in Consul again")  # `swarm status` (a test below) reads it
@@ -119,8 +124,8 @@ except urllib.error.HTTPError as exc:
 
 
 def test_front_door_allowlist_admits_the_controller_and_refuses_a_node(deployed) -> None:
-    """`allowed_ips` is enforced by HAProxy on the path to LiteLLM: the lab puts only the
-    controller (198.18.0.1) on it, so thanos (198.18.1.3) is another lab address."""
+    """`allowed_ips` is enforced by HAProxy on the paths to LiteLLM and to the models: the lab
+    puts only the controller (198.18.0.1) on it, so thanos (198.18.1.3) is another lab address."""
     url = f"http://{deployed.nodes['oracle']}/v1/models"
     allowed = httpx.get(url, timeout=10, headers={"Authorization": f"Bearer {MASTER_KEY}"})
     assert allowed.status_code == 200 and allowed.json()["data"]
@@ -128,7 +133,7 @@ def test_front_door_allowlist_admits_the_controller_and_refuses_a_node(deployed)
     assert from_thanos.stdout.strip() == "403"
     pool = deployed.exec_on("thanos", [sys.executable, "-c", ALLOWLIST_PROBE,
                                        f"http://{deployed.nodes['oracle']}/pool/v1/models", VLLM_KEY])
-    assert pool.stdout.strip() == "200"  # the allowlist guards LiteLLM's path only
+    assert pool.stdout.strip() == "403"  # the models' paths too: LiteLLM's allowlist cannot be bypassed
 
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -158,27 +163,27 @@ def test_postgres_refuses_a_wrong_password(deployed) -> None:
 
 
 def test_prometheus_is_real_and_runs_the_rendered_config(deployed) -> None:
-    base = f"http://{deployed.nodes['oracle']}:9090/api/v1"
-    build = httpx.get(f"{base}/status/buildinfo", timeout=10).json()
+    base = "http://127.0.0.1:9090/api/v1"  # Prometheus' port is oracle's only
+    build = json.loads(node_get(deployed, "oracle", f"{base}/status/buildinfo")[1])
     assert build["status"] == "success" and build["data"]["version"].startswith("2.42")
-    loaded = httpx.get(f"{base}/status/config", timeout=10).json()["data"]["yaml"]
+    loaded = json.loads(node_get(deployed, "oracle", f"{base}/status/config")[1])["data"]["yaml"]
     jobs = set(re.findall(r"job_name: (\S+)", loaded))
     assert {"prometheus", "vllm", "haproxy", "litellm", "gpu"} <= jobs
-    groups = {g["name"] for g in httpx.get(f"{base}/rules", timeout=10).json()["data"]["groups"]}
+    groups = {g["name"] for g in json.loads(node_get(deployed, "oracle", f"{base}/rules")[1])["data"]["groups"]}
     assert groups == {"swarm-gpu", "swarm-services", "swarm-backups"}  # the stale-backup alerts too
 
 
-def _target_health(base: str) -> dict[tuple[str, str], str]:
-    targets = httpx.get(f"{base}/targets", timeout=10).json()["data"]["activeTargets"]
+def _target_health(lab, base: str) -> dict[tuple[str, str], str]:
+    targets = json.loads(node_get(lab, "oracle", f"{base}/targets")[1])["data"]["activeTargets"]
     return {(t["labels"]["job"], t["labels"].get("service", "")): t["health"] for t in targets}
 
 
 def test_prometheus_scrapes_litellm_and_haproxy(deployed) -> None:
     """Real Prometheus scraping the real LiteLLM's /metrics (its prometheus callback) and
     HAProxy's exporter, as the rendered scrape jobs say."""
-    base = f"http://{deployed.nodes['oracle']}:9090/api/v1"
+    base = "http://127.0.0.1:9090/api/v1"
     wanted = {("litellm", "litellm"), ("haproxy", "haproxy")}
-    wait_for(lambda: all(_target_health(base).get(k) == "up" for k in wanted), 45,
+    wait_for(lambda: all(_target_health(deployed, base).get(k) == "up" for k in wanted), 45,
              "litellm and haproxy targets up")
 
 

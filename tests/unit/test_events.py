@@ -49,6 +49,43 @@ def test_the_live_view_has_a_row_per_waiting_service() -> None:
     assert "vllm-primary" in text and "gpu-monitor" in text and "5/15s" in text and "10m00s" in text
 
 
+def drain(bus: EventBus, in_flight: int, waited: float) -> None:
+    bus.emit("drain", "progress", host="starlord", phase=3, service="vllm-primary",
+             message=f"vllm-primary: draining, {in_flight} in flight, {waited:.0f} s of 120 s",
+             in_flight=in_flight, waited=waited, limit=120.0)
+
+
+def test_a_drain_shows_at_once_then_every_10_s(monkeypatch) -> None:
+    out = io.StringIO()
+    bus = EventBus()
+    bus.subscribe(PlainRenderer(out))
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    drain(bus, 3, 0)
+    clock[0] += 5
+    drain(bus, 2, 5)
+    clock[0] += 6
+    drain(bus, 1, 11)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and "draining, 3 in flight, 0 s of 120 s" in lines[0]
+    assert "draining, 1 in flight, 11 s of 120 s" in lines[1]
+
+
+def test_the_live_view_shows_a_drain() -> None:
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    live = LiveRenderer()
+    live.live.stop()
+    live.console = Console(file=buffer, width=160, force_terminal=False)
+    bus = EventBus()
+    bus.subscribe(live)
+    drain(bus, 3, 12)
+    live.console.print(live._table())
+    text = buffer.getvalue()
+    assert "vllm-primary" in text and "draining" in text and "3 in flight, 12 s of 120 s" in text
+
+
 def test_event_data_is_scrubbed() -> None:
     secret = Secret("an-event-secret-77", "x")
     bus = EventBus()

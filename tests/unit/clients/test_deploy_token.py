@@ -61,7 +61,8 @@ def test_vault_init_writes_a_deploy_token_that_reaches_only_the_fleet_s_secrets(
     limited = hvac.Client(url=fresh_vault.url, token=deploy_token)
     assert "root" not in limited.auth.token.lookup_self()["data"]["policies"]
     with pytest.raises(hvac.exceptions.Forbidden):
-        limited.secrets.kv.v2.read_secret_version(path="other-fleet/db", mount_point="secret")
+        limited.secrets.kv.v2.read_secret_version(path="other-fleet/db", mount_point="secret",
+                                                   raise_on_deleted_version=True)
     with pytest.raises(hvac.exceptions.Forbidden):
         limited.sys.list_mounted_secrets_engines()
 

@@ -180,9 +180,9 @@ def test_dollar_in_extra_env_is_the_text_given(project_copy: Path, edit_yaml: Ca
 def test_ipv6_addresses_are_bracketed_in_every_url_and_host_port(project_copy: Path, edit_yaml: Callable) -> None:
     edit_yaml(project_copy / INV, lambda d: d["nodes"]["starlord"].update(address="fd00::3"))
     files = _files(project_copy)
-    litellm = yaml.safe_load(files["oracle/config/litellm/config.yaml"])
-    bases = {m["litellm_params"]["api_base"] for m in litellm["model_list"] if "api_base" in m["litellm_params"]}
-    assert "http://[fd00::3]:8000/v1" in bases and not any("fd00::3:" in b for b in bases)
+    # LiteLLM reaches the models through the front door, whose servers name the address
+    haproxy = files["oracle/config/haproxy/haproxy.cfg"]
+    assert "server vllm-primary [fd00::3]:8000 " in haproxy and "fd00::3:" not in haproxy
     prometheus = yaml.safe_load(files["oracle/config/prometheus/prometheus.yml"])
     targets = {t for job in prometheus["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
     assert "[fd00::3]:8000" in targets and "[fd00::3]:9091" in targets
@@ -193,7 +193,7 @@ def test_ipv6_addresses_are_bracketed_in_every_url_and_host_port(project_copy: P
 def test_typed_text_is_the_number_it_says(project_copy: Path, edit_yaml: Callable) -> None:
     edit_yaml(project_copy / BOOK, lambda d: _svc(d, "gpu-monitor")["vars"].update(port="9443"))
     compose = yaml.safe_load(_files(project_copy)["starlord/compose.yml"])
-    assert compose["services"]["gpu-monitor"]["ports"] == ["9443:9835"]
+    assert compose["services"]["gpu-monitor"]["ports"] == ["100.72.73.3:9443:9835"]
 
 
 def test_yaml_values_keep_their_text(project_copy: Path, edit_yaml: Callable) -> None:

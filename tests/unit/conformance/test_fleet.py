@@ -8,11 +8,11 @@ from orchestrator.conformance import fleet
 
 CSV = """# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight
 st_clients,BACKEND,0,0,0,0,,0,0,0,0,0,,0,0,0,0,UP,0
-vllm_pool,FRONTEND,,,0,0,,,,,,,,,,,,OPEN,
-vllm_pool,vllm-primary,0,0,0,0,,0,0,0,,0,,0,0,0,0,UP,1
-vllm_pool,vllm-secondary,0,0,0,0,,0,0,0,,0,,0,0,0,0,DOWN,1
-vllm_pool,stray,0,0,0,0,,0,0,0,,0,,0,0,0,0,UP,1
-vllm_pool,BACKEND,0,0,0,0,,0,0,0,0,0,,0,0,0,0,UP,1
+model_big,vllm-primary,0,0,0,0,,0,0,0,,0,,0,0,0,0,UP,1
+model_big,BACKEND,0,0,0,0,,0,0,0,0,0,,0,0,0,0,UP,1
+model_small,vllm-secondary,0,0,0,0,,0,0,0,,0,,0,0,0,0,DOWN,1
+model_small,stray,0,0,0,0,,0,0,0,,0,,0,0,0,0,UP,1
+model_small,BACKEND,0,0,0,0,,0,0,0,0,0,,0,0,0,0,UP,1
 """
 
 
@@ -25,11 +25,14 @@ def test_consul() -> None:
 
 def test_pool_from_stats_csv() -> None:
     rows = fleet.parse_haproxy_csv(CSV)
-    assert fleet.pool_problems(rows, ["vllm-primary", "vllm-secondary", "vllm-backup"]) == [
-        "vllm-backup is not a server of vllm_pool",
-        "vllm_pool server vllm-secondary is DOWN",
-        "vllm_pool has server stray, which is no vLLM of the playbook"]
-    assert fleet.pool_problems(rows[:1], ["x"]) == ["HAProxy has no backend vllm_pool"]
+    expected = {"vllm-primary": "model_big", "vllm-secondary": "model_small", "vllm-backup": "model_small"}
+    assert fleet.pool_problems(rows, expected) == [
+        "vllm-backup is not a server of model_small",
+        "model_small server vllm-secondary is DOWN",
+        "model_small has server stray, which is no vLLM of the playbook serving that model"]
+    assert fleet.pool_problems(rows[:1], {"x": "model_x"}) == ["HAProxy has no backend model_x",
+                                                                 "x is not a server of model_x"]
+    assert fleet.model_backends([]) == {}
 
 
 def test_stats_must_be_csv() -> None:

@@ -22,6 +22,7 @@ from orchestrator.config.project import Project, load_project
 from orchestrator.engine.consul import ConsulSync
 from orchestrator.engine.context import Boundaries, DeployResult
 from orchestrator.engine.plan import content_for
+from orchestrator.engine.reach import FORWARDED_HOST, is_loopback
 from orchestrator.engine.runbook import Deploy, Options
 from orchestrator.engine.selection import parse_phases, select
 from orchestrator.engine.signals import Interrupts
@@ -35,6 +36,7 @@ from tests.unit.lab_answers import answer, docker_ps, recorded, release_record, 
 
 REPO = Path(__file__).resolve().parents[3]
 FAKE = "0" * 16
+OLD_CONFIG = "c0ffee0000000000"
 
 
 def lab_secrets(project: Project) -> dict[str, Secret]:
@@ -46,7 +48,10 @@ def lab_secrets(project: Project) -> dict[str, Secret]:
 
 async def _answer_http(request: httpx.Request) -> httpx.Response:
     """What a healthy service answers: the JSON each probe expects, or a body with its marker."""
-    wanted = _EXPECTED.get((request.url.host, request.url.port or 0, request.url.path))
+    key = (request.url.host, request.url.port or 0, request.url.path)
+    if key in _BODIES:
+        return httpx.Response(200, text=_BODIES[key])
+    wanted = _EXPECTED.get(key)
     if wanted is not None:
         return httpx.Response(200, json=_json_of(wanted))
     return httpx.Response(200, text=" ".join(_MARKERS.get((request.url.host, request.url.port or 0), ["ok"])))
@@ -54,6 +59,7 @@ async def _answer_http(request: httpx.Request) -> httpx.Response:
 
 _EXPECTED: dict[tuple[str, int, str], dict[str, Any]] = {}
 _MARKERS: dict[tuple[str, int], list[str]] = {}
+_BODIES: dict[tuple[str, int, str], str] = {}
 
 
 def _json_of(dotted: dict[str, Any]) -> Any:
@@ -89,10 +95,16 @@ def healthy_network(project: Project, fleet: FleetRender) -> ProbeNetwork:
         for probe in svc.probes:
             if probe.kind != "http" or not probe.port:
                 continue
+            # a port on the node's loopback is probed through the (replayed) SSH forward
+            host = FORWARDED_HOST if is_loopback(svc, probe.port) else svc.address
             if probe.json_field:
-                _EXPECTED[(svc.address, int(probe.port), probe.path)] = dict(probe.json_field)
+                _EXPECTED[(host, int(probe.port), probe.path)] = dict(probe.json_field)
             if probe.body_contains:
-                _MARKERS.setdefault((svc.address, int(probe.port)), ["ok"]).append(probe.body_contains)
+                _MARKERS.setdefault((host, int(probe.port)), ["ok"]).append(probe.body_contains)
+        if svc.rollout.rolling and svc.ports:  # a model server: its metrics and a real completion
+            port = svc.ports[0].port
+            _BODIES[(svc.address, port, "/metrics")] = 'vllm:num_requests_running{model_name="m"} 0.0\n'
+            _EXPECTED[(svc.address, port, "/v1/chat/completions")] = {"choices.0.finish_reason": "length"}
     return ProbeNetwork(http_transport=httpx.MockTransport(_answer_http), tcp=_tcp_ok)
 
 
@@ -113,6 +125,8 @@ class NodeCase:
     dead: bool = False                   # unreachable from the start
     die_after: dict[str, int] = field(default_factory=dict)  # key -> the link dies after the Nth such command
     drop_on: dict[str, int] = field(default_factory=dict)    # key -> the link drops during it, then returns
+    config_only: Iterable[str] = ()      # changed, but only their config files (a reloadable role)
+    haproxy: dict[str, Any] = field(default_factory=dict)    # the front door's runtime API (FakeHaproxy)
 
 
 def fast_gates(project: Project) -> Project:
@@ -140,6 +154,13 @@ class ReplayFleet:
             out.update(content_for(render, phase, self.secrets).service_hashes)
         return out
 
+    def shapes(self, node: str) -> dict[str, str]:
+        render = self.render.nodes[node]
+        out: dict[str, str] = {}
+        for phase in sorted({s.phase for s in render.services}):
+            out.update(content_for(render, phase, self.secrets).shapes)
+        return out
+
     def node(self, name: str, case: NodeCase | None = None) -> ReplayTransport:
         case = case or NodeCase()
         if case.dead:
@@ -150,6 +171,10 @@ class ReplayFleet:
         applied = {k: (FAKE if k in set(case.changed) else v) for k, v in self.wanted(name).items()
                    if k not in set(case.missing)}
         record["applied"] = applied
+        if case.config_only:  # the release that runs them recorded their shape and an older config
+            shapes = self.shapes(name)
+            record["shapes"] = {k: shapes[k] for k in case.config_only}
+            record["configs"] = {k: OLD_CONFIG for k in case.config_only}
         rows = docker_ps(name)
         for svc in case.stopped:
             rows = _stopped(rows, svc)
@@ -168,6 +193,8 @@ class ReplayFleet:
         }
         transport = ReplayTransport(name, replies=replies, fail_on=dict(case.fail_on), dead=case.dead,
                                     drop_on=dict(case.drop_on))
+        if any(s.role == "haproxy" for s in self.render.nodes[name].services):
+            transport.replies.setdefault("unix-socket", FakeHaproxy(transport, self.render, **case.haproxy))
         for key, nth in case.die_after.items():
             transport.replies[key] = _then(transport, key, nth, transport.replies.get(key, Answer()),
                                            lambda t=transport: setattr(t, "dead", True))
@@ -202,8 +229,13 @@ class ReplayFleet:
         for node in sel.nodes:
             if node.name not in self.transports:
                 self.node(node.name, (nodes or {}).get(node.name))
+        doors = [s.node for s in self.render.all_services() if s.role == "haproxy"]
+        for door in doors:  # the front door's node answers runtime API calls (a rolling rollout)
+            if door not in self.transports:
+                self.node(door, (nodes or {}).get(door))
+        names = dict.fromkeys([*(n.name for n in sel.nodes), *doors])
         bus = bus or EventBus()
-        world = Boundaries(fleet=None if session else Fleet([self.transports[n.name] for n in sel.nodes]),
+        world = Boundaries(fleet=None if session else Fleet([self.transports[n] for n in names]),
                            secrets=None if first else self.secrets, state_dir=state_dir,
                            consul=ConsulSync(addr=None, fleet="ai-swarm", bus=bus),
                            network=healthy_network(self.project, self.render))
@@ -244,3 +276,41 @@ def _stopped(rows: str, service: str) -> str:
             data["State"], data["Status"] = "exited", "Exited (1) 3 seconds ago"
         out.append(json.dumps(data))
     return "\n".join(out) + "\n"
+
+
+class FakeHaproxy:
+    """HAProxy's runtime API as the front door's node answers it (clients/haproxy.py): `show stat`
+    with every model server and its current sessions (`sessions`: server -> counts, one per
+    look, the last repeated), `show info` with a worker pid that changes after each reload
+    signal the node was sent, `set server` and `show servers state` as HAProxy answers them."""
+
+    def __init__(self, transport: ReplayTransport, render: FleetRender,
+                 sessions: dict[str, list[int]] | None = None, reload_takes: bool = True) -> None:
+        self.transport, self.sessions, self.reload_takes = transport, dict(sessions or {}), reload_takes
+        self.servers = [(m["backend"], i["name"]) for m in render_models(render) for i in m["instances"]]
+        self.looks: dict[str, int] = {}
+
+    def __call__(self, command: Any) -> Answer:
+        text = command.argv[-1]
+        if text == "show stat":
+            return Answer(0, self.stat())
+        if text == "show info":
+            signals = sum(1 for c in self.transport.sent if c.label == "signal-service")
+            return Answer(0, f"Name: HAProxy\nPid: {100 + (signals if self.reload_takes else 0)}\n")
+        if text == "show servers state":
+            return Answer(0, "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state\n")
+        return Answer(0, "\n")  # an admin command that took
+
+    def stat(self) -> str:
+        rows = ["# pxname,svname,qcur,qmax,scur,smax,status"]
+        for backend, server in self.servers:
+            counts = self.sessions.get(server, [0])
+            seen = self.looks[server] = self.looks.get(server, 0) + 1
+            rows.append(f"{backend},{server},0,0,{counts[min(seen, len(counts)) - 1]},0,UP")
+        return "\n".join(rows) + "\n"
+
+
+def render_models(render: FleetRender) -> list[dict[str, Any]]:
+    from orchestrator.render.fleet import fleet_view
+
+    return list(fleet_view(render.all_services())["models"])

@@ -3,7 +3,8 @@ runs, what fails where) and the exact round trips the engine must make, undo inc
 
 Round trips are compared as `Command.describe()` lines with `*` wildcards; `{new:NODE}` is
 the release this run uploaded to NODE, `{prev:NODE}` the one it ran before. Repeated
-read-only gate reads collapse into one (how many rounds a gate takes is timing, not logic).
+read-only gate reads, and repeated reads of the front door's runtime API while a drain or a
+reload is awaited, collapse into one (how many rounds a wait takes is timing, not logic).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -18,10 +20,11 @@ from typing import Any
 import pytest
 import yaml
 
+from orchestrator.config.project import load_project
 from orchestrator.engine.signals import Interrupts
 from orchestrator.errors import SwarmError
 from orchestrator.transport.replay import Answer, ReplayTransport
-from tests.unit.engine.replay_fleet import NodeCase, ReplayFleet, on_command
+from tests.unit.engine.replay_fleet import REPO, NodeCase, ReplayFleet, fast_gates, on_command
 from tests.unit.lab_answers import release_record, states
 
 CASES = sorted((Path(__file__).parent / "cases").glob("*.yml"))
@@ -39,6 +42,21 @@ def node_case(node: str, spec: dict[str, Any]) -> NodeCase:
     spec = dict(spec)
     replies = {k: _reply(node, v) for k, v in spec.pop("replies", {}).items()}
     return NodeCase(replies=replies, **spec)
+
+
+def project_with(services: dict[str, dict[str, dict[str, Any]]], tmp_path: Path) -> Any:
+    """The repository's project with some instances' settings changed in its inventory
+    (`inventory: {node: {service: {key: value}}}` in a case)."""
+    root = tmp_path / "project"
+    for part in ("inventory", "playbooks", "roles"):
+        shutil.copytree(REPO / part, root / part)
+    path = root / "inventory" / "swarm.yml"
+    data = yaml.safe_load(path.read_text())
+    for node, table in services.items():
+        for svc, values in table.items():
+            data["nodes"][node].setdefault("services", {}).setdefault(svc, {}).update(values)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return fast_gates(load_project(root))
 
 
 def new_release(transport: ReplayTransport) -> str:
@@ -60,10 +78,16 @@ def substitute(text: str, transports: dict[str, ReplayTransport]) -> str:
 def collapsed(trips: list[list[str]]) -> list[list[str]]:
     out: list[list[str]] = []
     for trip in trips:
-        if out and trip == out[-1] and all(line.startswith(("container-states", "nvidia-smi")) for line in trip):
+        if out and trip == out[-1] and all(line.startswith(("container-states", "nvidia-smi")) or
+                                           _runtime_read(line) for line in trip):
             continue
         out.append(trip)
     return out
+
+
+def _runtime_read(line: str) -> bool:
+    """A read of HAProxy's runtime API (`show ...`): how often a wait looks is timing too."""
+    return line.startswith("unix-socket ") and " show " in line
 
 
 def matches(actual: list[list[str]], expected: list[list[str]]) -> bool:
@@ -87,7 +111,7 @@ def current_after(transport: ReplayTransport, previous: str) -> str:
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_case(path: Path, tmp_path: Path) -> None:
     case = yaml.safe_load(path.read_text())
-    fleet = ReplayFleet()
+    fleet = ReplayFleet(project_with(case.get("inventory"), tmp_path) if case.get("inventory") else None)
     nodes = {n: node_case(n, spec or {}) for n, spec in (case.get("nodes") or {}).items()}
     expect = case["expect"]
     interrupts = Interrupts()

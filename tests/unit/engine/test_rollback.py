@@ -65,7 +65,8 @@ def starlord(fleet: ReplayFleet, manifests: Answer, current: dict[str, Any], tex
 def run_rollback(fleet: ReplayFleet, tmp_path: Path, to: str | None = None,
                  interrupts: Interrupts | None = None) -> dict[str, str]:
     bus = EventBus()
-    world = Boundaries(fleet=Fleet([fleet.transports["starlord"]]), state_dir=tmp_path, secrets=fleet.secrets,
+    door = fleet.node("oracle")  # the front door: a rolling instance is drained there first
+    world = Boundaries(fleet=Fleet([fleet.transports["starlord"], door]), state_dir=tmp_path, secrets=fleet.secrets,
                        consul=ConsulSync(addr=None, fleet="ai-swarm", bus=bus),
                        network=healthy_network(fleet.project, fleet.render))
     run = Rollback(fleet.project, RollbackOptions(phase=3, limit="starlord", to=to, by="tester"), bus,
@@ -105,8 +106,13 @@ def test_rollback_brings_back_only_what_differs_and_never_names_qdrant(fleet, tm
     apply = next(t for t in trips if t and t[0].startswith("remove-stale-tmp"))
     assert apply[1:3] == [f"copy-release /opt/ai-swarm {r2['id']} {new}",
                           f"take-services /opt/ai-swarm {r1['id']} {new} vllm-primary vllm-secondary gpu-monitor"]
+    # vLLM rolls: its image is pulled with the upload, then it is drained and swapped on its own
     assert apply[-1] == (f"docker compose -p swarm-starlord -f /opt/ai-swarm/releases/{new}/compose.yml "
-                         "up -d -- vllm-secondary")
+                         "pull --quiet -- vllm-secondary")
+    assert ["date +%s", f"docker compose -p swarm-starlord -f /opt/ai-swarm/releases/{new}/compose.yml "
+            "up -d -- vllm-secondary"] in trips
+    door = fleet.transports["oracle"].described()
+    assert door[0].endswith("set server model_TheBloke--Mistral-7B-Instruct-v0.2-GPTQ/vllm-secondary state drain")
     assert not any("qdrant" in line for trip in trips for line in trip if line.startswith("docker compose"))
     switch = next(t for t in trips if t and t[0].startswith("switch-symlink"))
     assert switch[0] == f"switch-symlink releases/{new} /opt/ai-swarm/current"
@@ -198,9 +204,12 @@ def test_a_signal_during_a_rollback_unwinds_it(fleet, tmp_path) -> None:
     with pytest.raises(SwarmError) as err:
         run_rollback(fleet, tmp_path, interrupts=interrupts)
     assert err.value.exit_code == 143
-    unwind = next(t for t in transport.round_trips if t and t[-1] == "append-file /opt/ai-swarm/audit.log"
-                  and t[0] == "date +%s")
-    assert unwind[1].endswith(f"releases/{r2['id']}/compose.yml up -d -- vllm-secondary")
+    # the rolled instance comes back first, drained again in the front door, then the upload goes
+    unwind = next(t for t in transport.round_trips if t and t[0] == "date +%s"
+                  and t[-1].endswith(f"releases/{r2['id']}/compose.yml up -d -- vllm-secondary"))
+    undo = next(t for t in transport.round_trips if t and t[-1] == "append-file /opt/ai-swarm/audit.log")
+    assert transport.round_trips.index(unwind) < transport.round_trips.index(undo)
+    assert undo[0].startswith("remove-release /opt/ai-swarm ")
 
 
 def _tar_record(transport: ReplayTransport) -> dict[str, Any]:

@@ -39,7 +39,7 @@ def test_vllm_server_is_the_documents_server() -> None:
     assert set(coder.secret_env) == {"VLLM_API_KEY", "HF_TOKEN", "SENTRY_DSN"}
     assert {"hf-cache:/root/.cache/huggingface", "vllm-cache:/root/.cache/vllm"} <= set(coder.compose["volumes"])
     prometheus = render_fleet(project).nodes["model-server"].files["config/prometheus/prometheus.yml"].decode()
-    assert "100.90.10.1:8000" in prometheus  # /metrics scraped
+    assert "coder:8000" in prometheus  # /metrics scraped, on the compose network (same node)
 
 
 def test_saas_services_share_the_database_and_the_master_key() -> None:

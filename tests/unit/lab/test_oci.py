@@ -66,7 +66,7 @@ def test_catalog_matches_the_contract_table() -> None:
     assert "CUDA_VERSION=12.4.1" in by_ref["vllm/vllm-openai:v0.6.3"].runtime.env
     assert "CUDA_VERSION=12.1.0" in by_ref["vllm/vllm-openai:v0.4.0"].runtime.env
     amd64_only = {s.ref for s in images.catalog() if s.platforms == ("amd64",)}
-    assert amd64_only == {"vllm/vllm-openai:v0.6.3", "vllm/vllm-openai:v0.6.3-broken", "vllm/vllm-openai:v0.4.0",
+    assert amd64_only == {"vllm/vllm-openai:v0.6.3", "vllm/vllm-openai:v0.6.3.post1", "vllm/vllm-openai:v0.6.3-broken", "vllm/vllm-openai:v0.4.0",
                           "utkuozdemir/nvidia_gpu_exporter:1.2.0",
                           "ghcr.io/sillytavern/sillytavern-extras:latest",
                           "metabase/metabase:v0.50.4"}

@@ -361,8 +361,8 @@ def test_dependencies_come_from_rendered_configs_and_env(project: Project) -> No
     deps = dependencies(fleet, everyone, everyone)
     pairs = {(d.source.name, d.target.name, d.port) for d in deps}
     for vllm, port in (("vllm-primary", 8000), ("vllm-secondary", 8001), ("vllm-backup", 8002)):
-        assert ("litellm", vllm, port) in pairs  # LiteLLM's config names every vLLM
-    assert ("gpt-researcher", "litellm", 4000) in pairs  # env OPENAI_BASE_URL
+        assert ("haproxy", vllm, port) in pairs  # the front door's config names every vLLM
+    assert ("gpt-researcher", "haproxy", 80) in pairs  # env OPENAI_BASE_URL: LiteLLM through the front door
     assert ("rag-pipeline", "qdrant", 6333) in pairs
     assert all(d.source.node != d.target.node for d in deps)
 

@@ -162,7 +162,7 @@ def test_promtool_reads_the_scrape_interval_given(value: str) -> None:
     text = _render("prometheus", "prometheus.yml.j2", scrape_interval=accepted)
     assert yaml.safe_load(text)["global"]["scrape_interval"] == value
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "prometheus.yml").write_text(text.replace("/etc/prometheus/alerts.yml", f"{tmp}/none.yml"))
+        (Path(tmp) / "prometheus.yml").write_text(text.replace("/etc/prometheus/swarm/alerts.yml", f"{tmp}/none.yml"))
         (Path(tmp) / "none.yml").write_text("groups: []\n")
         checked = subprocess.run([PROMTOOL or "promtool", "check", "config", f"{tmp}/prometheus.yml"],
                                  capture_output=True, text=True, timeout=30)

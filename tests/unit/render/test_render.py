@@ -54,7 +54,7 @@ def test_one_project_per_node_with_its_services(fleet) -> None:
     assert starlord["name"] == "swarm-starlord"
     assert set(starlord["services"]) == {"qdrant", "vllm-primary", "vllm-secondary", "gpu-monitor"}
     primary = starlord["services"]["vllm-primary"]
-    assert primary["ports"] == ["8000:8000"]
+    assert primary["ports"] == ["100.72.73.3:8000:8000"]  # on the node's address, never every interface
     assert primary["runtime"] == "nvidia" and primary["environment"]["NVIDIA_VISIBLE_DEVICES"] == "0"
     assert "--enable-prefix-caching" in primary["command"]
     assert primary["command"][primary["command"].index("--kv-cache-dtype") + 1] == "fp8"
@@ -81,10 +81,18 @@ def test_secrets_never_reach_rendered_files(fleet) -> None:
 
 def test_litellm_routes_every_vllm_with_fallbacks(fleet) -> None:
     cfg = yaml.safe_load(fleet.nodes["oracle"].files["config/litellm/config.yaml"])
-    bases = {m["litellm_params"]["api_base"] for m in cfg["model_list"] if m["model_name"] in {"primary", "secondary", "backup"}}
-    assert bases == {"http://100.72.73.3:8000/v1", "http://100.72.73.3:8001/v1", "http://100.122.12.54:8002/v1"}
+    bases = {m["model_name"]: m["litellm_params"]["api_base"] for m in cfg["model_list"]
+             if m["model_name"] in {"primary", "secondary", "backup"}}
+    # every model through its backend on the front door's internal listener, never a vLLM directly
+    assert bases == {"primary": "http://haproxy:8081/models/casperhansen--mistral-nemo-instruct-2407-awq/v1",
+                     "secondary": "http://haproxy:8081/models/TheBloke--Mistral-7B-Instruct-v0.2-GPTQ/v1",
+                     "backup": "http://haproxy:8081/models/TheBloke--Mistral-7B-Instruct-v0.2-GPTQ/v1"}
+    ids = {m["model_info"]["id"] for m in cfg["model_list"] if m["model_name"] == "primary"}
+    assert ids == {"vllm-primary"}  # what x-litellm-model-id says answered
+    # only the fallbacks the inventory declares
     fallbacks = {k: v for item in cfg["router_settings"]["fallbacks"] for k, v in item.items()}
-    assert fallbacks["primary"] == ["secondary", "backup", "cloud-fallback"]
+    assert fallbacks == {"primary": ["secondary", "cloud-fallback"], "secondary": ["cloud-fallback"],
+                         "backup": ["cloud-fallback"]}
     assert cfg["litellm_settings"]["cache_params"]["type"] == "redis"
     # LiteLLM's allowed_ips needs an Enterprise licence: the allowlist is HAProxy's.
     assert "allowed_ips" not in cfg["general_settings"]
@@ -140,7 +148,7 @@ def test_promtool_accepts_rendered_prometheus_config(tree: Path, tmp_path: Path)
         pytest.fail("promtool not installed: apt-get install prometheus (.ci/run does)")
     # prometheus.yml names its rule file by its in-container path; check it beside the config.
     src = tree / "oracle/config/prometheus"
-    cfg = (src / "prometheus.yml").read_text().replace("/etc/prometheus/alerts.yml", str(src / "alerts.yml"))
+    cfg = (src / "prometheus.yml").read_text().replace("/etc/prometheus/swarm/alerts.yml", str(src / "alerts.yml"))
     (tmp_path / "prometheus.yml").write_text(cfg)
     result = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")],
                             capture_output=True, text=True)

@@ -67,7 +67,7 @@ def _insert(path: Path, after: str, line: str) -> None:
 def test_haproxy_directive_it_rejects(project: Path) -> None:
     _insert(project / "roles/haproxy/haproxy.cfg.j2", "    stats timeout 30s\n", "    bogus-directive 1\n")
     message = refused(project)
-    assert "oracle/config/haproxy/haproxy.cfg:6: haproxy -c refuses it" in message
+    assert "oracle/config/haproxy/haproxy.cfg:12: haproxy -c refuses it" in message
     assert "unknown keyword 'bogus-directive' in 'global' section" in message
     assert "roles/haproxy/haproxy.cfg.j2" in message
 
@@ -111,8 +111,8 @@ def test_litellm_reference_to_an_env_var_the_service_lacks(project: Path) -> Non
 
 
 def test_litellm_fallback_to_a_model_that_does_not_exist(project: Path) -> None:
-    tpl = project / "roles/litellm/config.yaml.j2"
-    tpl.write_text(tpl.read_text().replace("['cloud-fallback']", "['cloud-fallbak']"))
+    inventory = project / "inventory/swarm.yml"
+    inventory.write_text(inventory.read_text().replace("secondary: [cloud-fallback]", "secondary: [cloud-fallbak]"))
     assert "cloud-fallbak is not a model_name of model_list" in refused(project)
 
 
