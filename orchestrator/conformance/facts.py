@@ -45,8 +45,9 @@ _FILES = ('[ -d "$1/current/" ] || exit 0; cd "$1/current/" && '
           "find . -type f -printf '%m %u %P\\n'")
 _HASHES = ('[ -d "$1/current/" ] || exit 0; cd "$1/current/" && '
            "find . -type f ! -path './env/*' -exec sha256sum -- {} +")
-_SECRET_FILES = ('[ -d "$1" ] || exit 0; find "$1" -xdev -type f \\( -path "*/env/*" -o -name "*.env" '
-                 '-o -name "*.key" -o -name "*.pem" -o -name "*token*" \\) '
+# The model store (`models/`: public weights, tokenizer_config.json among them) is not searched.
+_SECRET_FILES = ('[ -d "$1" ] || exit 0; find "$1" -xdev -path "$1/models" -prune -o -type f '
+                 '\\( -path "*/env/*" -o -name "*.env" -o -name "*.key" -o -name "*.pem" -o -name "*token*" \\) '
                  "-printf '%m %u %p\\n' 2>/dev/null; true")
 
 

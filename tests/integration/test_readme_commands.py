@@ -43,7 +43,8 @@ UNEXPECTED = re.compile(r"\w+Warning\b|Traceback \(most recent call last\)|^\s*e
 def demo_block() -> list[str]:
     """The sh block of 'What `make demo` does', comments dropped."""
     block = README.split("## What `make demo` does", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
-    return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+    return [line.split("  #", 1)[0].strip() for line in block.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
 
 
 def where_to_look() -> list[str]:

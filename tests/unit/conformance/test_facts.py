@@ -115,3 +115,19 @@ def test_recorded_inspect_lines_parse_into_what_the_checks_read() -> None:
     assert checks.restart_problems("unless-stopped", row) == []
     assert checks.labels(row) == {"org.swarm.service": "t1"}
     assert row["Config"]["Env"] == ["NVIDIA_VISIBLE_DEVICES=0"]
+
+
+def test_the_secret_file_search_skips_the_model_store(tmp_path) -> None:
+    """A model's tokenizer_config.json is public and 0644; an env file or a *token* file
+    elsewhere under the deploy root is still found (run here with sh, as on a node)."""
+    import subprocess
+
+    root = tmp_path / "ai-swarm"
+    for rel in ("models/Org/Model/abc123/tokenizer_config.json", "current/env/vllm.env",
+                "releases/r1/vault-token", "current/compose.yml"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("x")
+    step = facts_script(str(root), [], gpu=False).commands[STEPS.index("secret_files")]
+    out = subprocess.run(list(step.argv), capture_output=True, text=True, check=True).stdout
+    found = sorted(parse_file_list(out))
+    assert found == [str(root / "current/env/vllm.env"), str(root / "releases/r1/vault-token")], out
