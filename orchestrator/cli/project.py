@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from orchestrator.cli.common import Context, fail, handle_errors, pass_ctx, project_options
+from orchestrator.cli.common import (
+    Context,
+    fail,
+    handle_errors,
+    pass_ctx,
+    phase_option,
+    phases_of,
+    project_options,
+)
 
 if TYPE_CHECKING:
     from orchestrator.config.project import Project
@@ -44,7 +52,7 @@ def render(ctx: Context, out: str | None, check: bool) -> None:
 
 
 @click.command()
-@click.option("--phase", type=int, help="only this phase's services")
+@phase_option
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
 @click.option("--place", "wants", type=click.Path(path_type=Path),
               help="propose cards, shares and splits for the models this file lists (docs/plan.md)")
@@ -52,7 +60,7 @@ def render(ctx: Context, out: str | None, check: bool) -> None:
 @project_options
 @pass_ctx
 @handle_errors
-def plan(ctx: Context, phase: int | None, output: str, wants: Path | None, limit: str | None) -> None:
+def plan(ctx: Context, phase: str | None, output: str, wants: Path | None, limit: str | None) -> None:
     """Show what runs where, port use, RAM and the GPU memory budget; exit 2 if it cannot fit."""
     if wants is not None:
         _place(ctx, wants, limit)
@@ -64,9 +72,7 @@ def plan(ctx: Context, phase: int | None, output: str, wants: Path | None, limit
     from orchestrator.render.validate import check_rendered
 
     project = ctx.project()
-    if phase is not None:
-        project.playbook.phase(phase)  # an unknown phase is bad input, before anything else
-    result = make_plan(project, phase)
+    result = make_plan(project, phases_of(project, phase))  # an unknown phase is exit 2, before anything else
     margin = project.inventory.spec.models.disk_margin_gb
     disks = disk.plan_disks(project, build_services(project), result.nodes)  # every phase's weights stay
     result.problems.extend(p for d in disks if (p := d.problem(margin)))

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli.common import Context, fail, handle_errors, pass_ctx, project_options
+from orchestrator.cli.common import (
+    Context,
+    fail,
+    handle_errors,
+    pass_ctx,
+    phase_option,
+    phases_of,
+    project_options,
+)
 
 
 @click.group()
@@ -56,18 +64,19 @@ def secrets_list(ctx: Context) -> None:
 
 
 @secrets.command("check")
-@click.option("--phase", type=int, help="only what this phase needs")
+@phase_option
 @project_options
 @pass_ctx
 @handle_errors
-def secrets_check(ctx: Context, phase: int | None) -> None:
+def secrets_check(ctx: Context, phase: str | None) -> None:
     """Exit 1 listing the secrets the playbook needs that Vault does not hold."""
     from orchestrator.clients.secrets_source import SecretSource
     from orchestrator.render.services import build_services, secrets_of
 
     project = ctx.project()
     source = SecretSource.from_project(project)
-    services = [s for s in build_services(project) if phase is None or s.phase == phase]
+    phases = phases_of(project, phase)
+    services = [s for s in build_services(project) if phases is None or s.phase in phases]
     missing = source.missing(secrets_of(services))
     for name in missing:
         spec = source.declared[name]

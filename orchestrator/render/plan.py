@@ -20,6 +20,7 @@ fractions of all instances sharing one card must sum to at most 1.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -297,11 +298,11 @@ class Plan:
         return not self.problems
 
 
-def make_plan(project: Project, phase: int | None = None, nodes: set[str] | None = None) -> Plan:
+def make_plan(project: Project, phases: Sequence[int] | None = None, nodes: set[str] | None = None) -> Plan:
+    """The plan of the selected phases' services (every phase: None), on `nodes` (every node: None)."""
     services = build_services(project)
-    if phase is not None:
-        wanted = project.playbook.phase(phase)
-        services = [s for s in services if s.phase == wanted.id]
+    if phases is not None:
+        services = [s for s in services if s.phase in phases]
     catalog = load_catalog(project)
     plan = Plan(nodes=[], problems=[])
     for node in project.inventory.nodes.values():

@@ -59,6 +59,17 @@ def test_plan_phase_filters_services() -> None:
     assert "vllm-backup" in result.stdout and "vllm-primary" not in result.stdout
 
 
+def test_plan_takes_the_same_phase_selector_as_deploy() -> None:
+    """`--phase 3-4` and `--phase 3,4` select the same services in plan as in deploy."""
+    for selector in ("3-4", "3,4"):
+        result = swarm("plan", "--phase", selector)
+        assert result.returncode == 0, result.stderr
+        assert "vllm-backup" in result.stdout and "vllm-primary" in result.stdout, selector
+        assert "postgres" not in result.stdout, selector
+    refused = swarm("plan", "--phase", "3-")
+    assert refused.returncode == 2 and "expected a phase number" in refused.stderr
+
+
 def test_unknown_phase_is_exit_2() -> None:
     result = swarm("plan", "--phase", "42")
     assert result.returncode == 2
