@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncssh
 
+from orchestrator.addresses import host_port
 from orchestrator.errors import TransportError
 from orchestrator.transport.base import (
     ExecTimeout,
@@ -56,7 +57,7 @@ class SshTarget:
 
     @property
     def endpoint(self) -> str:
-        return f"{self.address}:{self.port}"
+        return host_port(self.address, self.port)
 
     def as_record(self) -> dict[str, Any]:
         """The target as JSON-able data (the plan record keeps it; nothing secret in it)."""
@@ -472,7 +473,7 @@ def record_host_key(host_key: HostKey, known_hosts: Path) -> bool:
     if recorded:
         raise TransportError(
             host_key.address,
-            f"{known_hosts} already holds a different key for {host_key.address}:{host_key.port}",
+            f"{known_hosts} already holds a different key for {host_port(host_key.address, host_key.port)}",
             hint="remove the old entry first if the change is expected",
         )
     known_hosts.parent.mkdir(parents=True, exist_ok=True)
