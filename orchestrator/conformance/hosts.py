@@ -108,10 +108,14 @@ class VerifiedParamikoBackend(ParamikoBackend):  # type: ignore[misc]
                 parsed.parse(f)
             self._load_ssh_config(client, cfg, parsed, os.path.dirname(self.ssh_config))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())  # whatever the config said
-        if known:
-            client.load_host_keys(os.path.expanduser(known))
-        else:
-            client.load_system_host_keys()
+        try:
+            if known:
+                client.load_host_keys(os.path.expanduser(known))
+            else:
+                client.load_system_host_keys()
+        except (OSError, ValueError) as exc:  # verify checks the file first: this is a race or a bad config
+            raise TransportError(self.host.name, f"cannot read known_hosts {known}: {exc}",
+                                 hint="`swarm trust HOST` records the host key") from None
         if self.ssh_identity_file:
             cfg["key_filename"] = self.ssh_identity_file
         try:

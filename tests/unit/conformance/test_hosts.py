@@ -157,3 +157,10 @@ def test_password_login_is_detected(sshd, tmp_path: Path) -> None:
     assert hosts.password_auth_offered(spec) == set()
     methods.append("password")
     assert hosts.password_auth_offered(spec) == {"password"}
+
+
+def test_a_missing_known_hosts_file_is_a_transport_error_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "known_hosts"
+    host = hosts.make_host(_spec(1, tmp_path / "key", missing), "paramiko", None, None)
+    with pytest.raises(TransportError, match=f"cannot read known_hosts {missing}"):
+        host.run("true")
