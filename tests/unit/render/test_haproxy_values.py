@@ -5,15 +5,23 @@ holds without the value — a newline, a `#`, a quote never start a directive of
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from jinja2.exceptions import SecurityError
 
 from orchestrator.config.project import load_project
 from orchestrator.errors import InputError
 from orchestrator.render.fleet import render_fleet
+from orchestrator.render.templates import jinja_env
 from orchestrator.render.validate import check_rendered
 
 INV = "inventory/swarm.yml"
@@ -82,3 +90,39 @@ def test_a_model_name_with_every_character_it_may_hold_stays_one_word(
     text = _oracle_config(project_copy, name, edit_yaml)
     assert sorted(d.split()[0] for d in _directives(text)) == plain  # no directive came or went (order: by name)
     assert f"-m str '{name}'" in text  # the body's model compared as the one word given
+
+
+# ---------------------------------------------------------------- the `| haproxy` filter itself
+
+HAPROXY = shutil.which("haproxy")
+WORDS = st.text(alphabet=st.sampled_from(list("aZ09 #'\"\\$%{}[]:/.;,-_\tégx\n")), max_size=24)
+READ_BACK = re.compile(r"config : parsing \[[^\]]+\]: '\[(.*)\]'\.$", re.S)
+
+
+def _haproxy_reads(word: str) -> tuple[int, str]:
+    """What HAProxy makes of `setenv V <word>`: its exit code with `-c`, and V as it reads it."""
+    text = f"global\n    setenv SWARM_V {word}\n.notice \"[${{SWARM_V}}]\"\ndefaults\n    mode http\n" \
+           "frontend f\n    bind :8080\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "h.cfg").write_text(text)
+        done = subprocess.run([HAPROXY or "haproxy", "-c", "-f", f"{tmp}/h.cfg"], capture_output=True, text=True,
+                              timeout=30, env={"PATH": "/usr/bin:/usr/sbin", "HOME": "/nonexistent"})
+    notice = next((line for line in (done.stdout + done.stderr).splitlines() if "[NOTICE]" in line), "")
+    found = READ_BACK.search(notice)
+    return done.returncode, found.group(1) if found else f"<no notice in {done.stdout + done.stderr!r}>"
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(WORDS)
+def test_haproxy_reads_back_exactly_the_word_the_filter_writes(value: str) -> None:
+    template = jinja_env().from_string("{{ v | haproxy }}")
+    try:
+        word = template.render(v=value)
+    except SecurityError:  # what haproxy.cfg cannot carry: a control character
+        assert any(not c.isprintable() for c in value)
+        return
+    assert "\n" not in word
+    assume(value != "")  # HAProxy's setenv needs a value
+    code, seen = _haproxy_reads(word)
+    assert code == 0 and seen == value, (word, seen)
