@@ -39,9 +39,10 @@ from typing import Any
 
 import yaml
 
+from orchestrator.addresses import host_port
 from orchestrator.commands.system import machine_facts
 from orchestrator.config.inventory import load_inventory
-from orchestrator.config.models import host_port, is_host, is_name
+from orchestrator.config.models import is_host, is_name
 from orchestrator.config.project import load_project
 from orchestrator.errors import InputError
 from orchestrator.facts.machine import parse_machine_facts

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import httpx
 
+from orchestrator.addresses import host_port
 from orchestrator.backup.model import Listed, Listing, Manifest, parse_listing
 from orchestrator.backup.qdrant import QdrantApi
 from orchestrator.backup.record import recorded
@@ -40,7 +41,6 @@ from orchestrator.clients.secrets_source import SecretSource, read_for_gate
 from orchestrator.clients.vault import unseal
 from orchestrator.commands import Command, Script
 from orchestrator.commands import backup as bcmd
-from orchestrator.config.models import host_port
 from orchestrator.config.project import Project
 from orchestrator.engine.context import new_run, whoami
 from orchestrator.engine.gate import Gate, GateTarget

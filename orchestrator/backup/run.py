@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 
 from orchestrator import __version__
+from orchestrator.addresses import host_port
 from orchestrator.backup.model import (
     Listing,
     Manifest,
@@ -46,7 +47,6 @@ from orchestrator.backup.qdrant import QdrantApi, Snapshot
 from orchestrator.backup.record import check_bytes, keep_record
 from orchestrator.commands import Command, Script, StepResult
 from orchestrator.commands import backup as bcmd
-from orchestrator.config.models import host_port
 from orchestrator.config.project import Project
 from orchestrator.engine.context import RunContext, new_run, whoami
 from orchestrator.engine.session import Look, Session, lock_problem

@@ -161,6 +161,7 @@ def unlock(ctx: Context, limit: str) -> None:
 @handle_errors
 def trust(ctx: Context, hosts: tuple[str, ...], yes: bool) -> None:
     """Fetch a node's SSH host key, show its fingerprint and record it in known_hosts."""
+    from orchestrator.addresses import host_port
     from orchestrator.errors import InputError
     from orchestrator.transport.ssh import fetch_host_key, record_host_key
 
@@ -170,7 +171,7 @@ def trust(ctx: Context, hosts: tuple[str, ...], yes: bool) -> None:
         if known is None:
             raise InputError(f"{node.name} has no ssh.known_hosts file configured")
         key = run_async(fetch_host_key(node.address, node.ssh.port, timeout=node.ssh.connect_timeout))
-        click.echo(f"{node.name} ({node.address}:{node.ssh.port}) {key.algorithm} {key.fingerprint}")
+        click.echo(f"{node.name} ({host_port(node.address, node.ssh.port)}) {key.algorithm} {key.fingerprint}")
         if not yes and not click.confirm(f"record this key for {node.name} in {known}?", default=False):
             click.echo("not recorded")
             continue

@@ -82,13 +82,14 @@ def _trust_new_hosts(request: InitRequest, yes: bool) -> None:
     """`swarm trust` for machines of a project not written yet: show each unknown host key's
     fingerprint and record it once confirmed, so the probe's verified connection can follow."""
     from orchestrator import project_init as pi
+    from orchestrator.addresses import host_port
     from orchestrator.errors import InputError
     from orchestrator.transport.ssh import fetch_host_key, record_host_key
 
     known = pi.known_hosts_path(request)
     for machine in pi.untrusted(request):
         key = run_async(fetch_host_key(machine.address, pi.SSH_PORT))
-        click.echo(f"{machine.name} ({machine.address}:{pi.SSH_PORT}) {key.algorithm} {key.fingerprint}")
+        click.echo(f"{machine.name} ({host_port(machine.address, pi.SSH_PORT)}) {key.algorithm} {key.fingerprint}")
         if not yes and not click.confirm(f"record this key for {machine.name} in {known}?", default=False):
             raise InputError(f"--probe: {machine.name}'s host key is not recorded, so it is not probed",
                              hint="compare the fingerprint with `ssh-keygen -lf` of the machine's host key "

@@ -137,15 +137,6 @@ def is_host(value: str) -> bool:
     return is_ip(value) or is_hostname(value)
 
 
-def url_host(host: str) -> str:
-    """A host as it stands in a URL or a `host:port`: an IPv6 address in brackets (RFC 3986)."""
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def host_port(host: str, port: int | str) -> str:
-    return f"{url_host(host)}:{port}"
-
-
 def _host(value: str) -> str:
     if not is_host(value):
         raise ValueError(f"not a host name or IP address (IPv6 without a %zone), got {quoted(value)}")

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from orchestrator.addresses import host_port, http_url
 from orchestrator.render.frontdoor import backend_of
 from orchestrator.render.services import LOOPBACK, Service
 from orchestrator.secrets import Secret
@@ -76,7 +77,7 @@ def model_backends(vllms: Sequence[Service]) -> dict[str, str]:
 
 def service_url(svc: Service, port_var: str | None = None) -> str:
     port = int(svc.vars[port_var]) if port_var else svc.ports[0].port
-    return f"http://{svc.address}:{port}"
+    return http_url(svc.address, port)
 
 
 def in_container_get(host: Any, svc: Service, port: int, path: str) -> str:
@@ -136,7 +137,7 @@ def chat_problems(status: int, body: Mapping[str, Any] | None, headers: Mapping[
     if not body or not body.get("choices"):
         return ["chat completion answered without choices"]
     served = {str(v.vars.get("served_model_name", "")) for v in vllms}
-    bases = {f"{v.address}:{v.ports[0].port}" for v in vllms if v.ports}
+    bases = {host_port(v.address, v.ports[0].port) for v in vllms if v.ports}
     model = str(body.get("model", ""))
     api_base = headers.get("x-litellm-model-api-base", "")
     if any(model.endswith(s) for s in served if s) or any(b in api_base for b in bases):

@@ -22,6 +22,7 @@ import paramiko
 import testinfra.host
 from testinfra.backend.paramiko import ParamikoBackend
 
+from orchestrator.addresses import host_port
 from orchestrator.config.inventory import Inventory, Node
 from orchestrator.errors import TransportError
 
@@ -42,7 +43,7 @@ class HostSpec:
 
     @property
     def url(self) -> str:
-        return f"{self.user}@{self.address}:{self.port}"
+        return f"{self.user}@{host_port(self.address, self.port)}"
 
 
 def host_spec(inventory: Inventory, node: Node) -> HostSpec:
@@ -107,10 +108,14 @@ class VerifiedParamikoBackend(ParamikoBackend):  # type: ignore[misc]
                 parsed.parse(f)
             self._load_ssh_config(client, cfg, parsed, os.path.dirname(self.ssh_config))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())  # whatever the config said
-        if known:
-            client.load_host_keys(os.path.expanduser(known))
-        else:
-            client.load_system_host_keys()
+        try:
+            if known:
+                client.load_host_keys(os.path.expanduser(known))
+            else:
+                client.load_system_host_keys()
+        except (OSError, ValueError) as exc:  # verify checks the file first: this is a race or a bad config
+            raise TransportError(self.host.name, f"cannot read known_hosts {known}: {exc}",
+                                 hint="`swarm trust HOST` records the host key") from None
         if self.ssh_identity_file:
             cfg["key_filename"] = self.ssh_identity_file
         try:
@@ -138,7 +143,7 @@ def make_host(spec: HostSpec, connection: str, ssh_config: Path | None,
     kwargs: dict[str, Any] = {"ssh_config": str(ssh_config) if ssh_config else None,
                               "ssh_identity_file": str(ident) if ident else None,
                               "timeout": int(spec.timeout), **extra}
-    hostspec = f"{spec.user}@{spec.address}:{spec.port}"
+    hostspec = spec.url  # testinfra reads `user@[v6]:port` (brackets) and `user@v4:port`
     if connection == "paramiko":
         backend = VerifiedParamikoBackend(
             hostspec, known_hosts=str(spec.known_hosts) if spec.known_hosts else None, **kwargs)

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from orchestrator import commands
+from orchestrator.addresses import http_url
 from orchestrator.conformance import checks, protected
 from orchestrator.conformance.fleet import in_container_get
 from orchestrator.conformance.plugin import Conformance, context, node_of, param_id
@@ -123,7 +124,7 @@ def _service_json(swarm: Conformance, svc: Service, path: str) -> Any:
     from inside its container on the node (conformance/fleet.in_container_get)."""
     port = svc.ports[0]
     if port.host_ip != LOOPBACK:
-        return _get_json(f"http://{svc.address}:{port.port}{path}")
+        return _get_json(http_url(svc.address, port.port, path))
     try:
         return json.loads(in_container_get(swarm.host(svc.node), svc, port.target, path))
     except (AssertionError, ValueError):

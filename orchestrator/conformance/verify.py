@@ -31,6 +31,7 @@ import pytest
 from orchestrator.config.project import load_project
 from orchestrator.conformance.plugin import make_scope, summary_lines
 from orchestrator.errors import InputError
+from orchestrator.transport.ssh import check_local_files, target_for
 
 PACKAGE = "orchestrator.conformance"
 PLUGIN = "orchestrator.conformance.plugin"
@@ -65,13 +66,15 @@ def pytest_args(project_root: Path | None, inventory: Path | None, playbook: Pat
 
 def check_input(project_root: Path | None, inventory: Path | None, playbook: Path | None,
                 limit: str | None, phase: str | None, workers: int) -> None:
-    """Fail with InputError (exit 2) before any node is contacted."""
+    """Fail with InputError (exit 2) before any node is contacted: bad input, or an SSH key or
+    known_hosts file that is missing or unreadable (once, not once per check)."""
     if workers < 0:
         raise InputError(f"-n: workers must be 0 or more, got {workers}")
     project = load_project(project_root, inventory, playbook)
     scope = make_scope(project, limit, phase)
     if not scope.nodes:
         raise InputError(f"nothing to verify: --limit {limit!r} and --phase {phase} select no node")
+    check_local_files([target_for(project.inventory, n) for n in scope.nodes], str(project.inventory.path))
 
 
 def run_verify(project_root: Path | None, inventory: Path | None, playbook: Path | None,

@@ -11,9 +11,9 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.addresses import host_port
 from orchestrator.clients.consul import CheckSpec, ConsulClient, ServiceRegistration, access_of
 from orchestrator.clients.consul_read import ConsulAccess
-from orchestrator.config.models import host_port
 from orchestrator.config.project import Project
 from orchestrator.errors import ServiceError
 from orchestrator.events import EventBus
@@ -91,7 +91,7 @@ class ConsulSync:
             self.undo_log.append((reg.id, before.get(reg.id)))
             changed = client.register(reg)
             self.bus.emit("consul", "changed" if changed else "unchanged", host=svc.node, phase=phase,
-                          message=f"{reg.id} as {reg.name} at {reg.address}:{reg.port}")
+                          message=f"{reg.id} as {reg.name} at {host_port(reg.address, reg.port)}")
         for sid, old in before.items():
             meta = old.meta
             if (meta.get("swarm_fleet") == self.fleet and meta.get("swarm_phase") == str(phase)

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from orchestrator import commands as cmd
+from orchestrator.addresses import http_url
 from orchestrator.clients.haproxy import RuntimeApi, RuntimeApiError, unix_link
 from orchestrator.commands import Command, Script
 from orchestrator.commands.rollout import compose_pull, install_live_config, run_dir, signal_service
@@ -314,8 +315,8 @@ class Swapper:
         if is_loopback(svc, port) and svc.node in self.fleet:
             forward = getattr(self.fleet[svc.node], "forward_local", None)
             if forward is not None:
-                return f"http://{FORWARDED_HOST}:{await forward(port)}"
-        return f"http://{svc.address}:{port}"
+                return http_url(FORWARDED_HOST, await forward(port))
+        return http_url(svc.address, port)
 
     async def ready(self, move: Move) -> None:
         for door in self.doors:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from orchestrator.addresses import http_url
 from orchestrator.render.services import Probe
 from orchestrator.secrets import Secret, scrub
 
@@ -48,8 +49,8 @@ async def http_probe(client: httpx.AsyncClient, address: str, probe: Probe,
     if probe.bearer_secret and probe.bearer_secret in secrets:
         headers["Authorization"] = f"Bearer {secrets[probe.bearer_secret].reveal()}"
     try:
-        resp = await client.get(f"{getattr(probe, 'scheme', 'http')}://{address}:{probe.port}{probe.path}",
-                                headers=headers, timeout=probe.timeout)
+        url = http_url(address, int(probe.port or 0), probe.path, getattr(probe, "scheme", "http"))
+        resp = await client.get(url, headers=headers, timeout=probe.timeout)
     except httpx.HTTPError as exc:
         return Outcome(False, name, _http_error(exc))
     answer = scrub(f"{resp.status_code} {resp.text[:120].strip()!r}")

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.addresses import host_port
 from orchestrator.clients.images import arch_from_uname, parse_platform
 from orchestrator.clients.registry import ImageIndex, format_platforms
 from orchestrator.commands import StepResult
@@ -60,7 +61,7 @@ def is_version_at_least(actual: str, minimum: str) -> bool:
 
 
 def check_ssh(node: Node, error: str | None) -> CheckResult:
-    target = f"{node.ssh.user}@{node.address}:{node.ssh.port}"
+    target = f"{node.ssh.user}@{host_port(node.address, node.ssh.port)}"
     if error is None:
         return result("ssh", "login", node.name, "pass", f"logged in as {target}")
     return result(
@@ -545,7 +546,7 @@ class Dependency:
 
     @property
     def endpoint(self) -> str:
-        return f"{self.target.address}:{self.port}"
+        return host_port(self.target.address, self.port)
 
 
 def check_network(node: str, deps: Sequence[Dependency], facts: NodeFacts) -> list[CheckResult]:

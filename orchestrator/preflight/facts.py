@@ -47,7 +47,7 @@ _DOCKER_ROOT_DF = (
 # TCP connect to each HOST:PORT argument, all at once, 3 s each; one line per target:
 # `HOST:PORT open` or `HOST:PORT closed RC ERROR TEXT`.
 _TCP_PROBES = (
-    'for t; do ( h=${t%:*}; p=${t##*:}; '
+    'for t; do ( h=${t%:*}; h=${h#"["}; h=${h%"]"}; p=${t##*:}; '
     "if e=$(timeout 3 bash -c 'exec 3<>\"/dev/tcp/$0/$1\"' \"$h\" \"$p\" 2>&1); "
     'then echo "$t open"; else rc=$?; echo "$t closed $rc $(printf %s "$e" | tr "\\n" " ")"; fi '
     ") & done; wait"
@@ -98,7 +98,7 @@ class FactsRequest:
 
     deploy_root: str
     gpus: bool = False
-    targets: tuple[str, ...] = ()  # "address:port"
+    targets: tuple[str, ...] = ()  # "address:port", "[v6 address]:port"
     smokes: tuple[Smoke, ...] = ()
     backups: tuple[str, ...] = ()  # stateful services: the newest backup of each (docs/backup.md)
 

@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+from orchestrator.addresses import host_port
 from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project
 from orchestrator.preflight.checks import Dependency, VramNeed
@@ -101,7 +102,9 @@ def _rendered_text(fleet: FleetRender, svc: Service) -> str:
 
 
 def _names_endpoint(text: str, address: str, port: int) -> bool:
-    pattern = rf"(?<![\w.-]){re.escape(address)}:{port}(?!\d)"
+    """`text` names address:port, an IPv6 address bracketed as a URL writes it (or bare)."""
+    forms = "|".join(re.escape(f) for f in dict.fromkeys((host_port(address, port), f"{address}:{port}")))
+    pattern = rf"(?<![\w.-])(?:{forms})(?!\d)"
     return re.search(pattern, text) is not None
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
+from orchestrator.addresses import host_port
 from orchestrator.clients.images import mirrored, parse_image_ref
 from orchestrator.config.inventory import Node, did_you_mean
 from orchestrator.config.models import Model, is_env_name, is_ip, parse_duration
@@ -533,8 +534,8 @@ def compose_literal(value: Any) -> Any:
 
 
 def _port_text(p: Port) -> str:
-    host = f"[{p.host_ip}]:" if ":" in p.host_ip else (f"{p.host_ip}:" if p.host_ip else "")
-    return f"{host}{p.port}:{p.target}" + ("/udp" if p.protocol == "udp" else "")
+    published = host_port(p.host_ip, p.port) if p.host_ip else str(p.port)
+    return f"{published}:{p.target}" + ("/udp" if p.protocol == "udp" else "")
 
 
 def _argv(items: Any, role: Role, key: str) -> list[str]:

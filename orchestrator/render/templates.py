@@ -27,7 +27,8 @@ import yaml
 from jinja2 import Undefined
 from jinja2.exceptions import SecurityError
 
-from orchestrator.config.models import host_port, is_ip, relative_path_problem, url_host
+from orchestrator.addresses import host_port, url_host
+from orchestrator.config.models import is_ip, relative_path_problem
 from orchestrator.config.roles import Role
 from orchestrator.config.yamlfile import decode_utf8, format_loc, read_bounded
 from orchestrator.errors import InputError

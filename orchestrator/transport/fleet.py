@@ -16,10 +16,16 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from orchestrator.commands import Runnable
-from orchestrator.errors import InputError, SwarmError, TransportError
+from orchestrator.errors import SwarmError, TransportError
 from orchestrator.transport.base import Result, Transport, TransportStats
 from orchestrator.transport.recording import RecordingTransport
-from orchestrator.transport.ssh import DEFAULT_FORKS, SshTarget, SshTransport, target_for
+from orchestrator.transport.ssh import (
+    DEFAULT_FORKS,
+    SshTarget,
+    SshTransport,
+    check_local_files,
+    target_for,
+)
 
 if TYPE_CHECKING:
     from orchestrator.config.inventory import Inventory, Node
@@ -55,14 +61,14 @@ class Fleet:
 
     @classmethod
     def over_ssh(cls, targets: Iterable[SshTarget], *, forks: int = DEFAULT_FORKS,
-                 check: bool = False) -> Fleet:
-        """Real SSH transports; with `check`, wrapped so only read-only commands run. A key file
-        that does not exist is bad input (exit 2), said before anything connects."""
+                 check: bool = False, where: str | None = None) -> Fleet:
+        """Real SSH transports; with `check`, wrapped so only read-only commands run. A key or
+        known_hosts file that is missing or unreadable is bad input (exit 2, `where`: the
+        inventory), said once before anything connects."""
+        chosen = list(targets)
+        check_local_files(chosen, where)
         made: list[Transport] = []
-        for target in targets:
-            if target.key is not None and not target.key.is_file():
-                raise InputError(f"SSH key {target.key} for {target.name} does not exist",
-                                 hint="set ssh.key in the inventory to your private key")
+        for target in chosen:
             real = SshTransport(target)
             made.append(RecordingTransport(real) if check else real)
         return cls(made, forks=forks)
@@ -72,11 +78,7 @@ class Fleet:
                   check: bool = False, optional: Collection[str] = ()) -> Fleet:
         """SSH to these nodes as the inventory says (`optional`: nodes that get a connect window)."""
         targets = [target_for(inventory, n, optional=n.name in optional) for n in nodes]
-        for target in targets:
-            if target.key is not None and not target.key.is_file():
-                raise InputError(f"SSH key {target.key} for {target.name} does not exist", file=str(inventory.path),
-                                 hint="set ssh.key in the inventory to your private key")
-        return cls.over_ssh(targets, forks=forks, check=check)
+        return cls.over_ssh(targets, forks=forks, check=check, where=str(inventory.path))
 
     async def __aenter__(self) -> Fleet:
         return self

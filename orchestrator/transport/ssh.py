@@ -15,14 +15,15 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncssh
 
-from orchestrator.errors import TransportError
+from orchestrator.addresses import host_port
+from orchestrator.errors import InputError, TransportError
 from orchestrator.transport.base import (
     ExecTimeout,
     ShellTransport,
@@ -56,7 +57,7 @@ class SshTarget:
 
     @property
     def endpoint(self) -> str:
-        return f"{self.address}:{self.port}"
+        return host_port(self.address, self.port)
 
     def as_record(self) -> dict[str, Any]:
         """The target as JSON-able data (the plan record keeps it; nothing secret in it)."""
@@ -360,6 +361,52 @@ def _known_hosts(path: Path) -> Any:
     return _cached("known_hosts", path, asyncssh.read_known_hosts)
 
 
+def check_local_files(targets: Iterable[SshTarget], where: str | None = None) -> None:
+    """The SSH key and known_hosts files the targets name exist and can be read; else one
+    InputError (exit 2, `where`: the inventory) before anything connects — never the same
+    failure once per node, or once per check."""
+    chosen = list(targets)
+    for target in chosen:
+        if target.key is not None and not target.key.is_file():
+            raise InputError(f"SSH key {target.key} for {target.name} does not exist", file=where,
+                             hint="set ssh.key in the inventory to your private key")
+    users: dict[Path, list[str]] = {}
+    for target in chosen:
+        if target.known_hosts is not None:
+            users.setdefault(target.known_hosts, []).append(target.name)
+    for path, names in users.items():
+        problem = known_hosts_problem(path)
+        if problem is not None:
+            raise known_hosts_error(path, problem, names, where)
+
+
+def known_hosts_problem(path: Path) -> str | None:
+    """Why host keys cannot be checked against `path` (None: it reads)."""
+    if not path.exists():
+        return "does not exist"
+    if not path.is_file():
+        return "is not a file"
+    try:
+        _known_hosts(path)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    except ValueError as exc:  # asyncssh reads it as UTF-8 text
+        return f"cannot be read ({type(exc).__name__})"
+    return None
+
+
+def known_hosts_error(path: Path, problem: str, nodes: Sequence[str], where: str | None = None) -> InputError:
+    """A known_hosts file that is missing or unreadable: what it means, what to do (exit 2)."""
+    shown = " ".join(nodes[:8]) + (" ..." if len(nodes) > 8 else "")
+    return InputError(
+        f"known_hosts file {path} {problem}: the host keys of {shown} cannot be verified",
+        file=where,
+        hint=f"record them after checking each fingerprint: `swarm trust {shown}` (a new project: "
+             "`swarm init --probe`); or point ssh.known_hosts in the inventory (top level, or "
+             "nodes.<name>.ssh.known_hosts) at the file that holds them",
+    )
+
+
 def _check_files(target: SshTarget) -> None:
     if target.key is not None and not target.key.is_file():
         raise TransportError(
@@ -472,7 +519,7 @@ def record_host_key(host_key: HostKey, known_hosts: Path) -> bool:
     if recorded:
         raise TransportError(
             host_key.address,
-            f"{known_hosts} already holds a different key for {host_key.address}:{host_key.port}",
+            f"{known_hosts} already holds a different key for {host_port(host_key.address, host_key.port)}",
             hint="remove the old entry first if the change is expected",
         )
     known_hosts.parent.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,7 @@ def dead_fleet(project_copy: Path, edit_yaml: Callable[..., None], tmp_path: Pat
     """The shipped fleet with every node on a closed loopback port (SSH fails at once)."""
     key = tmp_path / "key"
     key.write_text("not a key\n")
+    (tmp_path / "known_hosts").write_text("")  # there, holding no key: a missing one is exit 2 up front
     port = closed_port()
 
     def point_at_loopback(inv: dict) -> None:

@@ -49,6 +49,13 @@ class _Svc:
         self.ports = (Port(port=port, target=8000),)
 
 
+def test_urls_of_a_service_at_an_ipv6_address_bracket_it() -> None:
+    vllm = _Svc("vllm-primary", "org/model-a", "fd00::5", 8000)
+    assert fleet.service_url(vllm) + "/health" == "http://[fd00::5]:8000/health"  # type: ignore[arg-type]
+    ok = {"x-litellm-model-api-base": "http://[fd00::5]:8000/v1"}
+    assert fleet.chat_problems(200, {"model": "x", "choices": [1]}, ok, [vllm]) == []  # type: ignore[arg-type]
+
+
 def test_chat_answer_must_come_from_a_vllm() -> None:
     vllms = [_Svc("vllm-primary", "org/model-a", "198.18.1.2", 8000)]
     ok_body = {"model": "org/model-a", "choices": [{"message": {"content": "hi"}}]}

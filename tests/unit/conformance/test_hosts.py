@@ -51,11 +51,21 @@ def _answer(channel: paramiko.Channel, command: bytes) -> None:
 @pytest.fixture
 def sshd(tmp_path: Path) -> Iterator[tuple[int, paramiko.PKey, Path, list[str]]]:
     """(port, host key, client key file, allowed methods — mutable) of a one-thread test sshd."""
+    yield from _sshd(tmp_path, "127.0.0.1")
+
+
+@pytest.fixture
+def sshd_v6(tmp_path: Path) -> Iterator[tuple[int, paramiko.PKey, Path, list[str]]]:
+    """The same test sshd on the IPv6 loopback."""
+    yield from _sshd(tmp_path, "::1")
+
+
+def _sshd(tmp_path: Path, address: str) -> Iterator[tuple[int, paramiko.PKey, Path, list[str]]]:
     host_key = paramiko.Ed25519Key.from_private_key_file(_keygen(tmp_path / "host"))
     client_file = _keygen(tmp_path / "client")
     client_key = paramiko.Ed25519Key.from_private_key_file(client_file)
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
+    listener = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
+    listener.bind((address, 0))
     listener.listen(8)
     methods = ["publickey"]
     stop = threading.Event()
@@ -89,14 +99,14 @@ def _keygen(path: Path) -> str:
     return str(path)
 
 
-def _spec(port: int, key: Path, known: Path) -> HostSpec:
-    return HostSpec(node="node1", address="127.0.0.1", user="swarm", port=port, key=key,
+def _spec(port: int, key: Path, known: Path, address: str = "127.0.0.1") -> HostSpec:
+    return HostSpec(node="node1", address=address, user="swarm", port=port, key=key,
                     known_hosts=known, timeout=5)
 
 
-def _known(tmp_path: Path, port: int, key: paramiko.PKey) -> Path:
+def _known(tmp_path: Path, port: int, key: paramiko.PKey, address: str = "127.0.0.1") -> Path:
     path = tmp_path / "known_hosts"
-    path.write_text(f"[127.0.0.1]:{port} {key.get_name()} {key.get_base64()}\n")
+    path.write_text(f"[{address}]:{port} {key.get_name()} {key.get_base64()}\n")
     return path
 
 
@@ -121,6 +131,15 @@ def test_paramiko_host_runs_over_one_verified_connection(sshd, tmp_path: Path) -
     assert host.backend.client is first
 
 
+def test_a_node_with_an_ipv6_address_is_reached(sshd_v6, tmp_path: Path) -> None:
+    port, host_key, client_key, _ = sshd_v6
+    spec = _spec(port, client_key, _known(tmp_path, port, host_key, "::1"), address="::1")
+    assert spec.url == f"swarm@[::1]:{port}"
+    host = hosts.make_host(spec, "paramiko", None, None)
+    assert host.run("echo hi").stdout == "ran:echo hi"
+    assert hosts.password_auth_offered(spec) == set()
+
+
 def test_an_unknown_host_key_is_refused(sshd, tmp_path: Path) -> None:
     port, _, client_key, _ = sshd
     other = paramiko.Ed25519Key.from_private_key_file(_keygen(tmp_path / "other"))
@@ -138,3 +157,10 @@ def test_password_login_is_detected(sshd, tmp_path: Path) -> None:
     assert hosts.password_auth_offered(spec) == set()
     methods.append("password")
     assert hosts.password_auth_offered(spec) == {"password"}
+
+
+def test_a_missing_known_hosts_file_is_a_transport_error_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "known_hosts"
+    host = hosts.make_host(_spec(1, tmp_path / "key", missing), "paramiko", None, None)
+    with pytest.raises(TransportError, match=f"cannot read known_hosts {missing}"):
+        host.run("true")

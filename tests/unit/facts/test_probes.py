@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from orchestrator.addresses import http_url
 from orchestrator.config.inventory import load_inventory
 from orchestrator.facts.probes import Outcome, ProbeNetwork, http_probe
 from orchestrator.render.services import Probe
@@ -93,3 +95,29 @@ def test_an_https_probe_trusts_the_ca_the_inventory_names(project_copy: Path, ed
     assert probe(network, https_service).ok
     refused = probe(ProbeNetwork(), https_service)  # the system's CAs alone: not this fleet's
     assert not refused.ok
+
+
+class _Ipv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def test_an_http_probe_reaches_a_service_at_an_ipv6_address() -> None:
+    server = _Ipv6Server(("::1", 0), Healthy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    health = Probe(kind="http", port=int(server.server_address[1]), path="/health")
+
+    async def go() -> Outcome:
+        async with ProbeNetwork().client() as client:
+            return await http_probe(client, "::1", health, {})
+
+    try:
+        outcome = asyncio.run(go())
+    finally:
+        server.shutdown()
+    assert outcome.ok, outcome.detail
+
+
+def test_a_probe_url_brackets_an_ipv6_address() -> None:
+    assert http_url("fd00::5", 8000, "/health") == "http://[fd00::5]:8000/health"
+    assert http_url("198.18.0.5", 8000, "/health") == "http://198.18.0.5:8000/health"
+    assert http_url("fd00::5", 8200, scheme="https") == "https://[fd00::5]:8200"

@@ -12,7 +12,7 @@ import json
 import os
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -367,6 +367,17 @@ def test_dependencies_come_from_rendered_configs_and_env(project: Project) -> No
     assert all(d.source.node != d.target.node for d in deps)
 
 
+def test_dependencies_on_a_node_at_an_ipv6_address(project_copy: Path, edit_yaml: Callable) -> None:
+    edit_yaml(project_copy / "inventory/swarm.yml", lambda d: d["nodes"]["starlord"].update(address="fd00::3"))
+    moved = load_project(project_copy)
+    everyone = build_services(moved)
+    deps = dependencies(render_fleet(moved, for_node=True), everyone, everyone)
+    found = {(d.source.name, d.target.name): d.endpoint for d in deps}
+    # the front door's config and rag-pipeline's env write [fd00::3]:port; the probe targets say so too
+    assert found[("haproxy", "vllm-primary")] == "[fd00::3]:8000"
+    assert found[("rag-pipeline", "qdrant")] == "[fd00::3]:6333"
+
+
 def probe_facts(**probes: str) -> NodeFacts:
     parsed = {t: p for t, p in ((t, parse_probe_line(f"{t} {line}")) for t, line in probes.items()) if p}
     return healthy_facts(probes=parsed)
@@ -450,6 +461,16 @@ def test_probe_script_runs_for_real_in_one_command(listener: int, tmp_path: Path
     assert facts.probes[f"127.0.0.1:{listener}"].open
     refused = facts.probes[f"127.0.0.1:{closed}"]
     assert not refused.open and refused.refused
+
+
+def test_probe_script_reaches_an_ipv6_target_written_in_brackets(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET6) as sock:
+        sock.bind(("::1", 0))
+        sock.listen()
+        target = f"[::1]:{sock.getsockname()[1]}"
+        request = FactsRequest(deploy_root=str(tmp_path), targets=(target,))
+        answer = asyncio.run(LocalTransport().run(probe_script(request), check=False))
+    assert parse_facts(request, answer.steps, "local").probes[target].open
 
 
 def test_parse_facts_reads_docker_answers() -> None:
