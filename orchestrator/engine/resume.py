@@ -85,7 +85,8 @@ def session_of(project: Project, pending: Pending, bus: EventBus, fleet: Fleet |
     roots = {n.name: n.deploy_root for n in nodes}
     if fleet is not None:
         return Session(fleet, ctx, bus, roots)
-    return Session.over_ssh([target_for(project.inventory, n) for n in nodes], ctx, bus, roots=roots)
+    return Session.over_ssh([target_for(project.inventory, n) for n in nodes], ctx, bus, roots=roots,
+                            where=str(project.inventory.path))
 
 
 async def _resume_nodes(project: Project, bus: EventBus, session: Session, pending: Pending,

@@ -237,7 +237,8 @@ class Rollback:
         if self.world.fleet is not None:
             return Session(self.world.fleet, ctx, self.bus, roots, sel.optional)
         targets = [target_for(self.project.inventory, n, optional=sel.is_optional(n.name)) for n in sel.nodes]
-        return Session.over_ssh(targets, ctx, self.bus, roots=roots, forks=self.opts.forks)
+        return Session.over_ssh(targets, ctx, self.bus, roots=roots, forks=self.opts.forks,
+                                where=str(self.project.inventory.path))
 
     async def _phase(self, session: Session, scope: PhaseScope, sel: Selection) -> dict[str, str]:
         runner = Runner(session.fleet, self.bus, run_id=session.ctx.run_id, by=self.opts.by, consul=self.consul,

@@ -135,7 +135,8 @@ class Deploy:
         if self.world.fleet is not None:
             return Session(self.world.fleet, ctx, self.bus, roots, sel.optional)
         targets = [target_for(self.project.inventory, n, optional=sel.is_optional(n.name)) for n in sel.nodes]
-        return Session.over_ssh(targets, ctx, self.bus, roots=roots, forks=self.opts.forks, check=self.opts.check)
+        return Session.over_ssh(targets, ctx, self.bus, roots=roots, forks=self.opts.forks, check=self.opts.check,
+                                where=str(self.project.inventory.path))
 
     async def _connect(self, session: Session, sel: Selection) -> tuple[Selection, dict[str, Secret]]:
         """Every connection at once, the secrets and what each image's tag names now meanwhile; an

@@ -83,11 +83,13 @@ class Session:
 
     @classmethod
     def over_ssh(cls, targets: Iterable[SshTarget], ctx: RunContext, bus: EventBus, *,
-                 roots: Mapping[str, str], forks: int = DEFAULT_FORKS, check: bool = False) -> Session:
-        """A session over real SSH (`check`: only read-only commands go out)."""
+                 roots: Mapping[str, str], forks: int = DEFAULT_FORKS, check: bool = False,
+                 where: str | None = None) -> Session:
+        """A session over real SSH (`check`: only read-only commands go out; `where`: the
+        inventory, named by a missing key or known_hosts file's error)."""
         chosen = list(targets)
         optional = frozenset(t.name for t in chosen if t.answer_window is not None)
-        return cls(Fleet.over_ssh(chosen, forks=forks, check=check), ctx, bus, dict(roots), optional)
+        return cls(Fleet.over_ssh(chosen, forks=forks, check=check, where=where), ctx, bus, dict(roots), optional)
 
     async def __aenter__(self) -> Session:
         return self

@@ -107,7 +107,8 @@ async def unlock(project: Project, limit: str, bus: EventBus) -> dict[str, str]:
     ctx = new_run(whoami(), "unlock", ())
     broken: dict[str, str] = {}
     targets = [target_for(project.inventory, n) for n in nodes]
-    async with Session.over_ssh(targets, ctx, bus, roots={n.name: n.deploy_root for n in nodes}) as session:
+    async with Session.over_ssh(targets, ctx, bus, roots={n.name: n.deploy_root for n in nodes},
+                                where=str(project.inventory.path)) as session:
         await session.connect(required=False)
 
         async def one(name: str) -> None:
