@@ -44,6 +44,15 @@ class WeightsPin:
         return bool(_COMMIT.fullmatch(self.revision))
 
     @property
+    def moving(self) -> bool:
+        """A branch or a tag: staging resolves it to a commit first (models/resolve.py)."""
+        return not self.pinned
+
+    def at(self, commit: str) -> WeightsPin:
+        """The same repository at `commit` (what a moving revision resolved to)."""
+        return WeightsPin(self.repo, commit)
+
+    @property
     def key(self) -> str:
         return f"{self.repo}@{self.revision}"
 
