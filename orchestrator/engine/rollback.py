@@ -190,6 +190,8 @@ def plan_rollback(node: Node, phase: int, state: NodeState, target: Target, phas
               "applied": applied, "action": "rollback", "rolled_back_to": target.release["id"],
               "rollback_of": target.effective["id"], "run": run_id,
               "images": dict(target.release.get("images", {})),
+              "models": {**{k: v for k, v in dict(current.get("models") or {}).items() if k not in take},
+                         **{k: v for k, v in dict(target.release.get("models") or {}).items() if k in take}},
               **rollout.taken_extra(target.release, state, take)}
     return RollbackPlan(node=node, target=target, release=release, record=record, compose=compose,
                         to_apply=to_apply, to_remove=drop, take=take, kept_protected=protected)

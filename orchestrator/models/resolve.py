@@ -1,11 +1,16 @@
 """Moving revisions resolved to commits at stage time, as an image tag is resolved to a digest.
 
-Weights that follow `main` (or another branch or tag) are staged at the commit that revision
-names when the run asks the hub: one `model_info` call per repository and revision, in threads.
-`swarm models stage` does it today (models/manage.py). `Resolution.chosen` also takes the commit
-each node already serves (its current release's `models` entry), so a run whose hub does not
-answer keeps what runs, says so once (`note`), and changes nothing; only a service no node serves
-yet has no commit to stage, and staging refuses it, naming it.
+Weights that follow `main` (or another branch or tag) are staged and served at the commit that
+revision names when the run asks the hub: one `model_info` call per repository and revision, in
+threads, while the SSH connections open (engine/runbook.py; `swarm models stage` likewise). The
+release records the commit (`release.json` → `models`) and its compose mounts it (render/pins.py),
+so a rollback, `gc` and `verify` see a commit like any pin, and a later run that finds the branch
+moved applies the service again (render/pins.moved_weights), staging the new commit before the
+phase. The no-op fast path asks the same question with the stdlib (clients/revisions.py).
+
+The hub not answering is no error here: each service keeps the commit its node serves (its
+current release's `models` entry), the run says so once (`note`), and nothing changes for it.
+Only a service no node serves yet has no commit to stage; staging refuses it, naming it.
 """
 
 from __future__ import annotations

@@ -23,7 +23,15 @@ from orchestrator.events import EventBus
 from orchestrator.facts.node import NodeState
 from orchestrator.transport.fleet import Fleet
 from orchestrator.transport.replay import Answer, ReplayTransport
-from tests.unit.engine.replay_fleet import ReplayFleet, healthy_network, on_command
+from tests.unit.engine.replay_fleet import (
+    COMMIT,
+    WEIGHTS_FILE,
+    WEIGHTS_SHA,
+    ReplayFleet,
+    healthy_network,
+    on_command,
+    store_listing,
+)
 from tests.unit.lab_answers import answer, docker_ps, states
 
 PHASE3 = ("qdrant", "vllm-primary", "vllm-secondary", "gpu-monitor")
@@ -45,7 +53,7 @@ def compose(fleet: ReplayFleet, change_secondary: bool = False) -> str:
     data = yaml.safe_load(text)
     if change_secondary:
         data["services"]["vllm-secondary"]["command"] = ["--max-num-seqs", "4"]
-    return "swarm:present\n" + yaml.safe_dump(data)
+    return "swarm:present\n" + yaml.safe_dump(data).replace("/main:/models/", f"/{COMMIT}:/models/")  # as released
 
 
 def secondary_image(fleet: ReplayFleet) -> str:
@@ -61,6 +69,9 @@ def starlord(fleet: ReplayFleet, manifests: Answer, current: dict[str, Any], tex
         "docker-ps": Answer(0, docker_ps("starlord")),
         "container-states": states("starlord"),
         "node-clock": answer("starlord", "node-clock"),
+        # the weights the target release mounts, staged and checked (models/run.before_rollback)
+        "models-list": Answer(0, store_listing(fleet.staged("starlord").values(), fleet.project.inventory.node("starlord"))),
+        "models-hash": Answer(0, f"{WEIGHTS_SHA} *{WEIGHTS_FILE}\n"),
     })
     fleet.transports["starlord"] = transport
     return transport
