@@ -35,11 +35,10 @@ from orchestrator.errors import RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
 from orchestrator.facts.node import LookRequest
 from orchestrator.facts.probes import ProbeNetwork
-from orchestrator.models.resolve import Resolution, ask_hub, hub_client, moving_pins, with_commits
+from orchestrator.models.resolve import Resolution, ask_hub, hub_client, moving_pins
 from orchestrator.models.run import before_deploy
 from orchestrator.paths import local_state_dir
 from orchestrator.preflight.run import check_deploy, current_digests, plan_requests
-from orchestrator.render.pins import recorded_models
 from orchestrator.render.release import applied_lines
 from orchestrator.render.validate import check_rendered
 from orchestrator.secrets import Secret
@@ -145,7 +144,7 @@ class Deploy:
         optional node that is off is left out."""
         reading = asyncio.ensure_future(self._secrets(sel.secrets_needed()))
         heads = asyncio.ensure_future(self._digests(sel))   # registry HEADs while SSH connects
-        asking = asyncio.ensure_future(self._revisions(sel, reading))   # the hub, likewise
+        asking = asyncio.ensure_future(ask_revisions(self.project, sel, reading, self.world.revisions))  # the hub too
         try:
             skipped = await session.connect(sel.names)
             if len(skipped) == len(sel.names):
@@ -174,20 +173,6 @@ class Deploy:
         if self.opts.skip_preflight:
             return {}
         return await current_digests(self.project, sorted({s.image for s in sel.selected_services()}))
-
-    async def _revisions(self, sel: Selection, reading: asyncio.Future[dict[str, Secret]]) -> Resolution:
-        """Which commit each moving weights revision (`main`) names now (the hub token is a secret)."""
-        pins = moving_pins(sel.selected_services())
-        if not pins:
-            return Resolution()
-        if self.world.revisions is not None:
-            return self.world.revisions
-        try:
-            secrets = await asyncio.shield(reading)
-        except Exception:  # noqa: BLE001 - the run reports the secrets' own failure; nothing to ask
-            return Resolution()
-        token = secrets.get(self.project.inventory.spec.models.token_secret)
-        return await ask_hub(hub_client(self.project, token), pins)
 
     # ------------------------------------------------------------ lock, then look; plan
 
@@ -260,8 +245,7 @@ class Deploy:
         release is in place — the weights of every service of the changing phases staged on its
         node and the revisions about to (re)start hashed (models/run.py); a missing or corrupt
         file stops the run, naming it, before any container changes."""
-        services = [s for c in moving for s in with_commits(c.services, self.revisions.chosen(
-            c.services, recorded_models(session.states[c.node.name].current)))]
+        services = [s for c in moving for s in self.revisions.staged(c.services, session.states[c.node.name].current)]
         self.weights = await before_deploy(self.project, session.fleet, self.bus, services,
                                            [n for c in moving for n in c.to_apply], secrets)
 
@@ -317,9 +301,7 @@ class Deploy:
     def _remember(self, session: Session, whole: Selection, secrets: Mapping[str, Secret]) -> None:
         """Leave the record the next run's first question asks (best effort): every node of the
         selection, an optional one that was off included (the next run asks it again)."""
-        if self.cache is None or self.key is None:
-            return
-        if self.revisions.failed:   # the hub did not say what `main` names: the next run asks again
+        if self.cache is None or self.key is None or self.revisions.failed:   # (no hub answer: ask again)
             return
         requests = {n: self.looks[n].request if n in self.looks else self._request(whole, n, secrets)
                     for n in whole.names}
@@ -327,8 +309,7 @@ class Deploy:
             record = plan_record(self.key, session, whole, requests, secrets, self.source, self.consul)
             registry = self.project.inventory.spec.registry
             record.images = dict(self.digests)
-            record.weights = {pin.key: commit for pin, commit in self.revisions.commits.items()}
-            record.hub = str(self.project.inventory.spec.models.hub)
+            record.weights, record.hub = self.revisions.keys(), str(self.project.inventory.spec.models.hub)
             record.insecure = [registry.mirror] if registry.mirror and registry.insecure else []
             self.cache.save(record)
         except (OSError, SwarmError) as exc:
@@ -342,6 +323,20 @@ class Deploy:
                 result.unchanged.append(node.name)
         result.stats = dict(session.fleet.stats())
         return result
+
+
+async def ask_revisions(project: Project, sel: Selection, reading: asyncio.Future[dict[str, Secret]],
+                        given: Resolution | None) -> Resolution:
+    """Which commit each moving weights revision (`main`) names now (the hub token is a secret;
+    `given`: a test's answers, engine/context.Boundaries)."""
+    pins = moving_pins(sel.selected_services())
+    if not pins or given is not None:
+        return given or Resolution()
+    try:
+        secrets = await asyncio.shield(reading)
+    except Exception:  # noqa: BLE001 - the run reports the secrets' own failure; nothing to ask
+        return Resolution()
+    return await ask_hub(hub_client(project, secrets.get(project.inventory.spec.models.token_secret)), pins)
 
 
 async def release_locks(session: Session, bus: EventBus) -> None:

@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from orchestrator.clients.hub import HubClient
 from orchestrator.config.project import Project
 from orchestrator.errors import SwarmError
+from orchestrator.render.pins import recorded_models
 from orchestrator.render.services import Service
 from orchestrator.render.weights import WeightsPin
 from orchestrator.secrets import Secret
@@ -50,6 +52,14 @@ class Resolution:
             elif was is not None and was.repo == pin.repo:
                 out[svc.name] = was
         return out
+
+    def staged(self, services: Sequence[Service], current: Mapping[str, Any] | None) -> list[Service]:
+        """The services as staging sees them on a node whose current release is `current`."""
+        return with_commits(services, self.chosen(services, recorded_models(current)))
+
+    def keys(self) -> dict[str, str]:
+        """`repo@branch` -> commit, as the plan record keeps them (engine/record.py)."""
+        return {pin.key: commit for pin, commit in self.commits.items()}
 
     def note(self) -> str | None:
         """The one line a run says when the hub did not answer (None when it did)."""
