@@ -10,7 +10,7 @@ phases themselves run in runner.py (a transaction per phase, unwound on any fail
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,7 +124,7 @@ class Deploy:
             self._remember(session, whole, secrets)
             return self._finish(result, session, sel)
         finally:
-            await release_locks(session, self.bus)
+            await session.unlock_all(applied_first(session))
 
     # ------------------------------------------------------------ connect, secrets
 
@@ -339,18 +339,11 @@ async def ask_revisions(project: Project, sel: Selection, reading: asyncio.Futur
     return await ask_hub(hub_client(project, secrets.get(project.inventory.spec.models.token_secret)), pins)
 
 
-async def release_locks(session: Session, bus: EventBus) -> None:
-    """Every lock the run still holds, released; a release without its applied lines gets them."""
-    async def one(name: str) -> None:
+def applied_first(session: Session) -> Callable[[str], tuple[Sequence[cmd.Command], bytes | None]]:
+    """Before a lock the deploy still holds is released: a release without its applied lines gets them."""
+    def last(name: str) -> tuple[Sequence[cmd.Command], bytes | None]:
         state = session.states.get(name)
-        if state is not None and state.current is not None:
-            write = cmd.write_file(f"{session.roots[name]}/current/{cmd.APPLIED_FILE}", 0o644)
-            await session.unlock(name, before=(write,), input=applied_lines(state.applied))
-        else:
-            await session.unlock(name)
-
-    held = [n for n in sorted(session.locked) if n not in session.fleet.unreachable]
-    outcome = await asyncio.gather(*(one(n) for n in held), return_exceptions=True)
-    for name, failed in zip(held, outcome, strict=True):
-        if isinstance(failed, BaseException):
-            bus.emit("lock", "failed", host=name, message=f"could not release the lock: {failed}")
+        if state is None or state.current is None:
+            return (), None
+        return (cmd.write_file(f"{session.roots[name]}/current/{cmd.APPLIED_FILE}", 0o644),), applied_lines(state.applied)
+    return last

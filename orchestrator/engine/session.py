@@ -240,9 +240,15 @@ class Session:
         """Appends stdin (one JSON line) to the node's audit log."""
         return cmd.append_file(f"{self.roots[node]}/audit.log")
 
-    async def unlock_all(self) -> None:
+    async def unlock_all(self, last: Callable[[str], tuple[Sequence[Command], bytes | None]] | None = None) -> None:
+        """Every lock still held, released; `last(node)` gives what runs before the release in
+        the same command (and its input), e.g. the deploy's applied lines."""
+        async def one(node: str) -> Result | None:
+            before, data = last(node) if last else ((), None)
+            return await self.unlock(node, before=before, input=data)
+
         held = [n for n in sorted(self.locked) if n not in self.fleet.unreachable]
-        outcome = await asyncio.gather(*(self.unlock(n) for n in held), return_exceptions=True)
+        outcome = await asyncio.gather(*(one(n) for n in held), return_exceptions=True)
         for name, result in zip(held, outcome, strict=True):
             if isinstance(result, BaseException):
                 self.bus.emit("lock", "failed", host=name, message=f"could not release the lock: {result}")
