@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.clients.hub import HubClient
+from orchestrator.clients.revisions import hub_commits
 from orchestrator.config.project import load_project
 from orchestrator.lab import models as synthetic
 from orchestrator.lab.standins import hub as standin
@@ -77,3 +78,16 @@ def test_a_hub_that_does_not_answer_keeps_the_commit_each_node_serves(
                                       "vllm-secondary": WeightsPin("other/model", OLD)})
     assert chosen == {"vllm-backup": WeightsPin(MODEL, OLD)}   # another repository's commit is not taken
     assert Resolution().note() is None
+
+
+def test_the_fast_paths_stdlib_question_gets_the_same_commit_and_no_verdict_from_a_stopped_hub(
+        hub: tuple[standin.HubServer, Path]) -> None:
+    """clients/revisions.hub_commits (the no-op fast path's, without huggingface_hub) against the same
+    stand-in: the commit main names, "" for what the hub refuses, None when nothing answers."""
+    server, root = hub
+    commit = synthetic.make_repo(root, synthetic.RepoSpec(MODEL, total_bytes=20_000, shards=1))
+    answers = hub_commits(server.url, [f"{MODEL}@main", f"{MODEL}@no-such-branch", "acme/nothing@main"])
+    assert answers == {f"{MODEL}@main": commit, f"{MODEL}@no-such-branch": "", "acme/nothing@main": ""}
+    url = server.url
+    server.shutdown()
+    assert hub_commits(url, [f"{MODEL}@main"], timeout=2.0) == {f"{MODEL}@main": None}
