@@ -1,6 +1,7 @@
 """The Hugging Face hub, through `huggingface_hub` — the client users already trust.
 
-`HubClient.snapshot(repo, revision)` resolves a revision to its commit and lists the
+`HubClient.commit_of(repo, revision)` asks which commit a branch names now (`model_info`, the
+call `git ls-remote` would be); `HubClient.snapshot(repo, revision)` resolves a revision to its commit and lists the
 repository's files with their size and, for LFS files (the weights), the sha256 the hub itself
 records (`model_info(..., files_metadata=True)`); git files (config.json, tokenizer files)
 carry no sha256 there and get theirs when they are downloaded. `download` fetches one file
@@ -69,6 +70,19 @@ class HubClient:
         if not info.sha:
             raise ServiceError(f"hub {self.endpoint}: {repo}@{revision} answered without a commit")
         return HubSnapshot(repo, info.sha, files)
+
+    def commit_of(self, repo: str, revision: str) -> str:
+        """The commit `revision` (a branch, a tag or a commit) names now: one `model_info` call."""
+        from huggingface_hub import HfApi  # see snapshot(): a measured import cost
+
+        api = HfApi(endpoint=self.endpoint, token=self._token_value())
+        try:
+            info = api.model_info(repo, revision=revision, timeout=self.timeout)
+        except Exception as exc:  # noqa: BLE001 - the client raises many kinds; each is explained
+            raise self._error(repo, revision, exc) from None
+        if not info.sha:
+            raise ServiceError(f"hub {self.endpoint}: {repo}@{revision} answered without a commit")
+        return info.sha
 
     def download(self, repo: str, commit: str, name: str, directory: Path) -> Path:
         """Fetch one file of `repo` at `commit` into `directory` (kept under its own name)."""

@@ -71,6 +71,26 @@ def image_inspect(*refs: str) -> Command:
     return read_only("docker", "image", "inspect", "--", *refs)
 
 
+MISSING_IMAGE = "missing-image "
+
+_PRESENT_OR_PULLED = (
+    'rc=0; for ref in "$@"; do '
+    'docker image inspect -- "$ref" >/dev/null 2>&1 && continue; '
+    'docker pull --quiet -- "$ref" >/dev/null 2>&1 || { printf "missing-image %s\\n" "$ref"; rc=1; }; '
+    'done; exit $rc'
+)
+
+
+def images_present(refs: Sequence[str]) -> Command:
+    """Each image already on the node, else pulled now; one `missing-image <ref>` line for each that
+    is neither (the registry down, the digest purged). A rollback asks before anything changes."""
+    return sh(_PRESENT_OR_PULLED, *refs, mutates=True, label="images-present")
+
+
+def parse_missing_images(stdout: str) -> list[str]:
+    return [line.removeprefix(MISSING_IMAGE).strip() for line in stdout.splitlines() if line.startswith(MISSING_IMAGE)]
+
+
 def docker_pull(ref: str, platform: str) -> Command:
     return mutating("docker", "pull", "--platform", platform, "--", ref)
 

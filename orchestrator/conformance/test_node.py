@@ -6,7 +6,7 @@ from orchestrator.config.inventory import Node
 from orchestrator.conformance import checks
 from orchestrator.conformance.hosts import host_spec, password_auth_offered
 from orchestrator.conformance.plugin import Conformance
-from orchestrator.render.pins import pin_compose, recorded_images
+from orchestrator.render.pins import recorded_images, recorded_models, release_compose
 from orchestrator.render.release import APPLIED_FILE, RELEASE_FILE, env_file_body, service_hash
 
 
@@ -21,13 +21,14 @@ def test_current_release(swarm: Conformance, node: Node) -> None:
 
 
 def test_release_files_match_render(swarm: Conformance, node: Node) -> None:
-    """The release's files are the render's, its compose naming each image by the digest the
-    release records (the deploy pins them: render/pins.py)."""
+    """The release's files are the render's, its compose naming each image by the digest and each
+    moving weights revision by the commit the release records (the deploy pins them: render/pins.py)."""
     files = swarm.scope.render.nodes[node.name].files
-    images = recorded_images(swarm.facts(node.name, "release").release)
-    pins = {s.name: (s.image, images[s.name]) for s in swarm.scope.playbook_services_on(node.name)
-            if s.name in images}
-    expected = {**files, "compose.yml": pin_compose(files["compose.yml"], pins)} if "compose.yml" in files else files
+    release = swarm.facts(node.name, "release").release
+    pinned = release_compose(files["compose.yml"], swarm.scope.playbook_services_on(node.name),
+                             recorded_images(release), recorded_models(release),
+                             lambda _node: node.deploy_root) if "compose.yml" in files else b""
+    expected = {**files, "compose.yml": pinned} if "compose.yml" in files else files
     problems = checks.file_drift(expected, swarm.facts(node.name, "hashes").hashes, "current",
                                  ignore=[RELEASE_FILE, APPLIED_FILE])  # both written by the deploy
     assert not problems, explain(problems)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # the run's boundaries, by type only: this module stays light
     from orchestrator.config.project import Project
     from orchestrator.engine.consul import ConsulSync
     from orchestrator.facts.probes import ProbeNetwork
+    from orchestrator.models.resolve import Resolution
     from orchestrator.transport.fleet import Fleet
 
 
@@ -70,7 +71,8 @@ class DeployResult:
 @dataclass(frozen=True)
 class Boundaries:
     """Where a run meets the world, for a test to put its own: the nodes (a `Fleet`), Vault
-    (secrets already read), Consul, the probes' network, the controller's state directory.
+    (secrets already read), Consul, the probes' network, the controller's state directory, the
+    hub (its answers for the moving weights revisions).
     A real run leaves them all None."""
 
     fleet: Fleet | None = None
@@ -78,6 +80,7 @@ class Boundaries:
     consul: ConsulSync | None = None
     network: ProbeNetwork | None = None
     state_dir: Path | None = None
+    revisions: Resolution | None = None   # what the hub says each moving weights revision names
 
 
 @dataclass

@@ -140,6 +140,8 @@ class PlanRecord:
     consul: RecordedConsul | None = None
     images: dict[str, str] = field(default_factory=dict)   # image -> the digest the nodes run (render/pins.py)
     insecure: list[str] = field(default_factory=list)      # plain-HTTP registries (registry.insecure)
+    weights: dict[str, str] = field(default_factory=dict)  # repo@branch -> the commit the nodes serve (models/resolve.py)
+    hub: str = ""                                           # the hub those were asked of (models.hub)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -265,26 +267,29 @@ class FirstAnswer:
 
 
 async def first_question(record: PlanRecord, session: Session, bus: EventBus,
-                         reader: Any = None) -> FirstAnswer:
+                         reader: Any = None, hub: Any = None) -> FirstAnswer:
     """Connect, read the secrets, look at every node — the same first command a full run sends.
 
-    `reader` (RecordedVault -> secrets) is the Vault boundary, for tests."""
+    `reader` (RecordedVault -> secrets) is the Vault boundary, `hub` (PlanRecord -> what each
+    weights branch names now) the hub's, for tests."""
     bus.emit("run", "start", message=f"phase {', '.join(map(str, record.phases))} on "
                                      f"{', '.join(record.nodes)} (as planned last time)")
     session.start()
     reading = asyncio.ensure_future(asyncio.to_thread(reader or read_secrets, record.vault))  # first: the looks wait for it
     images = asyncio.ensure_future(asyncio.to_thread(tag_digests, record))
+    branches = asyncio.ensure_future(asyncio.to_thread(hub or branch_commits, record))
     secrets = await _settle(reading)
     if secrets is None or secrets_digest(secrets) != record.secrets:
-        await _settle(images)
+        await asyncio.gather(_settle(images), _settle(branches))
         return FirstAnswer("the secrets could not be checked or changed", secrets)
     consul = asyncio.ensure_future(asyncio.to_thread(consul_services, record.consul))  # while the nodes look
     try:
         states = await session.look({n: Look(p.look()) for n, p in record.nodes.items()})
     except SwarmError as exc:  # the plan looks again, and says what went wrong
-        await asyncio.gather(_settle(consul), _settle(images))
+        await asyncio.gather(_settle(consul), _settle(images), _settle(branches))
         return FirstAnswer(f"a node's look failed: {exc.message}", secrets)
-    why = _difference(record, states, session) or _moved(record, await _settle(images))
+    why = (_difference(record, states, session) or _moved(record, await _settle(images))
+           or _moved_branch(record, await _settle(branches)))
     held = await _settle(consul)
     if why is None and (held is None or not consul_matches(record.consul, states, held)):
         why = "Consul does not hold every registration"
@@ -358,6 +363,19 @@ def consul_services(consul: RecordedConsul | None) -> dict[str, Any]:
 
     return agent_services(ConsulAccess(addr=consul.addr, token_file=_path(consul.token_file),
                                        token_env=consul.token_env, tls=_tls(consul.ca_cert, consul.client_cert)))
+
+
+def _moved_branch(record: PlanRecord, commits: Mapping[str, str | None] | None) -> str | None:
+    """A weights branch that names another commit than the nodes serve (an unreachable hub: no verdict)."""
+    moved = [key for key, commit in record.weights.items() if (commits or {}).get(key) not in (None, commit)]
+    return f"{moved[0]} names another commit now (or the hub would not say)" if moved else None
+
+
+def branch_commits(record: PlanRecord) -> dict[str, str | None]:
+    """What each recorded weights branch names now (one model-info GET each)."""
+    from orchestrator.clients.revisions import hub_commits  # in its thread: ~3.5 ms above
+
+    return hub_commits(record.hub, record.weights) if record.weights else {}
 
 
 def tag_digests(record: PlanRecord) -> dict[str, str | None]:

@@ -8,6 +8,10 @@ For each node of the phase, under its lock (taken first, like a deploy's):
 * a new release is built on the node: a copy of the current one whose services of this
   phase (compose definition, env file, config copy) are taken from the target; the other
   phases' services stay exactly as they run;
+* the images of the services it brings back are on the node (else pulled): the target's
+  compose names each by the digest its release recorded, so a rollback needs no registry when
+  they are there, and one that is neither there nor pullable stops the run before any change,
+  naming the image;
 * then the deploy's steps: apply (compose up what differs, rm what the target did not
   have), gate, Consul, switch, audit — and the same unwind if any of it fails.
 
@@ -186,9 +190,27 @@ def plan_rollback(node: Node, phase: int, state: NodeState, target: Target, phas
               "applied": applied, "action": "rollback", "rolled_back_to": target.release["id"],
               "rollback_of": target.effective["id"], "run": run_id,
               "images": dict(target.release.get("images", {})),
+              "models": {**{k: v for k, v in dict(current.get("models") or {}).items() if k not in take},
+                         **{k: v for k, v in dict(target.release.get("models") or {}).items() if k in take}},
               **rollout.taken_extra(target.release, state, take)}
     return RollbackPlan(node=node, target=target, release=release, record=record, compose=compose,
                         to_apply=to_apply, to_remove=drop, take=take, kept_protected=protected)
+
+
+def images_of(plan: RollbackPlan) -> dict[str, str]:
+    """service -> the image (pinned by its digest) the rollback's compose starts it from."""
+    services = (yaml.safe_load(plan.compose) or {}).get("services") or {}
+    return {s: str(services[s]["image"]) for s in plan.to_apply
+            if isinstance(services.get(s), dict) and services[s].get("image")}
+
+
+def missing_images(node: str, plan: RollbackPlan, images: Mapping[str, str], missing: Sequence[str]) -> RuntimeFailure:
+    named = "; ".join(f"{ref} ({', '.join(s for s, r in sorted(images.items()) if r == ref)})" for ref in missing)
+    return RuntimeFailure(
+        f"{node}: the rollback to {plan.target.release['id']} needs image(s) the node does not have and could not "
+        f"pull: {named}; nothing was changed",
+        hint="start the registry they come from (or the fleet's registry.mirror), or stage each image on the node "
+             "(`docker pull` it there, or `docker load` a saved copy), then run the rollback again")
 
 
 def rollback_tar(plan: RollbackPlan) -> bytes:
@@ -253,6 +275,7 @@ class Rollback:
         work, plans = self._work(session, scope, sel, targets, texts)
         if not work.nodes:
             return {}
+        await self._images_present(session, plans)
         await runner.run_phase(work)
         done: dict[str, str] = {}
         for w in work.nodes:
@@ -262,6 +285,19 @@ class Rollback:
             self.bus.emit("rollback", "rolled-back", host=w.node.name, phase=scope.id,
                           message=f"current -> {w.release} (phase {scope.id} as in {record['rolled_back_to']})")
         return done
+
+    async def _images_present(self, session: Session, plans: Mapping[str, RollbackPlan]) -> None:
+        """Every image the rollback starts is on its node (or pulled now); else stop, naming it."""
+        wanted = {name: images_of(plan) for name, plan in plans.items()}
+        outcome = await session.fleet.map(
+            lambda t: t.run(cmd.images_present(sorted(set(wanted[t.host].values()))), check=False, timeout=900),
+            [n for n, refs in wanted.items() if refs])
+        for name, exc in outcome.failed.items():
+            raise exc if isinstance(exc, SwarmError) else RuntimeFailure(f"{name}: {exc}")
+        for name, result in sorted(outcome.succeeded.items()):
+            missing = cmd.parse_missing_images(result.stdout)
+            if missing:
+                raise missing_images(name, plans[name], wanted[name], missing)
 
     def _targets(self, session: Session, scope: PhaseScope) -> dict[str, Target]:
         out = {}
@@ -319,7 +355,7 @@ class Rollback:
         apply = apply_step(node, plan.release, previous=previous, previous_applied=state.applied,
                            to_apply=ways.applied_by_step, to_remove=plan.to_remove, tar=rollback_tar(plan),
                            carry_env=False, build=build,
-                           hooks=rollout.apply_hooks(node, ways, state, plan.release))
+                           hooks=rollout.apply_hooks(node, ways, state, plan.release, pull=False))
         audit = audit_line(node.name, "rollback", plan.record["phase"], self.opts.by, release=plan.release,
                            previous=previous, rolled_back_to=plan.target.release["id"],
                            services=list(plan.to_apply), removed=list(plan.to_remove), on_demand=True)

@@ -143,13 +143,14 @@ def taken_extra(target: Mapping[str, Any], state: NodeState, take: Sequence[str]
     return {"shapes": {**kept_shapes, **shapes}, "configs": {**kept_configs, **configs}}
 
 
-def apply_hooks(node: Node, plan: NodeRollout, state: NodeState, release: str) -> ApplyHooks:
+def apply_hooks(node: Node, plan: NodeRollout, state: NodeState, release: str, *, pull: bool = True) -> ApplyHooks:
     """The apply step's share of the rollout: run dirs and live configs before compose, the
-    rolling instances' images pulled, reload signals after; their undo."""
+    rolling instances' images pulled (not by a rollback: it checked its images are on the node,
+    and a pull would ask the registry), reload signals after; their undo."""
     root, project = node.deploy_root, node.project
     before: list[Command] = [run_dir(root, s.name) for s, _ in plan.live if s.rollout.run_dir]
     before += [install_live_config(root, s.name, digest) for s, digest in plan.live]
-    if plan.rolling:
+    if plan.rolling and pull:
         before.append(compose_pull(project, compose_file(node, release), [s.name for s in plan.rolling]))
     after = [signal_service(project, s.name, str(s.rollout.reload_signal)) for s in plan.reload]
     old = dict((state.current or {}).get("configs") or {})

@@ -30,11 +30,12 @@ from orchestrator.engine.runner import Runner
 from orchestrator.engine.selection import Selection, parse_phases, select
 from orchestrator.engine.session import LockMode, Look, Session
 from orchestrator.engine.signals import Interrupted, Interrupts, StopRequested
-from orchestrator.engine.work import Context, phase_work, with_moved_images
+from orchestrator.engine.work import Context, phase_work, with_moved_images, with_moved_weights
 from orchestrator.errors import RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
 from orchestrator.facts.node import LookRequest
 from orchestrator.facts.probes import ProbeNetwork
+from orchestrator.models.resolve import Resolution, ask_hub, hub_client, moving_pins
 from orchestrator.models.run import before_deploy
 from orchestrator.paths import local_state_dir
 from orchestrator.preflight.run import check_deploy, current_digests, plan_requests
@@ -91,6 +92,7 @@ class Deploy:
         self.pins: dict[str, str] = {}                 # image -> the digest preflight verified
         self.digests: dict[str, str] = {}              # image -> the digest its tag names now (render/pins.py)
         self.weights: dict[str, dict[str, Any]] = {}   # service -> the revision it serves (models/)
+        self.revisions = Resolution()                  # moving revision -> the commit it names now (models/resolve.py)
 
     async def run(self, sel: Selection | None = None) -> DeployResult:
         sel = sel or select(self.project, self.opts.phases, self.opts.limit)
@@ -143,18 +145,22 @@ class Deploy:
         optional node that is off is left out."""
         reading = asyncio.ensure_future(self._secrets(sel.secrets_needed()))
         heads = asyncio.ensure_future(self._digests(sel))   # registry HEADs while SSH connects
+        asking = asyncio.ensure_future(ask_revisions(self.project, sel, reading, self.world.revisions))  # the hub too
         try:
             skipped = await session.connect(sel.names)
             if len(skipped) == len(sel.names):
                 raise RuntimeFailure("every selected node is optional and unreachable: nothing to do")
             secrets = await reading
             self.digests = await heads
+            self.revisions = await asking
         finally:
-            for task in (reading, heads):
+            for task in (reading, heads, asking):
                 if not task.done():
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
         self.bus.emit("secrets", "ok", message=f"{len(secrets)} secrets read (values never shown)")
+        if self.revisions.note():
+            self.bus.emit("models", "info", message=str(self.revisions.note()))
         return sel.without(skipped), secrets
 
     async def _secrets(self, names: set[str]) -> dict[str, Secret]:
@@ -197,10 +203,11 @@ class Deploy:
 
     def _plan(self, session: Session, sel: Selection, secrets: Mapping[str, Secret]) -> list[NodeChange]:
         network = (self.project.inventory.spec.network.name, self.project.inventory.spec.network.subnet)
-        return [with_moved_images(plan_change(scope.phase, node, sel.services_of(scope.id, node.name),
-                                              sel.content(node.name, scope.id, secrets), session.states[node.name],
-                                              network), session.states[node.name], self.digests)
-                for scope in sel.phases for node in scope.nodes]
+        changes = [with_moved_images(plan_change(scope.phase, node, sel.services_of(scope.id, node.name),
+                                                 sel.content(node.name, scope.id, secrets), session.states[node.name],
+                                                 network), session.states[node.name], self.digests)
+                   for scope in sel.phases for node in scope.nodes]
+        return [with_moved_weights(c, session.states[c.node.name], self.revisions.commits) for c in changes]
 
     async def _repair(self, session: Session, sel: Selection, secrets: Mapping[str, Secret],
                       changes: list[NodeChange]) -> list[NodeChange]:
@@ -239,7 +246,8 @@ class Deploy:
         release is in place — the weights of every service of the changing phases staged on its
         node and the revisions about to (re)start hashed (models/run.py); a missing or corrupt
         file stops the run, naming it, before any container changes."""
-        self.weights = await before_deploy(self.project, session.fleet, self.bus, [s for c in moving for s in c.services],
+        services = [s for c in moving for s in self.revisions.staged(c.services, session.states[c.node.name].current)]
+        self.weights = await before_deploy(self.project, session.fleet, self.bus, services,
                                            [n for c in moving for n in c.to_apply], secrets)
 
     async def _phases(self, session: Session, sel: Selection, changes: Sequence[NodeChange],
@@ -294,7 +302,7 @@ class Deploy:
     def _remember(self, session: Session, whole: Selection, secrets: Mapping[str, Secret]) -> None:
         """Leave the record the next run's first question asks (best effort): every node of the
         selection, an optional one that was off included (the next run asks it again)."""
-        if self.cache is None or self.key is None:
+        if self.cache is None or self.key is None or self.revisions.failed:   # (no hub answer: ask again)
             return
         requests = {n: self.looks[n].request if n in self.looks else self._request(whole, n, secrets)
                     for n in whole.names}
@@ -302,6 +310,7 @@ class Deploy:
             record = plan_record(self.key, session, whole, requests, secrets, self.source, self.consul)
             registry = self.project.inventory.spec.registry
             record.images = dict(self.digests)
+            record.weights, record.hub = self.revisions.keys(), str(self.project.inventory.spec.models.hub)
             record.insecure = [registry.mirror] if registry.mirror and registry.insecure else []
             self.cache.save(record)
         except (OSError, SwarmError) as exc:
@@ -315,6 +324,20 @@ class Deploy:
                 result.unchanged.append(node.name)
         result.stats = dict(session.fleet.stats())
         return result
+
+
+async def ask_revisions(project: Project, sel: Selection, reading: asyncio.Future[dict[str, Secret]],
+                        given: Resolution | None) -> Resolution:
+    """Which commit each moving weights revision (`main`) names now (the hub token is a secret;
+    `given`: a test's answers, engine/context.Boundaries)."""
+    pins = moving_pins(sel.selected_services())
+    if not pins or given is not None:
+        return given or Resolution()
+    try:
+        secrets = await asyncio.shield(reading)
+    except Exception:  # noqa: BLE001 - the run reports the secrets' own failure; nothing to ask
+        return Resolution()
+    return await ask_hub(hub_client(project, secrets.get(project.inventory.spec.models.token_secret)), pins)
 
 
 def applied_first(session: Session) -> Callable[[str], tuple[Sequence[cmd.Command], bytes | None]]:

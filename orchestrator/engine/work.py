@@ -24,9 +24,16 @@ from orchestrator.engine.plan import NodeChange, applied_after
 from orchestrator.engine.selection import PhaseScope
 from orchestrator.engine.steps import apply_step, audit_line, prune_list, restore_of, switch_step
 from orchestrator.facts.node import NodeState
-from orchestrator.render.pins import moved_images, pin_compose, recorded_images
+from orchestrator.render.pins import (
+    moved_images,
+    moved_weights,
+    recorded_images,
+    recorded_models,
+    release_compose,
+)
 from orchestrator.render.release import ReleaseContent, manifest, release_id, tarball
 from orchestrator.render.services import Service
+from orchestrator.render.weights import WeightsPin
 
 
 @dataclass(frozen=True)
@@ -75,13 +82,15 @@ def node_work(change: NodeChange, state: NodeState, unlocks: bool, ctx: Context)
                              shapes=change.content.shapes, configs=change.content.configs, doors=ctx.doors)
     images = {**recorded_images(state.current),
               **{s.name: ctx.pins[s.image] for s in change.services if s.image in ctx.pins}}
+    models = {**dict((state.current or {}).get("models") or {}),
+              **{s.name: ctx.weights[s.name] for s in change.services if s.name in ctx.weights}}
     record = manifest(change.content, release=release, phase=change.phase.id, applied=applied_after(change, state),
-                      by=ctx.by, previous=previous, run=ctx.run_id, images=images,
-                      models={s.name: ctx.weights[s.name] for s in change.services if s.name in ctx.weights},
+                      by=ctx.by, previous=previous, run=ctx.run_id, images=images, models=models,
                       **rollout.release_extra(change.content.shapes, change.content.configs, state))
     infra = change.infra
+    content = pinned(change, images, recorded_models(record), ctx.services_of(node.name))
     apply = apply_step(node, release, previous=previous, previous_applied=state.applied, to_apply=plan.applied_by_step,
-                       tar=tarball(pinned(change, images, ctx.services_of(node.name)), release, record),
+                       tar=tarball(content, release, record),
                        directories=infra.directories if infra else (), network=infra.network if infra else None,
                        hooks=rollout.apply_hooks(node, plan, state, release))
     pruned = prune_list(state.releases, ctx.keep_releases, new=release, previous=previous)
@@ -104,8 +113,19 @@ def with_moved_images(change: NodeChange, state: NodeState, digests: Mapping[str
     return replace(change, to_apply=(*change.to_apply, *new), reasons={**change.reasons, **{s: moved[s] for s in new}})
 
 
-def pinned(change: NodeChange, images: Mapping[str, str], services: Sequence[Service]) -> ReleaseContent:
-    """The release's compose names every image by the digest its release records (render/pins.py)."""
-    pins = {s.name: (s.image, images[s.name]) for s in services if s.name in images}
-    files = {**change.content.files, "compose.yml": pin_compose(change.content.files["compose.yml"], pins)}
-    return replace(change.content, files=files)
+def with_moved_weights(change: NodeChange, state: NodeState, resolved: Mapping[WeightsPin, str]) -> NodeChange:
+    """A branch that names another commit than the node serves is a change (render/pins.py)."""
+    moved = moved_weights(change.services, recorded_models(state.current), resolved)
+    new = [s for s in moved if s not in change.to_apply and s not in change.adopted]
+    if not new:
+        return change
+    return replace(change, to_apply=(*change.to_apply, *new), reasons={**change.reasons, **{s: moved[s] for s in new}})
+
+
+def pinned(change: NodeChange, images: Mapping[str, str], models: Mapping[str, WeightsPin],
+           services: Sequence[Service]) -> ReleaseContent:
+    """The release's compose names every image by the digest, and every moving weights revision by
+    the commit, its release records (render/pins.py)."""
+    root = change.node.deploy_root
+    text = release_compose(change.content.files["compose.yml"], services, images, models, lambda _node: root)
+    return replace(change.content, files={**change.content.files, "compose.yml": text})

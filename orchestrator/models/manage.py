@@ -18,6 +18,7 @@ from orchestrator.config.project import Project
 from orchestrator.errors import InputError, SwarmError
 from orchestrator.events import EventBus
 from orchestrator.models.gc import NodeModels, read_references, removal_paths
+from orchestrator.models.resolve import ask_hub, hub_client, moving_pins, with_commits
 from orchestrator.models.stage import Needs, Outcome, Stager, needs_of
 from orchestrator.models.store import read_store
 from orchestrator.render.services import Service, build_services
@@ -60,7 +61,12 @@ async def read_models(project: Project, fleet: Fleet) -> dict[str, NodeModels | 
 
 async def stage(project: Project, fleet: Fleet, bus: EventBus, services: Sequence[Service],
                 token: Secret | None) -> tuple[Needs, Outcome]:
-    """Every chosen node gets (and has checked) the weights placed on it; bad copies are replaced."""
+    """Every chosen node gets (and has checked) the weights placed on it; bad copies are replaced.
+    A moving revision (`main`) is staged at the commit the hub says it names now."""
+    resolution = await ask_hub(hub_client(project, token), moving_pins(services))
+    if resolution.note():
+        bus.emit("models", "info", message=str(resolution.note()))
+    services = with_commits(services, resolution.chosen(services, {}))
     needs = needs_of(services, check=[s.name for s in services])
     outcome = await Stager(project, fleet, bus, token=token, repair=True).run(needs)
     return needs, outcome

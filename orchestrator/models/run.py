@@ -3,7 +3,9 @@
 `before_deploy`: the weights of every service of the phases about to change are staged on their
 nodes (copied from a peer, the mirror or the hub when missing) and the revisions of the services
 about to (re)start are hashed; a missing or corrupt file stops the run naming it, before any
-container changes. It returns, per service, the manifest the new release records.
+container changes. The services come with their moving revisions already resolved to commits
+(models/resolve.py: `with_commits`); one left moving has no commit to stage and stops the run.
+It returns, per service, the manifest the new release records.
 
 `before_rollback`: the revisions the target release's compose files mount are there and check
 out on their nodes (staged again from a peer or the mirror when gone), so a rollback never

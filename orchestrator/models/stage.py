@@ -10,9 +10,10 @@ For each pinned revision a node needs and lacks, the sources are tried in order:
 Copies of one revision fan out: once a node has it, the next nodes copy from it (and from each
 other), so the hub or the mirror is read at most once per revision. Revisions a node already
 holds are hashed where `verify` asks (a deploy: the services about to start); a corrupt or
-missing file is named — repaired by `swarm models stage`, refused by a deploy. A revision that
-is not a commit, or that does not fit on a node's disk with the inventory's margin, is refused
-before any byte moves.
+missing file is named — repaired by `swarm models stage`, refused by a deploy. A moving revision
+(`main`) arrives here resolved to a commit (models/resolve.py); one the hub could not resolve,
+or a revision that does not fit on a node's disk with the inventory's margin, is refused before
+any byte moves.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class Needs:
 
     by_node: dict[str, dict[WeightsPin, list[str]]] = field(default_factory=dict)
     verify: set[tuple[str, WeightsPin]] = field(default_factory=set)
-    unpinned: dict[WeightsPin, list[str]] = field(default_factory=dict)   # served without staging
+    unpinned: dict[WeightsPin, list[str]] = field(default_factory=dict)   # moving, no commit found for it
 
     def add(self, svc: Service, *, check: bool) -> None:
         if svc.weights is None:
@@ -118,11 +119,15 @@ class Stager:
 
     async def run(self, needs: Needs) -> Outcome:
         for pin, where in sorted(needs.unpinned.items()):
-            self.bus.emit("models", "info", message=f"{pin.repo} is not pinned to a commit ({', '.join(where)}): "
-                          "not staged, its server downloads it from the hub itself (`swarm models pin`)")
+            message = (f"{pin.key} ({', '.join(where)}): no commit to stage — the hub did not say which commit "
+                       f"{pin.revision} names and no node serves one")
+            self.bus.emit("models", "failed", message=message)
+            self.outcome.problems.append(message)
         if not needs:
             return self.outcome
-        await self._read_stores()
+        await self._read_stores(needs.by_node)
+        if any(not self._holds(n, p) for n, pins in needs.by_node.items() for p in pins):
+            await self._read_stores(self.fleet.reachable)   # any node may hold what another lacks
         bad = await self._verify(needs)
         try:
             for pin in needs.pins:
@@ -132,8 +137,8 @@ class Stager:
                      "staging")
         return self.outcome
 
-    async def _read_stores(self) -> None:
-        missing = [h for h in self.fleet.reachable if h not in self.stores]
+    async def _read_stores(self, nodes: Iterable[str]) -> None:
+        missing = [h for h in nodes if h in self.fleet.reachable and h not in self.stores]
         answers = await self.fleet.map(lambda t: read_store(t, self._node(t.host).deploy_root), missing)
         for host, answer in answers.items():
             if isinstance(answer, NodeStore):

@@ -2,12 +2,15 @@
 
 A role that serves a model names it with a `weights:` block (roles/vllm: `repo: "{{ model }}"`,
 `revision: "{{ revision }}"`). The revision is the instance's own `revision` var, else the
-`revision:` the model catalogue (roles/vllm/models.yml) pins for that repository. A model with
-no pinned commit is served as before pinning existed — the server downloads it itself from the
-hub, into its cache volume — and every deploy says so: a branch moves, a commit does not, so
-only a commit is staged (`swarm models pin` finds the commit to write down).
+`revision:` the model catalogue (roles/vllm/models.yml) pins for that repository, else `main`.
 
-On its node the revision lives in the model store, `<deploy_root>/models/<repo>/<revision>/`
+A commit (40 hex digits) is a pin. Anything else (`main`, a branch, a tag) *moves*: it is
+resolved to a commit when the weights are staged, as an image tag is resolved to a digest
+(models/resolve.py), and the release's compose mounts that commit's directory in place of the
+revision's name (render/pins.py: `pin_weights`) — the rendered tree keeps the name, as it keeps
+image tags. Either way the server starts from the store, offline: it never downloads.
+
+On its node the revision lives in the model store, `<deploy_root>/models/<repo>/<commit>/`
 (docs/models.md); the container sees that one directory, read-only, at `/models/<repo>`, so a
 new revision is a new compose definition (the service is recreated) and a server can only
 read the weights it was pinned to. Pure: no network, no node.
@@ -44,6 +47,15 @@ class WeightsPin:
         return bool(_COMMIT.fullmatch(self.revision))
 
     @property
+    def moving(self) -> bool:
+        """A branch or a tag: staging resolves it to a commit first (models/resolve.py)."""
+        return not self.pinned
+
+    def at(self, commit: str) -> WeightsPin:
+        """The same repository at `commit` (what a moving revision resolved to)."""
+        return WeightsPin(self.repo, commit)
+
+    @property
     def key(self) -> str:
         return f"{self.repo}@{self.revision}"
 
@@ -59,13 +71,15 @@ class WeightsPin:
     def container_path(self) -> str:
         return f"{CONTAINER_ROOT}/{self.repo}"
 
+    def mount(self, deploy_root: str) -> str:
+        return f"{self.store_dir(deploy_root)}:{self.container_path}:ro"
+
     def as_vars(self, deploy_root: str) -> dict[str, Any]:
-        """What a role's templates see as `weights` (an unpinned model: no path, no mount)."""
-        if not self.pinned:
-            return {**NO_WEIGHTS, "repo": self.repo, "revision": self.revision}
+        """What a role's templates see as `weights`. A moving revision mounts the directory named
+        after it here; the release's compose names the commit it resolved to (render/pins.py)."""
         return {"repo": self.repo, "revision": self.revision, "pinned": self.pinned,
                 "path": self.container_path, "host_path": self.store_dir(deploy_root),
-                "mount": f"{self.store_dir(deploy_root)}:{self.container_path}:ro"}
+                "mount": self.mount(deploy_root)}
 
 
 NO_WEIGHTS: dict[str, Any] = {"repo": "", "revision": "", "pinned": False, "path": "", "host_path": "",

@@ -176,3 +176,43 @@ def test_a_moved_tag_is_a_change_the_deploy_sees_and_the_release_pins(fleet, tmp
         assert running.strip().endswith(f"@{moved}")
     finally:
         ok(swarm(fleet, "deploy", "--phase", "4"))
+
+
+def test_a_model_on_main_is_staged_at_its_commit_and_a_moved_main_is_a_change(fleet, tmp_path: Path) -> None:  # noqa: ANN001
+    """vllm-backup follows `main` (the shipped catalogue's case): the deploy stages the commit the hub
+    names and the release mounts it; main moves on the hub -> the next deploy applies it again with the
+    new commit; the hub stopped -> no change, said once. The lab's commit pin and main are put back."""
+    refs = lab_hub.root(fleet.paths) / BACKUP_MODEL / "refs" / "main"
+    was = refs.read_text().strip()
+
+    def on_main(data: dict) -> None:  # type: ignore[type-arg]
+        data["nodes"]["thanos"]["services"]["vllm-backup"]["revision"] = "main"
+
+    inventory = lab_inventory_copy(fleet, tmp_path, on_main)
+
+    def served() -> tuple[str, str]:
+        release = json.loads(node_sh(fleet, "thanos", "cat", "/opt/ai-swarm/current/release.json"))
+        mounts = node_sh(fleet, "thanos", "docker", "inspect", "-f", "{{range .Mounts}}{{.Source}} {{end}}",
+                         "swarm-thanos-vllm-backup-1")
+        return release["models"]["vllm-backup"]["revision"], mounts
+
+    try:
+        ok(swarm(fleet, "deploy", "--phase", "4", inventory=inventory))
+        revision, mounts = served()
+        assert revision == was and f"/models/{BACKUP_MODEL}/{was}" in mounts and "/main" not in mounts
+        moved = fleet.make_model(BACKUP_MODEL, 3.3)   # main moves on the hub
+        assert moved != was
+        result = ok(swarm(fleet, "deploy", "--phase", "4", inventory=inventory))
+        assert "weights moved" in result.stderr and "vllm-backup" in result.stderr
+        revision, mounts = served()
+        assert revision == moved and f"/models/{BACKUP_MODEL}/{moved}" in mounts
+        lab_hub.stop(fleet.paths)
+        try:
+            quiet = ok(swarm(fleet, "deploy", "--phase", "4", inventory=inventory))
+            assert quiet.stderr.count("the hub did not say") == 1 and "nothing to change" in quiet.stderr
+            assert served()[0] == moved
+        finally:
+            lab_hub.start(fleet.paths)
+    finally:
+        refs.write_text(was + "\n")
+        ok(swarm(fleet, "deploy", "--phase", "4"))   # the lab inventory's commit pin again

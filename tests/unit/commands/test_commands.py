@@ -290,3 +290,19 @@ def test_any_outputs_split_back_per_command(steps: list[tuple[str, str, int]]) -
     assert [(r.stdout, r.stderr, r.exit_status) for r in results] == steps
     first_failure = next((s for _, _, s in steps if s), 0)
     assert proc.returncode == first_failure
+
+
+def test_images_present_names_only_what_is_neither_there_nor_pullable(tmp_path: Path) -> None:
+    """A real `sh -c` with a `docker` on PATH that knows one image and reaches no registry."""
+    fake = tmp_path / "docker"
+    fake.write_text('#!/bin/sh\n[ "$1 $2 $3 $4" = "image inspect -- reg/app:1@sha256:aa" ] && exit 0\n'
+                    'printf "%s\\n" "$*" >> "$(dirname "$0")/calls"\nexit 1\n')
+    fake.chmod(0o755)
+    refs = ["reg/app:1@sha256:aa", *[h for h in HOSTILE if h and "\n" not in h]]
+    command = c.images_present(refs)
+    done = subprocess.run(["/bin/sh", "-c", command.shell], capture_output=True, timeout=10,
+                          env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"})
+    assert done.returncode == 1
+    assert c.parse_missing_images(done.stdout.decode()) == refs[1:]   # each asked of the registry, named as given
+    assert "pull --quiet -- x; rm -rf /" in (tmp_path / "calls").read_text()
+    assert not Path("/tmp/swarm-pwned").exists()

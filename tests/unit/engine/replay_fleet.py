@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from orchestrator.clients.vault import parse_env_file
+from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project, load_project
 from orchestrator.engine.consul import ConsulSync
 from orchestrator.engine.context import Boundaries, DeployResult
@@ -28,7 +29,10 @@ from orchestrator.engine.selection import parse_phases, select
 from orchestrator.engine.signals import Interrupts
 from orchestrator.events import EventBus
 from orchestrator.facts.probes import ProbeNetwork
+from orchestrator.models.resolve import Resolution, moving_pins
+from orchestrator.models.snapshot import Snapshot, WeightFile
 from orchestrator.render.fleet import FleetRender, render_fleet
+from orchestrator.render.weights import WeightsPin
 from orchestrator.secrets import Secret
 from orchestrator.transport.fleet import Fleet
 from orchestrator.transport.replay import Answer, ReplayTransport, Reply
@@ -140,12 +144,22 @@ def fast_gates(project: Project) -> Project:
     return replace(project, playbook=replace(project.playbook, phases=phases))
 
 
+# the weights each replayed node holds staged (its release records them): models/resolve.py
+COMMIT = "c0ffee" + "0" * 34
+MOVED = "beef" + "0" * 36
+WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_SHA = "5" * 64
+
 class ReplayFleet:
     def __init__(self, project: Project | None = None) -> None:
         self.project = project or fast_gates(load_project(REPO))
         self.secrets = lab_secrets(self.project)
         self.render = render_fleet(self.project, for_node=True)
         self.transports: dict[str, ReplayTransport] = {}
+        # the hub's answer for every moving weights revision (`main`): the commit each node serves
+        # (its release records it, its store holds it: models/resolve.py), unless a case moves `main`
+        # (the new commit staged ahead) or takes the hub down (`set_hub`)
+        self.revisions = Resolution({p: COMMIT for p in moving_pins(self.render.all_services())})
 
     def wanted(self, node: str) -> dict[str, str]:
         render = self.render.nodes[node]
@@ -161,6 +175,24 @@ class ReplayFleet:
             out.update(content_for(render, phase, self.secrets).shapes)
         return out
 
+    def set_hub(self, hub: str) -> None:
+        """`moved`: `main` names MOVED now (staged ahead on every node); `down`: the hub does not answer."""
+        pins = moving_pins(self.render.all_services())
+        if hub == "moved":
+            self.revisions = Resolution({p: MOVED for p in pins})
+        elif hub == "down":
+            self.revisions = Resolution(failed={p: "replay: the hub is down" for p in pins})
+
+    def staged(self, node: str, commit: str = COMMIT) -> dict[str, Snapshot]:
+        """service -> its weights at `commit` (what its node serves: the release records it)."""
+        return {s.name: staged_snapshot(s.weights.at(commit) if s.weights.moving else s.weights)
+                for s in self.render.nodes[node].services if s.weights is not None}
+
+    def store(self, node: str) -> list[Snapshot]:
+        """What the node's store holds: what it serves, and what the hub names now."""
+        return [*self.staged(node).values(), *(staged_snapshot(p.at(c)) for p, c in self.revisions.commits.items()
+                                               if any(s.weights == p for s in self.render.nodes[node].services))]
+
     def node(self, name: str, case: NodeCase | None = None) -> ReplayTransport:
         case = case or NodeCase()
         if case.dead:
@@ -175,6 +207,7 @@ class ReplayFleet:
             shapes = self.shapes(name)
             record["shapes"] = {k: shapes[k] for k in case.config_only}
             record["configs"] = {k: OLD_CONFIG for k in case.config_only}
+        record["models"] = {k: v.to_json() for k, v in self.staged(name).items()}
         rows = docker_ps(name)
         for svc in case.stopped:
             rows = _stopped(rows, svc)
@@ -189,6 +222,8 @@ class ReplayFleet:
             "infra-ready": Answer(0, "ready\n"),
             "container-states": states(name),
             "node-clock": answer(name, "node-clock"),
+            "models-list": Answer(0, store_listing(self.store(name), self.project.inventory.node(name))),
+            "models-hash": Answer(0, f"{WEIGHTS_SHA} *{WEIGHTS_FILE}\n"),
             **case.replies,
         }
         transport = ReplayTransport(name, replies=replies, fail_on=dict(case.fail_on), dead=case.dead,
@@ -238,11 +273,27 @@ class ReplayFleet:
         world = Boundaries(fleet=None if session else Fleet([self.transports[n] for n in names]),
                            secrets=None if first else self.secrets, state_dir=state_dir,
                            consul=ConsulSync(addr=None, fleet="ai-swarm", bus=bus),
-                           network=healthy_network(self.project, self.render))
+                           network=healthy_network(self.project, self.render),
+                           revisions=self.revisions)
         run = Deploy(self.project, Options(phases=ids, limit=limit, check=check, skip_preflight=True, by="tester"),
                      bus, interrupts=interrupts, session=session, first=first, world=world, cache=plan_cache,
                      key=plan_key)
         return await run.run(sel)
+
+
+
+
+def staged_snapshot(pin: WeightsPin) -> Snapshot:
+    """A staged revision as the store lists it: one weights file (its sha256 what `models-hash` answers)."""
+    return Snapshot(pin, (WeightFile(WEIGHTS_FILE, 4_000_000, WEIGHTS_SHA),))
+
+
+def store_listing(snapshots: Iterable[Snapshot], node: Node) -> str:
+    """`models-list`'s answer (commands/models.py) for a store holding these revisions."""
+    lines = []
+    for snap in sorted(set(snapshots), key=lambda s: s.pin):
+        lines += [f"R {snap.pin.store_dir(node.deploy_root)}", "M " + json.dumps(snap.to_json())]
+    return "\n".join([*lines, "F 500000000"]) + "\n"
 
 
 def _then(transport: ReplayTransport, key: str, nth: int, reply: Reply, action: Any) -> Reply:

@@ -112,6 +112,7 @@ def current_after(transport: ReplayTransport, previous: str) -> str:
 def test_case(path: Path, tmp_path: Path) -> None:
     case = yaml.safe_load(path.read_text())
     fleet = ReplayFleet(project_with(case.get("inventory"), tmp_path) if case.get("inventory") else None)
+    fleet.set_hub(case.get("hub", "up"))   # what the hub says `main` names (replay_fleet.set_hub)
     nodes = {n: node_case(n, spec or {}) for n, spec in (case.get("nodes") or {}).items()}
     expect = case["expect"]
     interrupts = Interrupts()

@@ -26,9 +26,13 @@ from orchestrator.engine.session import Session
 from orchestrator.events import EventBus
 from orchestrator.secrets import Secret
 from orchestrator.transport.fleet import Fleet
-from tests.unit.engine.replay_fleet import REPO, NodeCase, ReplayFleet
+from tests.unit.engine.replay_fleet import COMMIT, MOVED, REPO, NodeCase, ReplayFleet
 
 KEY = "k" * 64
+
+
+def HUB(record: PlanRecord) -> dict[str, str | None]:  # noqa: N802 - the hub boundary: `main` has not moved
+    return dict(record.weights)
 INVENTORY = REPO / "inventory" / "swarm.yml"
 
 
@@ -55,12 +59,12 @@ def session(record: PlanRecord, transports: Fleet, optional: tuple[str, ...] = (
 
 
 def ask(fleet: ReplayFleet, record: PlanRecord, transports: Fleet, secrets: Any = None,
-        optional: tuple[str, ...] = ()) -> FirstAnswer:
+        optional: tuple[str, ...] = (), hub: Any = HUB) -> FirstAnswer:
     values = secrets if secrets is not None else {n: fleet.secrets[n] for n in record.vault.paths}
 
     async def go() -> FirstAnswer:
         async with session(record, transports, optional) as s:
-            return await first_question(record, s, EventBus(), reader=lambda _v: values)
+            return await first_question(record, s, EventBus(), reader=lambda _v: values, hub=hub)
 
     return asyncio.run(go())
 
@@ -93,7 +97,7 @@ def test_a_node_that_differs_keeps_its_lock_and_connection_for_the_plan(recorded
 
     async def go() -> tuple[FirstAnswer, set[str], str]:
         s = session(record, transports)
-        answer = await first_question(record, s, EventBus(), reader=lambda _v: fleet.secrets)
+        answer = await first_question(record, s, EventBus(), reader=lambda _v: fleet.secrets, hub=HUB)
         held = set(s.locked)
         await s.close()  # the plan never started (bad input, say): the session lets the lock go
         return answer, held, s.ctx.run_id
@@ -102,6 +106,18 @@ def test_a_node_that_differs_keeps_its_lock_and_connection_for_the_plan(recorded
     assert not answer.noop and "thanos" in answer.why and held == {"thanos"}
     assert fleet.transports["thanos"].round_trips[-1] == [f"unlock-if-mine /opt/ai-swarm {run_id}"]
     assert all(len(fleet.transports[n].round_trips) == 1 for n in ("oracle", "starlord"))  # nothing to release
+
+
+def test_a_weights_branch_that_moved_is_not_a_noop_and_an_unreachable_hub_gives_no_verdict(recorded) -> None:
+    """The record keeps the commit each moving revision (`main`) named; the next run asks the hub
+    again (stdlib, beside the looks): another commit sends it to the full plan, no answer does not."""
+    fleet, record, _ = recorded
+    assert record.weights == {f"{p.repo}@main": COMMIT for p in fleet.revisions.commits} and record.weights
+    key = sorted(record.weights)[0]
+    moved = ask(fleet, record, replay_again(fleet), hub=lambda r: {**r.weights, key: MOVED})
+    assert not moved.noop and f"{key} names another commit" in moved.why
+    silent = ask(fleet, record, replay_again(fleet), hub=lambda r: dict.fromkeys(r.weights))
+    assert silent.noop, silent.why
 
 
 def test_a_stopped_container_is_not_a_noop(recorded) -> None:
@@ -126,7 +142,7 @@ def test_the_plan_goes_on_over_the_same_session(recorded, tmp_path) -> None:
 
     async def go() -> Any:
         async with session(record, transports) as s:
-            first = await first_question(record, s, EventBus(), reader=lambda _v: fleet.secrets)
+            first = await first_question(record, s, EventBus(), reader=lambda _v: fleet.secrets, hub=HUB)
             assert not first.noop
             return await fleet.deploying(phases="2-4", state_dir=tmp_path, session=s, first=first)
 

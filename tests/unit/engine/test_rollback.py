@@ -23,7 +23,15 @@ from orchestrator.events import EventBus
 from orchestrator.facts.node import NodeState
 from orchestrator.transport.fleet import Fleet
 from orchestrator.transport.replay import Answer, ReplayTransport
-from tests.unit.engine.replay_fleet import ReplayFleet, healthy_network, on_command
+from tests.unit.engine.replay_fleet import (
+    COMMIT,
+    WEIGHTS_FILE,
+    WEIGHTS_SHA,
+    ReplayFleet,
+    healthy_network,
+    on_command,
+    store_listing,
+)
 from tests.unit.lab_answers import answer, docker_ps, states
 
 PHASE3 = ("qdrant", "vllm-primary", "vllm-secondary", "gpu-monitor")
@@ -45,7 +53,11 @@ def compose(fleet: ReplayFleet, change_secondary: bool = False) -> str:
     data = yaml.safe_load(text)
     if change_secondary:
         data["services"]["vllm-secondary"]["command"] = ["--max-num-seqs", "4"]
-    return "swarm:present\n" + yaml.safe_dump(data)
+    return "swarm:present\n" + yaml.safe_dump(data).replace("/main:/models/", f"/{COMMIT}:/models/")  # as released
+
+
+def secondary_image(fleet: ReplayFleet) -> str:
+    return str(yaml.safe_load(fleet.render.nodes["starlord"].files["compose.yml"])["services"]["vllm-secondary"]["image"])
 
 
 def starlord(fleet: ReplayFleet, manifests: Answer, current: dict[str, Any], texts: list[str]) -> ReplayTransport:
@@ -57,6 +69,9 @@ def starlord(fleet: ReplayFleet, manifests: Answer, current: dict[str, Any], tex
         "docker-ps": Answer(0, docker_ps("starlord")),
         "container-states": states("starlord"),
         "node-clock": answer("starlord", "node-clock"),
+        # the weights the target release mounts, staged and checked (models/run.before_rollback)
+        "models-list": Answer(0, store_listing(fleet.staged("starlord").values(), fleet.project.inventory.node("starlord"))),
+        "models-hash": Answer(0, f"{WEIGHTS_SHA} *{WEIGHTS_FILE}\n"),
     })
     fleet.transports["starlord"] = transport
     return transport
@@ -106,9 +121,11 @@ def test_rollback_brings_back_only_what_differs_and_never_names_qdrant(fleet, tm
     apply = next(t for t in trips if t and t[0].startswith("remove-stale-tmp"))
     assert apply[1:3] == [f"copy-release /opt/ai-swarm {r2['id']} {new}",
                           f"take-services /opt/ai-swarm {r1['id']} {new} vllm-primary vllm-secondary gpu-monitor"]
-    # vLLM rolls: its image is pulled with the upload, then it is drained and swapped on its own
-    assert apply[-1] == (f"docker compose -p swarm-starlord -f /opt/ai-swarm/releases/{new}/compose.yml "
-                         "pull --quiet -- vllm-secondary")
+    # the image it brings back is on the node (checked before anything changes: the target's digest,
+    # no registry asked when it is there); vLLM rolls without a pull: drained and swapped on its own
+    image = secondary_image(fleet)
+    assert trips.index([f"images-present {image}"]) < trips.index(apply)
+    assert not any(" pull " in line for trip in trips for line in trip)
     assert ["date +%s", f"docker compose -p swarm-starlord -f /opt/ai-swarm/releases/{new}/compose.yml "
             "up -d -- vllm-secondary"] in trips
     door = fleet.transports["oracle"].described()
@@ -120,6 +137,27 @@ def test_rollback_brings_back_only_what_differs_and_never_names_qdrant(fleet, tm
     assert uploaded["rolled_back_to"] == r1["id"] and uploaded["previous"] == r2["id"]
     assert uploaded["applied"]["vllm-secondary"] == "1111111111111111"
     assert uploaded["applied"]["qdrant"] == wanted["qdrant"]  # protected: as it runs, not as it was
+
+
+def test_an_image_neither_on_the_node_nor_pullable_stops_the_rollback_naming_it(fleet, tmp_path) -> None:
+    """The registry is down and the node lost the target's image: refused before any change, the
+    message names the image and its service and says what to do."""
+    wanted = fleet.wanted("starlord")
+    r0 = record("20261201T100000Z-aaaaaaaa", 1, {})
+    r1 = record("20261201T110000Z-bbbbbbbb", 3, {**wanted, "vllm-secondary": "1111111111111111"})
+    r2 = record("20261201T120000Z-cccccccc", 3, wanted)
+    transport = starlord(fleet, releases(r0, r1, r2, current=r2["id"]), r2,
+                         [compose(fleet), compose(fleet, change_secondary=True)])
+    image = secondary_image(fleet)
+    transport.replies["images-present"] = Answer(1, f"missing-image {image}\n")
+    with pytest.raises(SwarmError) as err:
+        run_rollback(fleet, tmp_path)
+    text = str(err.value)
+    assert f"{image} (vllm-secondary)" in text and "nothing was changed" in text
+    assert "start the registry" in text and "docker pull" in text
+    assert not any(line.startswith(("remove-stale-tmp", "docker compose", "switch-symlink"))
+                   for trip in transport.round_trips for line in trip)
+    assert transport.round_trips[-1][-1].startswith("unlock-if-mine")
 
 
 def test_rolling_back_again_goes_further_back_not_forth(fleet, tmp_path) -> None:

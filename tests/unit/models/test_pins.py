@@ -13,6 +13,8 @@ from orchestrator.config.project import load_project
 from orchestrator.errors import InputError
 from orchestrator.models.disk import GB, node_disks
 from orchestrator.models.transfer import authorized_line
+from orchestrator.render.fleet import render_fleet
+from orchestrator.render.pins import recorded_models, release_compose
 from orchestrator.render.services import build_services
 from orchestrator.render.weights import WeightsPin, parse_pin, pin_for
 
@@ -45,13 +47,17 @@ def test_a_pinned_instance_serves_its_staged_revision_read_only_and_offline(tmp_
     assert svc.compose["environment"]["HF_HUB_OFFLINE"] == "1"
 
 
-def test_an_unpinned_instance_is_served_as_before_and_says_so(tmp_path: Path) -> None:
+def test_an_instance_on_main_is_served_from_the_store_offline_too(tmp_path: Path) -> None:
+    """The render names the branch's directory (the release's compose names the commit staging
+    resolved it to: render/pins.pin_weights); the server never gets a hub id or the hub."""
     svc = next(s for s in build_services(load_project(REPO)) if s.name == "vllm-backup")
-    assert svc.weights is not None and not svc.weights.pinned
+    assert svc.weights is not None and svc.weights.moving
     command = svc.compose["command"]
-    assert command[command.index("--model") + 1] == "TheBloke/Mistral-7B-Instruct-v0.2-GPTQ"
-    assert not any("/models/" in v for v in svc.compose["volumes"])
-    assert svc.compose["environment"]["HF_HUB_OFFLINE"] == "0"
+    assert command[command.index("--model") + 1] == "/models/TheBloke/Mistral-7B-Instruct-v0.2-GPTQ"
+    assert "/opt/ai-swarm/models/TheBloke/Mistral-7B-Instruct-v0.2-GPTQ/main:" \
+           "/models/TheBloke/Mistral-7B-Instruct-v0.2-GPTQ:ro" in svc.compose["volumes"]
+    assert svc.compose["environment"]["HF_HUB_OFFLINE"] == "1"
+    assert svc.compose["environment"]["TRANSFORMERS_OFFLINE"] == "1"
 
 
 def test_the_service_revision_beats_the_catalogue_and_a_bad_one_names_the_file(tmp_path: Path) -> None:
@@ -92,3 +98,22 @@ def test_plan_refuses_weights_that_do_not_fit_naming_node_and_models(tmp_path: P
     assert re.search(r"8\.00 GB is free \(the inventory's disk_gb", problem)
     assert disks["starlord"].problem(10.0) is None   # 900 GB
     assert disks["starlord"].free_bytes == 900 * GB
+
+
+def test_a_release_compose_mounts_the_commit_its_release_records_for_that_service_only() -> None:
+    """render/pins.release_compose: the image by its digest, the moving revision by its commit —
+    each inside its own service's block (another instance of the same model keeps what it records)."""
+    project = load_project(REPO)
+    render = render_fleet(project, for_node=True).nodes["starlord"]
+    services = list(render.services)
+    model = "TheBloke/Mistral-7B-Instruct-v0.2-GPTQ"
+    release = {"models": {"vllm-secondary": {"repo": model, "revision": COMMIT}},
+               "images": {"vllm-secondary": "vllm/vllm-openai@sha256:" + "a" * 64}}
+    text = release_compose(render.files["compose.yml"], services, {"vllm-secondary": release["images"]["vllm-secondary"]},
+                           recorded_models(release), lambda _node: "/opt/ai-swarm")
+    compose = yaml.safe_load(text)["services"]
+    secondary, primary = compose["vllm-secondary"], compose["vllm-primary"]
+    assert f"/opt/ai-swarm/models/{model}/{COMMIT}:/models/{model}:ro" in secondary["volumes"]
+    assert secondary["image"] == "vllm/vllm-openai:v0.6.3@sha256:" + "a" * 64
+    assert any(v.endswith("/main:/models/casperhansen/mistral-nemo-instruct-2407-awq:ro") for v in primary["volumes"])
+    assert recorded_models({"models": {"x": {"repo": "", "revision": COMMIT}, "y": "junk"}}) == {}
