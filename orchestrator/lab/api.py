@@ -205,6 +205,8 @@ def up(nodes: str | Sequence[str] | None = None, light: bool = False, *,
         # ...and its nodes run nothing: an unfinished unwind recorded against the old lab is moot.
         for record in (paths.root / "state").glob("pending-unwind-*.json"):
             record.unlink(missing_ok=True)
+        # ...and its protected services are new containers, not ones a deploy recreated.
+        (paths.root / "state" / "verify-protected.json").unlink(missing_ok=True)
     try:
         _build(lab, source, uid, gid, pubkey, say, clock)
     except BaseException:

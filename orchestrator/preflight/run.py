@@ -95,11 +95,13 @@ async def preflight(project: Project, scope: Scope, options: Options, bus: Event
     started = time.monotonic()
     async with Fleet.for_nodes(project.inventory, scope.nodes, optional=scope.optional) as fleet:
         await fleet.connect()
+        waited = time.monotonic() - started   # an optional node that is off cost its connect window
         off = {n: e.message for n, e in fleet.unreachable.items() if n in scope.optional}
         ssh_errors = {n: e.message for n, e in fleet.unreachable.items() if n not in off}
         results, pins = await run_checks(project, scope.without(off), fleet.transports, ssh_errors,
                                          smoke=options.smoke)
-    results = [*(checks.check_off(scope_node(scope, n), why) for n, why in off.items()), *results]
+    results = [*(replace(checks.check_off(scope_node(scope, n), why), duration_s=waited) for n, why in off.items()),
+               *results]
     report = Report.of(results, pins, duration_s=time.monotonic() - started)
     _emit(bus or EventBus(), report, scope.phase)
     return report

@@ -242,12 +242,18 @@ def sshd_drops_during(lab: Lab, node: str, program: str) -> Iterator[None]:
 def small_disk(lab: Lab, node: str, size_kib: int = 2048) -> Iterator[None]:
     """deploy_root on a small filesystem that is almost full (its contents copied in first)."""
     root = ROOT
+    # sized to what deploy_root holds now (the model store's weights among it) + size_kib
     script = (f"set -e; mkdir -p /tmp/swarm-disk-save; cp -a {root}/. /tmp/swarm-disk-save/; "
-              f"mount -t tmpfs -o size={size_kib}k swarm-small {root}; cp -a /tmp/swarm-disk-save/. {root}/; "
-              f"chown -R swarm:swarm {root}; "
+              f"used=$(du -sk {root} | cut -f1); "
+              f"mount -t tmpfs -o size=$((used + {size_kib}))k swarm-small {root}; "
+              f"cp -a /tmp/swarm-disk-save/. {root}/; chown -R swarm:swarm {root}; "
               f"dd if=/dev/zero of={root}/.filler bs=1k count=$(( $(df -k --output=avail {root} | tail -1) - 8 )) "
               "2>/dev/null || true")
-    _in_node(lab, node, script)
+    try:
+        _in_node(lab, node, script)
+    except subprocess.CalledProcessError:  # never leave the node on a half-made small disk
+        _in_node(lab, node, f"umount {root}; rm -rf /tmp/swarm-disk-save", check=False)
+        raise
     try:
         yield
     finally:
