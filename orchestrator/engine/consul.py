@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from orchestrator.addresses import host_port
 from orchestrator.clients.consul import CheckSpec, ConsulClient, ServiceRegistration, access_of
@@ -29,11 +30,26 @@ def check_endpoint(svc: Service, port: int) -> tuple[str, int]:
     return svc.address, port
 
 
-def registration(svc: Service, release: str, fleet: str) -> ServiceRegistration:
+def agent_node(project: Project) -> str | None:
+    """The node Consul's agent runs on: the one whose address the inventory's consul.addr names."""
+    host = urlsplit(str(project.inventory.spec.consul.addr)).hostname
+    return next((n.name for n in project.inventory.nodes.values() if n.address == host), None)
+
+
+def registration(svc: Service, release: str, fleet: str, agent: str | None = None) -> ServiceRegistration:
+    """The service's registration; `agent`: the node Consul's agent runs on (None: unknown).
+
+    A port published on its node's loopback only is checked by name on the compose network —
+    which only an agent on that same node can reach: on any other node Consul gets no check
+    for it (swarm's gate checks it, through the node), rather than one that is always critical."""
     spec = svc.consul
     assert spec is not None
     check = None
-    if spec.check is not None:
+    meta_check: dict[str, str] = {}
+    if spec.check is not None and agent is not None and svc.node != agent \
+            and check_endpoint(svc, spec.check.port)[0] == svc.name:
+        meta_check = {"swarm_check": "node-only"}
+    elif spec.check is not None:
         scheme = str(svc.vars.get("scheme", "http"))  # roles serving TLS (Vault, Consul) set it
         host, port_ = check_endpoint(svc, spec.check.port)
         where = host_port(host, port_)  # an IPv6 address in brackets
@@ -41,7 +57,7 @@ def registration(svc: Service, release: str, fleet: str) -> ServiceRegistration:
         check = CheckSpec(kind="http" if spec.check.kind == "http" else "tcp", target=target, interval=f"{int(spec.check.interval)}s",
                           timeout=f"{int(spec.check.timeout)}s")
     port = spec.check.port if spec.check else (svc.ports[0].port if svc.ports else 0)
-    meta = {**spec.meta, "swarm_fleet": fleet, "swarm_node": svc.node, "swarm_release": release,
+    meta = {**spec.meta, **meta_check, "swarm_fleet": fleet, "swarm_node": svc.node, "swarm_release": release,
             "swarm_phase": str(svc.phase), "swarm_image": svc.image}
     return ServiceRegistration(id=svc.name, name=spec.name, address=svc.address, port=port,
                                tags=tuple(spec.tags), meta=meta, check=check)
@@ -54,13 +70,14 @@ class ConsulSync:
     bus: EventBus
     settings: Any = field(default=None, repr=False)     # the inventory's consul block (token, TLS)
     resolve: Any = field(default=None, repr=False)      # its paths, relative to the inventory
+    agent: str | None = None                            # the node its agent runs on (agent_node)
     undo_log: list[tuple[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_project(cls, project: Project, bus: EventBus) -> ConsulSync:
         spec = project.inventory.spec.consul
         return cls(addr=str(spec.addr) if spec.register_services else None, fleet=project.inventory.fleet,
-                   bus=bus, settings=spec, resolve=project.inventory.resolve_path)
+                   bus=bus, settings=spec, resolve=project.inventory.resolve_path, agent=agent_node(project))
 
     def _client(self) -> ConsulClient:
         """A client as the inventory says (token file refused when others can read it, TLS files)."""
@@ -87,7 +104,7 @@ class ConsulSync:
         before = client.registrations()
         keep = {s.name for s in services}
         for svc in services:
-            reg = registration(svc, releases.get(svc.node, ""), self.fleet)
+            reg = registration(svc, releases.get(svc.node, ""), self.fleet, self.agent)
             self.undo_log.append((reg.id, before.get(reg.id)))
             changed = client.register(reg)
             self.bus.emit("consul", "changed" if changed else "unchanged", host=svc.node, phase=phase,

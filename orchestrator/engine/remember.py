@@ -64,7 +64,8 @@ def recorded_consul(consul: ConsulSync, session: Session, sel: Selection) -> Rec
     for svc in sel.selected_services():
         state = session.states.get(svc.node)
         if svc.consul is not None and state is not None and svc.name in state.applied:
-            payload = registration(svc, state.current_id or "", sel.project.inventory.fleet).to_payload()
+            payload = registration(svc, state.current_id or "", sel.project.inventory.fleet,
+                                   consul.agent).to_payload()
             expected[payload["ID"]] = expected_registration(payload, svc.node)
     return RecordedConsul(addr=access.addr, token_file=str(access.token_file) if access.token_file else None,
                           token_env=access.token_env, expected=expected, ca_cert=_ca(access.tls),

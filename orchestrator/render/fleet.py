@@ -87,7 +87,8 @@ def fleet_view(services: list[Service]) -> dict[str, Any]:
         by_role.setdefault(str(item["role"]), []).append(item)
     models = frontdoor.models(items)  # the front door's backend per served model
     return {"services": items, "by_role": by_role, "by_name": {i["name"]: i for i in items},
-            "models": models, "frontdoor": frontdoor.catalogue(models)}
+            "models": models, "frontdoor": frontdoor.catalogue(models),
+            "routers": frontdoor.routers(services)}
 
 
 def _public_vars(ctx: dict[str, Any]) -> dict[str, Any]:

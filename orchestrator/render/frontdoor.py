@@ -14,6 +14,7 @@ accepts, strings quoted for its parser (`haproxy_quoted`), JSON bodies prepared 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -98,3 +99,20 @@ def catalogue(found: list[dict[str, Any]]) -> dict[str, str]:
             "held": haproxy_quoted(json.dumps(held, separators=(",", ":"))),
             "too_big": haproxy_quoted(json.dumps(too_big, separators=(",", ":"))),
             "paths": ", ".join(f"/models/{m['slug']}/v1" for m in found) or "none"}
+
+
+def routers(services: Iterable[Any]) -> list[dict[str, str]]:
+    """The fleet's model routers (LiteLLM) by node and IP address: the front door lets them
+    reach each model by its path (their config's api_base) whether `allowed_ips` lists them
+    or not. One named by a host name cannot be matched by source address: `allowed_ips`
+    must cover it, as a tailnet's range does."""
+    seen = {(s.node, s.address) for s in services if s.role == "litellm" and _is_ip(s.address)}
+    return [{"node": node, "address": address} for node, address in sorted(seen)]
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return "%" not in value

@@ -33,6 +33,9 @@ NEMO = "casperhansen/mistral-nemo-instruct-2407-awq"
 MISTRAL = "TheBloke/Mistral-7B-Instruct-v0.2-GPTQ"
 
 
+ROUTER = "127.0.0.3"   # overflow's address in these tests: a loopback address a client can bind
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,9 +60,11 @@ class FrontDoor:
     def __init__(self, run: Path, public: int, internal: int, master: subprocess.Popen[bytes], log: Path) -> None:
         self.run, self.public, self.internal, self.master, self.log = run, public, internal, master, log
 
-    def post(self, path: str, body: dict[str, Any], port: int | None = None) -> tuple[int, dict[str, str], str, float]:
+    def post(self, path: str, body: dict[str, Any], port: int | None = None,
+             source: str | None = None) -> tuple[int, dict[str, str], str, float]:
         started = time.monotonic()
-        conn = http.client.HTTPConnection("127.0.0.1", port or self.public, timeout=30)
+        conn = http.client.HTTPConnection("127.0.0.1", port or self.public, timeout=30,
+                                          source_address=(source, 0) if source else None)
         conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
         reply = conn.getresponse()
         text = reply.read().decode()
@@ -86,9 +91,12 @@ def wait_for(check: Callable[[], bool], within: float = 15) -> None:
 def door(project_copy: Path, edit_yaml: Any, tmp_path: Path) -> Iterator[FrontDoor]:
     if shutil.which("haproxy") is None:
         pytest.fail("haproxy not installed: apt-get install haproxy (scripts/setup.sh does)")
-    edit_yaml(project_copy / "inventory/swarm.yml",
-              lambda d: d["nodes"]["oracle"].setdefault("services", {}).setdefault("haproxy", {}).update(
-                  {"queue_timeout": 2, "retry_after": 7}))
+    def edit(d: dict[str, Any]) -> None:
+        d["nodes"]["oracle"].setdefault("services", {}).setdefault("haproxy", {}).update(
+            {"queue_timeout": 2, "retry_after": 7})
+        d["nodes"]["overflow"]["address"] = ROUTER   # its LiteLLM (backup-router) reaches the models by path
+
+    edit_yaml(project_copy / "inventory/swarm.yml", edit)
     rendered = render_fleet(load_project(project_copy)).nodes["oracle"]
     cfg_dir, run = tmp_path / "cfg", tmp_path / "run"
     cfg_dir.mkdir()
@@ -131,6 +139,18 @@ def test_the_pool_routes_each_request_to_the_model_it_names(door: FrontDoor) -> 
     slug = frontdoor.slug_of(MISTRAL)
     status, _, text, _ = door.post(f"/models/{slug}/v1/chat/completions", chat(MISTRAL), port=door.internal)
     assert status == 200 and json.loads(text)["model"] == MISTRAL  # LiteLLM's way in: the model's path
+
+
+def test_a_router_on_another_node_reaches_the_models_by_path_and_nothing_else(door: FrontDoor) -> None:
+    """The backup-router (LiteLLM on overflow, not on `allowed_ips`) reaches a model by its
+    path, as its api_base says; the pool and LiteLLM's API still turn it away, and another
+    address outside the list gets 403 on the model's path too."""
+    path = "/models/TheBloke--Mistral-7B-Instruct-v0.2-GPTQ/v1/chat/completions"
+    status, _, text, _ = door.post(path, chat(MISTRAL), source=ROUTER)
+    assert status == 200 and json.loads(text)["model"] == MISTRAL, text
+    assert door.post("/pool/v1/chat/completions", chat(MISTRAL), source=ROUTER)[0] == 403
+    assert door.post("/v1/chat/completions", chat(MISTRAL), source=ROUTER)[0] == 403
+    assert door.post(path, chat(MISTRAL), source="127.0.0.4")[0] == 403
 
 
 def test_an_unknown_model_is_a_404_naming_the_models_served(door: FrontDoor) -> None:
