@@ -7,9 +7,12 @@ reach: any of them may hold a revision another needs) and works from what they a
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from orchestrator import commands as cmd
 from orchestrator.clients.hub import HubClient
 from orchestrator.clients.secrets_source import SecretSource
 from orchestrator.commands import models as mcmd
@@ -21,6 +24,7 @@ from orchestrator.models.gc import NodeModels, read_references, removal_paths
 from orchestrator.models.resolve import ask_hub, hub_client, moving_pins, with_commits
 from orchestrator.models.stage import Needs, Outcome, Stager, needs_of
 from orchestrator.models.store import read_store
+from orchestrator.render.release import RELEASE_FILE
 from orchestrator.render.services import Service, build_services
 from orchestrator.render.weights import WeightsPin
 from orchestrator.secrets import Secret
@@ -66,10 +70,31 @@ async def stage(project: Project, fleet: Fleet, bus: EventBus, services: Sequenc
     resolution = await ask_hub(hub_client(project, token), moving_pins(services))
     if resolution.note():
         bus.emit("models", "info", message=str(resolution.note()))
-    services = with_commits(services, resolution.chosen(services, {}))
+        currents = await current_releases(project, fleet, sorted({s.node for s in services}))
+        services = [svc for node in sorted({s.node for s in services})
+                    for svc in resolution.staged([s for s in services if s.node == node], currents.get(node))]
+    else:
+        services = with_commits(services, resolution.chosen(services, {}))
     needs = needs_of(services, check=[s.name for s in services])
     outcome = await Stager(project, fleet, bus, token=token, repair=True).run(needs)
     return needs, outcome
+
+
+async def current_releases(project: Project, fleet: Fleet, nodes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each node's current release record (the commits its services serve), where it has one."""
+    async def one(node: str) -> dict[str, Any] | None:
+        root = project.inventory.node(node).deploy_root
+        result = await fleet[node].run(cmd.read_file(f"{root}/current/{RELEASE_FILE}"), check=False)
+        text = cmd.parse_read_file(result.stdout) if result.ok else None
+        try:
+            record = json.loads(text) if text else None
+        except json.JSONDecodeError:
+            return None
+        return record if isinstance(record, dict) else None
+
+    found = await asyncio.gather(*(one(n) for n in nodes if n in fleet and n not in fleet.unreachable))
+    reachable = [n for n in nodes if n in fleet and n not in fleet.unreachable]
+    return {n: r for n, r in zip(reachable, found, strict=True) if r is not None}
 
 
 @dataclass(frozen=True)

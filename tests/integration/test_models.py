@@ -211,6 +211,9 @@ def test_a_model_on_main_is_staged_at_its_commit_and_a_moved_main_is_a_change(fl
             quiet = ok(swarm(fleet, "deploy", "--phase", "4", inventory=inventory))
             assert quiet.stderr.count("the hub did not say") == 1 and "nothing to change" in quiet.stderr
             assert served()[0] == moved
+            # staging by hand with the hub down keeps the commit the node serves (nothing to fetch)
+            staged = ok(swarm(fleet, "models", "stage", "--phase", "4", "--limit", "thanos", inventory=inventory))
+            assert "placement(s) staged and checked" in staged.stdout and "the hub did not say" in staged.stderr
         finally:
             lab_hub.start(fleet.paths)
     finally:
