@@ -288,13 +288,18 @@ async def first_question(record: PlanRecord, session: Session, bus: EventBus,
     except SwarmError as exc:  # the plan looks again, and says what went wrong
         await asyncio.gather(_settle(consul), _settle(images), _settle(branches))
         return FirstAnswer(f"a node's look failed: {exc.message}", secrets)
+    commits = await _settle(branches)
     why = (_difference(record, states, session) or _moved(record, await _settle(images))
-           or _moved_branch(record, await _settle(branches)))
+           or _moved_branch(record, commits))
     held = await _settle(consul)
     if why is None and (held is None or not consul_matches(record.consul, states, held)):
         why = "Consul does not hold every registration"
     if why is not None:
         return FirstAnswer(why, secrets)
+    unheard = sorted(k for k in record.weights if (commits or {}).get(k) is None)
+    if unheard:  # said once, as the full plan says it (models/resolve.Resolution.note)
+        bus.emit("models", "info", message=f"the hub did not say which commit {', '.join(unheard)} names now "
+                                           "(no answer): each node keeps serving the commit it has; no change for them")
     bus.emit("run", "unchanged", message="nothing to change: every node runs what is wanted")
     return FirstAnswer("unchanged", secrets, DeployResult(
         phases=tuple(record.phases), unchanged=sorted(states), skipped=dict(session.skipped),

@@ -59,12 +59,12 @@ def session(record: PlanRecord, transports: Fleet, optional: tuple[str, ...] = (
 
 
 def ask(fleet: ReplayFleet, record: PlanRecord, transports: Fleet, secrets: Any = None,
-        optional: tuple[str, ...] = (), hub: Any = HUB) -> FirstAnswer:
+        optional: tuple[str, ...] = (), hub: Any = HUB, bus: EventBus | None = None) -> FirstAnswer:
     values = secrets if secrets is not None else {n: fleet.secrets[n] for n in record.vault.paths}
 
     async def go() -> FirstAnswer:
         async with session(record, transports, optional) as s:
-            return await first_question(record, s, EventBus(), reader=lambda _v: values, hub=hub)
+            return await first_question(record, s, bus or EventBus(), reader=lambda _v: values, hub=hub)
 
     return asyncio.run(go())
 
@@ -116,8 +116,11 @@ def test_a_weights_branch_that_moved_is_not_a_noop_and_an_unreachable_hub_gives_
     key = sorted(record.weights)[0]
     moved = ask(fleet, record, replay_again(fleet), hub=lambda r: {**r.weights, key: MOVED})
     assert not moved.noop and f"{key} names another commit" in moved.why
-    silent = ask(fleet, record, replay_again(fleet), hub=lambda r: dict.fromkeys(r.weights))
+    bus, said = EventBus(), []
+    bus.subscribe(lambda e: said.append(e.message))
+    silent = ask(fleet, record, replay_again(fleet), hub=lambda r: dict.fromkeys(r.weights), bus=bus)
     assert silent.noop, silent.why
+    assert sum("the hub did not say" in m and key in m for m in said) == 1, said  # said once, as the plan does
 
 
 def test_a_stopped_container_is_not_a_noop(recorded) -> None:
