@@ -30,6 +30,7 @@ import json
 import tarfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import takewhile
 from typing import Any
 
 import yaml
@@ -149,7 +150,9 @@ def merged_compose(current_text: str, target_text: str, take: Sequence[str], dro
         merged = {**(target.get(key) or {}), **(current.get(key) or {})}
         if merged:
             current[key] = merged
-    header = "# Built by swarm rollback: the current release with some services from an older one.\n"
+    # the render's header, as the target release has it: a rollback to what the inventory renders
+    # now is byte for byte that render (`swarm verify` compares the files)
+    header = "".join(takewhile(lambda line: line.startswith("#"), target_text.splitlines(keepends=True)))
     return (header + yaml.safe_dump(current, sort_keys=False, default_flow_style=False, width=1000)).encode()
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from orchestrator.config.project import load_project
 from orchestrator.engine.consul import ConsulSync
 from orchestrator.engine.context import Boundaries
 from orchestrator.engine.pending import Pending, PendingNode, PendingStore
@@ -21,10 +22,12 @@ from orchestrator.engine.signals import Interrupts
 from orchestrator.errors import InputError, SwarmError
 from orchestrator.events import EventBus
 from orchestrator.facts.node import NodeState
+from orchestrator.render.fleet import render_fleet
 from orchestrator.transport.fleet import Fleet
 from orchestrator.transport.replay import Answer, ReplayTransport
 from tests.unit.engine.replay_fleet import (
     COMMIT,
+    REPO,
     WEIGHTS_FILE,
     WEIGHTS_SHA,
     ReplayFleet,
@@ -181,6 +184,16 @@ def test_merged_compose_takes_some_services_from_the_target() -> None:
     merged = yaml.safe_load(merged_compose(current, target, ["a"], ["b"]).decode())
     assert merged["services"] == {"a": {"image": "a:1"}, "q": {"image": "q:1"}}
     assert set(merged["volumes"]) == {"v"} and set(merged["networks"]) == {"n"}
+
+
+def test_a_rollback_to_what_the_inventory_renders_is_that_render_byte_for_byte() -> None:
+    """Every service taken back from a release the render wrote: the result is that release's
+    compose, header included (`swarm verify` compares the files' hashes with the render)."""
+    text = render_fleet(load_project(REPO)).nodes["starlord"].files["compose.yml"].decode()
+    changed = yaml.safe_load(text)
+    changed["services"]["gpu-monitor"]["environment"] = {"X": "1"}
+    current = "# an older header\n" + yaml.safe_dump(changed, sort_keys=False)
+    assert merged_compose(current, text, list(changed["services"]), []) == text.encode()
 
 
 def test_resume_finishes_a_cut_off_unwind_from_the_pending_record(fleet, tmp_path, monkeypatch) -> None:
