@@ -56,10 +56,14 @@ def registry_stopped(lab) -> None:  # noqa: ANN001
 
 
 def test_a_rollback_with_the_registry_stopped_runs_the_previous_releases_images(deployed, tmp_path: Path) -> None:
+    """With the registry stopped: back to the previous release (its images are on the node), then
+    a rollback `--to` the changed release after the node lost its image stops before any change,
+    naming the image (one change deployed, one test: the lab suite's time is shared)."""
     lab = deployed
     before_image, before = running_image(lab), current_release(lab)
     changed = deploy_other_image(lab, tmp_path)
     assert changed != before_image
+    changed_release = current_release(lab)["id"]
     registry_stopped(lab)
     try:
         result = swarm(lab, "rollback", "--phase", "3")
@@ -68,29 +72,16 @@ def test_a_rollback_with_the_registry_stopped_runs_the_previous_releases_images(
         back = current_release(lab)
         assert back["rolled_back_to"] == before.get("rolled_back_to", before["id"])   # what ran before
         assert back["images"][SERVICE] == before["images"][SERVICE]
+        # the node loses the changed release's image, every name of it; going back to it now stops
+        image_id = node_sh(lab, NODE, "docker", "image", "inspect", "-f", "{{.Id}}", changed).strip()
+        node_sh(lab, NODE, "docker", "rmi", "-f", image_id)
+        current, containers = back["id"], container_ids(lab, NODE)
+        refused = swarm(lab, "rollback", "--phase", "3", "--to", changed_release)
+        assert refused.returncode == 1, f"exit {refused.returncode}\n{refused.stdout}\n{refused.stderr}"
+        assert changed in refused.stderr and SERVICE in refused.stderr, refused.stderr
+        assert "start the registry" in refused.stderr and "nothing was changed" in refused.stderr
+        assert current_release(lab)["id"] == current and container_ids(lab, NODE) == containers
     finally:
         lab_registry.start(lab.paths)
     ok(swarm(lab, "deploy", "--phase", "3"))   # the fleet as the lab inventory has it
     assert running_image(lab) == before_image
-
-
-def test_a_rollback_to_an_image_the_node_lost_stops_before_any_change_naming_it(deployed, tmp_path: Path) -> None:
-    lab = deployed
-    shipped = running_image(lab)
-    lost = deploy_other_image(lab, tmp_path)   # the release the rollback will go back to
-    ok(swarm(lab, "deploy", "--phase", "3"))   # and the shipped one again, on top of it
-    assert running_image(lab) == shipped
-    image_id = node_sh(lab, NODE, "docker", "image", "inspect", "-f", "{{.Id}}", lost).strip()
-    node_sh(lab, NODE, "docker", "rmi", "-f", image_id)   # the node lost the target's image, every name of it
-    current, containers = current_release(lab)["id"], container_ids(lab, NODE)
-    registry_stopped(lab)
-    try:
-        result = swarm(lab, "rollback", "--phase", "3")
-        assert result.returncode == 1, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-        assert lost in result.stderr and SERVICE in result.stderr, result.stderr
-        assert "start the registry" in result.stderr and "nothing was changed" in result.stderr
-        assert current_release(lab)["id"] == current and container_ids(lab, NODE) == containers
-    finally:
-        lab_registry.start(lab.paths)
-    ok(swarm(lab, "deploy", "--phase", "3"))
-    assert running_image(lab) == shipped
