@@ -142,6 +142,18 @@ def window(streams: list[Stream]) -> dict[str, Any]:
             "not_ok": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:8])}
 
 
+async def during(load: Load, run: Any, seed: int, settle: float = 3.0) -> tuple[dict[str, Any], Any]:
+    """`run()` (blocking: a swarm command) in a thread while `load` streams, with `settle`
+    seconds of load before and after; what the streams saw, and what `run` returned."""
+    loading = asyncio.ensure_future(load.run(random.Random(seed)))
+    await asyncio.sleep(settle)
+    result = await asyncio.to_thread(run)
+    await asyncio.sleep(settle)
+    load.stop.set()
+    await loading
+    return window(load.streams), result
+
+
 def pct(values: list[float], p: float) -> int | None:
     if not values:
         return None

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import yaml
 
-from orchestrator.lab.load import Load, window
+from orchestrator.lab.load import Load, during
 from orchestrator.render.frontdoor import backend_of
 from tests.integration.labtools import node_get, node_sh, ok, swarm
 
@@ -119,13 +119,7 @@ def images(lab) -> dict[str, str]:
 async def under_load(oracle: str, run: Any) -> tuple[dict[str, Any], Any]:
     load = Load(url=f"http://{oracle}/pool/v1/chat/completions", models=[NEMO, MISTRAL], rate=2.0,
                 headers={"Authorization": f"Bearer {VLLM_KEY}"}, max_in_flight=60, tokens=(32, 128))
-    loading = asyncio.ensure_future(load.run(random.Random(21)))
-    await asyncio.sleep(3)
-    result = await asyncio.to_thread(run)
-    await asyncio.sleep(3)
-    load.stop.set()
-    await loading
-    return window(load.streams), result
+    return await during(load, run, seed=21)
 
 
 def test_every_model_server_and_the_front_door_change_under_load_without_losing_a_stream(deployed, tmp_path) -> None:

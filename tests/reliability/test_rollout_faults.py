@@ -6,7 +6,6 @@ not put the drained server back in."""
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 import signal
 import socket
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator.lab.load import Load, window
+from orchestrator.lab.load import Load, during
 from orchestrator.render.frontdoor import backend_of
 from tests.reliability.faults import (
     assert_consistent,
@@ -77,13 +76,7 @@ def one_model_group(data: dict[str, Any]) -> None:
 async def streaming(oracle: str, run: Any) -> tuple[dict[str, Any], Any]:
     load = Load(url=f"http://{oracle}/pool/v1/chat/completions", models=[MISTRAL], rate=2.0,
                 headers={"Authorization": f"Bearer {VLLM_KEY}"}, max_in_flight=60, tokens=(32, 128))
-    loading = asyncio.ensure_future(load.run(random.Random(7)))
-    await asyncio.sleep(3)
-    result = await asyncio.to_thread(run)
-    await asyncio.sleep(3)
-    load.stop.set()
-    await loading
-    return window(load.streams), result
+    return await during(load, run, seed=7)
 
 
 def test_a_broken_second_instance_unwinds_its_group_and_no_stream_is_lost(deployed, tmp_path, state) -> None:
