@@ -1,8 +1,11 @@
 """`swarm deploy`: where every deploy starts, and the runbook it follows.
 
     the plan record vouches for the inputs? (engine/record.py)
-      -> a session over the recorded nodes (engine/session.py): connect, and meanwhile
-         read the secrets; lock, then look — one command per node
+      -> the recorded optional nodes are dialled at once (transport/dial.py): their connect
+         window runs while the SSH library loads
+      -> the first question (engine/first.py), over a session on the recorded nodes
+         (engine/session.py): connect, and meanwhile read the secrets; lock, then look —
+         one command per node
       -> nothing differs: done (one connection and one command per node)
     otherwise, with the same session when there is one (engine/runbook.py):
       -> load the project; select once (phases, nodes, rendered services)
@@ -14,25 +17,25 @@
          phase that fails or is interrupted; earlier phases stay on their new releases)
       -> remember the plan (the next run's record); unlock on every path.
 
-This module imports only what the first question needs: a no-op deploy never loads the
-validation models, the template engine or the HTTP clients.
+This module imports only what loading the record needs; the first question (asyncssh) loads
+after the dial, and a no-op deploy never loads the validation models, the template engine or
+the HTTP clients.
 """
 
 from __future__ import annotations
 
-from orchestrator.engine.context import DeployRequest, DeployResult, new_run, whoami
-from orchestrator.engine.record import (
-    FirstAnswer,
-    PlanCache,
-    PlanRecord,
-    first_question,
-    inputs_digest,
-)
-from orchestrator.engine.session import Session
+from typing import TYPE_CHECKING
+
+from orchestrator.engine.context import DeployRequest, DeployResult, whoami
+from orchestrator.engine.record import PlanCache, PlanRecord, inputs_digest
 from orchestrator.engine.signals import Interrupts
 from orchestrator.events import EventBus
 from orchestrator.paths import local_state_dir
-from orchestrator.transport.ssh import SshTarget
+from orchestrator.transport.dial import Dial, dial_early
+
+if TYPE_CHECKING:
+    from orchestrator.engine.first import FirstAnswer
+    from orchestrator.engine.session import Session
 
 
 async def deploy(request: DeployRequest, bus: EventBus, interrupts: Interrupts,
@@ -44,7 +47,14 @@ async def deploy(request: DeployRequest, bus: EventBus, interrupts: Interrupts,
     record = cache.load(key, request.inventory) if key else None
     if record is None:
         return await plan_and_run(request, bus, interrupts, cache=cache, key=key)
-    async with session_of(record, request, bus) as session:
+    dials = dial_optional(record)
+    # The reads beside the looks are not started before this import: their threads slowed it
+    # by more than they gained (measured 2026-12-06); they start with the connects.
+    # After the dial: the session's SSH library is ~0.1 s of imports on this machine (python
+    # -X importtime, 2026-12-06) that the optional nodes' connect windows now run beside.
+    from orchestrator.engine.first import first_question, session_of
+
+    async with session_of(record, request, bus, dials) as session:
         first = await first_question(record, session, bus)
         if first.noop:
             assert first.result is not None
@@ -58,11 +68,16 @@ def request_key(request: DeployRequest) -> str:
     return inputs_digest(request.root, request.inventory, request.playbook, request.key_args())
 
 
-def session_of(record: PlanRecord, request: DeployRequest, bus: EventBus) -> Session:
-    ctx = new_run(request.by, "deploy", record.holder_phases)
-    targets = [SshTarget.from_record(n.target) for n in record.nodes.values()]
-    return Session.over_ssh(targets, ctx, bus, roots={n: p.deploy_root for n, p in record.nodes.items()},
-                            forks=request.forks)
+def dial_optional(record: PlanRecord) -> dict[str, Dial]:
+    """Start the TCP connect of every recorded optional node now (its window counts from here)."""
+    dials = {}
+    for name, node in record.nodes.items():
+        target = node.target
+        if target.get("answer_window") is not None:
+            attempt = dial_early(str(target["address"]), int(target.get("port") or 22))
+            if attempt is not None:
+                dials[name] = attempt
+    return dials
 
 
 async def plan_and_run(request: DeployRequest, bus: EventBus, interrupts: Interrupts, *,

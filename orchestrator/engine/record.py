@@ -1,4 +1,4 @@
-"""The plan record, and the planner's first question: does anything differ from last time?
+"""The plan record: what the last full run planned, so the next can ask whether anything differs.
 
 A full deploy loads and validates the project, renders every node and hashes what it would
 upload; when nothing changed, all of that reproduces what the last run computed. So each
@@ -9,15 +9,11 @@ the run's first command asks (the `service hash` lines it expects, its directori
 the node is (its SSH target), which Vault paths the hashes were computed with (and a digest
 of those secret values, never a value), and what Consul should hold.
 
-`first_question` asks it over the run's session (engine/session.py), importing neither the
-validation models nor the template engine: the secrets are read (the one Vault reader, one
-request per path) while the nodes connect, each node gets the same first command a full run
-sends, and Consul's registrations are read meanwhile. Every node unchanged and running, the
-secrets' digest and Consul as recorded: the run is over. Anything else — a node that differs
-(it took its lock), a container not running, a rotated secret, a lost registration, a
-required node that does not answer — and the deploy goes on with the same session, its
-connections and any lock taken (engine/deploy.py). A record is only a shortcut to the same
-answer: whenever it cannot vouch for one, the full plan runs.
+engine/first.py asks the record's question over the run's session; this module holds the
+record (its key, its trust) and the reads beside the looks (Vault, Consul, the registry, the
+hub). It imports no SSH library, so a deploy loads its record and dials its optional nodes
+before asyncssh loads (engine/deploy.py). A record is only a shortcut to the same answer:
+whenever it cannot vouch for one, the full plan runs.
 
 A record decides where the Vault token is sent, so one is used only when the user owns it
 (and its directory) and nobody else may write either, and only when its Vault and Consul
@@ -38,10 +34,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.engine.context import DeployResult
-from orchestrator.engine.session import Look, Session
-from orchestrator.errors import SwarmError
-from orchestrator.events import EventBus
 from orchestrator.facts.node import LookRequest, NodeState
 from orchestrator.secrets import Secret
 
@@ -249,91 +241,39 @@ def declared_addresses(text: str) -> dict[str, str] | None:
     return found
 
 
-# --------------------------------------------------------------------------- the first question
+# --------------------------------------------------------------------------- the reads
 
 
 @dataclass
-class FirstAnswer:
-    """What the record's question learned: `result` when the run is over, else why not (the
-    session goes on, with the states read and any lock taken; `secrets` if they were read)."""
+class Reads:
+    """The reads beside the looks, each in a thread of the loop's executor: the secrets (Vault),
+    what each image tag and weights branch names now (the registry, the hub), and Consul's
+    registrations. Submitted at once, as the nodes connect (`reader`/`hub`: the Vault and hub
+    boundaries, for tests)."""
 
-    why: str
-    secrets: dict[str, Secret] | None
-    result: DeployResult | None = None
+    secrets: asyncio.Future[Any]
+    images: asyncio.Future[Any]
+    branches: asyncio.Future[Any]
+    consul: asyncio.Future[Any]
 
-    @property
-    def noop(self) -> bool:
-        return self.result is not None
+    @classmethod
+    def start(cls, record: PlanRecord, reader: Any = None, hub: Any = None) -> Reads:
+        loop = asyncio.get_running_loop()
+        return cls(loop.run_in_executor(None, reader or read_secrets, record.vault),
+                   loop.run_in_executor(None, tag_digests, record),
+                   loop.run_in_executor(None, hub or branch_commits, record),
+                   loop.run_in_executor(None, consul_services, record.consul))
 
-
-async def first_question(record: PlanRecord, session: Session, bus: EventBus,
-                         reader: Any = None, hub: Any = None) -> FirstAnswer:
-    """Connect, read the secrets, look at every node — the same first command a full run sends.
-
-    `reader` (RecordedVault -> secrets) is the Vault boundary, `hub` (PlanRecord -> what each
-    weights branch names now) the hub's, for tests."""
-    bus.emit("run", "start", message=f"phase {', '.join(map(str, record.phases))} on "
-                                     f"{', '.join(record.nodes)} (as planned last time)")
-    session.start()
-    reading = asyncio.ensure_future(asyncio.to_thread(reader or read_secrets, record.vault))  # first: the looks wait for it
-    images = asyncio.ensure_future(asyncio.to_thread(tag_digests, record))
-    branches = asyncio.ensure_future(asyncio.to_thread(hub or branch_commits, record))
-    secrets = await _settle(reading)
-    if secrets is None or secrets_digest(secrets) != record.secrets:
-        await asyncio.gather(_settle(images), _settle(branches))
-        return FirstAnswer("the secrets could not be checked or changed", secrets)
-    consul = asyncio.ensure_future(asyncio.to_thread(consul_services, record.consul))  # while the nodes look
-    try:
-        states = await session.look({n: Look(p.look()) for n, p in record.nodes.items()})
-    except SwarmError as exc:  # the plan looks again, and says what went wrong
-        await asyncio.gather(_settle(consul), _settle(images), _settle(branches))
-        return FirstAnswer(f"a node's look failed: {exc.message}", secrets)
-    commits = await _settle(branches)
-    why = (_difference(record, states, session) or _moved(record, await _settle(images))
-           or _moved_branch(record, commits))
-    held = await _settle(consul)
-    if why is None and (held is None or not consul_matches(record.consul, states, held)):
-        why = "Consul does not hold every registration"
-    if why is not None:
-        return FirstAnswer(why, secrets)
-    unheard = sorted(k for k in record.weights if (commits or {}).get(k) is None)
-    if unheard:  # said once, as the full plan says it (models/resolve.Resolution.note)
-        bus.emit("models", "info", message=f"the hub did not say which commit {', '.join(unheard)} names now "
-                                           "(no answer): each node keeps serving the commit it has; no change for them")
-    bus.emit("run", "unchanged", message="nothing to change: every node runs what is wanted")
-    return FirstAnswer("unchanged", secrets, DeployResult(
-        phases=tuple(record.phases), unchanged=sorted(states), skipped=dict(session.skipped),
-        releases={n: s.current_id or "" for n, s in states.items()}, stats=dict(session.fleet.stats())))
+    async def settle(self) -> None:
+        await asyncio.gather(*(settled(f) for f in (self.secrets, self.images, self.branches, self.consul)))
 
 
-async def _settle(work: Any) -> Any:
+async def settled(work: Any) -> Any:
+    """The answer, or None if the read failed."""
     try:
         return await work
     except Exception:  # any doubt: the full plan decides, with its own messages
         return None
-
-
-def _difference(record: PlanRecord, states: Mapping[str, NodeState], session: Session) -> str | None:
-    for name, plan in record.nodes.items():
-        state = states.get(name)
-        if state is None:
-            if name in session.skipped:  # an optional node that is off: skipped, as the full plan would
-                continue
-            return f"{name} did not answer"
-        if state.lock.taken or state.lock.error:
-            return f"{name} runs something else"
-        if not state.infra_ready:
-            return f"{name} lacks its infrastructure"
-        stopped = [s for s in plan.services if not state.is_running(s, plan.project)]
-        if stopped:
-            return f"{name}: {', '.join(stopped)} not running"
-    return None
-
-
-def _moved(record: PlanRecord, heads: Mapping[str, str | None] | None) -> str | None:
-    """A tag that names another digest than the nodes run (an unreachable registry: no verdict)."""
-    moved = [ref for ref, digest in record.images.items() if (heads or {}).get(ref) not in (None, digest)]
-    return f"the tag of {moved[0]} names another image now" if moved else None
 
 
 # The reads below run in threads while the SSH connections open, and import their clients there:
@@ -368,12 +308,6 @@ def consul_services(consul: RecordedConsul | None) -> dict[str, Any]:
 
     return agent_services(ConsulAccess(addr=consul.addr, token_file=_path(consul.token_file),
                                        token_env=consul.token_env, tls=_tls(consul.ca_cert, consul.client_cert)))
-
-
-def _moved_branch(record: PlanRecord, commits: Mapping[str, str | None] | None) -> str | None:
-    """A weights branch that names another commit than the nodes serve (an unreachable hub: no verdict)."""
-    moved = [key for key, commit in record.weights.items() if (commits or {}).get(key) not in (None, commit)]
-    return f"{moved[0]} names another commit now (or the hub would not say)" if moved else None
 
 
 def branch_commits(record: PlanRecord) -> dict[str, str | None]:

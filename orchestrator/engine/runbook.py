@@ -21,9 +21,10 @@ from orchestrator.engine import rollout
 from orchestrator.engine.check import check_report
 from orchestrator.engine.consul import ConsulSync
 from orchestrator.engine.context import Boundaries, DeployRequest, DeployResult, new_run, whoami
+from orchestrator.engine.first import FirstAnswer
 from orchestrator.engine.pending import PendingStore
 from orchestrator.engine.plan import NodeChange, expected_lines, infra_of, plan_change
-from orchestrator.engine.record import FirstAnswer, PlanCache
+from orchestrator.engine.record import PlanCache
 from orchestrator.engine.remember import plan_record
 from orchestrator.engine.resume import resume_pending
 from orchestrator.engine.runner import Runner

@@ -1,39 +1,11 @@
 """How swarm reaches nodes: a narrow `Transport` protocol and its implementations.
 
 `base` holds the protocol, `Result` and per-connection counters; `ssh` the asyncssh
-transport and host-key trust; `fleet` the run's connections (parallel, kept, closed); `recording` the `--check` wrapper;
+transport and host-key trust; `dial` an optional node's TCP connect within its window;
+`fleet` the run's connections (parallel, kept, closed); `recording` the `--check` wrapper;
 `local` a subprocess transport for tests.
+
+Import from the module that holds a name: this package imports nothing, so a module that
+needs only `base` (engine/context.py) does not load asyncssh (~0.1 s, python -X importtime,
+2026-12-06) before a deploy has dialled its optional nodes (transport/dial.py).
 """
-
-from orchestrator.transport.base import Result, Transport, TransportStats
-from orchestrator.transport.fleet import Fleet, GroupResult
-from orchestrator.transport.local import LocalTransport
-from orchestrator.transport.recording import RecordedPut, RecordedRun, RecordingTransport
-from orchestrator.transport.ssh import (
-    DEFAULT_FORKS,
-    HostKey,
-    SshTarget,
-    SshTransport,
-    fetch_host_key,
-    record_host_key,
-    trust,
-)
-
-__all__ = [
-    "DEFAULT_FORKS",
-    "Fleet",
-    "GroupResult",
-    "HostKey",
-    "LocalTransport",
-    "RecordedPut",
-    "RecordedRun",
-    "RecordingTransport",
-    "Result",
-    "SshTarget",
-    "SshTransport",
-    "Transport",
-    "TransportStats",
-    "fetch_host_key",
-    "record_host_key",
-    "trust",
-]

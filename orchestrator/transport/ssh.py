@@ -16,7 +16,7 @@ import asyncio
 import os
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,6 +28,7 @@ from orchestrator.transport.base import (
     ExecTimeout,
     ShellTransport,
 )
+from orchestrator.transport.dial import Dial, NoAnswer, answered, dial
 
 if TYPE_CHECKING:
     from orchestrator.config.inventory import Inventory, Node
@@ -54,6 +55,7 @@ class SshTarget:
     keepalive_interval: float = 10.0
     keepalive_count: int = 3
     answer_window: float | None = None    # an optional node: a TCP connect must answer this fast
+    early: Dial | None = field(default=None, compare=False, repr=False)   # its connect, started early
 
     @property
     def endpoint(self) -> str:
@@ -61,7 +63,8 @@ class SshTarget:
 
     def as_record(self) -> dict[str, Any]:
         """The target as JSON-able data (the plan record keeps it; nothing secret in it)."""
-        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "early"}
+        return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
 
     @classmethod
     def from_record(cls, data: dict[str, Any]) -> SshTarget:
@@ -115,7 +118,8 @@ class SshTransport(ShellTransport):
         """Open the connection unless it is open already (safe to call concurrently)."""
         async with self._lock:
             if self._conn is None:
-                self._conn = await open_connection(self.target)
+                target, self.target = self.target, replace(self.target, early=None)  # a socket serves once
+                self._conn = await open_connection(target)
                 self.stats.connections += 1
 
     async def process(self, shell: str) -> asyncssh.SSHClientProcess[bytes]:
@@ -252,7 +256,7 @@ async def open_connection(target: SshTarget) -> asyncssh.SSHClientConnection:
     try:
         sock = await _answering_socket(target) if target.answer_window is not None else None
         return await asyncio.wait_for(_connect(target, sock), target.connect_timeout)
-    except _NoAnswer:
+    except NoAnswer:
         raise _unreachable(target, f"no answer within {target.answer_window:g}s: an optional node that "
                                    "is off") from None
     except TimeoutError:
@@ -279,29 +283,17 @@ async def open_connection(target: SshTarget) -> asyncssh.SSHClientConnection:
         ) from None
 
 
-class _NoAnswer(Exception):
-    """An optional node's TCP connect got no answer within its window."""
-
-
 async def _answering_socket(target: SshTarget) -> socket.socket:
-    """A TCP connection made within the target's answer window, for asyncssh to go on over: a
-    node that is off never answers (the LAN's ARP gives up after ~3 s), one that is on
-    answers in a round trip."""
+    """A TCP connection made within the target's answer window (transport/dial.py), for
+    asyncssh to go on over; the connect the run started early, if it did."""
     assert target.answer_window is not None
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(target.address, target.port, type=socket.SOCK_STREAM)
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setblocking(False)
-    try:
-        await asyncio.wait_for(loop.sock_connect(sock, address), target.answer_window)
-    except TimeoutError:
-        sock.close()
-        raise _NoAnswer() from None
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    attempt = target.early
+    if attempt is None:
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(target.address, target.port, type=socket.SOCK_STREAM)
+        family, _, _, _, address = infos[0]
+        attempt = dial(family, address)
+    return await answered(attempt, target.answer_window)
 
 
 async def unanswered(targets: Iterable[SshTarget]) -> dict[str, str]:
@@ -310,7 +302,7 @@ async def unanswered(targets: Iterable[SshTarget]) -> dict[str, str]:
     async def one(target: SshTarget) -> str | None:
         try:
             (await _answering_socket(target)).close()
-        except _NoAnswer:
+        except NoAnswer:
             return f"no answer within {target.answer_window:g}s"
         except OSError as exc:
             return exc.strerror or str(exc)

@@ -171,12 +171,12 @@ def test_help_and_version_load_no_engine() -> None:
 
 def test_a_no_op_deploy_loads_no_validation_templates_or_http_clients() -> None:
     """What `swarm deploy` imports before the plan record's first question (cli, engine/deploy,
-    the record, the session, SSH): no pydantic, jinja2, hvac, py-consul, requests, httpx or
-    rich, and not the runbook — that is what keeps a no-op near a bare SSH script. yaml is
-    there (the record's addresses are checked against the inventory's); http.client loads
-    later, in the Vault reader's thread."""
+    the record, engine/first, the session, SSH): no pydantic, jinja2, hvac, py-consul, requests,
+    httpx or rich, and not the runbook — that is what keeps a no-op near a bare SSH script.
+    yaml is there (the record's addresses are checked against the inventory's); http.client
+    loads later, in the Vault reader's thread."""
     code = ("import orchestrator.cli.main, orchestrator.cli.deploy, orchestrator.engine.deploy, "
-            "orchestrator.engine.context, orchestrator.events, orchestrator.engine.signals")
+            "orchestrator.engine.context, orchestrator.events, orchestrator.engine.signals, orchestrator.engine.first")
     done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
                           cwd=REPO, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -187,6 +187,19 @@ def test_a_no_op_deploy_loads_no_validation_templates_or_http_clients() -> None:
     assert "asyncssh" in loaded and "orchestrator.engine.record" in loaded
     assert not {m for m in loaded if m.startswith(("orchestrator.engine.runbook", "orchestrator.config",
                                                    "orchestrator.render", "orchestrator.preflight"))}
+
+
+def test_a_deploy_loads_its_record_and_dials_before_the_ssh_library() -> None:
+    """Everything a deploy needs to load its plan record and dial its optional nodes
+    (engine/deploy, the record, transport/dial) comes without asyncssh: the optional nodes'
+    connect windows run while it loads, not after (engine/deploy.py)."""
+    code = "import orchestrator.cli.main, orchestrator.cli.deploy, orchestrator.engine.deploy"
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
+                          cwd=REPO, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert {"orchestrator.engine.record", "orchestrator.transport.dial"} <= loaded
+    assert not {m for m in loaded if m.split(".")[0] == "asyncssh" or m == "orchestrator.engine.session"}
 
 
 def test_a_command_loads_only_its_own_module() -> None:

@@ -14,11 +14,10 @@ from typing import Any
 import pytest
 
 from orchestrator.engine.context import new_run
+from orchestrator.engine.first import FirstAnswer, first_question
 from orchestrator.engine.record import (
-    FirstAnswer,
     PlanCache,
     PlanRecord,
-    first_question,
     inputs_digest,
     secrets_digest,
 )

@@ -12,7 +12,10 @@ import pytest
 
 from orchestrator import commands as c
 from orchestrator.errors import CommandFailed, TransportError
-from orchestrator.transport import LocalTransport, RecordingTransport, SshTransport, Transport
+from orchestrator.transport.base import Transport
+from orchestrator.transport.local import LocalTransport
+from orchestrator.transport.recording import RecordingTransport
+from orchestrator.transport.ssh import SshTransport
 
 from .conftest import SSHD, SshServer
 

@@ -18,6 +18,7 @@ import pytest
 from orchestrator import commands as c
 from orchestrator.errors import CommandFailed, TransportError
 from orchestrator.transport.base import Transport
+from orchestrator.transport.dial import dial_early
 from orchestrator.transport.fleet import Fleet
 from orchestrator.transport.ssh import (
     SshTransport,
@@ -321,6 +322,56 @@ def test_an_optional_node_that_answers_connects_as_any_other(sshd: SshServer) ->
             return (await t.run(c.read_only("echo", "up"))).stdout
 
     assert asyncio.run(go()).strip() == "up"
+
+
+def test_an_early_dial_is_used_for_the_handshake_and_only_once(sshd: SshServer) -> None:
+    """A deploy dials its optional nodes before asyncssh loads (engine/deploy.py): the
+    transport goes on over that socket; a reconnect dials anew."""
+    early = dial_early("127.0.0.1", sshd.port)
+    assert early is not None
+    target = sshd.target(answer_window=0.5, early=early)
+    assert "early" not in target.as_record()
+
+    async def go() -> list[str]:
+        t = SshTransport(target)
+        out = [(await t.run(c.read_only("echo", "first"))).stdout]
+        await t.close()
+        assert t.target.early is None and early.sock.fileno() == -1  # handed over, then closed
+        out.append((await t.run(c.read_only("echo", "again"))).stdout)
+        await t.close()
+        return out
+
+    before = sshd.accepted()
+    assert [x.strip() for x in asyncio.run(go())] == ["first", "again"]
+    assert sshd.accepted() - before == 2
+
+
+def test_an_optional_nodes_window_counts_from_its_dial(sshd: SshServer, unanswering_port: int) -> None:
+    """The window runs while the run loads: a node that gave no answer in the window since
+    its SYN is off at once, with no second window after the imports."""
+    early = dial_early("127.0.0.1", unanswering_port)
+    assert early is not None
+    time.sleep(0.35)                     # what a deploy spends loading asyncssh meanwhile
+    started = time.monotonic()
+    err = connect_error(sshd, port=unanswering_port, answer_window=0.3, connect_timeout=30, early=early)
+    assert "no answer within 0.3s: an optional node that is off" in str(err)
+    assert time.monotonic() - started < 0.3
+
+
+def test_a_refused_early_dial_is_unreachable(sshd: SshServer) -> None:
+    with socket.socket() as bound:       # bound, never listening: the kernel refuses
+        bound.bind(("127.0.0.1", 0))
+        port = bound.getsockname()[1]
+        early = dial_early("127.0.0.1", port)
+        err = connect_error(sshd, port=port, answer_window=0.3, early=early)
+    assert f"cannot reach 127.0.0.1:{port} (connection refused)" in str(err)
+
+
+def test_a_name_is_not_dialled_early() -> None:
+    assert dial_early("starlord.tailnet.example", 22) is None   # resolved in the loop, as before
+    early = dial_early("127.0.0.1", free_port())
+    assert early is not None
+    early.close()
 
 
 # --------------------------------------------------------------------------- trust
