@@ -1,6 +1,6 @@
 """Which commit a moving weights revision (`main`) names now, for the no-op fast path: stdlib only.
 
-A deploy's first question (engine/record.py) must see a branch that moved as the full plan does
+A deploy's first question (engine/first.py) must see a branch that moved as the full plan does
 (models/resolve.py, through huggingface_hub), without importing huggingface_hub (0.2-0.34 s):
 `hub_commits` asks the hub's model-info endpoint, `GET <hub>/api/models/<repo>/revision/<rev>`
 (the call `HfApi.model_info` makes), for every revision at once in threads, and answers its `sha`

@@ -1,6 +1,6 @@
 """What a tag names now, for the no-op fast path: one registry HEAD per image, stdlib only.
 
-A deploy's first question (engine/record.py) must see a moved tag as the full plan does (render/pins.py),
+A deploy's first question (engine/first.py) must see a moved tag as the full plan does (render/pins.py),
 without loading httpx: `head_digests` HEADs every image's manifest at once in threads, with an
 anonymous bearer token when the registry asks for one (Docker Hub, GHCR), and answers the
 `Docker-Content-Digest` per image — None where the registry could not say (then the fast path

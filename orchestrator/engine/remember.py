@@ -3,7 +3,7 @@
 `plan_record` writes down, from the run's selection, session and looks: per node its SSH
 target, the `service hash` lines and directories its look expected and the services that
 must run; where the secrets came from (Vault paths, never values: a digest of them) and
-which Consul registrations the run left. engine/record.py loads it and asks the question.
+which Consul registrations the run left. engine/record.py loads it; engine/first.py asks the question.
 """
 
 from __future__ import annotations
