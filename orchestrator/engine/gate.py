@@ -179,8 +179,15 @@ class Gate:
                 if all(w.done for w in watches):
                     return
                 self._check_deadlines(watches, time.monotonic())
-                await self.interrupts.sleep(sleep, unwinding=self.unwinding)
+                await self.interrupts.sleep(self._next_look(watches, sleep), unwinding=self.unwinding)
                 sleep = min(self.max_sleep, sleep * 1.5)
+
+    def _next_look(self, watches: Sequence[Watch], backoff: float) -> float:
+        """The back-off, but no later than the moment a passing service's hold is over: a 2 s
+        hold is declared after ~2 s, not at the next 5 s poll."""
+        now = time.monotonic()
+        ends = [w.passing_since + w.min_healthy - now for w in watches if not w.done and w.passing_since is not None]
+        return max(self.spec.poll_interval, min([backoff, *ends])) if ends else backoff
 
     def _watch(self, svc: Service) -> Watch:
         if svc.vars.get("healthy_deadline") is not None and not self.unwinding:  # set on the instance
