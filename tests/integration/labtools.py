@@ -64,12 +64,35 @@ def tree_hashes(lab, node: str) -> str:
     return node_sh(lab, node, "sh", "-c", "cd /opt/ai-swarm && find . -type f ! -name audit.log | sort | xargs sha256sum")
 
 
-def lab_inventory_copy(lab, tmp_path: Path, change) -> Path:
+def lab_inventory_copy(lab, tmp_path: Path, change, name: str = "lab-inventory.yml") -> Path:
     data = yaml.safe_load(lab.inventory_path.read_text())
     change(data)
-    path = tmp_path / "lab-inventory.yml"
+    path = tmp_path / name
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+SHORT_HOLD = "2s"  # the fault suite's hold (tests/reliability/faults.py fast_inventory)
+
+
+def short_holds(data: dict) -> None:  # type: ignore[type-arg]
+    """Every node's services held SHORT_HOLD by the gate instead of their phase's 5-15 s."""
+    for node in data["nodes"].values():
+        node.setdefault("vars", {})["min_healthy_time"] = SHORT_HOLD
+
+
+def quick_inventory(lab, tmp_path: Path, change=None, name: str = "quick-inventory.yml") -> Path:
+    """The lab inventory (with `change`) whose gate holds every service SHORT_HOLD: for the deploys
+    and rollbacks of a test that proves what changed, not how long the gate watches it (the hold's
+    own tests set theirs). `min_healthy_time` is no part of a release's files, so a release made
+    with this inventory is the lab inventory's byte for byte: a later deploy with that one is a
+    no-op."""
+    def both(data: dict) -> None:  # type: ignore[type-arg]
+        short_holds(data)
+        if change is not None:
+            change(data)
+
+    return lab_inventory_copy(lab, tmp_path, both, name)
 
 
 @pytest.fixture(scope="module")
