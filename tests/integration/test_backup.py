@@ -5,8 +5,9 @@ the real Redis 7, Qdrant's HTTP API and hvac for the Qdrant and Vault stand-ins.
 
 About two and a half minutes on the lab, on the module's deployed fleet (a no-op deploy when
 an earlier module deployed it): the backup of all four takes seconds; most of the rest is the
-re-gates (LiteLLM, which depends on PostgreSQL and Redis, takes ~20 s to answer again, then
-its phase's min_healthy_time). Each swarm run is bounded (`run`: SIGTERM past its limit, so
+re-gates (LiteLLM, which depends on PostgreSQL and Redis, takes ~20 s to answer again; the
+PostgreSQL and Redis restores are gated with `quick_inventory`'s short hold: what they prove
+is the data coming back and the dependents healthy again, not the hold). Each swarm run is bounded (`run`: SIGTERM past its limit, so
 swarm unwinds and unlocks, then a failure). What the module writes — the table, the keys, the
 collection, the secret, the backups, the gauges — is removed at its end; Vault is left unsealed.
 """
@@ -27,7 +28,7 @@ import httpx
 import hvac
 import pytest
 
-from tests.integration.labtools import REPO, SECRET_VALUES, lab_inventory_copy, node_sh, ok
+from tests.integration.labtools import REPO, SECRET_VALUES, node_sh, ok, quick_inventory
 
 pytestmark = pytest.mark.lab
 
@@ -176,20 +177,20 @@ def test_preflight_sees_fresh_backups(backed_up) -> None:
     assert checks["postgres"]["status"] == checks["redis"]["status"] == "pass"
 
 
-def test_postgres_dropped_database_comes_back(backed_up) -> None:
+def test_postgres_dropped_database_comes_back(backed_up, tmp_path: Path) -> None:
     lab, _ = backed_up
     psql(lab, "DROP DATABASE litellm WITH (FORCE)")
-    result = ok(swarm(lab, "restore", "--service", "postgres"))
+    result = ok(swarm(lab, "restore", "--service", "postgres", inventory=quick_inventory(lab, tmp_path)))
     assert "stopped and started again: litellm on oracle" in result.stdout
     assert "healthy: postgres, litellm" in result.stdout
     assert psql(lab, "SELECT body FROM notes WHERE id = 1").strip() == KNOWN
 
 
-def test_redis_flushed_key_comes_back(backed_up) -> None:
+def test_redis_flushed_key_comes_back(backed_up, tmp_path: Path) -> None:
     lab, _ = backed_up
     redis_cli(lab, "flushdb")
     assert redis_cli(lab, "get", "swarm:probe") == ""
-    result = ok(swarm(lab, "restore", "--service", "redis"))
+    result = ok(swarm(lab, "restore", "--service", "redis", inventory=quick_inventory(lab, tmp_path)))
     assert "healthy: redis, litellm" in result.stdout
     assert redis_cli(lab, "get", "swarm:probe") == KNOWN
 
@@ -226,7 +227,7 @@ def test_vault_deleted_secret_comes_back(backed_up) -> None:
 
 def test_a_copy_on_another_node_restores_a_lost_backup(deployed, tmp_path: Path) -> None:
     lab = deployed
-    inventory = lab_inventory_copy(lab, tmp_path, lambda d: d["nodes"]["oracle"].setdefault("vars", {}).update(
+    inventory = quick_inventory(lab, tmp_path, lambda d: d["nodes"]["oracle"].setdefault("vars", {}).update(
         backup_copy_to="starlord"))
     redis_cli(lab, "set", "swarm:copy", KNOWN)
     result = ok(swarm(lab, "backup", "--service", "redis", inventory=inventory, limit=BACKUP_LIMIT_S))

@@ -24,6 +24,7 @@ from tests.integration.labtools import (
     node_get,
     node_sh,
     ok,
+    quick_inventory,
     swarm,
     tree_hashes,
 )
@@ -61,8 +62,8 @@ def test_a_config_only_change_reloads_that_service_in_place(deployed, tmp_path: 
     """HAProxy's rate limit is in its config only: no container is recreated (the front door keeps
     its listeners), the files it reads are the new ones, and its master started a new worker."""
     lab = deployed
-    inventory = lab_inventory_copy(lab, tmp_path, lambda d: d["nodes"]["oracle"].setdefault("services", {})
-                                   .setdefault("haproxy", {}).update({"rate_limit_per_10s": 77}))
+    inventory = quick_inventory(lab, tmp_path, lambda d: d["nodes"]["oracle"].setdefault("services", {})
+                                .setdefault("haproxy", {}).update({"rate_limit_per_10s": 77}))
     before = container_ids(lab, "oracle")
     result = ok(swarm(lab, "deploy", "--phase", "2", inventory=inventory))
     assert container_ids(lab, "oracle") == before
@@ -89,8 +90,10 @@ def test_broken_release_rolls_back_every_node_of_the_phase(deployed, tmp_path: P
     lab = deployed
     starlord = lab.nodes["starlord"]
     current_before = node_sh(lab, "starlord", "readlink", "/opt/ai-swarm/current").strip()
-    inventory = lab_inventory_copy(lab, tmp_path, lambda d: d["nodes"]["starlord"]["services"]["vllm-primary"]
-                                   .update({"image_tag": "v0.6.3-broken", "healthy_deadline": "25s"}))
+    # 15 s: several times what a healthy stand-in needs (docker's first 5 s health check, then the
+    # 2 s hold), so only a broken image misses it
+    inventory = quick_inventory(lab, tmp_path, lambda d: d["nodes"]["starlord"]["services"]["vllm-primary"]
+                                .update({"image_tag": "v0.6.3-broken", "healthy_deadline": "15s"}))
     result = swarm(lab, "deploy", "--phase", "3", inventory=inventory)
     assert result.returncode == 1, result.stderr
     assert "vllm-primary on starlord" in result.stderr and "rolled back" in result.stderr
@@ -108,25 +111,26 @@ def test_rollback_on_demand_and_to_a_named_release(deployed, tmp_path: Path) -> 
     `current` moves forward, its record says which release it went back to."""
     lab = deployed
     first = node_sh(lab, "thanos", "readlink", "/opt/ai-swarm/current").strip().rsplit("/", 1)[-1]
-    inventory = lab_inventory_copy(lab, tmp_path, lambda d: d["nodes"]["thanos"]["services"]["vllm-backup"]
-                                   .update({"max_num_seqs": 6}))
+    inventory = quick_inventory(lab, tmp_path, lambda d: d["nodes"]["thanos"]["services"]["vllm-backup"]
+                                .update({"max_num_seqs": 6}), name="changed.yml")
+    quick = quick_inventory(lab, tmp_path)  # the shipped settings, short holds
     ok(swarm(lab, "deploy", "--phase", "4", inventory=inventory))
     second = node_sh(lab, "thanos", "readlink", "/opt/ai-swarm/current").strip().rsplit("/", 1)[-1]
     assert second != first
     release = json.loads(node_sh(lab, "thanos", "cat", "/opt/ai-swarm/current/release.json"))
     assert "@sha256:" in release["images"]["vllm-backup"]  # the digest preflight checked
-    ok(swarm(lab, "rollback", "--phase", "4"))
+    ok(swarm(lab, "rollback", "--phase", "4", inventory=quick))
     back = json.loads(node_sh(lab, "thanos", "cat", "/opt/ai-swarm/current/release.json"))
     assert back["rolled_back_to"] == first and back["previous"] == second and back["id"] > second
     cmdline = node_sh(lab, "thanos", "docker", "inspect", "-f", "{{json .Args}}", "swarm-thanos-vllm-backup-1")
     assert '"6"' not in cmdline
     listing = ok(swarm(lab, "releases", "--limit", "thanos")).stdout
     assert f"* {back['id']}" in listing and f"rollback to {first}" in listing and second in listing
-    ok(swarm(lab, "rollback", "--phase", "4", "--to", second))
+    ok(swarm(lab, "rollback", "--phase", "4", "--to", second, inventory=quick))
     again = json.loads(node_sh(lab, "thanos", "cat", "/opt/ai-swarm/current/release.json"))
     assert again["rolled_back_to"] == second
     assert '"6"' in node_sh(lab, "thanos", "docker", "inspect", "-f", "{{json .Args}}", "swarm-thanos-vllm-backup-1")
-    ok(swarm(lab, "deploy", "--phase", "4"))  # back to the shipped settings
+    ok(swarm(lab, "deploy", "--phase", "4", inventory=quick))  # back to the shipped settings
 
 
 def test_concurrent_deploy_exits_4_then_succeeds(deployed, tmp_path: Path) -> None:
@@ -150,7 +154,9 @@ def test_concurrent_deploy_exits_4_then_succeeds(deployed, tmp_path: Path) -> No
     finally:
         out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
-    ok(swarm(lab, "deploy", "--phase", "4"))  # back to the shipped settings, lock free again
+    # back to the shipped settings, lock free again (the first run above kept its phase's hold:
+    # it must still hold the lock while the second one looks)
+    ok(swarm(lab, "deploy", "--phase", "4", inventory=quick_inventory(lab, tmp_path, name="back.yml")))
 
 
 def test_secret_values_never_appear_in_any_output(deployed, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from orchestrator.lab import registry as lab_registry
 from orchestrator.models.stage import Needs, Outcome, Stager
 from orchestrator.render.weights import WeightsPin
 from orchestrator.transport.fleet import Fleet
-from tests.integration.labtools import REPO, lab_inventory_copy, node_sh, ok, swarm
+from tests.integration.labtools import REPO, node_sh, ok, quick_inventory, swarm
 
 pytestmark = pytest.mark.lab
 
@@ -96,16 +96,16 @@ def hub_down(fleet) -> Iterator[None]:  # noqa: ANN001
         lab_hub.start(fleet.paths)
 
 
-def test_a_deploy_with_the_hub_down_restarts_a_staged_model(fleet, hub_down: None) -> None:  # noqa: ANN001
+def test_a_deploy_with_the_hub_down_restarts_a_staged_model(fleet, hub_down: None, tmp_path: Path) -> None:  # noqa: ANN001
     assert not lab_hub.ping()
     node_sh(fleet, "thanos", "docker", "stop", "swarm-thanos-vllm-backup-1")
-    result = ok(swarm(fleet, "deploy", "--phase", "4"))
+    result = ok(swarm(fleet, "deploy", "--phase", "4", inventory=quick_inventory(fleet, tmp_path)))
     assert "vllm-backup" in result.stderr and "every sha256 checked" not in result.stderr
     logs = node_sh(fleet, "thanos", "sh", "-c", "docker logs swarm-thanos-vllm-backup-1 2>&1 | grep ' loaded '")
     assert f"from /models/{BACKUP_MODEL} (HF_HUB_OFFLINE=1)" in logs.splitlines()[-1]
 
 
-def test_a_corrupted_shard_stops_the_deploy_naming_it_before_any_container_changes(fleet) -> None:  # noqa: ANN001
+def test_a_corrupted_shard_stops_the_deploy_naming_it_before_any_container_changes(fleet, tmp_path: Path) -> None:  # noqa: ANN001
     revision = stored_revision(fleet, "thanos")
     shard = f"/opt/ai-swarm/models/{BACKUP_MODEL}/{revision}/model-00001-of-00002.safetensors"
     node_sh(fleet, "thanos", "sh", "-c", f"printf 'X' | dd of={shard} bs=1 seek=4096 conv=notrunc 2>/dev/null")
@@ -117,7 +117,7 @@ def test_a_corrupted_shard_stops_the_deploy_naming_it_before_any_container_chang
     assert containers(fleet, "thanos") == before                  # 0 containers changed
     repaired = ok(swarm(fleet, "models", "stage", "--limit", "thanos")).stdout
     assert "thanos: " in repaired and "from " in repaired
-    ok(swarm(fleet, "deploy", "--phase", "4"))
+    ok(swarm(fleet, "deploy", "--phase", "4", inventory=quick_inventory(fleet, tmp_path)))
 
 
 @pytest.fixture
@@ -160,7 +160,7 @@ def test_a_moved_tag_is_a_change_the_deploy_sees_and_the_release_pins(fleet, tmp
     def probe(data: dict) -> None:  # type: ignore[type-arg]
         data["nodes"]["thanos"]["services"]["vllm-backup"]["image_tag"] = PROBE
 
-    inventory = lab_inventory_copy(fleet, tmp_path, probe)
+    inventory = quick_inventory(fleet, tmp_path, probe, name="probe.yml")
     try:
         ok(swarm(fleet, "deploy", "--phase", "4", inventory=inventory))
         assert "nothing to change" in ok(swarm(fleet, "deploy", "--phase", "4", inventory=inventory)).stderr
@@ -175,7 +175,7 @@ def test_a_moved_tag_is_a_change_the_deploy_sees_and_the_release_pins(fleet, tmp
         running = node_sh(fleet, "thanos", "docker", "inspect", "-f", "{{.Config.Image}}", "swarm-thanos-vllm-backup-1")
         assert running.strip().endswith(f"@{moved}")
     finally:
-        ok(swarm(fleet, "deploy", "--phase", "4"))
+        ok(swarm(fleet, "deploy", "--phase", "4", inventory=quick_inventory(fleet, tmp_path)))
 
 
 def test_a_model_on_main_is_staged_at_its_commit_and_a_moved_main_is_a_change(fleet, tmp_path: Path) -> None:  # noqa: ANN001
@@ -188,7 +188,7 @@ def test_a_model_on_main_is_staged_at_its_commit_and_a_moved_main_is_a_change(fl
     def on_main(data: dict) -> None:  # type: ignore[type-arg]
         data["nodes"]["thanos"]["services"]["vllm-backup"]["revision"] = "main"
 
-    inventory = lab_inventory_copy(fleet, tmp_path, on_main)
+    inventory = quick_inventory(fleet, tmp_path, on_main, name="on-main.yml")
 
     def served() -> tuple[str, str]:
         release = json.loads(node_sh(fleet, "thanos", "cat", "/opt/ai-swarm/current/release.json"))
@@ -218,4 +218,5 @@ def test_a_model_on_main_is_staged_at_its_commit_and_a_moved_main_is_a_change(fl
             lab_hub.start(fleet.paths)
     finally:
         refs.write_text(was + "\n")
-        ok(swarm(fleet, "deploy", "--phase", "4"))   # the lab inventory's commit pin again
+        # the lab inventory's commit pin again
+        ok(swarm(fleet, "deploy", "--phase", "4", inventory=quick_inventory(fleet, tmp_path)))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.lab import registry as lab_registry
-from tests.integration.labtools import container_ids, lab_inventory_copy, node_sh, ok, swarm
+from tests.integration.labtools import container_ids, node_sh, ok, quick_inventory, swarm
 
 pytestmark = pytest.mark.lab
 
@@ -41,8 +41,8 @@ def deploy_other_image(lab, tmp_path: Path) -> str:  # noqa: ANN001
     """Phase 3 with vllm-secondary on another image (registry up); the image it runs now."""
     before = running_image(lab)
     tag = other_tag(before)
-    inventory = lab_inventory_copy(lab, tmp_path, lambda d: d["nodes"][NODE]["services"][SERVICE]
-                                   .update({"image_tag": tag}))
+    inventory = quick_inventory(lab, tmp_path, lambda d: d["nodes"][NODE]["services"][SERVICE]
+                                .update({"image_tag": tag}), name="changed.yml")
     ok(swarm(lab, "deploy", "--phase", "3", inventory=inventory))
     now = running_image(lab)
     assert f":{tag}@sha256:" in now, now   # the release pins the digest preflight verified
@@ -66,7 +66,7 @@ def test_a_rollback_with_the_registry_stopped_runs_the_previous_releases_images(
     changed_release = current_release(lab)["id"]
     registry_stopped(lab)
     try:
-        result = swarm(lab, "rollback", "--phase", "3")
+        result = swarm(lab, "rollback", "--phase", "3", inventory=quick_inventory(lab, tmp_path))
         assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
         assert running_image(lab) == before_image   # the previous release's image, by its digest
         back = current_release(lab)
@@ -83,5 +83,5 @@ def test_a_rollback_with_the_registry_stopped_runs_the_previous_releases_images(
         assert current_release(lab)["id"] == current and container_ids(lab, NODE) == containers
     finally:
         lab_registry.start(lab.paths)
-    ok(swarm(lab, "deploy", "--phase", "3"))   # the fleet as the lab inventory has it
+    ok(swarm(lab, "deploy", "--phase", "3", inventory=quick_inventory(lab, tmp_path)))   # as the lab inventory has it
     assert running_image(lab) == before_image

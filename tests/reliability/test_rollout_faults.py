@@ -89,7 +89,9 @@ def test_a_broken_second_instance_unwinds_its_group_and_no_stream_is_lost(deploy
     def broken(data: dict[str, Any]) -> None:
         one_model_group(data)
         set_service(data, "starlord", "vllm-primary", image_tag=tag)
-        set_service(data, "starlord", "vllm-secondary", image_tag="v0.6.3-broken", healthy_deadline="25s")
+        # 15 s: several times what a healthy stand-in needs (docker's first 5 s health check, the
+        # 2 s hold), so only the broken image misses it; the load runs through the whole run
+        set_service(data, "starlord", "vllm-secondary", image_tag="v0.6.3-broken", healthy_deadline="15s")
 
     inventory = fast_inventory(lab, tmp_path / "broken.yml", broken)
     try:
