@@ -45,6 +45,7 @@ WORK = Path(os.environ.get("SWARM_BENCH_DIR", Path.home() / ".cache" / "swarm-be
 LAB = Path(os.environ.get("SWARM_LAB_DIR", Path.home() / ".cache" / "swarm-lab"))
 FLEET_NODES = ("oracle", "starlord", "thanos")
 FLEET_PHASES = ("1-4",)     # one process, every phase (issue 11: the whole fleet in one command)
+QUICK = ("fleet-floor", "fleet-swarm", "fleet-swarm-whole")   # measured round-robin (measure_together)
 WHOLE = ("",)              # no --phase: every phase, as the README types it (optional overflow off)
 LIGHT_INVENTORY = LAB / "inventory.yml"    # what `lab up --nodes N --light` writes
 LIGHT_PLAYBOOK = BENCH / "light" / "playbook.yml"
@@ -422,27 +423,44 @@ def run_sample(tool: Tool, counting: bool = False, log: Path | None = None) -> t
 
 
 def measure(scenario: str, tool: Tool, target: Target, repeat: int) -> dict[str, object]:
-    say(f"[{scenario}] seed run (not measured)")
-    seed = tool.seed()
-    samples, per_call, fast = [], [], 0
+    return measure_together({scenario: tool}, target, repeat)[scenario]
+
+
+def measure_together(tools: dict[str, Tool], target: Target, repeat: int) -> dict[str, dict[str, object]]:
+    """Seed every tool, then take the samples round-robin (one of each, `repeat` times): a
+    machine that gets slower or faster during the run moves every tool alike, so the ratios
+    between them (x floor) do not depend on which tool ran in which minute."""
+    seeds = {}
+    for scenario, tool in tools.items():
+        say(f"[{scenario}] seed run (not measured)")
+        seeds[scenario] = tool.seed()
+    samples: dict[str, list[float]] = {s: [] for s in tools}
+    per_call: dict[str, list[list[float]]] = {s: [] for s in tools}
+    fast = dict.fromkeys(tools, 0)
     for i in range(repeat):
-        seconds, outcomes = run_sample(tool)
-        fast += all(Swarm.fast_path(o) for o in outcomes) if isinstance(tool, Swarm) else 0
-        for o in outcomes:
-            why = tool.check_noop(o)
-            if why:
-                raise SystemExit(f"[{scenario}] run {i + 1} was not a clean no-op: {why}")
-        samples.append(seconds)
-        per_call.append([round(o.seconds, 3) for o in outcomes])
-        say(f"[{scenario}] run {i + 1}/{repeat}: {seconds:.2f}s")
-    counts = count_run(scenario, tool)
-    return {
-        "tool": tool.name, "hosts": len(target.nodes),
-        "median_s": round(statistics.median(samples), 3), "min_s": round(min(samples), 3),
-        "samples_s": [round(s, 3) for s in samples], "per_invocation_s": per_call,
-        "seed_rc": [o.rc for o in seed], "peak_rss_mb": peak_rss_mb(tool), **counts,
-        **({"fast_path_runs": fast} if isinstance(tool, Swarm) else {}),
-    }
+        for scenario, tool in tools.items():
+            seconds, outcomes = run_sample(tool)
+            fast[scenario] += all(Swarm.fast_path(o) for o in outcomes) if isinstance(tool, Swarm) else 0
+            for o in outcomes:
+                why = tool.check_noop(o)
+                if why:
+                    raise SystemExit(f"[{scenario}] run {i + 1} was not a clean no-op: {why}")
+            samples[scenario].append(seconds)
+            per_call[scenario].append([round(o.seconds, 3) for o in outcomes])
+            say(f"[{scenario}] run {i + 1}/{repeat}: {seconds:.2f}s")
+    out = {}
+    for scenario, tool in tools.items():
+        counts = count_run(scenario, tool)
+        got = samples[scenario]
+        out[scenario] = {
+            "tool": tool.name, "hosts": len(target.nodes),
+            "median_s": round(statistics.median(got), 3), "min_s": round(min(got), 3),
+            "samples_s": [round(s, 3) for s in got], "per_invocation_s": per_call[scenario],
+            "seed_rc": [o.rc for o in seeds[scenario]], "peak_rss_mb": peak_rss_mb(tool), **counts,
+            **({"fast_path_runs": fast[scenario]} if isinstance(tool, Swarm) else {}),
+            **({"interleaved_with": sorted(set(tools) - {scenario})} if len(tools) > 1 else {}),
+        }
+    return out
 
 
 def peak_rss_mb(tool: Tool) -> float | None:
@@ -618,9 +636,14 @@ def run_all(args: argparse.Namespace) -> None:
         if args.deploy_if_needed and not fleet_is_deployed():
             deploy_fleet()
         target, tools = fleet_tools(work)
-        for name in fleet:
-            results["scenarios"][name] = measure(name, tools[name], target, args.repeat)
+        quick = [n for n in fleet if n in QUICK]   # sub-second: interleaved, for fair ratios
+        if quick:
+            results["scenarios"].update(measure_together({n: tools[n] for n in quick}, target, args.repeat))
             save(args.out, results)
+        for name in fleet:
+            if name not in quick:
+                results["scenarios"][name] = measure(name, tools[name], target, args.repeat)
+                save(args.out, results)
     if light and not args.light_lab and not light_lab_is_up():
         say("skipping light-*: the light lab is not up (pass --light-lab to bring it up and back)")
         light = []
