@@ -52,15 +52,17 @@ def models() -> None:
 @handle_errors
 def ls(ctx: Context, limit: str | None, output: str) -> None:
     """Each node's model store: revisions, sizes, the releases that use them, free disk."""
+    from orchestrator.engine.selection import select
     from orchestrator.models.manage import placed, read_models, wanted_by_node
     from orchestrator.transport.fleet import Fleet
 
     project = ctx.project()
-    nodes = project.inventory.select(limit)
-    wanted = wanted_by_node(placed(project, nodes))
+    chosen = select(project, None, limit, render=False)
+    nodes = list(chosen.nodes)
+    wanted = wanted_by_node(placed(chosen.services, chosen.names))
 
     async def work() -> Any:
-        async with Fleet.for_nodes(project.inventory, nodes) as fleet:
+        async with Fleet.for_nodes(project.inventory, nodes, optional=chosen.optional) as fleet:
             await fleet.connect()
             return await read_models(project, fleet)
 
@@ -106,27 +108,32 @@ def _node_rows(found: Any, wanted: set[Any]) -> dict[str, Any]:
 def stage(ctx: Context, phase: str | None, limit: str | None) -> None:
     """Make every chosen node hold the weights placed on it, checked file by file: from a node that
     has them, else the controller's mirror, else the hub."""
+    from orchestrator.engine.selection import select
     from orchestrator.errors import RuntimeFailure
     from orchestrator.models.manage import hub_token, placed
     from orchestrator.models.manage import stage as run_stage
     from orchestrator.transport.fleet import Fleet
 
     project = ctx.project()
-    phases = phases_of(project, phase)
-    services = placed(project, project.inventory.select(limit), phases)
-    chosen = {n.name for n in project.inventory.select(limit)}
-    peers = [n for n in project.inventory.nodes.values() if not n.spec.optional or n.name in chosen]
+    chosen = select(project, phases_of(project, phase), limit, render=False)
+    services = placed(chosen.services, chosen.names, chosen.phase_ids)
+    # copy sources: the chosen nodes and every node the inventory does not mark optional
+    peers = [n for n in project.inventory.nodes.values() if not n.spec.optional or n.name in chosen.names]
+    optional = chosen.optional | {n.name for n in peers if n.spec.optional}
     bus = make_bus(ctx, "text")
     token = hub_token(project)
 
     async def work(_interrupts: Any) -> Any:
-        async with Fleet.for_nodes(project.inventory, peers) as fleet:
+        async with Fleet.for_nodes(project.inventory, peers, optional=optional) as fleet:
             await fleet.connect()
             needed = {s.node for s in services}
-            down = sorted(n for n in fleet.unreachable if n in needed)
+            down = sorted(n for n in fleet.unreachable if n in needed and n not in optional)
             if down:
                 raise RuntimeFailure(f"cannot reach {', '.join(down)}: {fleet.unreachable[down[0]].message}")
-            return await run_stage(project, fleet, bus, services, token)
+            for node in sorted(n for n in fleet.unreachable if n in needed):   # optional and off
+                click.echo(f"{node}: skipped (optional, unreachable: {fleet.unreachable[node].message})")
+            reached = [s for s in services if s.node not in fleet.unreachable]
+            return await run_stage(project, fleet, bus, reached, token)
 
     needs, outcome = run_engine(work, bus)
     for node, pin, source, size, seconds in outcome.copied:
@@ -147,16 +154,19 @@ def stage(ctx: Context, phase: str | None, limit: str | None) -> None:
 def gc(ctx: Context, limit: str | None, dry_run: bool) -> None:
     """Remove the revisions no release kept on a node references (nor the project places there now),
     and copies left half way."""
+    from orchestrator.engine.selection import select
     from orchestrator.errors import SwarmError
     from orchestrator.models.manage import collection, placed, read_models, remove, wanted_by_node
     from orchestrator.transport.fleet import Fleet
 
     project = ctx.project()
-    nodes = project.inventory.select(limit)
-    wanted = wanted_by_node(placed(project, project.inventory.select(None)))
+    chosen = select(project, None, limit, render=False)
+    nodes = list(chosen.nodes)
+    everywhere = select(project, None, None, render=False)   # what the project places on any node
+    wanted = wanted_by_node(placed(everywhere.services, everywhere.names))
 
     async def work() -> Any:
-        async with Fleet.for_nodes(project.inventory, nodes) as fleet:
+        async with Fleet.for_nodes(project.inventory, nodes, optional=chosen.optional) as fleet:
             await fleet.connect()
             found = await read_models(project, fleet)
             plans = {n: collection(project, m, wanted.get(n, set())) for n, m in found.items()
@@ -186,10 +196,12 @@ def gc(ctx: Context, limit: str | None, dry_run: bool) -> None:
 def pin(ctx: Context, write: bool) -> None:
     """Find on the hub the commit each unpinned model's `main` is at now, and print (or --write)
     the catalogue lines that pin it."""
+    from orchestrator.engine.selection import select
     from orchestrator.models.manage import hub_token, placed, resolve, unpinned, write_pins
 
     project = ctx.project()
-    repos = unpinned(placed(project, project.inventory.select(None)))
+    everywhere = select(project, None, None, render=False)
+    repos = unpinned(placed(everywhere.services, everywhere.names))
     if not repos:
         click.echo("every served model is pinned to a commit")
         return

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,6 @@ from orchestrator import commands as cmd
 from orchestrator.clients.hub import HubClient
 from orchestrator.clients.secrets_source import SecretSource
 from orchestrator.commands import models as mcmd
-from orchestrator.config.inventory import Node
 from orchestrator.config.project import Project
 from orchestrator.errors import InputError, SwarmError
 from orchestrator.events import EventBus
@@ -25,16 +24,17 @@ from orchestrator.models.resolve import ask_hub, hub_client, moving_pins, with_c
 from orchestrator.models.stage import Needs, Outcome, Stager, needs_of
 from orchestrator.models.store import read_store
 from orchestrator.render.release import RELEASE_FILE
-from orchestrator.render.services import Service, build_services
+from orchestrator.render.services import Service
 from orchestrator.render.weights import WeightsPin
 from orchestrator.secrets import Secret
 from orchestrator.transport.fleet import Fleet
 
 
-def placed(project: Project, nodes: Sequence[Node], phases: Sequence[int] | None = None) -> list[Service]:
-    """The services of the chosen nodes (and phases) that serve a model."""
-    names = {n.name for n in nodes}
-    return [s for s in build_services(project) if s.weights is not None and s.node in names
+def placed(services: Iterable[Service], nodes: Iterable[str], phases: Sequence[int] | None = None) -> list[Service]:
+    """Of a run's services (its selection's: engine/selection.py), those on these nodes (and
+    phases) that serve a model."""
+    names = set(nodes)
+    return [s for s in services if s.weights is not None and s.node in names
             and (phases is None or s.phase in phases)]
 
 
