@@ -30,6 +30,8 @@ from orchestrator.commands.base import (
 )
 from orchestrator.commands.docker import (
     CONTAINER_FIELDS,
+    NETWORK_MISSING,
+    NETWORK_PRESENT,
     compose_config_hash,
     compose_ps,
     compose_remove,
@@ -103,4 +105,4 @@ from orchestrator.commands.system import (
     uname_m,
 )
 
-__all__ = ['APPLIED_FILE', 'Argv', 'CONTAINER_FIELDS', 'Command', 'DiskFree', 'LOCK_HELD_EXIT', 'LOOK_LOCKED', 'LOOK_UNCHANGED', 'MISSING', 'PRESENT', 'Runnable', 'SKIPPED_EXIT', 'STORE_SUFFIX', 'Script', 'StepResult', 'TMP_PREFIX', 'append_file', 'as_command', 'carry_env_files', 'cat_file', 'compose_config_hash', 'compose_ps', 'compose_remove', 'compose_up', 'container_logs', 'container_states', 'copy_release', 'df', 'docker_inspect', 'docker_ps_all', 'docker_pull', 'docker_version', 'extract_release', 'image_inspect', 'images_present', 'infra_ready', 'install_dir', 'list_releases', 'listening_ports', 'lock_acquire', 'lock_holder', 'lock_release', 'look_lock', 'mkdir_p', 'mutates', 'mutating', 'network_create', 'node_clock', 'nvidia_smi_query', 'only_if_locked', 'parse_compose_ps', 'parse_config_hash', 'parse_df', 'parse_listening_ports', 'parse_missing_images', 'parse_read_file', 'parse_sha256sum', 'read_file', 'read_link', 'read_only', 'release_manifests', 'remove_current', 'remove_release', 'remove_releases', 'remove_stale_tmp', 'run_marker', 'sh', 'sha256_files', 'sha256_tree', 'switch_symlink', 'take_services', 'to_shell', 'uname_m', 'unlock_if_mine', 'write_file']
+__all__ = ['APPLIED_FILE', 'Argv', 'CONTAINER_FIELDS', 'Command', 'DiskFree', 'LOCK_HELD_EXIT', 'LOOK_LOCKED', 'LOOK_UNCHANGED', 'MISSING', 'NETWORK_MISSING', 'NETWORK_PRESENT', 'PRESENT', 'Runnable', 'SKIPPED_EXIT', 'STORE_SUFFIX', 'Script', 'StepResult', 'TMP_PREFIX', 'append_file', 'as_command', 'carry_env_files', 'cat_file', 'compose_config_hash', 'compose_ps', 'compose_remove', 'compose_up', 'container_logs', 'container_states', 'copy_release', 'df', 'docker_inspect', 'docker_ps_all', 'docker_pull', 'docker_version', 'extract_release', 'image_inspect', 'images_present', 'infra_ready', 'install_dir', 'list_releases', 'listening_ports', 'lock_acquire', 'lock_holder', 'lock_release', 'look_lock', 'mkdir_p', 'mutates', 'mutating', 'network_create', 'node_clock', 'nvidia_smi_query', 'only_if_locked', 'parse_compose_ps', 'parse_config_hash', 'parse_df', 'parse_listening_ports', 'parse_missing_images', 'parse_read_file', 'parse_sha256sum', 'read_file', 'read_link', 'read_only', 'release_manifests', 'remove_current', 'remove_release', 'remove_releases', 'remove_stale_tmp', 'run_marker', 'sh', 'sha256_files', 'sha256_tree', 'switch_symlink', 'take_services', 'to_shell', 'uname_m', 'unlock_if_mine', 'write_file']

@@ -100,10 +100,30 @@ def docker_version() -> Command:
     return read_only("docker", "version", "--format", "{{json .}}")
 
 
-def docker_ps_all() -> Command:
-    """Every container on the engine, one JSON object per line."""
-    return Command(("docker", "ps", "--all", "--no-trunc", "--format", "{{json .}}"), mutates=False,
-                   label="docker-ps")
+NETWORK_PRESENT = "swarm:network present"
+NETWORK_MISSING = "swarm:network missing"
+
+# $1 the network, $2 the format. A node whose containers are attached to the fleet network
+# answers with ONE docker process: only when no container's `Networks` lists it is `docker
+# network inspect` asked (~20 ms per node on the lab).
+_PS_AND_NETWORK = (
+    'out=$(docker ps --all --no-trunc --format "$2") || exit; '
+    '[ -z "$out" ] || printf "%s\\n" "$out"; '
+    'printf "%s\\n" "$out" | { while IFS= read -r l; do n=${l#*\\"Networks\\":\\"}; '
+    '[ "$n" = "$l" ] && continue; n=${n%%\\"*}; case ",$n," in *",$1,"*) exit 0;; esac; done; exit 1; } '
+    '&& exit 0; '
+    'if docker network inspect -- "$1" >/dev/null 2>&1; '
+    f'then echo "{NETWORK_PRESENT}"; else echo "{NETWORK_MISSING}"; fi'
+)
+
+
+def docker_ps_all(network: str | None = None) -> Command:
+    """Every container on the engine, one JSON object per line; with `network`, also whether it
+    exists when no container line names it (a NETWORK_PRESENT / NETWORK_MISSING line)."""
+    if network is None:
+        return Command(("docker", "ps", "--all", "--no-trunc", "--format", "{{json .}}"), mutates=False,
+                       label="docker-ps")
+    return sh(_PS_AND_NETWORK, network, "{{json .}}", mutates=False, label="docker-ps")
 
 
 def compose_remove(project: str, file: str, services: Sequence[str]) -> Command:

@@ -106,10 +106,10 @@ def look_commands(request: LookRequest) -> list[Command]:
     """The look's reads (see the module docstring), in the order `parse_look` splits them."""
     root = request.deploy_root
     steps: list[Command] = [cmd.read_file(f"{root}/current/{RELEASE_FILE}"), cmd.list_releases(root)]
-    if request.docker:
-        steps.append(cmd.docker_ps_all())
+    if request.docker:  # the fleet network is read with the containers (one docker process)
+        steps.append(cmd.docker_ps_all(request.network))
     if request.directories or request.network:
-        steps.append(cmd.infra_ready(root, request.network, request.wanted_dirs()))
+        steps.append(cmd.infra_ready(root, None if request.docker else request.network, request.wanted_dirs()))
     if request.manifests:
         steps.append(cmd.release_manifests(root))
     return steps
@@ -125,15 +125,27 @@ def parse_look(request: LookRequest, steps: Sequence[StepResult], node: str) -> 
     infra = rest.pop(0) if (request.directories or request.network) and rest else None
     manifests = rest.pop(0) if request.manifests and rest else None
     containers, docker_error = _containers(docker)
+    network_ready = (request.network is None or not request.docker
+                     or _network_seen(request.network, docker, containers))
     return NodeState(
         node=node,
         current=parse_release_json(cmd.parse_read_file(steps[0].stdout)),
         releases=parse_releases(steps[1].stdout),
         containers=containers,
-        infra_ready=infra is None or infra.stdout.strip() == "ready",
+        infra_ready=(infra is None or infra.stdout.strip() == "ready") and network_ready,
         manifests=parse_manifests(manifests.stdout) if manifests is not None else (),
         docker_error=docker_error,
     )
+
+
+def _network_seen(network: str, step: StepResult | None, containers: Sequence[dict[str, Any]]) -> bool:
+    """The network exists: docker said so, or a container is attached to it (`Networks`)."""
+    if step is None or not step.ok:
+        return False
+    said = [line.strip() for line in step.stdout.splitlines() if line.startswith("swarm:network ")]
+    if said:
+        return said[-1] == cmd.NETWORK_PRESENT
+    return any(network in str(c.get("Networks", "")).split(",") for c in containers)
 
 
 def _containers(step: StepResult | None) -> tuple[tuple[dict[str, Any], ...], str | None]:

@@ -188,3 +188,66 @@ def test_release_ids_that_are_not_names_are_refused() -> None:
     for bad in ("", "../x", ".tmp-1", "a/b"):
         with pytest.raises(ValueError):
             c.remove_release("/opt/ai-swarm", bad)
+
+
+# --------------------------------------------------------------------------- the look's docker reads
+
+FAKE_DOCKER = """#!/bin/sh
+echo "$*" >> "$DOCKER_LOG"
+case "$1 $2" in
+  "ps --all") [ -f "$DOCKER_DIR/ps-fails" ] && { echo "Cannot connect to the Docker daemon" >&2; exit 1; }
+              cat "$DOCKER_DIR/ps" ;;
+  "network inspect") [ -f "$DOCKER_DIR/net-$4" ] ;;
+esac
+"""
+
+
+@pytest.fixture
+def docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `docker` on PATH answering `ps` from a file and `network inspect` from what exists."""
+    bin_dir, state = tmp_path / "bin", tmp_path / "docker"
+    bin_dir.mkdir()
+    state.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    (state / "ps").write_text("")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("DOCKER_DIR", str(state))
+    monkeypatch.setenv("DOCKER_LOG", str(state / "log"))
+    return state
+
+
+def container(name: str, networks: str) -> str:
+    """A `docker ps --format '{{json .}}'` line (compact, as docker writes it)."""
+    return json.dumps({"Names": name, "State": "running", "Networks": networks,
+                       "Labels": f"com.docker.compose.service={name},com.docker.compose.project=swarm-n1"},
+                      separators=(",", ":"))
+
+
+def docker_look(root: Path) -> object:
+    request = LookRequest(deploy_root=str(root), network="aiswarm")
+    session = Session(Fleet([LocalTransport("n1")]), Me("run1", "me", "deploy", ()), EventBus(), {"n1": str(root)})
+    return asyncio.run(session.look({"n1": Look(request, "none")}))["n1"]
+
+
+def test_a_node_whose_containers_use_the_network_answers_with_one_docker_process(root: Path, docker: Path) -> None:
+    (docker / "ps").write_text(container("litellm", "aiswarm") + "\n" + container("haproxy", "host,aiswarm") + "\n")
+    state = docker_look(root)
+    assert state.infra_ready and state.is_running("litellm", "swarm-n1")
+    assert (docker / "log").read_text().splitlines() == ["ps --all --no-trunc --format {{json .}}"]
+
+
+def test_the_network_is_asked_for_when_no_container_names_it(root: Path, docker: Path) -> None:
+    (docker / "ps").write_text(container("litellm", "aiswarm2") + "\n"   # a longer name is not it
+                               + container("aiswarm", "bridge") + "\n")  # nor a name elsewhere
+    assert not docker_look(root).infra_ready                                # and it does not exist
+    assert "network inspect -- aiswarm" in (docker / "log").read_text()
+    (docker / "net-aiswarm").touch()
+    assert docker_look(root).infra_ready
+
+
+def test_a_docker_that_does_not_answer_is_no_network(root: Path, docker: Path) -> None:
+    (docker / "net-aiswarm").touch()
+    (docker / "ps-fails").touch()
+    state = docker_look(root)
+    assert not state.infra_ready and "Cannot connect" in (state.docker_error or "")
