@@ -676,6 +676,8 @@ def table(results: dict[str, object]) -> str:
             "|---|---|---|---|---|---|---|---|"]
     scenarios = results["scenarios"]  # type: ignore[index]
     for name, r in scenarios.items():  # type: ignore[union-attr]
+        if "tcp_connections_per_host" not in r:  # another script's entry (bench/rollout.py)
+            continue
         tcp = r["tcp_connections_per_host"]
         remote = "; ".join(f"{k} {v.get('mean')} ({v.get('min')}-{v.get('max')})"
                            for k, v in r["remote_per_host"].items() if k not in ("connections",))
