@@ -160,14 +160,22 @@ class Handler(BaseHTTPRequestHandler):
             log(self.name, format % args)
 
 
+class Server(ThreadingHTTPServer):
+    """A stand-in's HTTP server: a thread per request, and a listen backlog like a real
+    server's (Go listens with the system's): the stdlib's 5 drops SYNs when a client opens
+    several connections at once, and each drop costs the client a 1 s retransmit."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+
 def serve(handler: type[Handler], host: str, port: int) -> None:
     """Apply the fault mode, then serve `handler` on host:port until SIGTERM."""
     mode = current_mode()
     handler.mode = mode
     exit_on_sigterm()
     wait_slow_start(mode, handler.name)
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
+    server = Server((host, port), handler)
     arm_die_after(mode, handler.name)
     log(handler.name, f"listening on {host}:{port} mode={mode.kind}")
     try:

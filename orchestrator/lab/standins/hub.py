@@ -305,7 +305,7 @@ def serve(host: str, port: int, root: Path, token: str | None = None, cdn_port: 
     """The API on host:port, the content store on host:cdn_port (0: any free port)."""
     store = Store(root, token)
     handler = type("BoundHubHandler", (HubHandler,), {"store": store})
-    servers = [ThreadingHTTPServer((host, p), handler) for p in (port, cdn_port)]
+    servers = [_base.Server((host, p), handler) for p in (port, cdn_port)]
     for server in servers:
         server.daemon_threads = True
     return HubServer(servers[0], servers[1], store)

@@ -1135,6 +1135,7 @@ class StandinServer(ThreadingHTTPServer):
     """
 
     daemon_threads = True
+    request_queue_size = 128   # the stdlib's 5 drops SYNs when a client opens several connections at once (each drop: a 1 s retransmit); a real server listens with the system's backlog
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], state: VaultState, verbose: bool = False) -> None:

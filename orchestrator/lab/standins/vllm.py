@@ -351,8 +351,7 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def _listen(handler: type[_base.Handler], args: argparse.Namespace) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((args.host, args.port), handler)
-    server.daemon_threads = True
+    server = _base.Server((args.host, args.port), handler)
     threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True).start()
     return server
 
