@@ -160,9 +160,9 @@ def gc(ctx: Context, limit: str | None, dry_run: bool) -> None:
     from orchestrator.transport.fleet import Fleet
 
     project = ctx.project()
-    chosen = select(project, None, limit, render=False)
-    nodes = list(chosen.nodes)
     everywhere = select(project, None, None, render=False)   # what the project places on any node
+    chosen = select(project, None, limit, render=False, services=everywhere.services)
+    nodes = list(chosen.nodes)
     wanted = wanted_by_node(placed(everywhere.services, everywhere.names))
 
     async def work() -> Any:

@@ -126,7 +126,7 @@ def parse_look(request: LookRequest, steps: Sequence[StepResult], node: str) -> 
     manifests = rest.pop(0) if request.manifests and rest else None
     containers, docker_error = _containers(docker)
     network_ready = (request.network is None or not request.docker
-                     or _network_seen(request.network, docker, containers))
+                     or _network_seen(docker))
     return NodeState(
         node=node,
         current=parse_release_json(cmd.parse_read_file(steps[0].stdout)),
@@ -138,14 +138,13 @@ def parse_look(request: LookRequest, steps: Sequence[StepResult], node: str) -> 
     )
 
 
-def _network_seen(network: str, step: StepResult | None, containers: Sequence[dict[str, Any]]) -> bool:
-    """The network exists: docker said so, or a container is attached to it (`Networks`)."""
+def _network_seen(step: StepResult | None) -> bool:
+    """The network exists: the docker step found a container attached to it (and so printed no
+    verdict), or `docker network inspect` found it (commands/docker.py `docker_ps_all`)."""
     if step is None or not step.ok:
         return False
     said = [line.strip() for line in step.stdout.splitlines() if line.startswith("swarm:network ")]
-    if said:
-        return said[-1] == cmd.NETWORK_PRESENT
-    return any(network in str(c.get("Networks", "")).split(",") for c in containers)
+    return not said or said[-1] == cmd.NETWORK_PRESENT
 
 
 def _containers(step: StepResult | None) -> tuple[tuple[dict[str, Any], ...], str | None]:

@@ -23,6 +23,7 @@ import httpx
 import yaml
 
 from orchestrator.lab import api
+from tests.integration.labtools import short_holds
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -76,7 +77,7 @@ def deploy_example(name: str, nodes: list[str] | None = None) -> api.Lab:
     lab = api.up(nodes, source_inventory=source)
     secrets = (EXAMPLES / "lab-secrets.env" if name == "reference"
                else EXAMPLES / name / "lab-secrets.env")
-    quick = short_holds(lab)
+    quick = quick_lab_inventory(lab)
     ok(swarm(lab, name, "deploy", "--phase", "1", inventory=quick))
     ok(swarm(lab, name, "vault", "init", "--key-file", str(lab.paths.root / "vault-keys.json")))
     ok(swarm(lab, name, "secrets", "push", "--env-file", str(secrets)))
@@ -84,13 +85,12 @@ def deploy_example(name: str, nodes: list[str] | None = None) -> api.Lab:
     return lab
 
 
-def short_holds(lab: api.Lab) -> Path:
-    """The lab's inventory with every service held 2 s by the gate instead of its phase's 5-15 s
-    (labtools.quick_inventory's rule): the modules prove the deployed stack as a user uses it,
-    not the holds; the releases are the lab inventory's byte for byte."""
+def quick_lab_inventory(lab: api.Lab) -> Path:
+    """The lab's inventory with every service held SHORT_HOLD by the gate instead of its phase's
+    5-15 s (labtools.short_holds): the modules prove the deployed stack as a user uses it, not
+    the holds; the releases are the lab inventory's byte for byte."""
     data = yaml.safe_load(lab.inventory_path.read_text())
-    for node in data["nodes"].values():
-        node.setdefault("vars", {})["min_healthy_time"] = "2s"
+    short_holds(data)
     path = lab.paths.root / "quick-inventory.yml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

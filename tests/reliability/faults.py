@@ -29,7 +29,7 @@ import yaml
 
 from orchestrator.lab import node as lab_node
 from orchestrator.lab.api import Lab
-from tests.integration.labtools import REPO, SECRET_VALUES
+from tests.integration.labtools import REPO, SECRET_VALUES, short_holds
 
 NODES = ("oracle", "starlord", "thanos")
 ROOT = "/opt/ai-swarm"
@@ -166,9 +166,7 @@ def fast_inventory(lab: Lab, path: Path, change: Callable[[dict[str, Any]], None
     not about waiting), a short SSH keepalive (a dead link is noticed in ~6 s), and `change`."""
     data = yaml.safe_load(lab.inventory_path.read_text())
     data["ssh"] = {**data["ssh"], "keepalive_interval": 2, "keepalive_count": 3, "connect_timeout": 4}
-    for node in NODES:
-        vars_ = data["nodes"][node].setdefault("vars", {})
-        vars_.update({"min_healthy_time": "2s"})
+    short_holds(data)
     if change:
         change(data)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
