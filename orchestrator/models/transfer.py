@@ -23,8 +23,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncssh
-
 from orchestrator.commands import models as mcmd
 from orchestrator.commands import to_shell
 from orchestrator.config.inventory import Node
@@ -32,6 +30,7 @@ from orchestrator.errors import CommandFailed, RuntimeFailure
 from orchestrator.models.snapshot import Snapshot
 from orchestrator.models.store import FileProblem, check_files
 from orchestrator.transport.base import Transport
+from orchestrator.transport.sshlib import asyncssh
 
 _CHUNK = 1 << 20
 KEY_LIFETIME_S = 26 * 3600   # expiry-time is the destination's local time: a day plus any time zone

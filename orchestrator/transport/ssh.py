@@ -20,8 +20,6 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import asyncssh
-
 from orchestrator.addresses import host_port
 from orchestrator.errors import InputError, TransportError
 from orchestrator.transport.base import (
@@ -29,6 +27,7 @@ from orchestrator.transport.base import (
     ShellTransport,
 )
 from orchestrator.transport.dial import Dial, NoAnswer, answered, dial
+from orchestrator.transport.sshlib import asyncssh
 
 if TYPE_CHECKING:
     from orchestrator.config.inventory import Inventory, Node
