@@ -7,17 +7,24 @@ A bare asyncssh script, one process: connect to every node of the inventory in p
 record, plus `docker ps -a` with --docker — and exit. No config loading, no rendering, no
 Vault, no comparison: a tool doing the same reads cannot be faster than this, so bench/
 reports swarm as a multiple of it.
+
+It starts and ends as swarm does, so that stays true: asyncssh is imported without its C
+library compiler probe (orchestrator/transport/sshlib.py, ~30 ms) and the process exits
+without the interpreter's last cycle collection (gc.freeze, as orchestrator/cli/main.quick_exit,
+~50 ms). Before 2026-12-06 the floor paid both, as swarm did.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 from pathlib import Path
 
-import asyncssh
 import yaml
+
+from orchestrator.transport.sshlib import asyncssh
 
 
 async def read(address: str, user: str, key: str, known_hosts: str, command: str) -> int:
@@ -47,4 +54,7 @@ if __name__ == "__main__":
     parser.add_argument("inventory", type=Path)
     parser.add_argument("--docker", action="store_true", help="also `docker ps -a` (the fleet's nodes)")
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.inventory, args.docker)))
+    try:
+        sys.exit(asyncio.run(main(args.inventory, args.docker)))
+    finally:
+        gc.freeze()

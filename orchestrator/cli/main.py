@@ -9,6 +9,7 @@ Every command is here and only here; a command's module is imported when it runs
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -137,7 +138,23 @@ def run() -> None:  # pragma: no cover - the console script
     if sys.argv[1:] == ["--version"]:  # answered before click builds its help machinery
         print(f"swarm, version {__version__}")  # noqa: T201
         return
-    main()
+    try:
+        main()
+    finally:
+        quick_exit()
+
+
+def quick_exit() -> None:
+    """Spare the interpreter's last cycle collection over everything the run imported or made.
+
+    At exit CPython collects every tracked object once more (asyncssh, cryptography, click...):
+    ~50 ms of a ~420 ms no-op deploy on the lab (bench/exit timing, 2026-12-06). Frozen objects
+    are left to the process's end instead; everything else still happens as before — threads are
+    joined, atexit handlers run (weakref.finalize too), objects no cycle holds are freed, the std
+    streams are flushed. What is lost is `__del__` of objects in a cycle at exit, which Python
+    never promised (the data model's note on `__del__`): swarm's files are closed as written.
+    """
+    gc.freeze()
 
 
 if __name__ == "__main__":  # pragma: no cover
