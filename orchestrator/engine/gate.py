@@ -31,9 +31,9 @@ from orchestrator.engine.reach import probe_target
 from orchestrator.engine.signals import Interrupts
 from orchestrator.errors import RuntimeFailure, SwarmError
 from orchestrator.events import EventBus
-from orchestrator.facts.containers import ContainerState, parse_container_states
 from orchestrator.facts.gpu import NVIDIA_SMI_QUERY, GpuReading, parse_nvidia_smi
 from orchestrator.facts.probes import Outcome, ProbeNetwork, describe_probe, http_probe, tcp_probe
+from orchestrator.facts.states import ContainerState, parse_container_states
 from orchestrator.render.services import Probe, Service
 from orchestrator.secrets import Secret, scrub
 from orchestrator.transport.base import Transport

@@ -49,9 +49,9 @@ PACKAGE = Path(__file__).resolve().parents[1]
 def code_fingerprint() -> str:
     """swarm's own code: every module's path, size and mtime (a changed swarm renders anew)."""
     digest = hashlib.sha256()
-    for path in sorted(PACKAGE.rglob("*.py")):
-        info = path.stat()
-        digest.update(f"{path.relative_to(PACKAGE)}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
+    for rel, path in tree(PACKAGE, ".py"):
+        info = os.stat(path)
+        digest.update(f"{rel}\0{info.st_size}\0{info.st_mtime_ns}\0".encode())
     return digest.hexdigest()
 
 
@@ -64,10 +64,32 @@ def inputs_digest(root: Path, inventory: Path, playbook: Path, args: Sequence[st
     roles = [root / "roles"]
     if (PACKAGE.parent / "roles").resolve() != roles[0].resolve():  # swarm's shared roles (config/project.py)
         roles.append(PACKAGE.parent / "roles")
-    for path in (inventory, playbook, *(p for d in roles for p in sorted(d.rglob("*")))):
-        if path.is_file():
-            digest.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
+    files = [str(inventory), str(playbook), *(path for d in roles for _, path in tree(d))]
+    for path in files:
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                digest.update(path.encode() + b"\0" + f.read() + b"\0")
     return digest.hexdigest()
+
+
+def tree(top: Path, suffix: str = "") -> list[tuple[str, str]]:
+    """Every file under `top` ending in `suffix` (symlinked directories not followed), as
+    (relative path, path), sorted: os.scandir, a third of pathlib's rglob's time over swarm's
+    ~180 modules (2.4 against 0.8 ms, 2026-12-06), and every deploy computes its key first."""
+    found: list[tuple[str, str]] = []
+    pending = [(str(top), "")]
+    while pending:
+        directory, prefix = pending.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:   # not there (a project without roles/), or unreadable: nothing to hash
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                pending.append((entry.path, f"{prefix}{entry.name}/"))
+            elif entry.name.endswith(suffix):
+                found.append((prefix + entry.name, entry.path))
+    return sorted(found)
 
 
 def secrets_digest(secrets: Mapping[str, Secret]) -> str:
@@ -312,13 +334,17 @@ def consul_services(consul: RecordedConsul | None) -> dict[str, Any]:
 
 def branch_commits(record: PlanRecord) -> dict[str, str | None]:
     """What each recorded weights branch names now (one model-info GET each)."""
+    if not record.weights:
+        return {}
     from orchestrator.clients.revisions import hub_commits  # in its thread: ~3.5 ms above
 
-    return hub_commits(record.hub, record.weights) if record.weights else {}
+    return hub_commits(record.hub, record.weights)
 
 
 def tag_digests(record: PlanRecord) -> dict[str, str | None]:
     """What each recorded image's tag names now (one registry HEAD each)."""
+    if not record.images:
+        return {}
     from orchestrator.clients.tags import head_digests  # in its thread: ~3.5 ms above
 
     return head_digests(record.images, record.insecure)

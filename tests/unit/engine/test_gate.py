@@ -17,8 +17,8 @@ from orchestrator.config.playbook import GateSpec
 from orchestrator.config.project import load_project
 from orchestrator.engine.gate import Gate, GateFailed, GateTarget, NodeUnreachable, crash_reason
 from orchestrator.events import EventBus
-from orchestrator.facts.containers import docker_time, parse_container_states
 from orchestrator.facts.probes import dig
+from orchestrator.facts.states import docker_time, parse_container_states
 from orchestrator.render.fleet import render_fleet
 from orchestrator.render.services import Port, Probe
 from orchestrator.secrets import Secret
