@@ -3,16 +3,17 @@
 `first_question` asks it over the run's session (engine/session.py), importing neither the
 validation models nor the template engine: the secrets are read (the one Vault reader, one
 request per path) while the nodes connect, each node gets the same first command a full run
-sends, and Consul's registrations are read meanwhile. Every node unchanged and running, the
-secrets' digest and Consul as recorded: the run is over. Anything else — a node that differs
-(it took its lock), a container not running, a rotated secret, a lost registration, a
-required node that does not answer — and the deploy goes on with the same session, its
-connections and any lock taken (engine/deploy.py). The record itself, its key and its reads:
-engine/record.py.
+sends, and the registry, the hub and Consul are read while the nodes answer it. Every node
+unchanged and running, the secrets' digest and Consul as recorded: the run is over. Anything
+else — a node that differs (it took its lock), a container not running, a rotated secret, a
+lost registration, a required node that does not answer — and the deploy goes on with the
+same session, its connections and any lock taken (engine/deploy.py). The record itself, its
+key and its reads: engine/record.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -72,8 +73,11 @@ async def first_question(record: PlanRecord, session: Session, bus: EventBus,
     if secrets is None or secrets_digest(secrets) != record.secrets:
         await reads.settle()
         return FirstAnswer("the secrets could not be checked or changed", secrets)
+    looking = asyncio.ensure_future(session.look({n: Look(p.look()) for n, p in record.nodes.items()}))
+    await session.answered(record.nodes, unless=looking)
+    reads.start_rest()  # the registry, the hub, Consul: beside the looks' commands (Reads says why)
     try:
-        states = await session.look({n: Look(p.look()) for n, p in record.nodes.items()})
+        states = await looking
     except SwarmError as exc:  # the plan looks again, and says what went wrong
         await reads.settle()
         return FirstAnswer(f"a node's look failed: {exc.message}", secrets)

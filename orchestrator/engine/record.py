@@ -29,7 +29,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,24 +270,50 @@ def declared_addresses(text: str) -> dict[str, str] | None:
 class Reads:
     """The reads beside the looks, each in a thread of the loop's executor: the secrets (Vault),
     what each image tag and weights branch names now (the registry, the hub), and Consul's
-    registrations. Submitted at once, as the nodes connect (`reader`/`hub`: the Vault and hub
-    boundaries, for tests)."""
+    registrations (`reader`/`hub`: the Vault and hub boundaries, for tests).
 
+    The secrets are read as the nodes connect (a rotated secret needs no look); the other three
+    once every node has answered (`start_rest`), beside the looks' commands: started with the
+    connects, their imports and requests slowed the SSH handshakes ~25 ms of a ~390 ms no-op,
+    while the looks leave the controller idle (bench/compare_versions.py, 2026-12-06)."""
+
+    record: PlanRecord
     secrets: asyncio.Future[Any]
     images: asyncio.Future[Any]
     branches: asyncio.Future[Any]
     consul: asyncio.Future[Any]
+    hub: Any = None
+    passing: list[asyncio.Future[None]] = field(default_factory=list, repr=False)   # start_rest's hand-offs
 
     @classmethod
     def start(cls, record: PlanRecord, reader: Any = None, hub: Any = None) -> Reads:
         loop = asyncio.get_running_loop()
-        return cls(loop.run_in_executor(None, reader or read_secrets, record.vault),
-                   loop.run_in_executor(None, tag_digests, record),
-                   loop.run_in_executor(None, hub or branch_commits, record),
-                   loop.run_in_executor(None, consul_services, record.consul))
+        return cls(record, loop.run_in_executor(None, reader or read_secrets, record.vault),
+                   loop.create_future(), loop.create_future(), loop.create_future(), hub)
+
+    def start_rest(self) -> None:
+        """Read the registry, the hub and Consul (once)."""
+        if self.passing:
+            return
+        loop = asyncio.get_running_loop()
+        reads: tuple[tuple[asyncio.Future[Any], Callable[[], Any]], ...] = (
+            (self.images, lambda: tag_digests(self.record)),
+            (self.branches, lambda: (self.hub or branch_commits)(self.record)),
+            (self.consul, lambda: consul_services(self.record.consul)))
+        for answer, read in reads:
+            self.passing.append(asyncio.ensure_future(_pass_on(loop.run_in_executor(None, read), answer)))
 
     async def settle(self) -> None:
-        await asyncio.gather(*(settled(f) for f in (self.secrets, self.images, self.branches, self.consul)))
+        """Every read that started has ended (none is left running behind the plan)."""
+        started = (self.secrets, *((self.images, self.branches, self.consul) if self.passing else ()))
+        await asyncio.gather(*(settled(f) for f in started))
+
+
+async def _pass_on(work: asyncio.Future[Any], answer: asyncio.Future[Any]) -> None:
+    try:
+        answer.set_result(await work)
+    except Exception as exc:  # settled() turns it into "no answer"
+        answer.set_exception(exc)
 
 
 async def settled(work: Any) -> Any:

@@ -127,6 +127,16 @@ class Session:
         else:
             self.bus.emit("connect", "failed", host=host, message=error.message)
 
+    async def answered(self, hosts: Iterable[str], *, unless: asyncio.Future[Any]) -> None:
+        """Until every one of `hosts` has answered or been given up on, or `unless` is done first
+        (no connect is cancelled by the wait)."""
+        chosen = list(hosts)
+        self.start(chosen)
+        waiting: set[asyncio.Future[Any]] = {self._connecting[h] for h in chosen}
+        while waiting and not unless.done():
+            _, pending = await asyncio.wait(waiting | {unless}, return_when=asyncio.FIRST_COMPLETED)
+            waiting = pending - {unless}
+
     async def reached(self, host: str) -> bool:
         """Whether the node answered (waiting for its connect, if under way)."""
         self.start([host])
