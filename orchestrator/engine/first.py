@@ -74,13 +74,15 @@ async def first_question(record: PlanRecord, session: Session, bus: EventBus,
         await reads.settle()
         return FirstAnswer("the secrets could not be checked or changed", secrets)
     looking = asyncio.ensure_future(session.look({n: Look(p.look()) for n, p in record.nodes.items()}))
-    await session.answered(record.nodes, unless=looking)
-    reads.start_rest()  # the registry, the hub, Consul: beside the looks' commands (Reads says why)
     try:
+        await session.answered(record.nodes, unless=looking)
+        reads.start_rest()  # the registry, the hub, Consul: beside the looks' commands (Reads says why)
         states = await looking
     except SwarmError as exc:  # the plan looks again, and says what went wrong
         await reads.settle()
         return FirstAnswer(f"a node's look failed: {exc.message}", secrets)
+    finally:  # interrupted while waiting for the answers: no look goes on behind the session's close
+        looking.cancel()
     commits = await settled(reads.branches)
     why = (_difference(record, states, session) or _moved(record, await settled(reads.images))
            or _moved_branch(record, commits))

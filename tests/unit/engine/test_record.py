@@ -173,6 +173,52 @@ def test_a_required_node_that_is_off_is_left_to_the_plan(recorded) -> None:
     assert not answer.noop and "did not answer" in answer.why
 
 
+class Gated:
+    """A replayed node whose connect or commands wait until the test opens a gate."""
+
+    def __init__(self, inner: Any, connect: asyncio.Event | None = None, run: asyncio.Event | None = None) -> None:
+        self.inner, self.connect_gate, self.run_gate = inner, connect, run
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def connect(self) -> None:
+        if self.connect_gate is not None:
+            await self.connect_gate.wait()
+        await self.inner.connect()
+
+    async def run(self, command: Any, **kwargs: Any) -> Any:
+        if self.run_gate is not None:
+            await self.run_gate.wait()
+        return await self.inner.run(command, **kwargs)
+
+
+def test_an_interrupted_first_question_leaves_no_look_running(recorded) -> None:
+    """Interrupted (SIGTERM: the run is cancelled) while thanos has not answered yet, no look —
+    which may take a node's lock — goes on behind the session's back."""
+    fleet, record, _ = recorded
+    replayed = replay_again(fleet)
+
+    async def go() -> None:
+        never, slow = asyncio.Event(), asyncio.Event()
+        transports = Fleet([Gated(replayed["oracle"], run=slow), replayed["starlord"],
+                            Gated(replayed["thanos"], connect=never)])
+        s = session(record, transports)
+        asking = asyncio.ensure_future(first_question(record, s, EventBus(), reader=lambda _v: fleet.secrets, hub=HUB))
+        for _ in range(50):  # starlord looked; oracle's look waits on its command; thanos on its connect
+            await asyncio.sleep(0)
+        assert fleet.transports["starlord"].round_trips and not fleet.transports["oracle"].round_trips
+        asking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asking
+        slow.set()
+        for _ in range(50):
+            await asyncio.sleep(0)
+
+    asyncio.run(go())
+    assert fleet.transports["oracle"].round_trips == []
+
+
 # ------------------------------------------------------------------ trusting a record
 
 
