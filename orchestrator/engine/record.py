@@ -29,7 +29,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -279,41 +279,29 @@ class Reads:
 
     record: PlanRecord
     secrets: asyncio.Future[Any]
-    images: asyncio.Future[Any]
-    branches: asyncio.Future[Any]
-    consul: asyncio.Future[Any]
     hub: Any = None
-    passing: list[asyncio.Future[None]] = field(default_factory=list, repr=False)   # start_rest's hand-offs
+    images: asyncio.Future[Any] | None = None       # these three: once `start_rest` ran
+    branches: asyncio.Future[Any] | None = None
+    consul: asyncio.Future[Any] | None = None
 
     @classmethod
     def start(cls, record: PlanRecord, reader: Any = None, hub: Any = None) -> Reads:
         loop = asyncio.get_running_loop()
-        return cls(record, loop.run_in_executor(None, reader or read_secrets, record.vault),
-                   loop.create_future(), loop.create_future(), loop.create_future(), hub)
+        return cls(record, loop.run_in_executor(None, reader or read_secrets, record.vault), hub)
 
     def start_rest(self) -> None:
         """Read the registry, the hub and Consul (once)."""
-        if self.passing:
+        if self.images is not None:
             return
         loop = asyncio.get_running_loop()
-        reads: tuple[tuple[asyncio.Future[Any], Callable[[], Any]], ...] = (
-            (self.images, lambda: tag_digests(self.record)),
-            (self.branches, lambda: (self.hub or branch_commits)(self.record)),
-            (self.consul, lambda: consul_services(self.record.consul)))
-        for answer, read in reads:
-            self.passing.append(asyncio.ensure_future(_pass_on(loop.run_in_executor(None, read), answer)))
+        self.images = loop.run_in_executor(None, tag_digests, self.record)
+        self.branches = loop.run_in_executor(None, self.hub or branch_commits, self.record)
+        self.consul = loop.run_in_executor(None, consul_services, self.record.consul)
 
     async def settle(self) -> None:
         """Every read that started has ended (none is left running behind the plan)."""
-        started = (self.secrets, *((self.images, self.branches, self.consul) if self.passing else ()))
+        started = (f for f in (self.secrets, self.images, self.branches, self.consul) if f is not None)
         await asyncio.gather(*(settled(f) for f in started))
-
-
-async def _pass_on(work: asyncio.Future[Any], answer: asyncio.Future[Any]) -> None:
-    try:
-        answer.set_result(await work)
-    except Exception as exc:  # settled() turns it into "no answer"
-        answer.set_exception(exc)
 
 
 async def settled(work: Any) -> Any:

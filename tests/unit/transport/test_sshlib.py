@@ -20,8 +20,9 @@ linux_glibc = pytest.mark.skipif(not Path("/sbin/ldconfig").exists() or sys.plat
                                  reason="the loader-cache answer is for glibc Linux")
 
 
-def spy_tools(tmp_path: Path) -> tuple[dict[str, str], Path]:
-    """A PATH whose gcc, cc, ld and objdump only note that they ran (then fail, as for a missing library)."""
+def with_spy_tools(tmp_path: Path, code: str) -> list[str]:
+    """Run `code` in a fresh interpreter whose PATH has gcc, cc, ld and objdump that only note
+    that they ran (then fail, as for a missing library); the tools that ran, in order."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "ran.log"
@@ -32,26 +33,21 @@ def spy_tools(tmp_path: Path) -> tuple[dict[str, str], Path]:
     env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
     env["PATH"] = f"{bin_dir}:{env.get('PATH', '')}"
     env["PYTHONPATH"] = str(REPO)
-    return env, log
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return log.read_text().split() if log.exists() else []
 
 
 @linux_glibc
 def test_loading_the_ssh_transport_starts_no_compiler_or_linker(tmp_path: Path) -> None:
-    env, log = spy_tools(tmp_path)
-    done = subprocess.run([sys.executable, "-c", "import orchestrator.transport.ssh, asyncssh; print('ok')"],
-                          env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert not log.exists(), f"started: {log.read_text().split()}"
+    assert with_spy_tools(tmp_path, "import orchestrator.transport.ssh, asyncssh") == []
 
 
 @linux_glibc
 def test_the_stdlib_probe_would_have_started_them(tmp_path: Path) -> None:
     """The spy above can fail: without swarm's answer, asyncssh's probe does run the tools."""
-    env, log = spy_tools(tmp_path)
-    done = subprocess.run([sys.executable, "-c", "import ctypes.util; ctypes.util.find_library('swarm-no-such-lib')"],
-                          env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "gcc" in log.read_text().split()
+    ran = with_spy_tools(tmp_path, "import ctypes.util; ctypes.util.find_library('swarm-no-such-lib')")
+    assert "gcc" in ran
 
 
 @linux_glibc
