@@ -35,7 +35,8 @@ def targets(*names: str, **changes: object):  # type: ignore[no-untyped-def]
 
 
 def run(targets, *nodes: FileNode, bus: EventBus | None = None):  # type: ignore[no-untyped-def]
-    return asyncio.run(backup(PROJECT, targets, bus or EventBus(), fleet=Fleet(nodes)))
+    # time.time is read here, not as backup()'s default (bound at import): _fixed_clock has frozen it
+    return asyncio.run(backup(PROJECT, targets, bus or EventBus(), fleet=Fleet(nodes), clock=time.time))
 
 
 def test_one_node_three_services_one_lock_and_two_trips_each() -> None:
