@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -205,8 +206,11 @@ def test_an_interrupted_first_question_leaves_no_look_running(recorded) -> None:
                             Gated(replayed["thanos"], connect=never)])
         s = session(record, transports)
         asking = asyncio.ensure_future(first_question(record, s, EventBus(), reader=lambda _v: fleet.secrets, hub=HUB))
-        for _ in range(50):  # starlord looked; oracle's look waits on its command; thanos on its connect
-            await asyncio.sleep(0)
+        # starlord looks (once the secrets, read on a thread, are in); oracle's look waits on its
+        # command; thanos on its connect
+        deadline = time.monotonic() + 5
+        while not fleet.transports["starlord"].round_trips and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         assert fleet.transports["starlord"].round_trips and not fleet.transports["oracle"].round_trips
         asking.cancel()
         with pytest.raises(asyncio.CancelledError):

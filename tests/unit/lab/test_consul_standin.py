@@ -232,6 +232,7 @@ def test_http_check_is_probed_and_follows_the_service(client: consul.Consul) -> 
     within two intervals, and back to passing when it answers again."""
     interval = 1.0
     backend = Backend()
+    backend.status = 503   # the first probe is staggered by up to 1 s, maybe 0: critical either way
     try:
         client.agent.service.register(
             "web",
@@ -240,6 +241,7 @@ def test_http_check_is_probed_and_follows_the_service(client: consul.Consul) -> 
             check=consul.Check.http(backend.url, "1s", timeout="1s"),
         )
         assert check_status(client, "service:web-1") == "critical"
+        backend.status = 200
         wait_until(lambda: check_status(client, "service:web-1") == "passing", 2 * interval + 1)
         backend.status = 429
         wait_until(lambda: check_status(client, "service:web-1") == "warning", 2 * interval + 1)
@@ -484,10 +486,10 @@ def refused(url: str) -> bool:
 
 def test_slow_start_keeps_the_port_closed() -> None:
     """SWARM_STANDIN_MODE=slow-start:N: connections are refused for N seconds, then served."""
-    srv = standin.serve("127.0.0.1", 0, mode="slow-start:0.5")
+    srv = standin.serve("127.0.0.1", 0, mode="slow-start:2")  # room for the first refused() on a loaded machine
     try:
         assert refused(f"{srv.url}/v1/status/leader")
-        wait_until(lambda: not refused(f"{srv.url}/v1/status/leader"), 3)
+        wait_until(lambda: not refused(f"{srv.url}/v1/status/leader"), 5)
         assert httpx.get(f"{srv.url}/v1/status/leader").json() == "127.0.0.1:8300"
     finally:
         srv.shutdown()

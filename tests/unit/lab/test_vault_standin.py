@@ -427,10 +427,10 @@ def refused(url: str) -> bool:
 
 def test_slow_start_keeps_the_port_closed() -> None:
     """SWARM_STANDIN_MODE=slow-start:N: connections are refused for N seconds, then served."""
-    srv = standin.serve("127.0.0.1", 0, root_token=ROOT, mode="slow-start:0.4")
+    srv = standin.serve("127.0.0.1", 0, root_token=ROOT, mode="slow-start:2")  # room for the first refused() on a loaded machine
     try:
         assert refused(f"{srv.url}/v1/sys/health")
-        wait_until(lambda: not refused(f"{srv.url}/v1/sys/health"), 3)
+        wait_until(lambda: not refused(f"{srv.url}/v1/sys/health"), 5)
         assert httpx.get(f"{srv.url}/v1/sys/health").status_code == 200
     finally:
         srv.shutdown()

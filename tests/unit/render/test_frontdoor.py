@@ -190,7 +190,7 @@ def test_a_held_request_is_served_once_an_instance_is_back(door: FrontDoor) -> N
 
     asking = threading.Thread(target=ask)
     asking.start()
-    time.sleep(0.8)
+    time.sleep(1.0)  # held meanwhile (the queue waits 2 s); 0.3 s of slack for the thread to start
     door.command(f"set server {backend}/vllm-primary state ready")
     asking.join(10)
     status, _, text, took = answer["reply"]
