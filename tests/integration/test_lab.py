@@ -280,14 +280,14 @@ def test_fault_modes_in_real_containers(lab: api.Lab) -> None:
     tag = uuid.uuid4().hex[:6]
     slow, dies = f"slow-{tag}", f"dies-{tag}"
     ping = f"docker exec {slow} redis-cli ping"
-    early = ssh(lab, "thanos", f"docker run -d --name {slow} -e SWARM_STANDIN_MODE=slow-start:4 "
+    early = ssh(lab, "thanos", f"docker run -d --name {slow} -e SWARM_STANDIN_MODE=slow-start:10 "
                 f"{lab.registry}/library/redis:7-alpine >/dev/null && {ping}", check=False)
     try:
         assert "PONG" not in early.stdout  # still "loading"
         ssh(lab, "thanos", f"docker run -d --name {dies} -e SWARM_STANDIN_MODE=die-after:2 "
             f"{lab.registry}/qdrant/qdrant:v1.9.2 >/dev/null")
         _wait_for(lambda: ssh(lab, "thanos", ping, check=False).stdout.strip() == "PONG",
-                  20, "redis answering after slow start")
+                  40, "redis answering after slow start")
         state = f"docker inspect -f '{{{{.State.Status}}}} {{{{.State.ExitCode}}}}' {dies}"
         _wait_for(lambda: ssh(lab, "thanos", state).stdout.split() == ["exited", "1"],
                   20, "qdrant exiting 1 after die-after")

@@ -79,7 +79,11 @@ def test_litellm_routes_to_the_tier_and_caches_in_redis(deployed) -> None:
     assert first.headers["x-litellm-model-api-base"].endswith("/models/casperhansen--mistral-nemo-instruct-2407-awq/v1")
     assert first.headers["x-litellm-model-id"] == "vllm-primary"
     assert first.json()["model"].endswith("casperhansen/mistral-nemo-instruct-2407-awq")
-    again = chat(oracle, "primary", text)
+    for _ in range(10):  # LiteLLM writes its cache in a background task: the hit may be a moment later
+        again = chat(oracle, "primary", text)
+        if again.status_code != 200 or again.json()["id"] == first.json()["id"]:
+            break
+        time.sleep(0.2)
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]  # a cache hit
     keys = in_container(deployed, "oracle", "redis",
                         'redis-cli --no-auth-warning -a "$REDIS_PASSWORD" dbsize')

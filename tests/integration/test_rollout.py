@@ -105,6 +105,10 @@ def changed_inventory(lab, path: Path, tag: str) -> Path:
         data["nodes"][node].setdefault("services", {}).setdefault(svc, {})["image_tag"] = tag
     haproxy = data["nodes"]["oracle"].setdefault("services", {}).setdefault("haproxy", {})
     haproxy["rate_limit_per_10s"] = random.randint(5000, 9000)
+    # NEMO has one instance: its requests are held through its swap (drain, up, first health
+    # check, hold, a test completion; 12-18 s here), 30 s by default; 50 s (under the client
+    # timeout, 60 s) so a loaded machine cannot turn a held request into a 503
+    haproxy["queue_timeout"] = 50
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 

@@ -51,7 +51,9 @@ def test_a_rollback_that_cannot_bring_the_previous_image_back(deployed, tmp_path
     before = snapshot(lab)
     image = docker_on(lab, "thanos", "inspect", "-f", "{{.Config.Image}}", "swarm-thanos-sillytavern-1").strip()
     inventory = fast_inventory(lab, tmp_path / "inv.yml", lambda d: set_service(
-        d, "thanos", "sillytavern", extra_env={"SWARM_STANDIN_MODE": "die-after:4", "X": str(random.random())}))
+        d, "thanos", "sillytavern", extra_env={"SWARM_STANDIN_MODE": "die-after:10", "X": str(random.random())}))
+    # dies 10 s after it listens, before its first health check (15 s): the gate can only fail it; the
+    # registry stop and the rmi below are done long before the unwind would pull the old image back
     run = start(lab, inventory, "deploy", "--phase", "4", state=state)
     run.wait_for("gate", "start")
     registry.stop(lab.paths)

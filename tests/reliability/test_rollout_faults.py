@@ -121,8 +121,9 @@ def test_sigterm_mid_drain_puts_the_instance_back_and_a_reload_keeps_the_drain(d
         d, "starlord", "vllm-secondary", image_tag=other_tag(image(lab, "vllm-secondary"))))
     long_stream: dict[str, Any] = {}
 
-    def stream() -> None:  # ~20 s at the stand-in's 50 tokens a second: the drain waits for it
-        body = {"model": MISTRAL, "stream": True, "max_tokens": 1000, "messages": [{"role": "user", "content": "x"}]}
+    def stream() -> None:  # ~30 s at the stand-in's 50 tokens a second: the drain waits for it (the
+        # run reaches the drain and the reload is done in ~6-12 s here; 20 s left too little on a loaded machine)
+        body = {"model": MISTRAL, "stream": True, "max_tokens": 1500, "messages": [{"role": "user", "content": "x"}]}
         with httpx.stream("POST", f"http://{oracle}/pool/v1/chat/completions", json=body, timeout=120,
                           headers={"Authorization": f"Bearer {VLLM_KEY}"}) as reply:
             lines = list(reply.iter_lines())
@@ -150,7 +151,7 @@ def test_sigterm_mid_drain_puts_the_instance_back_and_a_reload_keeps_the_drain(d
     assert run.code == 143, run.stderr
     assert container(lab, "vllm-secondary") == kept  # never swapped
     assert server_status(lab, "vllm-secondary").startswith("UP")  # back in the front door
-    assert long_stream == {"status": 200, "done": True, "tokens": 1000}, long_stream
+    assert long_stream == {"status": 200, "done": True, "tokens": 1500}, long_stream
     assert_consistent(lab, before, run, state=state)
     print(f"SIGTERM mid-drain: exit 143 after {run.seconds():.0f}s, the stream finished whole")  # noqa: T201
 

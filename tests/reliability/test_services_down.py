@@ -85,7 +85,13 @@ def test_consul_down_mid_phase_rolls_the_phase_back(deployed, tmp_path, state) -
     lab = deployed
     before = snapshot(lab)
     registered = {k: v["Meta"].get("swarm_release") for k, v in consul_registrations(lab).items()}
-    run = start(lab, changed(lab, tmp_path), "deploy", "--phase", "2", state=state)
+    def held(data: dict) -> None:  # type: ignore[type-arg]
+        # a 10 s hold, not the suite's 2 s: Consul must be down before the gate passes and the
+        # phase registers, and stopping it (ssh, docker stop) can take a second or two
+        set_service(data, "oracle", "haproxy", rate_limit_per_10s=random.randint(200, 9000))
+        data["nodes"]["oracle"]["vars"]["min_healthy_time"] = "10s"
+
+    run = start(lab, fast_inventory(lab, tmp_path / "inv.yml", held), "deploy", "--phase", "2", state=state)
     run.wait_for("gate", "start")
     docker_on(lab, "oracle", "stop", "swarm-oracle-consul-1")
     try:
