@@ -272,14 +272,6 @@ def _wait_in_flight(url: str, within: float = 5) -> None:
         time.sleep(0.02)
 
 
-def _answers(url: str) -> bool:
-    try:
-        call(url)
-    except OSError:  # refused (URLError) or cut while answering
-        return False
-    return True
-
-
 def _wait_serving(url: str, within: float = 10) -> float:
     start = time.monotonic()
     while time.monotonic() - start < within:
@@ -328,19 +320,17 @@ def test_vllm_sigterm_with_a_shutdown_timeout_finishes_the_streams_and_refuses_n
     proc, url = _start(tmp_path, "--shutdown-timeout", "10")
     try:
         _wait_serving(url)
-        stream = _stream_in_thread(url, 40)  # 4 s at 10 tokens/s
-        _wait_in_flight(url)
+        stream = _stream_in_thread(url, 20)  # 2 s at 10 tokens/s
+        time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 2  # the port closes once its serve loop stops (<= 0.1 s) and the stream goes on
-        while time.monotonic() < deadline and _answers(f"{url}/health"):
-            time.sleep(0.05)
+        time.sleep(0.3)
         with pytest.raises(urllib.error.URLError):  # the port is closed: refused, not reset mid-answer
             call(f"{url}/health")
         stream["thread"].join(10)
         assert proc.wait(10) == 0
     finally:
         proc.kill()
-    assert stream.get("done") and stream.get("tokens") == 40, stream
+    assert stream.get("done") and stream.get("tokens") == 20, stream
 
 
 def test_vllm_refuses_connections_while_the_model_loads(tmp_path: Path) -> None:

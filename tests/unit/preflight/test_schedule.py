@@ -408,7 +408,7 @@ def test_sigterm_ends_the_loop_cleanly(tmp_path: Path) -> None:
 
 
 def test_sigterm_during_a_run_lets_it_finish_and_write(tmp_path: Path) -> None:
-    process, out, marker = start_loop(tmp_path, pause=2.5)  # room for the signal to land inside run 2
+    process, out, marker = start_loop(tmp_path, pause=1.0)
     try:
         wait_for(lambda: out.exists())  # first run written, second run now in progress
         process.send_signal(signal.SIGTERM)
