@@ -152,7 +152,8 @@ def quick_exit() -> None:
     2026-12-06: 424 against 372 ms). Frozen objects are left to the process's end instead;
     everything else still happens as before — threads are joined, atexit handlers run
     (weakref.finalize too), objects no cycle holds are freed, the std streams are flushed.
-    What is lost is `__del__` of objects in a cycle at exit, which Python never promised (the data model's note on `__del__`): swarm's files are closed as written.
+    What is lost is `__del__` of objects in a cycle at exit, which Python never promised (the
+    data model's note on `__del__`): swarm's files are closed as written.
     """
     gc.freeze()
 
